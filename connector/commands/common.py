@@ -1,0 +1,59 @@
+"""What several commands share: loading settings with a clear error, printing JSON or tables."""
+
+import json
+import sys
+from datetime import datetime, timezone
+
+from connector.log import setup_logging
+from connector.settings import ConfigError, load_settings
+
+EX_OK = 0
+EX_CONFIG = 1
+EX_DATAERR = 65   # sysexits: input that can never be accepted
+EX_NOUSER = 67    # sysexits: addressee unknown
+EX_TEMPFAIL = 75  # sysexits: try again later
+
+
+def settings_or_exit(args, code=EX_CONFIG, log=True):
+    """Load the settings; on a bad config print the error to stderr and exit with `code`."""
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(code) from None
+    if log:
+        setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None)
+    return settings
+
+
+def iso(timestamp):
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def emit(args, data, columns=None):
+    """Print `data` (a list of dicts or a dict) as JSON with --json, else as a table."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, indent=None if isinstance(data, list) else 2))
+        return
+    rows = data if isinstance(data, list) else [data]
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    if not rows:
+        print("(none)")
+        return
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _cell(value):
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

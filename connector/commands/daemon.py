@@ -1,0 +1,67 @@
+"""`run`, `worker`, `check-config`, `example-config`."""
+
+import sys
+
+from connector.commands.common import EX_CONFIG, settings_or_exit
+from connector.settings import ConfigError, load_settings
+from connector.settings.schema import render_example
+
+
+def cmd_run(args):
+    settings = settings_or_exit(args, EX_CONFIG, log=False)
+    from connector.app import run_daemon
+    from connector.log import setup_logging
+    setup_logging(settings.log_level)
+    return run_daemon(settings, settings.ini_path)
+
+
+def cmd_worker(args):
+    settings = settings_or_exit(args, EX_CONFIG, log=False)
+    from connector.app import worker_main
+    from connector.log import setup_logging
+    setup_logging(settings.log_level)
+    return worker_main(settings)
+
+
+def check_templates(settings):
+    """Render every mail template once with sample values, so a typo shows now, not on the first mail."""
+    from connector.outbound.compose import REPLY_ABOVE, Templates
+    templates = Templates(settings.folder_candidates("templates"))
+    sample = {"ticket": {"number": 1, "subject": "Printer", "tag": "[Ticket #1]"},
+              "sender": {"name": "Ann", "address": "ann@example.org"}, "message": {"subject": "Printer"},
+              "settings": {"public_address": settings.public_address,
+                           "response_from_name": settings.response_from_name},
+              "reply_above": REPLY_ABOVE}
+    name = "auto_response.txt.j2"
+    try:
+        templates.render(name, **sample)
+    except Exception as exc:
+        raise ConfigError(settings.find("templates", name), "-", f"cannot be rendered: {exc}",
+                          "check the jinja2 syntax and the variable names") from None
+
+
+def cmd_check_config(args):
+    try:
+        settings = load_settings(args.config)
+        check_templates(settings)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    print(settings.summary())
+    return 0
+
+
+def cmd_example_config(args):
+    sys.stdout.write(render_example())
+    return 0
+
+
+def register(subparsers):
+    p = subparsers.add_parser("run", help="run the daemon in the foreground")
+    p.set_defaults(handler=cmd_run)
+    p = subparsers.add_parser("worker", help="run the processing worker (started by `run`)")
+    p.set_defaults(handler=cmd_worker)
+    p = subparsers.add_parser("check-config", help="validate the configuration and print a summary")
+    p.set_defaults(handler=cmd_check_config)
+    p = subparsers.add_parser("example-config", help="print connector.ini.example (every key, its default)")
+    p.set_defaults(handler=cmd_example_config)

@@ -1,0 +1,99 @@
+"""`inject` (an MTA's pipe transport) and `replay` (process a file now, or show the decision)."""
+
+import json
+import re
+import sys
+import time
+
+from connector.commands.common import (
+    EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, emit, settings_or_exit)
+from connector.log import get_logger
+
+HEADER_START_RE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
+
+
+def looks_like_mail(raw):
+    """Input that can never be a message: empty, or not starting with a header."""
+    return bool(raw.strip()) and bool(HEADER_START_RE.match(raw.lstrip(b"\r\n")))
+
+
+def strip_mbox_from(raw):
+    return raw.split(b"\n", 1)[1] if raw.startswith(b"From ") else raw
+
+
+def cmd_inject(args):
+    settings = settings_or_exit(args, EX_TEMPFAIL)  # a broken config is fixed, then the MTA retries
+    log = get_logger("intake")
+    raw = sys.stdin.buffer.read(settings.max_message_size + 1)
+    if len(raw) > settings.max_message_size:
+        print(f"connector: message larger than max_message_size ({settings.max_message_size} bytes)",
+              file=sys.stderr)
+        log.warning("intake.rejected", reason="too_large", intake="pipe")
+        return EX_DATAERR
+    if not looks_like_mail(raw):
+        print("connector: input is not an email message (empty or no header)", file=sys.stderr)
+        log.warning("intake.rejected", reason="not_a_message", size=len(raw), intake="pipe")
+        return EX_DATAERR
+    try:
+        from connector.pipeline.services import own_address_re
+        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
+        if args.recipient and not any(r.match(args.recipient) for r in own):
+            print(f"connector: {args.recipient} is not an address of this connector", file=sys.stderr)
+            log.warning("intake.rcpt_rejected", rcpt=args.recipient, intake="pipe")
+            return EX_NOUSER
+        from connector.store.db import open_store
+        from connector.store.spool import store_message
+        open_store(settings.database)
+        spool_id = store_message(strip_mbox_from(raw), mail_from=args.sender,
+                                 rcpt_to=[args.recipient] if args.recipient else [], intake="pipe")
+    except Exception as exc:
+        print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)
+        log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", intake="pipe")
+        return EX_TEMPFAIL
+    log.info("intake.accepted", spool_id=spool_id, size=len(raw), intake="pipe", rcpt=args.recipient)
+    return EX_OK
+
+
+def cmd_replay(args):
+    settings = settings_or_exit(args)
+    from connector.app import open_services
+    from connector.pipeline.runner import Runner
+    from connector.store.models import SpoolEntry
+    from connector.store.spool import spool_row, store_message
+    try:
+        with open(args.file, "rb") as handle:
+            raw = strip_mbox_from(handle.read())
+    except OSError as exc:
+        print(f"connector: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    runner = Runner(open_services(settings))
+    rcpt = [args.recipient] if args.recipient else []
+    if args.dry_run:
+        spool = SpoolEntry(**spool_row(raw, args.sender, rcpt, "replay", None, time.time()))
+        result = runner.dry_run(spool).summary()
+        result["dry_run"] = True
+    else:
+        spool_id = store_message(raw, mail_from=args.sender, rcpt_to=rcpt, intake="replay")
+        ctx = runner.process(spool_id)
+        entry = SpoolEntry.get_by_id(spool_id)
+        result = ctx.summary() if ctx else {"action": entry.action, "ticket": None, "reason": entry.reason}
+        result.update(spool_id=spool_id, state=entry.state, dry_run=False)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        emit(args, {k: result.get(k) for k in ("action", "ticket", "reason", "public", "recipients")})
+    return 0
+
+
+def register(subparsers):
+    p = subparsers.add_parser("inject", help="store a message from stdin (an MTA's pipe transport)")
+    p.add_argument("--recipient", help="envelope recipient (Postfix: ${recipient})")
+    p.add_argument("--sender", help="envelope sender (Postfix: ${sender}); empty for a null path")
+    p.set_defaults(handler=cmd_inject)
+    p = subparsers.add_parser("replay", help="process FILE.eml now; --dry-run prints the decision only")
+    p.add_argument("file", metavar="FILE.eml")
+    p.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--recipient", help="envelope recipient to assume")
+    p.add_argument("--sender", help="envelope sender to assume")
+    p.set_defaults(handler=cmd_replay)

@@ -1,0 +1,205 @@
+"""Read the store: `tickets list|show`, `inbound list|replay|close`, `outbox list`, `message export`."""
+
+import sys
+
+from connector.commands.common import emit, iso, settings_or_exit
+from connector.store.db import open_store
+from connector.store.models import (
+    SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, SpoolEntry,
+    Ticket, TriageItem)
+
+
+def _open(args):
+    settings = settings_or_exit(args)
+    open_store(settings.database)
+    return settings
+
+
+def ticket_summary(ticket):
+    return {
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "status": ticket.status,
+        "in_inbox": ticket.in_inbox,
+        "contact": ticket.contact.email if ticket.contact_id else None,
+        "manager": ticket.manager,
+        "account": ticket.account,
+        "priority": ticket.priority,
+        "message_count": Message.select().where(Message.ticket == ticket).count(),
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+    }
+
+
+def message_json(message):
+    return {
+        "id": message.id, "direction": message.direction, "from": message.from_addr,
+        "from_name": message.from_name, "to": message.to, "cc": message.cc, "subject": message.subject,
+        "public": message.public, "internal": message.internal, "text": message.text,
+        "reply_text": message.reply_text, "rules_version": message.rules_version,
+        "message_id": message.message_id, "received_at": iso(message.received_at),
+        "attachments": message.attachments,
+    }
+
+
+def cmd_tickets_list(args):
+    _open(args)
+    query = Ticket.select().order_by(Ticket.number)
+    if args.inbox:
+        query = query.where(Ticket.in_inbox == True)  # noqa: E712 (peewee expression)
+    emit(args, [ticket_summary(t) for t in query],
+         ["number", "status", "in_inbox", "contact", "manager", "message_count", "subject"])
+    return 0
+
+
+def cmd_tickets_show(args):
+    _open(args)
+    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    if ticket is None:
+        print(f"connector: no ticket {args.number}", file=sys.stderr)
+        return 1
+    data = ticket_summary(ticket)
+    data["recipients"] = {
+        "external": [{"address": r.address, "kind": r.kind} for r in
+                     ExternalRecipient.select().where(ExternalRecipient.ticket == ticket).order_by(ExternalRecipient.id)],
+        "employees": [r.email for r in
+                      EmployeeRecipient.select().where(EmployeeRecipient.ticket == ticket).order_by(EmployeeRecipient.id)],
+    }
+    data["messages"] = [message_json(m) for m in
+                        Message.select().where(Message.ticket == ticket).order_by(Message.received_at, Message.id)]
+    if args.json:
+        emit(args, data)
+        return 0
+    emit(args, {k: v for k, v in data.items() if k not in ("messages", "recipients")})
+    print("\nrecipients:", ", ".join(f"{r['address']} ({r['kind']})" for r in data["recipients"]["external"]),
+          "| employees:", ", ".join(data["recipients"]["employees"]) or "-")
+    for m in data["messages"]:
+        flag = "public" if m["public"] else "NOT PUBLIC"
+        print(f"\n#{m['id']} {m['direction']} {m['received_at']} from {m['from']} [{flag}]\n  {m['subject']}")
+        print("  " + (m["reply_text"] or "").replace("\n", "\n  "))
+    return 0
+
+
+def inbound_json(item):
+    return {"id": item.id, "status": item.status, "reason": item.reason, "from": item.from_addr,
+            "subject": item.subject, "ticket": item.ticket_number, "received_at": iso(item.received_at),
+            "spool_id": item.spool_id, "detail": item.detail}
+
+
+def cmd_inbound_list(args):
+    _open(args)
+    query = TriageItem.select().order_by(TriageItem.id)
+    if args.status:
+        query = query.where(TriageItem.status == args.status)
+    emit(args, [inbound_json(i) for i in query],
+         ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
+    return 0
+
+
+def cmd_inbound_replay(args):
+    _open(args)
+    from connector.pipeline.runner import requeue
+    item = TriageItem.get_or_none(TriageItem.id == args.id)
+    if item is None:
+        print(f"connector: no inbound item {args.id}", file=sys.stderr)
+        return 1
+    if item.spool.state != SPOOL_SHUNTED and not args.force:
+        print(f"connector: inbound item {args.id} was processed ({item.spool.action}); "
+              "use --force to process it again", file=sys.stderr)
+        return 1
+    requeue(item.spool_id)
+    print(f"spool entry {item.spool_id} queued again; the running daemon processes it")
+    return 0
+
+
+def cmd_inbound_close(args):
+    _open(args)
+    changed = TriageItem.update(status=TRIAGE_CLOSED).where(TriageItem.id == args.id).execute()
+    if not changed:
+        print(f"connector: no inbound item {args.id}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_outbox_list(args):
+    _open(args)
+    query = OutboxEntry.select().order_by(OutboxEntry.id)
+    if args.status:
+        query = query.where(OutboxEntry.status == args.status)
+    rows = [{"id": o.id, "ticket": o.ticket.number if o.ticket_id else None, "kind": o.kind, "to": o.to,
+             "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
+             "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at),
+             "sent_at": iso(o.sent_at)} for o in query]
+    emit(args, rows, ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject"])
+    return 0
+
+
+def cmd_message_export(args):
+    _open(args)
+    if args.spool:
+        entry = SpoolEntry.get_or_none(SpoolEntry.id == args.id)
+        raw = bytes(entry.raw) if entry else None
+    elif args.outbox:
+        entry = OutboxEntry.get_or_none(OutboxEntry.id == args.id)
+        raw = bytes(entry.raw) if entry else None
+    else:
+        message = Message.get_or_none(Message.id == args.id)
+        raw = None
+        if message is not None and message.spool_id:
+            raw = bytes(message.spool.raw)
+        elif message is not None:
+            out = OutboxEntry.get_or_none(OutboxEntry.message_id == message.message_id)
+            raw = bytes(out.raw) if out else None
+    if raw is None:
+        print(f"connector: no message {args.id}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _sub(subparsers, name, help_text):
+    parser = subparsers.add_parser(name, help=help_text)
+    inner = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    inner.required = True
+    return inner
+
+
+def _json(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def register(subparsers):
+    tickets = _sub(subparsers, "tickets", "list and show tickets")
+    p = _json(tickets.add_parser("list", help="all tickets"))
+    p.add_argument("--inbox", action="store_true", help="only tickets in the inbox")
+    p.set_defaults(handler=cmd_tickets_list)
+    p = _json(tickets.add_parser("show", help="one ticket with recipients and messages"))
+    p.add_argument("number", type=int)
+    p.set_defaults(handler=cmd_tickets_show)
+
+    inbound = _sub(subparsers, "inbound", "inbound messages that could not be routed (triage)")
+    p = _json(inbound.add_parser("list", help="triage items"))
+    p.add_argument("--status", choices=("awaiting_review", "needs_attention", "closed"))
+    p.set_defaults(handler=cmd_inbound_list)
+    p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
+    p.add_argument("id", type=int)
+    p.add_argument("--force", action="store_true", help="also for a message that was processed")
+    p.set_defaults(handler=cmd_inbound_replay)
+    p = inbound.add_parser("close", help="mark an item closed")
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=cmd_inbound_close)
+
+    outbox = _sub(subparsers, "outbox", "outgoing mail and its delivery")
+    p = _json(outbox.add_parser("list", help="outbox rows"))
+    p.add_argument("--status", choices=("pending", "sent", "failed"))
+    p.set_defaults(handler=cmd_outbox_list)
+
+    message = _sub(subparsers, "message", "messages")
+    p = message.add_parser("export", help="write a message's original bytes to stdout")
+    p.add_argument("id", type=int, help="message id (tickets show), or spool/outbox id with the flags")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--spool", action="store_true", help="ID is a spool entry id")
+    group.add_argument("--outbox", action="store_true", help="ID is an outbox id")
+    p.set_defaults(handler=cmd_message_export)

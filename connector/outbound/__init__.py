@@ -1,0 +1,1 @@
+"""Outbound: compose outgoing mail, keep it in the outbox, deliver it."""

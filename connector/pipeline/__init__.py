@@ -1,0 +1,28 @@
+"""The pipeline: what happens to one spooled message, in order.
+
+`STEPS` decide (read-only: a dry run stops here); `apply.apply_decision`
+writes the outcome in one transaction; `runner` drives both and shunts a
+message whose processing raises.
+
+    parse -> classify -> sender -> reference -> route -> extract -> distribute
+"""
+
+from connector.pipeline import classify, distribute, extract, parse, reference, route, sender
+
+STEPS = (
+    parse.run,        # bytes -> ParsedMessage
+    classify.run,     # automatic mail? bounce? duplicate?
+    sender.run,       # employee or contact
+    reference.run,    # which ticket, if any (subject tag, References)
+    route.run,        # new_ticket | follow_up | internal | triage | duplicate | ignored_automatic
+    extract.run,      # the new reply text
+    distribute.run,   # who gets what: planned outgoing mail
+)
+
+
+def decide(ctx):
+    for step in STEPS:
+        step(ctx)
+        if ctx.done:
+            break
+    return ctx

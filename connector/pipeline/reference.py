@@ -1,0 +1,44 @@
+"""Step 4: which ticket the message refers to.
+
+The ticket tag in the subject (the `ticket_tag` format, or a scanner rule's
+`ticket_match` regex) wins; otherwise In-Reply-To/References naming a
+Message-ID we sent (verified by its HMAC) or filed for a ticket.
+"""
+
+import re
+
+from connector.store.models import ThreadRef, Ticket
+
+
+def from_subject(ctx):
+    pattern = ctx.hints.get("ticket_match")
+    regex = re.compile(pattern, re.I) if pattern else ctx.services.tag_re
+    match = regex.search(ctx.parsed.subject or "")
+    if not match:
+        return None
+    digits = re.search(r"\d+", match.group(1) if match.groups() else match.group(0))
+    return int(digits.group(0)) if digits else None
+
+
+def from_references(ctx):
+    ids = list(reversed(ctx.parsed.in_reply_to + ctx.parsed.references))
+    for message_id in ids:
+        number = ctx.services.signer.verify(message_id)
+        if number is not None:
+            return number
+    if ids:
+        ref = (ThreadRef.select(ThreadRef, Ticket).join(Ticket)
+               .where(ThreadRef.message_id.in_(ids)).first())
+        if ref is not None:
+            return ref.ticket.number
+    return None
+
+
+def run(ctx):
+    number = from_subject(ctx)
+    via = "subject"
+    if number is None:
+        number, via = from_references(ctx), "references"
+    if number is not None:
+        ctx.ticket_number, ctx.ref_via = number, via
+        ctx.ticket = Ticket.get_or_none(Ticket.number == number)

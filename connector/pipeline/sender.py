@@ -1,0 +1,15 @@
+"""Step 3: who sent it. An active employee when the From address is one of an
+active staff member's emails (seed 004, Employee Correspondence); otherwise a
+contact, known or to be created, linked to an account by its domain."""
+
+from connector.pipeline.context import Sender
+from connector.store.models import Contact
+
+
+def run(ctx):
+    settings = ctx.services.settings
+    address = ctx.parsed.from_addr
+    staff = settings.staff_by_email(address) if address else None
+    contact = None if staff or not address else Contact.get_or_none(Contact.email == address)
+    ctx.sender = Sender(address=address, name=ctx.parsed.from_name, staff=staff, contact=contact,
+                        account=None if staff or not address else settings.account_for(address))

@@ -1,0 +1,74 @@
+"""What every pipeline step may use, built once per process: settings, the
+reply extractor, the Message-ID signer, the clock, and address/tag matching."""
+
+import re
+import time
+
+from connector.outbound.msgid import MessageIdSigner
+from connector import reply
+
+
+def own_address_re(address):
+    """Matches `address` and its +tag forms (support+x@example.com), case-insensitive."""
+    local, _, domain = address.partition("@")
+    return re.compile(rf"^{re.escape(local)}(\+[^@]*)?@{re.escape(domain)}$", re.I)
+
+
+def ticket_tag_re(tag):
+    """A pattern for `ticket_tag` in subjects: spaces flexible, case-insensitive."""
+    prefix, _, suffix = tag.partition("{number}")
+
+    def loose(text):
+        return r"\s*".join(re.escape(part) for part in text.split()) if text.strip() else ""
+
+    return re.compile(loose(prefix) + r"\s*(\d+)\s*" + loose(suffix), re.I)
+
+
+class Services:
+    def __init__(self, settings, hmac_key, clock=time.time, extractor=None):
+        self.settings = settings
+        self.clock = clock
+        self.extractor = extractor or _load_extractor(settings)
+        domain = settings.public_address.rpartition("@")[2]
+        self.signer = MessageIdSigner(hmac_key, domain)
+        self.public_re = own_address_re(settings.public_address)
+        self.notifications_re = own_address_re(settings.notifications_address)
+        self.tag_re = ticket_tag_re(settings.ticket_tag)
+        self.loop_value = settings.public_address
+
+    def is_public(self, address):
+        return bool(self.public_re.match(address or ""))
+
+    def is_notifications(self, address):
+        return bool(self.notifications_re.match(address or ""))
+
+    def is_own(self, address):
+        return self.is_public(address) or self.is_notifications(address)
+
+    def tag(self, number):
+        return self.settings.ticket_tag.format(number=number)
+
+    def subject_with_tag(self, subject, number):
+        """`subject` carrying this ticket's tag exactly once (prefixed when missing)."""
+        match = self.tag_re.search(subject or "")
+        if match and int(match.group(1)) == number:
+            return subject
+        if match:
+            subject = (subject[:match.start()] + subject[match.end():]).strip()
+        return f"{self.tag(number)} {subject}".strip()
+
+
+class _PlainExtractor:  # until connector.reply offers load_extractor (issue 3)
+    version = reply.RULES_VERSION
+
+    def extract(self, text):
+        return reply.extract_reply(text)
+
+    def extract_message(self, parsed):
+        return reply.extract_reply(parsed.text)
+
+
+def _load_extractor(settings):
+    if hasattr(reply, "load_extractor"):
+        return reply.load_extractor(settings.folder_candidates("rules"))
+    return _PlainExtractor()

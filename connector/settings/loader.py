@@ -1,0 +1,332 @@
+"""Load and validate `connector.ini` and the YAML files in `config/`.
+
+Files in `rules/`, `templates/` and `config/` are looked up next to the ini
+first and fall back to the ones shipped with the package (the repository's
+top-level folders). Every problem raises `ConfigError` with the file, the key,
+what is wrong and a hint; unknown keys are errors, never silently ignored.
+"""
+
+import configparser
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from connector.settings.errors import ConfigError
+from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent
+ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@[A-Za-z0-9-]+$")
+SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+STAFF_KEYS = {"name", "emails", "active", "receive"}
+ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
+
+
+@dataclass(frozen=True)
+class Staff:
+    """An employee: identified by any of their emails; `receive` is seed 004's Recipient Option."""
+
+    name: str
+    emails: tuple
+    active: bool = True
+    receive: str = "manager"
+
+    @property
+    def email(self):
+        """The address mail to this employee goes to (the first listed)."""
+        return self.emails[0]
+
+
+@dataclass(frozen=True)
+class Account:
+    """A customer organisation, recognised by the domains of its contacts' addresses."""
+
+    name: str
+    domains: tuple
+    manager: str = ""
+    main_contact: str = ""
+
+
+@dataclass
+class Settings:
+    """Everything the daemon and the commands need, validated."""
+
+    ini_path: Path
+    values: dict
+    staff: list = field(default_factory=list)
+    accounts: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # what was loaded from where
+    extra: dict = field(default_factory=dict)  # plug-ins (scanners, ...) keep theirs here
+
+    def __getattr__(self, name):
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @property
+    def base_dir(self):
+        return self.ini_path.parent
+
+    @property
+    def data_dir(self):
+        return self.database.parent
+
+    def find(self, folder, name):
+        """A file of `rules/`, `templates/` or `config/`: next to the ini first, then shipped."""
+        local = self.base_dir / folder / name
+        if local.exists():
+            return local
+        return SHIPPED_DIR / folder / name
+
+    def folder_candidates(self, folder):
+        """Both places a folder is looked up, local first."""
+        return [self.base_dir / folder, SHIPPED_DIR / folder]
+
+    def staff_by_email(self, address):
+        return self.extra["_staff_index"].get(address.lower())
+
+    def account_for(self, address):
+        domain = address.rpartition("@")[2].lower()
+        return self.extra["_account_index"].get(domain)
+
+    def summary(self):
+        lines = [
+            f"configuration OK: {self.ini_path}",
+            f"  public address {self.public_address}, notifications {self.notifications_address}",
+            f"  intake {self.protocol} on {self.listen_host}:{self.listen_port}, "
+            f"max {self.max_message_size} bytes",
+            f"  outbound {self.mode}: "
+            + (f"relay {self.relay_host}:{self.relay_port}" if self.mode == "smtp" else str(self.maildir)),
+            f"  database {self.database}",
+            f"  {len(self.staff)} staff ({sum(1 for s in self.staff if s.active)} active), "
+            f"{len(self.accounts)} accounts",
+        ]
+        for what, path in self.files.items():
+            lines.append(f"  {what}: {path}")
+        return "\n".join(lines)
+
+
+def _convert(key, raw, ini_path):
+    where = f"[{key.section}] {key.name}"
+    value = raw.strip()
+    if key.kind == "str":
+        return {key.name: value}
+    if key.kind == "address":
+        if not ADDRESS_RE.match(value):
+            raise ConfigError(ini_path, where, f"{value!r} is not an email address",
+                              "write a plain address such as support@example.com")
+        return {key.name: value.lower()}
+    if key.kind == "choice":
+        if value not in key.choices:
+            raise ConfigError(ini_path, where, f"{value!r} is not one of {', '.join(key.choices)}",
+                              f"use one of: {', '.join(key.choices)}")
+        return {key.name: value}
+    if key.kind in ("int", "size"):
+        match = SIZE_RE.match(value)
+        if not match or int(match.group(1)) <= 0:
+            raise ConfigError(ini_path, where, f"{value!r} is not a positive size in bytes",
+                              "write a number of bytes such as 26214400, or 25M")
+        return {key.name: int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]}
+    if key.kind == "float":
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ConfigError(ini_path, where, f"{value!r} is not a number of seconds",
+                              "write a number such as 30 or 0.5")
+        return {key.name: number}
+    if key.kind == "path":
+        if not value:
+            raise ConfigError(ini_path, where, "is empty", "give a file or folder path")
+        path = Path(value)
+        return {key.name: path if path.is_absolute() else (ini_path.parent / path).resolve()}
+    if key.kind == "hostport":
+        match = re.match(r"^\[?([^\[\]]*?)\]?:(\d+)$", value)
+        port = int(match.group(2)) if match else 0
+        if not match or not match.group(1) or not 0 < port < 65536:
+            raise ConfigError(ini_path, where, f"{value!r} is not HOST:PORT",
+                              "write it as 127.0.0.1:2525 or [::1]:2525")
+        prefix = "listen" if key.name == "listen" else key.name
+        return {f"{prefix}_host": match.group(1), f"{prefix}_port": port, key.name: value}
+    raise AssertionError(key.kind)
+
+
+def _read_ini(ini_path):
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",),
+                                       comment_prefixes=(";", "#"), strict=True)
+    try:
+        with open(ini_path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(ini_path, "-", "file not found",
+                          "pass -c PATH or set CONNECTOR_CONFIG; "
+                          "connector.ini.example shows every key") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(ini_path, "-", f"cannot be read as INI: {exc}".replace("\n", " "),
+                          "sections look like [connector], keys like name = value") from None
+    return parser
+
+
+def load_ini(ini_path):
+    """The INI's values, converted, with defaults for missing keys."""
+    ini_path = Path(ini_path).resolve()
+    parser = _read_ini(ini_path)
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(ini_path, f"[{section}]", "unknown section",
+                              f"known sections: {', '.join(SECTIONS)}")
+        for name in parser[section]:
+            if (section, name) not in BY_NAME:
+                known = ", ".join(k.name for k in KEYS if k.section == section)
+                raise ConfigError(ini_path, f"[{section}] {name}", "unknown key",
+                                  f"keys of [{section}]: {known}")
+    values = {}
+    for key in KEYS:
+        raw = parser.get(key.section, key.name, fallback=key.default)
+        values.update(_convert(key, raw, ini_path))
+    if "{number}" not in values["ticket_tag"]:
+        raise ConfigError(ini_path, "[connector] ticket_tag", "does not contain {number}",
+                          "write it like [Ticket #{number}]")
+    if " " in values["internal_keyword"]:
+        raise ConfigError(ini_path, "[connector] internal_keyword", "contains a space",
+                          "the keyword must be a single word, e.g. *123*")
+    if values["public_address"] == values["notifications_address"]:
+        raise ConfigError(ini_path, "[connector] notifications_address",
+                          "is the same as public_address",
+                          "mail to the notifications address goes to review; use another address")
+    if not values["hostname"]:
+        values["hostname"] = values["public_address"].rpartition("@")[2]
+    return ini_path, values
+
+
+def load_yaml(path, top_key):
+    """A YAML file whose top level is a mapping with one list under `top_key`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "-"
+        raise ConfigError(path, where, f"is not valid YAML: {getattr(exc, 'problem', exc)}",
+                          "check indentation and quoting") from None
+    if data is None:
+        return []
+    if not isinstance(data, dict) or set(data) - {top_key}:
+        raise ConfigError(path, "-", f"must be a mapping with the single key {top_key!r}",
+                          f"start the file with '{top_key}:'")
+    items = data.get(top_key) or []
+    if not isinstance(items, list):
+        raise ConfigError(path, top_key, "must be a list", f"write '{top_key}:' then '  - ...' items")
+    return items
+
+
+def _email_list(path, where, value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, where, "must be a non-empty list of addresses",
+                          "write emails: [jane@example.com]")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not ADDRESS_RE.match(item.strip()):
+            raise ConfigError(path, where, f"{item!r} is not an email address",
+                              "write plain addresses such as jane@example.com")
+        out.append(item.strip().lower())
+    return tuple(out)
+
+
+def load_staff(path):
+    staff, seen = [], {}
+    for index, entry in enumerate(load_yaml(path, "staff")):
+        where = f"staff[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(path, where, "must be a mapping", "each entry has name, emails, active, receive")
+        unknown = set(entry) - STAFF_KEYS
+        if unknown:
+            raise ConfigError(path, f"{where}.{sorted(unknown)[0]}", "unknown key",
+                              f"staff entries take: {', '.join(sorted(STAFF_KEYS))}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(path, f"{where}.name", "is missing", "give the employee's full name")
+        emails = _email_list(path, f"{where}.emails", entry.get("emails"))
+        for email in emails:
+            if email in seen:
+                raise ConfigError(path, f"{where}.emails", f"{email} is already listed for {seen[email]}",
+                                  "an address must identify exactly one employee (seed 004)")
+            seen[email] = name
+        active = entry.get("active", True)
+        if not isinstance(active, bool):
+            raise ConfigError(path, f"{where}.active", f"{active!r} is not true or false", "write true or false")
+        receive = entry.get("receive", "manager")
+        if receive not in RECEIVE_OPTIONS:
+            raise ConfigError(path, f"{where}.receive", f"{receive!r} is not a recipient option",
+                              f"use one of: {', '.join(RECEIVE_OPTIONS)}")
+        staff.append(Staff(name.strip(), emails, active, receive))
+    return staff
+
+
+def load_accounts(path, staff_index):
+    accounts, domains = [], {}
+    for index, entry in enumerate(load_yaml(path, "accounts")):
+        where = f"accounts[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(path, where, "must be a mapping", "each entry has name, domains, manager")
+        unknown = set(entry) - ACCOUNT_KEYS
+        if unknown:
+            raise ConfigError(path, f"{where}.{sorted(unknown)[0]}", "unknown key",
+                              f"account entries take: {', '.join(sorted(ACCOUNT_KEYS))}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(path, f"{where}.name", "is missing", "give the account's name")
+        raw_domains = entry.get("domains") or []
+        if isinstance(raw_domains, str):
+            raw_domains = [raw_domains]
+        if not isinstance(raw_domains, list) or not all(isinstance(d, str) and d.strip() for d in raw_domains):
+            raise ConfigError(path, f"{where}.domains", "must be a list of domains", "write domains: [customer.example]")
+        for domain in raw_domains:
+            domain = domain.strip().lower().lstrip("@")
+            if domain in domains:
+                raise ConfigError(path, f"{where}.domains", f"{domain} is already the domain of {domains[domain]}",
+                                  "a domain can belong to one account only")
+            domains[domain] = name
+        manager = (entry.get("manager") or "").strip().lower()
+        if manager and manager not in staff_index:
+            raise ConfigError(path, f"{where}.manager", f"{manager} is not a staff email",
+                              "list the manager in config/staff.yaml first")
+        main_contact = (entry.get("main_contact") or "").strip().lower()
+        if main_contact and not ADDRESS_RE.match(main_contact):
+            raise ConfigError(path, f"{where}.main_contact", f"{main_contact!r} is not an email address",
+                              "write a plain address")
+        staff_email = staff_index[manager].email if manager else ""
+        accounts.append(Account(name.strip(), tuple(d.strip().lower().lstrip("@") for d in raw_domains),
+                                staff_email, main_contact))
+    return accounts
+
+
+def load_settings(ini_path, plugins=None):
+    """Read the ini and config/*.yaml; each `plugins` callable may add to `settings.extra`."""
+    ini_path, values = load_ini(ini_path)
+    settings = Settings(ini_path=ini_path, values=values)
+    staff_path = settings.find("config", "staff.yaml")
+    settings.staff = load_staff(staff_path) if staff_path.exists() else []
+    settings.files["staff"] = staff_path if staff_path.exists() else "(none)"
+    index = {email: member for member in settings.staff for email in member.emails}
+    own = {values["public_address"], values["notifications_address"]}
+    for email in own & set(index):
+        if email == values["notifications_address"]:
+            raise ConfigError(staff_path, "emails", f"{email} is the notifications address",
+                              "the notifications address cannot belong to an employee")
+    settings.extra["_staff_index"] = {e: s for e, s in index.items() if s.active}
+    accounts_path = settings.find("config", "accounts.yaml")
+    settings.accounts = load_accounts(accounts_path, index) if accounts_path.exists() else []
+    settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
+    settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
+    if plugins is None:
+        from connector.settings.plugins import PLUGINS as plugins
+    for plugin in plugins:
+        plugin(settings)
+    return settings

@@ -1,0 +1,7 @@
+"""Settings plug-ins: callables `plugin(settings)` run by `load_settings` after the
+core files are read. Each validates its own file and stores the result in
+`settings.extra`, raising `ConfigError` like the core loader does.
+"""
+
+PLUGINS = (
+)

@@ -1,0 +1,101 @@
+"""Every INI key, declared once: section, name, type, default, one-line doc.
+
+`connector.ini.example` is generated from this table (`connector
+example-config`) and a test checks that the shipped file matches it, so the
+code and the example never drift.
+"""
+
+from dataclasses import dataclass
+
+RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str
+    name: str
+    kind: str  # str | address | int | size | hostport | choice | path | bool | float
+    default: str
+    doc: str
+    choices: tuple = ()
+
+
+KEYS = (
+    Key("connector", "public_address", "address", "support@example.com",
+        "The Support Public Email Address: customers and staff write here; "
+        "everything the connector sends comes from it."),
+    Key("connector", "notifications_address", "address", "notifications@example.com",
+        "The address automatic notices come from; mail sent to it is not routed "
+        "to tickets but kept for review (inbound list)."),
+    Key("connector", "internal_keyword", "str", "*123*",
+        "A word in the subject that makes a mail internal (employees only, Not "
+        "Public). Empty disables the keyword rule."),
+    Key("connector", "sender_name", "choice", "employee",
+        "employee: staff replies go out as \"Jane Doe <public_address>\"; "
+        "unified: as \"response_from_name <public_address>\".",
+        ("employee", "unified")),
+    Key("connector", "response_from_name", "str", "Support",
+        "Display name of the public address on automatic mail (and on staff "
+        "replies when sender_name = unified)."),
+    Key("connector", "ticket_tag", "str", "[Ticket #{number}]",
+        "How a ticket number appears in subjects; must contain {number}. "
+        "Incoming subjects are matched with a pattern derived from it."),
+    Key("connector", "database", "path", "var/connector.db",
+        "SQLite database file. Relative paths are relative to this file's "
+        "directory. The data directory (its folder) also holds the HMAC key."),
+    Key("connector", "log_level", "choice", "info",
+        "Lowest level of log events written to stdout.",
+        ("debug", "info", "warning", "error")),
+    Key("smtp", "listen", "hostport", "127.0.0.1:2525",
+        "Address and port the SMTP/LMTP intake listens on."),
+    Key("smtp", "protocol", "choice", "smtp",
+        "smtp for an MTA relaying to us, lmtp for Postfix's lmtp transport.",
+        ("smtp", "lmtp")),
+    Key("smtp", "max_message_size", "size", "26214400",
+        "Largest message accepted, in bytes; larger ones are refused with 552."),
+    Key("smtp", "hostname", "str", "",
+        "Name used in the SMTP greeting. Empty: the domain of public_address."),
+    Key("outbound", "mode", "choice", "smtp",
+        "smtp: hand outgoing mail to the relay; maildir: write it as files "
+        "(demo and testing).", ("smtp", "maildir")),
+    Key("outbound", "relay", "hostport", "127.0.0.1:25",
+        "SMTP relay that delivers outgoing mail (mode = smtp)."),
+    Key("outbound", "maildir", "path", "var/outgoing",
+        "Maildir that receives outgoing mail as files (mode = maildir)."),
+    Key("outbound", "retry_initial", "float", "30",
+        "Seconds before the first retry of a failed delivery; doubles after "
+        "each failure."),
+    Key("outbound", "retry_max", "float", "3600",
+        "Longest wait between two delivery attempts, in seconds."),
+    Key("outbound", "give_up_after", "float", "432000",
+        "Seconds after which a mail that still cannot be delivered is marked "
+        "failed (default 5 days, like an MTA)."),
+    Key("outbound", "timeout", "float", "30",
+        "Seconds to wait for the relay before an attempt counts as failed."),
+)
+
+SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
+BY_NAME = {(k.section, k.name): k for k in KEYS}
+
+
+def render_example():
+    """The text of `connector.ini.example`: every key, its doc and default."""
+    lines = [
+        "; connector.ini: the email connector's configuration.",
+        "; Every key is shown with its default. Copy this file to",
+        "; /etc/connector/connector.ini and change what you need;",
+        "; `connector check-config` tells you what is wrong, if anything.",
+        ";",
+        "; rules/, templates/ and config/ are looked up next to this file",
+        "; first, then fall back to the ones shipped with connector.",
+    ]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        for key in KEYS:
+            if key.section != section:
+                continue
+            lines.append(f"; {key.doc}")
+            if key.choices:
+                lines.append(f"; Values: {' | '.join(key.choices)}")
+            lines.append(f"{key.name} = {key.default}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The store: peewee models over SQLite; nothing outside this package builds SQL."""

@@ -1,0 +1,63 @@
+"""Open the SQLite store: WAL, durable commits, schema creation.
+
+`open_store(path)` binds the models to the file and creates missing tables.
+Commits use `synchronous=FULL`, so a commit that returned is on disk: the
+intake answers 250 / exit 0 only after one.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import peewee
+
+from connector.store.models import ALL_MODELS, database
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 30000,
+    "cache_size": -16000,
+}
+KEY_FILE = "hmac.key"
+
+
+def make_database(path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, timeout=30)
+
+
+def open_store(path):
+    """Bind the models to the SQLite file at `path`, creating it if needed."""
+    db = make_database(path)
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
+    with db.atomic():
+        db.create_tables(ALL_MODELS, safe=True)
+    return db
+
+
+def load_hmac_key(data_dir):
+    """The key that signs our outgoing Message-IDs; created on first start."""
+    path = Path(data_dir) / KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # never replace a key another process created meanwhile
+    except FileExistsError:
+        pass
+    os.unlink(tmp)
+    return path.read_bytes()

@@ -1,0 +1,189 @@
+"""The helpdesk's records: spool, tickets, recipients, messages, triage, outbox.
+
+SQLite in WAL mode is the embedded default; the models use only portable
+field types so the same code can run on PostgreSQL.
+"""
+
+import json
+
+import peewee
+
+database = peewee.DatabaseProxy()
+
+# Spool states: where a received message stands.
+SPOOL_QUEUED = "queued"        # committed, not yet processed
+SPOOL_DONE = "done"            # processed: filed, triaged or ignored (see `action`)
+SPOOL_SHUNTED = "shunted"      # processing raised; kept with its reason, replayable
+
+# Triage statuses (seed 000).
+TRIAGE_AWAITING_REVIEW = "awaiting_review"
+TRIAGE_NEEDS_ATTENTION = "needs_attention"
+TRIAGE_CLOSED = "closed"
+TRIAGE_STATUSES = (TRIAGE_AWAITING_REVIEW, TRIAGE_NEEDS_ATTENTION, TRIAGE_CLOSED)
+
+# Outbox statuses.
+OUTBOX_PENDING = "pending"
+OUTBOX_SENT = "sent"
+OUTBOX_FAILED = "failed"
+
+
+class JSONField(peewee.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, ensure_ascii=False)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+
+
+class SpoolEntry(BaseModel):
+    """A received message exactly as it arrived, with its envelope."""
+
+    received_at = peewee.FloatField()
+    intake = peewee.CharField()              # smtp | lmtp | pipe | replay | imap:<scanner>
+    mail_from = peewee.TextField(null=True)  # envelope sender; '' = null path, None = unknown
+    rcpt_to = JSONField(default=list)
+    raw = peewee.BlobField()
+    size = peewee.IntegerField()
+    sha256 = peewee.CharField(index=True)
+    hints = JSONField(null=True)             # intake-provided instructions (scanner rules)
+    state = peewee.CharField(default=SPOOL_QUEUED, index=True)
+    action = peewee.CharField(null=True)     # the pipeline's decision, when done
+    reason = peewee.TextField(null=True)
+    message_id = peewee.TextField(null=True, index=True)
+    attempts = peewee.IntegerField(default=0)
+    processed_at = peewee.FloatField(null=True)
+
+    class Meta:
+        table_name = "spool"
+
+
+class Contact(BaseModel):
+    email = peewee.CharField(unique=True)
+    name = peewee.TextField(default="")
+    account = peewee.TextField(null=True)
+    created_at = peewee.FloatField()
+
+
+class Ticket(BaseModel):
+    number = peewee.IntegerField(unique=True)
+    subject = peewee.TextField(default="")
+    status = peewee.CharField(default="New")
+    priority = peewee.CharField(null=True)
+    in_inbox = peewee.BooleanField(default=True)
+    contact = peewee.ForeignKeyField(Contact, null=True, backref="tickets")
+    manager = peewee.CharField(null=True)    # staff email
+    account = peewee.TextField(null=True)
+    created_at = peewee.FloatField()
+    updated_at = peewee.FloatField()
+
+
+class ExternalRecipient(BaseModel):
+    ticket = peewee.ForeignKeyField(Ticket, backref="external_recipients", on_delete="CASCADE")
+    address = peewee.CharField()
+    kind = peewee.CharField(default="to")   # to | cc | bcc
+
+    class Meta:
+        indexes = ((("ticket", "address"), True),)
+
+
+class EmployeeRecipient(BaseModel):
+    ticket = peewee.ForeignKeyField(Ticket, backref="employee_recipients", on_delete="CASCADE")
+    email = peewee.CharField()
+
+    class Meta:
+        indexes = ((("ticket", "email"), True),)
+
+
+class Message(BaseModel):
+    """One email in a ticket's history (inbound, or an automatic mail we wrote)."""
+
+    ticket = peewee.ForeignKeyField(Ticket, null=True, backref="messages", on_delete="CASCADE")
+    spool = peewee.ForeignKeyField(SpoolEntry, null=True)
+    direction = peewee.CharField()          # in | out
+    from_addr = peewee.TextField(default="")
+    from_name = peewee.TextField(default="")
+    to = JSONField(default=list)
+    cc = JSONField(default=list)
+    subject = peewee.TextField(default="")
+    public = peewee.BooleanField(default=True)
+    internal = peewee.BooleanField(default=False)
+    text = peewee.TextField(default="")
+    reply_text = peewee.TextField(default="")
+    rules_version = peewee.CharField(default="")
+    message_id = peewee.TextField(default="", index=True)
+    attachments = JSONField(default=list)
+    received_at = peewee.FloatField()
+
+
+class ThreadRef(BaseModel):
+    """A Message-ID we filed or sent, so replies with an edited subject still thread."""
+
+    message_id = peewee.CharField(unique=True)
+    ticket = peewee.ForeignKeyField(Ticket, on_delete="CASCADE")
+
+
+class TriageItem(BaseModel):
+    """An inbound message that could not be routed (seed 000)."""
+
+    spool = peewee.ForeignKeyField(SpoolEntry)
+    status = peewee.CharField(default="awaiting_review", index=True)
+    reason = peewee.CharField()
+    detail = peewee.TextField(default="")
+    from_addr = peewee.TextField(default="")
+    subject = peewee.TextField(default="")
+    ticket_number = peewee.IntegerField(null=True)
+    received_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "triage"
+
+
+class OutboxEntry(BaseModel):
+    """An outgoing mail, rendered, waiting for (or done with) delivery."""
+
+    ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    cause = peewee.ForeignKeyField(SpoolEntry, null=True)  # the inbound message that caused it
+    kind = peewee.CharField()                # auto_response | distribution | notice
+    mail_from = peewee.TextField()
+    rcpt = JSONField()                        # envelope recipients
+    to = JSONField(default=list)
+    cc = JSONField(default=list)
+    bcc = JSONField(default=list)
+    subject = peewee.TextField(default="")
+    message_id = peewee.TextField(default="")
+    raw = peewee.BlobField()
+    status = peewee.CharField(default="pending", index=True)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField(index=True)
+    last_error = peewee.TextField(null=True)
+    created_at = peewee.FloatField()
+    sent_at = peewee.FloatField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+
+
+class DeliveryAttempt(BaseModel):
+    outbox = peewee.ForeignKeyField(OutboxEntry, backref="delivery_attempts", on_delete="CASCADE")
+    at = peewee.FloatField()
+    ok = peewee.BooleanField()
+    detail = peewee.TextField(default="")
+
+
+class Meta_(BaseModel):
+    """Small key/value facts about the store (schema version, counters)."""
+
+    key = peewee.CharField(primary_key=True)
+    value = peewee.TextField()
+
+    class Meta:
+        table_name = "meta"
+
+
+ALL_MODELS = (SpoolEntry, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
+              ThreadRef, TriageItem, OutboxEntry, DeliveryAttempt, Meta_)
