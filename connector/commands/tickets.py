@@ -80,6 +80,28 @@ def cmd_tickets_show(args):
     return 0
 
 
+def cmd_tickets_set(args):
+    """Seed 004's manual actions: change status or manager, move into / remove from the inbox."""
+    settings = _open(args)
+    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    if ticket is None:
+        print(f"connector: no ticket {args.number}", file=sys.stderr)
+        return 1
+    if args.manager is not None:
+        member = settings.staff_by_email(args.manager) if args.manager else None
+        if args.manager and member is None:
+            print(f"connector: {args.manager} is not an active employee", file=sys.stderr)
+            return 1
+        ticket.manager = member.email if member else None
+    if args.status:
+        ticket.status = args.status
+    if args.inbox is not None:
+        ticket.in_inbox = args.inbox == "yes"
+    ticket.save()
+    emit(args, ticket_summary(ticket))
+    return 0
+
+
 def inbound_json(item):
     return {"id": item.id, "status": item.status, "reason": item.reason, "from": item.from_addr,
             "subject": item.subject, "ticket": item.ticket_number, "received_at": iso(item.received_at),
@@ -178,6 +200,13 @@ def register(subparsers):
     p = _json(tickets.add_parser("show", help="one ticket with recipients and messages"))
     p.add_argument("number", type=int)
     p.set_defaults(handler=cmd_tickets_show)
+
+    p = _json(tickets.add_parser("set", help="change status, manager or inbox flag"))
+    p.add_argument("number", type=int)
+    p.add_argument("--status")
+    p.add_argument("--manager", help="a staff email; empty to clear")
+    p.add_argument("--inbox", choices=("yes", "no"))
+    p.set_defaults(handler=cmd_tickets_set)
 
     inbound = _sub(subparsers, "inbound", "inbound messages that could not be routed (triage)")
     p = _json(inbound.add_parser("list", help="triage items"))

@@ -22,6 +22,11 @@ R_QUEUED = "250 2.0.0 OK: queued as {}"
 R_TEMPFAIL = "451 4.3.0 Temporary failure storing the message; try again later"
 
 
+def null_path(mail_from):
+    """The envelope sender, with the null return path `<>` as ''."""
+    return "" if not mail_from or mail_from.strip() == "<>" else mail_from
+
+
 class IntakeHandler:
     """aiosmtpd handler: RCPT check and durable DATA."""
 
@@ -42,7 +47,7 @@ class IntakeHandler:
         raw = envelope.original_content or envelope.content
         try:
             spool_id = await self.committer.submit(
-                asyncio.get_running_loop(), raw, mail_from=envelope.mail_from or "",
+                asyncio.get_running_loop(), raw, mail_from=null_path(envelope.mail_from),
                 rcpt_to=list(envelope.rcpt_tos), intake=self.protocol)
         except Exception as exc:
             log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", size=len(raw))

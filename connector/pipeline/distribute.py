@@ -28,7 +28,7 @@ def new_ticket_defaults(ctx):
     emails = []
     if account and account.manager:
         emails.append(account.manager)
-    emails += [s.email for s in settings.staff if s.receive == "all"]
+    emails += [s.email for s in settings.staff if s.receive == "all" and s.active]
     return list(dict.fromkeys(emails))
 
 

@@ -1,8 +1,8 @@
 """Load and validate `connector.ini` and the YAML files in `config/`.
 
-Files in `rules/`, `templates/` and `config/` are looked up next to the ini
-first and fall back to the ones shipped with the package (the repository's
-top-level folders). Every problem raises `ConfigError` with the file, the key,
+Files in `rules/` and `templates/` are looked up next to the ini first and
+fall back one by one to the ones shipped with the package (the repository's
+top-level folders); `config/` falls back only as a whole folder. Every problem raises `ConfigError` with the file, the key,
 what is wrong and a hint; unknown keys are errors, never silently ignored.
 """
 
@@ -75,9 +75,13 @@ class Settings:
         return self.database.parent
 
     def find(self, folder, name):
-        """A file of `rules/`, `templates/` or `config/`: next to the ini first, then shipped."""
+        """A file of `rules/`, `templates/` or `config/`: next to the ini first, then shipped.
+
+        `config/` falls back as a whole: when the ini has a config/ folder beside
+        it, the shipped demo staff and accounts are never mixed in.
+        """
         local = self.base_dir / folder / name
-        if local.exists():
+        if local.exists() or (folder == "config" and local.parent.is_dir()):
             return local
         return SHIPPED_DIR / folder / name
 

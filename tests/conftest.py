@@ -1,0 +1,233 @@
+"""Fixtures that run the real thing: the daemon as a process, an aiosmtpd
+relay sink on loopback, SQLite files in a temp dir, the CLI as a subprocess."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STAFF_YAML = """\
+staff:
+  - name: Jane Doe
+    emails: [jane@example.com, jane.doe@home.example]
+    receive: manager
+  - name: Bob Tech
+    emails: [bob@example.com]
+    receive: all
+  - name: Carl Sub
+    emails: [carl@example.com]
+    receive: subscribed
+  - name: Olga Off
+    emails: [olga@example.com]
+    receive: "off"
+  - name: Ina Inactive
+    emails: [ina@example.com]
+    active: false
+    receive: all
+  - name: Amy Accounts
+    emails: [amy@example.com]
+    receive: account_manager
+"""
+
+ACCOUNTS_YAML = """\
+accounts:
+  - name: Acme
+    domains: [acme.example]
+    manager: jane@example.com
+  - name: Beta
+    domains: [beta.example]
+    manager: amy@example.com
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def make_mail(subject="Hello", sender="ann@acme.example", to="support@example.com", cc=None,
+              body="Hello,\nplease help.\n", message_id=None, headers=None, name=None):
+    msg = EmailMessage()
+    msg["From"] = f"{name} <{sender}>" if name else sender
+    if to:
+        msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or f"<{time.time_ns()}.{os.getpid()}@test.example>"
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg
+
+
+class Sink:
+    """A real SMTP relay on loopback that records what it receives."""
+
+    class Handler:
+        def __init__(self, sink):
+            self.sink = sink
+
+        async def handle_DATA(self, server, session, envelope):
+            self.sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            return "250 OK"
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.messages = []
+        self.controller = None
+
+    def start(self):
+        self.controller = Controller(self.Handler(self), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self):
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
+
+    def to(self, address):
+        return [m for m in self.messages if address in m[1]]
+
+
+class Instance:
+    """A connector installation in a temp dir: ini, config/, database; CLI and daemon."""
+
+    def __init__(self, path, relay_port, **ini):
+        self.path = Path(path)
+        self.port = free_port()
+        self.path.joinpath("config").mkdir(parents=True, exist_ok=True)
+        self.path.joinpath("config", "staff.yaml").write_text(STAFF_YAML)
+        self.path.joinpath("config", "accounts.yaml").write_text(ACCOUNTS_YAML)
+        sections = {
+            "connector": {"public_address": "support@example.com",
+                          "notifications_address": "notifications@example.com",
+                          "database": "var/connector.db", "log_level": "debug"},
+            "smtp": {"listen": f"127.0.0.1:{self.port}", "max_message_size": "200000"},
+            "outbound": {"mode": "smtp", "relay": f"127.0.0.1:{relay_port}", "retry_initial": "0.2",
+                         "retry_max": "0.5", "timeout": "5"},
+        }
+        for key, value in ini.items():
+            section, _, name = key.partition("__")
+            sections[section][name] = value
+        self.ini = self.path / "connector.ini"
+        self.ini.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                                    for s, keys in sections.items()))
+        self.proc = None
+        self.log = self.path / "daemon.log"
+
+    def cli(self, *args, input=None, check=True):
+        result = subprocess.run([sys.executable, "-m", "connector", "-c", str(self.ini), *args],
+                                input=input, capture_output=True, cwd=self.path, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"connector {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
+        return result
+
+    def json(self, *args):
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(self.ini), "run"],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     cwd=self.path, start_new_session=True)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, 15, what="daemon to listen")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.proc = None
+
+    def kill9(self):
+        """SIGKILL the daemon and its worker at once (the whole process group)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def send(self, msg, sender=None, rcpts=None):
+        """Send an EmailMessage, or raw bytes (then `sender` and `rcpts` are needed)."""
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as smtp:
+            if isinstance(msg, bytes):
+                return smtp.sendmail(sender, rcpts, msg)
+            return smtp.send_message(msg, from_addr=sender, to_addrs=rcpts)
+
+    def tickets(self):
+        return self.json("tickets", "list")
+
+    def ticket(self, number):
+        return self.json("tickets", "show", str(number))
+
+    def inbound(self):
+        return self.json("inbound", "list")
+
+    def outbox(self):
+        return self.json("outbox", "list")
+
+    def spool_states(self):
+        import sqlite3
+        with sqlite3.connect(self.path / "var" / "connector.db") as db:
+            return db.execute("select id, state, action, reason from spool order by id").fetchall()
+
+    def wait_processed(self, count, timeout=15):
+        return wait_for(lambda: (s := self.spool_states()) and len(s) >= count
+                        and all(row[1] != "queued" for row in s) and s, timeout, what=f"{count} processed")
+
+    def wait_delivered(self, timeout=15):
+        return wait_for(lambda: all(o["status"] != "pending" for o in self.outbox()), timeout,
+                        what="outbox delivered")
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def instance(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port)
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture
+def daemon(instance):
+    return instance.start()

@@ -1,0 +1,205 @@
+"""Seed 004 correspondence rules, end to end: real daemon, real SMTP, real relay, real SQLite.
+
+Staff (tests/conftest.py): jane (manager option, manages Acme), bob (all),
+carl (subscribed), olga (off), ina (inactive, all), amy (account_manager, manages Beta).
+"""
+
+import email
+from email import policy
+
+from conftest import make_mail, wait_for
+
+
+def parsed(raw):
+    return email.message_from_bytes(raw, policy=policy.default)
+
+
+def new_ticket(daemon, sink, sender="ann@acme.example", subject="Printer broken", **kw):
+    msg = make_mail(subject=subject, sender=sender, name="Ann Customer", **kw)
+    daemon.send(msg)
+    daemon.wait_processed(len(daemon.spool_states()) or 1)
+    daemon.wait_delivered()
+    ticket = [t for t in daemon.tickets() if t["subject"] == subject][-1]
+    return ticket, msg
+
+
+def test_new_ticket_files_distributes_and_answers(daemon, sink):
+    ticket, msg = new_ticket(daemon, sink)
+    assert ticket["contact"] == "ann@acme.example"
+    assert ticket["manager"] == "jane@example.com"          # Acme's account manager
+    assert ticket["in_inbox"] is True
+    show = daemon.ticket(ticket["number"])
+    assert show["recipients"]["external"] == [{"address": "ann@acme.example", "kind": "to"}]
+    assert set(show["recipients"]["employees"]) == {"jane@example.com", "bob@example.com"}
+    inbound = [m for m in show["messages"] if m["direction"] == "in"]
+    assert len(inbound) == 1 and inbound[0]["public"] is True
+    assert "please help" in inbound[0]["text"]
+
+    # Distribution: manager in To, other employees in Cc; never olga (off), ina (inactive), carl.
+    dist = [m for m in sink.messages if "jane@example.com" in m[1]]
+    assert len(dist) == 1
+    _, rcpts, raw = dist[0]
+    assert sorted(rcpts) == ["bob@example.com", "jane@example.com"]
+    out = parsed(raw)
+    assert out["To"] == "jane@example.com" and out["Cc"] == "bob@example.com"
+    assert out["From"].addresses[0].addr_spec == "support@example.com"
+    assert out["Reply-To"] == "support@example.com"
+    assert f"[Ticket #{ticket['number']}]" in out["Subject"]
+    assert out["In-Reply-To"] == msg["Message-ID"]
+
+    # Auto-response to the sender: tag, From/Reply-To public, reply-above first line, Auto-Submitted.
+    auto = sink.to("ann@acme.example")
+    assert len(auto) == 1
+    answer = parsed(auto[0][2])
+    assert f"[Ticket #{ticket['number']}]" in answer["Subject"]
+    assert answer["From"].addresses[0].addr_spec == "support@example.com"
+    assert answer["Reply-To"] == "support@example.com"
+    assert answer["Auto-Submitted"] == "auto-replied"
+    assert answer.get_content().splitlines()[0] == "##- Please type your reply above this line -##"
+    assert answer["In-Reply-To"] == msg["Message-ID"]
+    assert answer["Message-ID"] != msg["Message-ID"]
+
+
+def test_customer_follow_up_goes_to_employees_only(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Scanner jam")
+    number = ticket["number"]
+    daemon.cli("tickets", "set", str(number), "--inbox", "no")
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{number}] Scanner jam", sender="ann@acme.example",
+                          body="It is still jammed.\n\n> old text\n"))
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    show = daemon.ticket(number)
+    last = show["messages"][-1]
+    assert last["direction"] == "in" and last["public"] is True and last["internal"] is False
+    assert last["reply_text"] == "It is still jammed."
+    assert show["in_inbox"] is True                        # a customer update puts it back
+    assert len(sink.messages) == 1
+    _, rcpts, raw = sink.messages[0]
+    assert sorted(rcpts) == ["bob@example.com", "jane@example.com"]
+    assert "ann@acme.example" not in rcpts                 # never back to the sender
+    assert parsed(raw)["To"] == "jane@example.com"
+
+
+def test_employee_follow_up_reaches_customer_as_public_address(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="VPN down")
+    number = ticket["number"]
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{number}] VPN down", sender="jane@example.com",
+                          name="Jane Doe", body="Please restart the router."))
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    assert len(sink.messages) == 1
+    _, rcpts, raw = sink.messages[0]
+    assert sorted(rcpts) == ["ann@acme.example", "bob@example.com"]   # bob in Bcc; not jane
+    out = parsed(raw)
+    assert out["From"].addresses[0].display_name == "Jane Doe"
+    assert out["From"].addresses[0].addr_spec == "support@example.com"
+    assert out["Reply-To"] == "support@example.com"
+    assert out["To"] == "ann@acme.example"
+    assert "bob@example.com" not in raw.decode()                      # Bcc stays hidden
+    assert "jane@example.com" not in raw.decode()                     # personal address hidden
+    last = daemon.ticket(number)["messages"][-1]
+    assert last["public"] is True and last["from"] == "jane@example.com"
+
+
+def test_unified_sender_name(tmp_path, sink):
+    from conftest import Instance
+    inst = Instance(tmp_path, sink.port, connector__sender_name="unified",
+                    connector__response_from_name="Acme Helpdesk").start()
+    try:
+        ticket, _ = new_ticket(inst, sink, subject="Mail quota")
+        sink.messages.clear()
+        inst.send(make_mail(subject=f"[Ticket #{ticket['number']}] Mail quota", sender="jane@example.com",
+                            name="Jane Doe"))
+        inst.wait_processed(2)
+        inst.wait_delivered()
+        assert parsed(sink.messages[0][2])["From"].addresses[0].display_name == "Acme Helpdesk"
+    finally:
+        inst.stop()
+
+
+def test_internal_by_keyword_and_by_cc_only(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Server room")
+    number = ticket["number"]
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"*123* [Ticket #{number}] Server room", sender="jane@example.com",
+                          body="Internal: the customer owes us money."))
+    daemon.send(make_mail(subject=f"[Ticket #{number}] Server room", sender="jane@example.com",
+                          to="bob@example.com", cc="support@example.com", body="Cc-only note."))
+    daemon.wait_processed(3)
+    daemon.wait_delivered()
+    messages = daemon.ticket(number)["messages"][-2:]
+    assert [m["public"] for m in messages] == [False, False]
+    assert [m["internal"] for m in messages] == [True, True]
+    for _, rcpts, raw in sink.messages:
+        assert rcpts == ["bob@example.com"]                # employees only, never ann
+        assert "*123*" in parsed(raw)["Subject"]           # replies stay internal
+    assert len(sink.messages) == 2
+    spool = daemon.spool_states()
+    assert [row[2] for row in spool[-2:]] == ["internal", "internal"]
+    assert {row[3] for row in spool[-2:]} == {"internal_keyword", "public_address_not_in_to"}
+
+
+def test_customer_cc_counts_as_to(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Toner")
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Toner", sender="ann@acme.example",
+                          to="someone@acme.example", cc="support@example.com", body="Cc to support."))
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    last = daemon.ticket(ticket["number"])["messages"][-1]
+    assert last["public"] is True and last["internal"] is False
+    assert daemon.spool_states()[-1][2] == "follow_up"
+
+
+def test_receive_options_subscribed_and_account_manager(daemon, sink):
+    # Beta's manager is amy (account_manager option): new Beta tickets are managed by amy.
+    ticket, _ = new_ticket(daemon, sink, sender="bert@beta.example", subject="Beta laptop")
+    rcpts = sorted(sink.messages[0][1])
+    assert rcpts == ["amy@example.com", "bob@example.com"]
+    assert ticket["manager"] == "amy@example.com"
+    # Unknown domain: no manager; only `receive: all` staff (bob).
+    sink.messages.clear()
+    new_ticket(daemon, sink, sender="zed@nowhere.example", subject="Loose ends")
+    dist = [m for m in sink.messages if "zed@nowhere.example" not in m[1]]
+    assert [sorted(m[1]) for m in dist] == [["bob@example.com"]]
+
+
+def test_references_thread_an_edited_subject_and_forged_ones_do_not(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Wifi slow")
+    auto = parsed(sink.to("ann@acme.example")[0][2])
+    daemon.send(make_mail(subject="totally different subject", sender="ann@acme.example",
+                          headers={"In-Reply-To": auto["Message-ID"], "References": auto["Message-ID"]}))
+    daemon.wait_processed(2)
+    assert daemon.spool_states()[-1][2] == "follow_up"
+    assert daemon.ticket(ticket["number"])["message_count"] >= 3
+    forged = auto["Message-ID"].replace("<t", "<t9").replace("@", "0@", 1)
+    daemon.send(make_mail(subject="another subject", sender="ann@acme.example",
+                          headers={"In-Reply-To": forged}))
+    daemon.wait_processed(3)
+    assert daemon.spool_states()[-1][2] == "new_ticket"
+
+
+def test_attachments_text_and_original_are_stored(daemon, sink):
+    msg = make_mail(subject="Logs attached", body="See the log.\n\nOn Mon, Bob wrote:\n> earlier\n")
+    msg.add_attachment(b"line1\nline2\n", maintype="text", subtype="plain", filename="boot.log")
+    raw = msg.as_bytes()
+    daemon.send(raw, "ann@acme.example", ["support@example.com"])
+    daemon.wait_processed(1)
+    ticket = daemon.tickets()[0]
+    first = daemon.ticket(ticket["number"])["messages"][0]
+    assert first["attachments"] == ["boot.log"]
+    assert first["reply_text"] == "See the log."
+    assert "earlier" in first["text"]
+    exported = daemon.cli("message", "export", str(first["id"])).stdout
+    assert exported.replace(b"\r\n", b"\n").rstrip(b"\n") == raw.replace(b"\r\n", b"\n").rstrip(b"\n")
+
+
+def test_inbox_flag_not_set_by_employee_update(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Inbox check")
+    daemon.cli("tickets", "set", str(ticket["number"]), "--inbox", "no")
+    daemon.send(make_mail(subject=f"[Ticket #{ticket['number']}] Inbox check", sender="bob@example.com"))
+    daemon.wait_processed(2)
+    wait_for(lambda: daemon.ticket(ticket["number"])["message_count"] >= 3)
+    assert daemon.ticket(ticket["number"])["in_inbox"] is False
