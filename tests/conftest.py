@@ -201,8 +201,13 @@ class Instance:
 
     def spool_states(self):
         import sqlite3
-        with sqlite3.connect(self.path / "var" / "connector.db") as db:
-            return db.execute("select id, state, action, reason from spool order by id").fetchall()
+        db = self.path / "var" / "connector.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"attach database '{self.path / 'var' / 'connector-spool.db'}' as spool")
+            return conn.execute("select s.id, coalesce(p.state, 'queued'), p.action, p.reason from spool.spool s "
+                                "left join processing p on p.spool_id = s.id order by s.id").fetchall()
 
     def wait_processed(self, count, timeout=15):
         return wait_for(lambda: (s := self.spool_states()) and len(s) >= count

@@ -134,11 +134,11 @@ def test_inject_tempfails_when_it_cannot_store(tmp_path, sink):
 
 
 def test_smtp_tempfails_when_it_cannot_store(daemon):
-    db = daemon.path / "var" / "connector.db"
+    db = daemon.path / "var" / "connector-spool.db"
     import sqlite3
     locker = sqlite3.connect(db, timeout=1)
     locker.execute("PRAGMA busy_timeout=1")
-    locker.execute("BEGIN EXCLUSIVE")   # another writer holds the database past the busy timeout
+    locker.execute("BEGIN EXCLUSIVE")   # another writer holds the spool past the busy timeout (10 s)
     try:
         with smtplib.SMTP("127.0.0.1", daemon.port, timeout=60) as smtp:
             smtp.ehlo()

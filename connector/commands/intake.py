@@ -58,7 +58,7 @@ def cmd_replay(args):
     settings = settings_or_exit(args)
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import SpoolEntry
+    from connector.store.models import Processing, SpoolEntry
     from connector.store.spool import spool_row, store_message
     try:
         with open(args.file, "rb") as handle:
@@ -75,9 +75,10 @@ def cmd_replay(args):
     else:
         spool_id = store_message(raw, mail_from=args.sender, rcpt_to=rcpt, intake="replay")
         ctx = runner.process(spool_id)
-        entry = SpoolEntry.get_by_id(spool_id)
-        result = ctx.summary() if ctx else {"action": entry.action, "ticket": None, "reason": entry.reason}
-        result.update(spool_id=spool_id, state=entry.state, dry_run=False)
+        entry = Processing.get_or_none(Processing.spool_id == spool_id)
+        result = ctx.summary() if ctx else {"action": entry and entry.action, "ticket": None,
+                                            "reason": entry and entry.reason}
+        result.update(spool_id=spool_id, state=entry and entry.state, dry_run=False)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:

@@ -5,7 +5,8 @@ import sys
 from connector.commands.common import emit, iso, settings_or_exit
 from connector.store.db import open_store
 from connector.store.models import (
-    SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, SpoolEntry,
+    SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
+    SpoolEntry,
     Ticket, TriageItem)
 
 
@@ -125,8 +126,12 @@ def cmd_inbound_replay(args):
     if item is None:
         print(f"connector: no inbound item {args.id}", file=sys.stderr)
         return 1
-    if item.spool.state != SPOOL_SHUNTED and not args.force:
-        print(f"connector: inbound item {args.id} was processed ({item.spool.action}); "
+    processing = Processing.get_or_none(Processing.spool_id == item.spool_id)
+    if processing is None:
+        print(f"connector: inbound item {args.id} is still waiting to be processed", file=sys.stderr)
+        return 1
+    if processing.state != SPOOL_SHUNTED and not args.force:
+        print(f"connector: inbound item {args.id} was processed ({processing.action}); "
               "use --force to process it again", file=sys.stderr)
         return 1
     requeue(item.spool_id)
@@ -168,7 +173,7 @@ def cmd_message_export(args):
         message = Message.get_or_none(Message.id == args.id)
         raw = None
         if message is not None and message.spool_id:
-            raw = bytes(message.spool.raw)
+            raw = bytes(SpoolEntry.get_by_id(message.spool_id).raw)
         elif message is not None:
             out = OutboxEntry.get_or_none(OutboxEntry.message_id == message.message_id)
             raw = bytes(out.raw) if out else None

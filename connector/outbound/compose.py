@@ -7,11 +7,10 @@ subject carries the ticket tag, transport and authentication headers of the
 original are dropped, and a fresh Message-ID threads with the original.
 """
 
+import quopri
 import re
-from email import policy
-from email.message import EmailMessage
-from email.headerregistry import Address
-from email.utils import format_datetime, localtime
+from email.header import Header
+from email.utils import formataddr, formatdate
 
 import jinja2
 
@@ -25,6 +24,7 @@ DROP_HEADERS = {
     "precedence", "list-id", "list-unsubscribe", "list-post", "list-help", "list-archive",
     "list-subscribe", "list-owner", "x-connector-original-from",
 }
+CRLF = "\r\n"
 SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
 HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 REPLY_ABOVE = "##- Please type your reply above this line -##"
@@ -43,12 +43,19 @@ def split_message(raw):
     return headers, body
 
 
+def _encode(name, value):
+    """One header line, RFC 2047-encoded when not ASCII, folded by email.header."""
+    try:
+        value.encode("ascii")
+        if len(value) + len(name) < 76:
+            return f"{name}: {value}\r\n".encode("ascii")
+        return f"{name}: {Header(value, header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
+    except UnicodeEncodeError:
+        return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
+
+
 def _header_block(fields):
-    msg = EmailMessage(policy=policy.SMTP)
-    for name, value in fields:
-        if value:
-            msg[name] = value
-    return bytes(msg).rstrip(b"\r\n") + b"\r\n"
+    return b"".join(_encode(name, value) for name, value in fields if value)
 
 
 def _threading(parsed, message_id):
@@ -59,7 +66,7 @@ def _threading(parsed, message_id):
 
 
 def public_from(services, name):
-    return str(Address(display_name=name or "", addr_spec=services.settings.public_address))
+    return formataddr((name or "", services.settings.public_address), charset="utf-8")
 
 
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
@@ -73,7 +80,7 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
         ("To", ", ".join(out.to) if out.to else "undisclosed-recipients:;"),
         ("Cc", ", ".join(out.cc)),
         ("Subject", out.subject),
-        ("Date", format_datetime(localtime())),
+        ("Date", formatdate(localtime=True)),
     ] + _threading(parsed, message_id) + [
         ("X-Loop", services.loop_value),
         ("X-Connector-Original-From", original_from),
@@ -107,17 +114,20 @@ def auto_response(parsed, out, services, templates, ticket, message_id):
         "reply_above": REPLY_ABOVE,
     }
     subject, body = templates.render("auto_response.txt.j2", **values)
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = public_from(services, out.from_name)
-    msg["Reply-To"] = services.settings.public_address
-    msg["To"] = ", ".join(out.to)
-    msg["Subject"] = services.subject_with_tag(subject or parsed.subject, ticket.number)
-    msg["Date"] = format_datetime(localtime())
-    for name, value in _threading(parsed, message_id):
-        if value:
-            msg[name] = value
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = services.loop_value
-    msg.set_content(body)
-    return msg["Subject"], body, bytes(msg)
+    subject = services.subject_with_tag(subject or parsed.subject, ticket.number)
+    fields = [
+        ("From", public_from(services, out.from_name)),
+        ("Reply-To", services.settings.public_address),
+        ("To", ", ".join(out.to)),
+        ("Subject", subject),
+        ("Date", formatdate(localtime=True)),
+    ] + _threading(parsed, message_id) + [
+        ("Auto-Submitted", "auto-replied"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Loop", services.loop_value),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    ]
+    encoded = quopri.encodestring(body.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
+    return subject, body, _header_block(fields) + b"\r\n" + encoded

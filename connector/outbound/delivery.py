@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from connector.log import get_logger
+from connector.store import bulk
 from connector.store.models import (
     OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
@@ -122,15 +123,30 @@ class Delivery:
                     .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
 
     def run_once(self):
-        """Attempt every due row; returns how many were attempted."""
-        entries = self.due()
-        for entry in entries:
-            if not self.attempt(entry):
+        """Attempt every due row, then record the outcomes in one transaction.
+
+        Returns how many rows were attempted. A crash between a send and its
+        record means the mail is sent again later: at least once, never lost.
+        """
+        outcomes = []
+        for entry in self.due():
+            outcome = self.attempt(entry)
+            outcomes.append(outcome)
+            if outcome[1] == OUTBOX_PENDING:
                 break  # the relay is failing: keep the rest for the next round
-        return len(entries)
+        if outcomes:
+            with database.atomic():
+                for entry, status, error, detail, now in outcomes:
+                    bulk.update(OutboxEntry, entry.id, status=status, attempts=entry.attempts,
+                                next_attempt_at=entry.next_attempt_at, last_error=entry.last_error,
+                                sent_at=entry.sent_at)
+                bulk.insert_many(DeliveryAttempt, [{"outbox": e.id, "at": now, "ok": error is None,
+                                                    "detail": error or detail}
+                                                   for e, status, error, detail, now in outcomes])
+        return len(outcomes)
 
     def attempt(self, entry):
-        """One delivery attempt; returns False on a temporary failure."""
+        """One delivery attempt: (entry, new status, error, detail, time); `entry` is updated."""
         error, permanent, detail = None, False, ""
         try:
             detail = self.transport.send(entry.mail_from, entry.rcpt, bytes(entry.raw))
@@ -153,10 +169,7 @@ class Delivery:
             entry.next_attempt_at, entry.last_error = now + delay, error
             log.warning("outbox.deferred", outbox_id=entry.id, rcpt=entry.rcpt, attempts=entry.attempts,
                         error=error, retry_in=round(delay, 3))
-        with database.atomic():
-            entry.save()
-            DeliveryAttempt.create(outbox=entry, at=now, ok=error is None, detail=error or detail)
-        return error is None or permanent
+        return entry, entry.status, error, detail, now
 
     def close(self):
         self.transport.close()

@@ -1,120 +1,134 @@
 """Write one decision: ticket, recipients, message, triage item, outbox rows and
-the spool state, all in one transaction (the caller holds it)."""
+the spool state, all in one transaction (the caller holds it).
+
+Inserts go through `connector.store.bulk` (SQL built once): this is the
+hottest path of the daemon.
+"""
 
 from connector.outbound import compose
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
+from connector.store import bulk
 from connector.store.models import (
-    SPOOL_DONE, Contact, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, ThreadRef, Ticket,
-    TriageItem)
+    SPOOL_DONE, Contact, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing, ThreadRef,
+    Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
 
 FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)
-TICKET_FIELDS = ("status", "manager", "priority", "inbox")
+TICKET_FIELDS = ("status", "manager", "priority")
 
 
-def _contact(ctx, now):
+def _contact_id(ctx, now):
+    """The sender's contact id, creating the contact when unknown (not for staff)."""
     sender = ctx.sender
     if sender.is_staff or not sender.address:
         return None
     if sender.contact is None:
+        # Looked up when deciding; a replay in another process may have created it meanwhile.
         Contact.insert(email=sender.address, name=sender.name or "",
                        account=sender.account.name if sender.account else None,
                        created_at=now).on_conflict_ignore().execute()
         sender.contact = Contact.get(Contact.email == sender.address)
-    return sender.contact
+    return sender.contact.id
 
 
 def _create_ticket(ctx, now):
     account = ctx.sender.account
-    subject = (ctx.parsed.subject or "").strip() or "(no subject)"
-    ticket = Ticket.create(number=next_ticket_number(), subject=subject, in_inbox=True,
-                           contact=_contact(ctx, now), account=account.name if account else None,
-                           manager=account.manager if account and account.manager else None,
-                           created_at=now, updated_at=now)
-    ExternalRecipient.create(ticket=ticket, address=ctx.sender.address, kind="to")
-    for email in ctx.employee_defaults:
-        EmployeeRecipient.create(ticket=ticket, email=email)
-    ctx.ticket, ctx.ticket_number = ticket, ticket.number
-    return ticket
+    row = {"number": next_ticket_number(), "subject": (ctx.parsed.subject or "").strip() or "(no subject)",
+           "status": "New", "in_inbox": True, "contact": _contact_id(ctx, now),
+           "account": account.name if account else None,
+           "manager": account.manager if account and account.manager else None,
+           "created_at": now, "updated_at": now}
+    ticket_id = bulk.insert(Ticket, **row)
+    bulk.insert(ExternalRecipient, ticket=ticket_id, address=ctx.sender.address, kind="to")
+    bulk.insert_many(EmployeeRecipient, [{"ticket": ticket_id, "email": e} for e in ctx.employee_defaults])
+    ctx.ticket = Ticket(id=ticket_id, **row)
+    ctx.ticket_number = row["number"]
+    return ctx.ticket
 
 
-def _apply_hints(ticket, hints):
-    """Fields a scanner rule's create_or_update_ticket action sets."""
-    for name, value in (hints.get("ticket_fields") or {}).items():
+def _ticket_changes(ctx, now):
+    """Columns of an existing ticket this message changes (update time, inbox, scanner fields)."""
+    changes = {"updated_at": now}
+    if ctx.set_inbox:
+        changes["in_inbox"] = True
+    for name, value in (ctx.hints.get("ticket_fields") or {}).items():
         if name == "inbox":
-            ticket.in_inbox = bool(value)
+            changes["in_inbox"] = bool(value)
         elif name in TICKET_FIELDS:
-            setattr(ticket, name, value)
+            changes[name] = value
+    return changes
 
 
-def _ref(message_id, ticket):
-    if message_id:
-        ThreadRef.insert(message_id=message_id, ticket=ticket).on_conflict_ignore().execute()
-
-
-def _file_message(ctx, ticket, now):
+def _file_message(ctx, ticket_id):
     parsed = ctx.parsed
-    message = Message.create(
-        ticket=ticket, spool=ctx.spool, direction="in", from_addr=parsed.from_addr,
-        from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
-        public=ctx.public, internal=ctx.internal, text=parsed.text, reply_text=ctx.reply_text,
-        rules_version=ctx.services.extractor.version, message_id=parsed.message_id,
-        attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)
-    _ref(parsed.message_id, ticket)
-    return message
+    bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction="in", from_addr=parsed.from_addr,
+                from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
+                public=ctx.public, internal=ctx.internal, text=parsed.text, reply_text=ctx.reply_text,
+                rules_version=ctx.services.extractor.version, message_id=parsed.message_id,
+                attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)
 
 
 def _queue(ctx, ticket, templates, now):
-    services, parsed = ctx.services, ctx.parsed
+    """Render every planned mail into an outbox row; returns their Message-IDs."""
+    services, parsed, settings = ctx.services, ctx.parsed, ctx.services.settings
+    rows = []
     for out in ctx.outgoing:
         message_id = services.signer.make(ticket.number)
         if out.kind == AUTO_RESPONSE:
             subject, body, raw = compose.auto_response(parsed, out, services, templates, ticket, message_id)
-            Message.create(ticket=ticket, direction="out", from_addr=services.settings.public_address,
-                           from_name=out.from_name, to=out.to, subject=subject, public=True,
-                           text=body, reply_text=body, message_id=message_id, received_at=now)
+            bulk.insert(Message, ticket=ticket.id, spool_id=None, direction="out", from_addr=settings.public_address,
+                        from_name=out.from_name, to=out.to, cc=[], subject=subject, public=True,
+                        internal=False, text=body, reply_text=body, rules_version="", message_id=message_id,
+                        attachments=[], received_at=now)
         else:
             subject = services.subject_with_tag(parsed.subject, ticket.number)
-            if ctx.internal and services.settings.internal_keyword:
-                keyword = services.settings.internal_keyword
-                if keyword.lower() not in subject.lower():
-                    subject = f"{keyword} {subject}"  # replies stay internal
+            keyword = settings.internal_keyword
+            if ctx.internal and keyword and keyword.lower() not in subject.lower():
+                subject = f"{keyword} {subject}"  # so that replies to it stay internal
             out.subject = subject
-            original = parsed.from_addr if not ctx.sender.is_staff else ""
-            raw = compose.redistribution(bytes(ctx.spool.raw), parsed, out, services, message_id,
-                                         original_from=original if out.to or out.cc else "")
-        OutboxEntry.create(ticket=ticket, cause=ctx.spool, kind=out.kind,
-                           mail_from=services.settings.public_address, rcpt=out.rcpt, to=out.to, cc=out.cc,
-                           bcc=out.bcc, subject=subject, message_id=message_id, raw=raw,
-                           next_attempt_at=now, created_at=now)
-        _ref(message_id, ticket)
+            original = "" if ctx.sender.is_staff or not (out.to or out.cc) else parsed.from_addr
+            raw = compose.redistribution(bytes(ctx.spool.raw), parsed, out, services, message_id, original)
+        rows.append({"ticket": ticket.id, "cause_id": ctx.spool.id, "kind": out.kind,
+                     "mail_from": settings.public_address, "rcpt": out.rcpt, "to": out.to, "cc": out.cc,
+                     "bcc": out.bcc, "subject": subject, "message_id": message_id, "raw": raw,
+                     "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+    bulk.insert_many(OutboxEntry, rows)
+    return [row["message_id"] for row in rows]
+
+
+def _remember_threads(message_ids, ticket_id):
+    """Message-IDs we filed or sent for this ticket, so replies thread by References."""
+    bulk.insert_many(ThreadRef, [{"message_id": m, "ticket": ticket_id} for m in message_ids if m], or_ignore=True)
 
 
 def apply_decision(ctx, templates):
-    """Write `ctx`'s decision; returns the Ticket touched (or None)."""
+    """Write `ctx`'s decision; returns the ticket touched (or None)."""
     now = ctx.services.clock()
     spool, ticket = ctx.spool, ctx.ticket
     if ctx.action == NEW_TICKET:
         ticket = _create_ticket(ctx, now)
     elif ctx.action in (FOLLOW_UP, INTERNAL):
-        _contact(ctx, now) if not ctx.sender.is_staff else None
-        ticket.updated_at = now
-        if ctx.set_inbox:
-            ticket.in_inbox = True
+        _contact_id(ctx, now)
+        bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
     elif ctx.action == CONTACT_ONLY:
-        _contact(ctx, now)
+        _contact_id(ctx, now)
+    if ctx.action == NEW_TICKET and ctx.hints.get("ticket_fields"):
+        bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
     if ctx.action in FILED:
-        _apply_hints(ticket, ctx.hints)
-        ticket.save()
-        _file_message(ctx, ticket, now)
-        _queue(ctx, ticket, templates, now)
+        _file_message(ctx, ticket.id)
+        _remember_threads([ctx.parsed.message_id] + _queue(ctx, ticket, templates, now), ticket.id)
     if ctx.action in (TRIAGE, IGNORED_AUTOMATIC):
-        TriageItem.create(spool=spool, status=ctx.triage_status, reason=ctx.reason,
-                          from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
-                          ticket_number=ctx.ticket_number, received_at=spool.received_at)
-    spool.state, spool.action, spool.reason = SPOOL_DONE, ctx.action, ctx.reason
-    spool.message_id, spool.processed_at = ctx.parsed.message_id or None, now
-    spool.save()
+        bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason, detail="",
+                    from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
+                    ticket_number=ctx.ticket_number, received_at=spool.received_at)
+    record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id or None, now)
     return ticket
+
+
+def record_processing(spool, state, action, reason, message_id, now, attempts=0):
+    """The processing row of a spool entry (replacing one a replay left `queued`)."""
+    bulk.insert_many(Processing, [{"spool_id": spool.id, "state": state, "action": action, "reason": reason,
+                                   "message_id": message_id, "sha256": spool.sha256, "attempts": attempts,
+                                   "processed_at": now}], or_replace=True)

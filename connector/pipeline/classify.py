@@ -6,35 +6,22 @@ is processed. Automatic mail (bounces, auto-replies, lists) is never answered;
 a bounce never creates a ticket.
 """
 
-from connector.mail.automatic import classify
+from connector.mail.automatic import LOOP, Automatic, classify
 from connector.pipeline.context import DUPLICATE, R_BOUNCE, TRIAGE
-from connector.store.models import SPOOL_DONE, SpoolEntry
 from connector.store.models import TRIAGE_AWAITING_REVIEW
-
-
-def find_duplicate(spool, message_id):
-    if not message_id:
-        return None
-    query = SpoolEntry.select(SpoolEntry.id).where(
-        (SpoolEntry.message_id == message_id) & (SpoolEntry.sha256 == spool.sha256)
-        & (SpoolEntry.state == SPOOL_DONE) & (SpoolEntry.action != DUPLICATE))
-    if spool.id is not None:
-        query = query.where(SpoolEntry.id != spool.id)
-    return query.first()
+from connector.store.queries import find_duplicate
 
 
 def run(ctx):
     parsed = ctx.parsed
-    original = find_duplicate(ctx.spool, parsed.message_id)
+    original = find_duplicate(parsed.message_id, ctx.spool.sha256, ctx.spool.id) if parsed.message_id else None
     if original is not None:
-        ctx.finish(DUPLICATE, f"same Message-ID and bytes as spool entry {original.id}",
-                   distribute=False)
+        ctx.finish(DUPLICATE, f"same Message-ID and bytes as spool entry {original}", distribute=False)
         return
     ctx.automatic = classify(parsed, ctx.spool.mail_from, own_loop_value=ctx.services.loop_value)
     if not ctx.automatic.is_automatic and ctx.services.is_own(parsed.from_addr) \
             and ctx.services.settings.staff_by_email(parsed.from_addr) is None:
         # Mail "from" our own address that no employee sends from: a loop.
-        from connector.mail.automatic import LOOP, Automatic
         ctx.automatic = Automatic(True, False, LOOP)
     if ctx.automatic.is_bounce:
         ctx.finish(TRIAGE, R_BOUNCE, triage_status=TRIAGE_AWAITING_REVIEW, distribute=False)

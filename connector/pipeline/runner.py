@@ -1,11 +1,13 @@
-"""Drive the pipeline over queued spool entries; shunt what raises.
+"""Drive the pipeline over spooled messages; shunt what raises.
 
-Each entry is processed in one IMMEDIATE transaction that first re-reads its
-state, so two processes (the daemon's worker and a `replay`) never file the
-same entry twice. An exception rolls the transaction back and marks the entry
-`shunted` with its reason; a triage item (`needs_attention`,
-`processing_error`) makes it visible, and `connector inbound replay ID`
-queues it again.
+An entry is to be processed while it has no `Processing` row (or one a
+replay set back to `queued`). Each entry is decided without holding the
+write lock, then written in one IMMEDIATE transaction that first re-reads
+its processing state, so two processes (the daemon's worker and a `replay`)
+never file the same entry twice. An exception rolls the transaction back
+and records the entry `shunted` with its reason; a triage item
+(`needs_attention`, `processing_error`) makes it visible, and `connector
+inbound replay ID` queues it again.
 """
 
 import time
@@ -14,10 +16,12 @@ import traceback
 from connector.log import bind_message, clear_message, get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
-from connector.pipeline.apply import apply_decision
+from connector.pipeline.apply import apply_decision, record_processing
 from connector.pipeline.context import R_PROCESSING_ERROR, Context
+from connector.store import bulk
 from connector.store.models import (
-    SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, SpoolEntry, TriageItem, database)
+    SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Processing, TriageItem, database)
+from connector.store.queries import processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids
 
 log = get_logger("pipeline")
 
@@ -30,30 +34,36 @@ EVENTS = {
     "ignored_automatic": "message.ignored",
     "contact_only": "contact.created",
 }
+BATCH = 200
 
 
 class Runner:
     def __init__(self, services):
         self.services = services
         self.templates = Templates(services.settings.folder_candidates("templates"))
+        self.floor = 0  # every spool id below it has been processed
 
     def dry_run(self, spool):
         """The decision for an unsaved spool entry; writes nothing."""
         return decide(Context(self.services, spool))
 
     def process(self, spool_id):
-        """Process one queued entry; returns the Context, or None when it was not queued."""
+        """Process one entry; returns the Context, or None when it was not waiting."""
         try:
+            state = processing_state(spool_id)
+            spool = spool_entry(spool_id)
+            if spool is None or state not in (None, SPOOL_QUEUED):
+                return None
+            bind_message(spool_id=spool_id)
+            ctx = decide(Context(self.services, spool))
+            bind_message(message_id=ctx.parsed.message_id)
             with database.atomic(lock_type="IMMEDIATE"):
-                spool = SpoolEntry.get_or_none(SpoolEntry.id == spool_id)
-                if spool is None or spool.state != SPOOL_QUEUED:
-                    return None
-                bind_message(spool_id=spool.id)
-                ctx = decide(Context(self.services, spool))
-                bind_message(message_id=ctx.parsed.message_id)
+                if processing_state(spool_id) != state:
+                    return None  # another process got there first
                 apply_decision(ctx, self.templates)
-                TriageItem.update(status=TRIAGE_CLOSED).where(
-                    (TriageItem.spool == spool) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
+                if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
+                    TriageItem.update(status=TRIAGE_CLOSED).where(
+                        (TriageItem.spool_id == spool_id) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
             self._log(ctx)
             return ctx
         except Exception as exc:
@@ -72,24 +82,27 @@ class Runner:
         reason = f"{type(exc).__name__}: {exc}"
         log.error("message.shunted", spool_id=spool_id, reason=reason,
                   traceback=traceback.format_exc(limit=8))
+        spool = spool_entry(spool_id)
+        now = self.services.clock()
+        previous = Processing.get_or_none(Processing.spool_id == spool_id)
         with database.atomic():
-            spool = SpoolEntry.get_by_id(spool_id)
-            spool.state, spool.reason, spool.attempts = SPOOL_SHUNTED, reason, spool.attempts + 1
-            spool.processed_at = self.services.clock()
-            spool.save()
-            TriageItem.create(spool=spool, status=TRIAGE_NEEDS_ATTENTION, reason=R_PROCESSING_ERROR,
-                              detail=reason, subject="", from_addr=spool.mail_from or "",
-                              received_at=spool.received_at)
+            record_processing(spool, SPOOL_SHUNTED, None, reason, None, now,
+                              attempts=(previous.attempts if previous else 0) + 1)
+            bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=R_PROCESSING_ERROR,
+                        detail=reason, subject="", from_addr=spool.mail_from or "", ticket_number=None,
+                        received_at=spool.received_at)
 
-    def queued_ids(self, limit=200):
-        return [row.id for row in SpoolEntry.select(SpoolEntry.id).where(SpoolEntry.state == SPOOL_QUEUED)
-                .order_by(SpoolEntry.id).limit(limit)]
+    def waiting_ids(self):
+        ids = unprocessed_spool_ids(self.floor, BATCH)
+        if ids:
+            self.floor = ids[0]
+        return sorted(set(ids) | set(requeued_spool_ids(BATCH)))
 
     def drain(self, stop=lambda: False):
-        """Process everything queued now; returns how many entries were looked at."""
+        """Process everything waiting now; returns how many entries were looked at."""
         count = 0
         while not stop():
-            ids = self.queued_ids()
+            ids = self.waiting_ids()
             if not ids:
                 return count
             for spool_id in ids:
@@ -101,8 +114,8 @@ class Runner:
 
 
 def requeue(spool_id):
-    """Queue a shunted (or any) entry again; the worker processes it next."""
-    return SpoolEntry.update(state=SPOOL_QUEUED).where(SpoolEntry.id == spool_id).execute() == 1
+    """Ask for an entry to be processed again; the worker picks it up next."""
+    return Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
 
 
 def wait_loop(runner, stop, idle=0.05):

@@ -3,13 +3,13 @@ active staff member's emails (seed 004, Employee Correspondence); otherwise a
 contact, known or to be created, linked to an account by its domain."""
 
 from connector.pipeline.context import Sender
-from connector.store.models import Contact
+from connector.store.queries import contact_by_email
 
 
 def run(ctx):
     settings = ctx.services.settings
     address = ctx.parsed.from_addr
     staff = settings.staff_by_email(address) if address else None
-    contact = None if staff or not address else Contact.get_or_none(Contact.email == address)
+    contact = None if staff or not address else contact_by_email(address)
     ctx.sender = Sender(address=address, name=ctx.parsed.from_name, staff=staff, contact=contact,
                         account=None if staff or not address else settings.account_for(address))

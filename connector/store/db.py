@@ -17,21 +17,47 @@ PRAGMAS = {
     "journal_mode": "wal",
     "synchronous": "full",
     "foreign_keys": 1,
-    "busy_timeout": 30000,
+    "busy_timeout": 10000,
     "cache_size": -16000,
 }
 KEY_FILE = "hmac.key"
 
 
-def make_database(path):
+def spool_path(path):
+    """The spool's own file, beside the database: connector.db -> connector-spool.db."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-spool{path.suffix or '.db'}")
+
+
+class StoreDatabase(peewee.SqliteDatabase):
+    """The main database with the spool file attached as schema `spool`.
+
+    Both files use WAL; the spool always commits with synchronous=FULL (its
+    commit is what makes a 250 true), the main file as the process asks.
+    """
+
+    def _add_conn_hooks(self, conn):
+        super()._add_conn_hooks(conn)
+        conn.execute("PRAGMA spool.journal_mode=wal")
+        conn.execute("PRAGMA spool.synchronous=full")
+
+
+def make_database(path, synchronous="full"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, timeout=30)
+    db = StoreDatabase(str(path), pragmas=dict(PRAGMAS, synchronous=synchronous), timeout=10)
+    db.attach(str(spool_path(path)), "spool")
+    return db
 
 
-def open_store(path):
-    """Bind the models to the SQLite file at `path`, creating it if needed."""
-    db = make_database(path)
+def open_store(path, synchronous="full"):
+    """Bind the models to the SQLite file at `path`, creating it if needed.
+
+    The spool file always commits with `full`. The worker may use `normal`
+    for the main file (WAL): what it writes there is derived from spooled
+    messages, so a commit lost to a power cut is redone from the spool.
+    """
+    db = make_database(path, synchronous)
     database.initialize(db)
     db.connect(reuse_if_open=True)
     with db.atomic():

@@ -13,6 +13,7 @@ database = peewee.DatabaseProxy()
 # Spool states: where a received message stands.
 SPOOL_QUEUED = "queued"        # committed, not yet processed
 SPOOL_DONE = "done"            # processed: filed, triaged or ignored (see `action`)
+SPOOL_PROCESSING_STATES = ("queued", "done", "shunted")
 SPOOL_SHUNTED = "shunted"      # processing raised; kept with its reason, replayable
 
 # Triage statuses (seed 000).
@@ -41,7 +42,12 @@ class BaseModel(peewee.Model):
 
 
 class SpoolEntry(BaseModel):
-    """A received message exactly as it arrived, with its envelope."""
+    """A received message exactly as it arrived, with its envelope.
+
+    Lives in its own file (attached as schema `spool`), append-only, written
+    only by the intakes: accepting mail never waits for the worker's writes.
+    What became of an entry is its `Processing` row in the main database.
+    """
 
     received_at = peewee.FloatField()
     intake = peewee.CharField()              # smtp | lmtp | pipe | replay | imap:<scanner>
@@ -49,17 +55,29 @@ class SpoolEntry(BaseModel):
     rcpt_to = JSONField(default=list)
     raw = peewee.BlobField()
     size = peewee.IntegerField()
-    sha256 = peewee.CharField(index=True)
+    sha256 = peewee.CharField()
     hints = JSONField(null=True)             # intake-provided instructions (scanner rules)
+
+    class Meta:
+        table_name = "spool"
+        schema = "spool"
+
+
+class Processing(BaseModel):
+    """What the pipeline made of a spool entry; no row (or `queued`) = still to do.
+
+    Written in the same transaction as the ticket it files, so a crash leaves
+    either both or neither.
+    """
+
+    spool_id = peewee.IntegerField(primary_key=True)
     state = peewee.CharField(default=SPOOL_QUEUED, index=True)
     action = peewee.CharField(null=True)     # the pipeline's decision, when done
     reason = peewee.TextField(null=True)
     message_id = peewee.TextField(null=True, index=True)
+    sha256 = peewee.CharField(null=True)
     attempts = peewee.IntegerField(default=0)
     processed_at = peewee.FloatField(null=True)
-
-    class Meta:
-        table_name = "spool"
 
 
 class Contact(BaseModel):
@@ -103,7 +121,7 @@ class Message(BaseModel):
     """One email in a ticket's history (inbound, or an automatic mail we wrote)."""
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, backref="messages", on_delete="CASCADE")
-    spool = peewee.ForeignKeyField(SpoolEntry, null=True)
+    spool_id = peewee.IntegerField(null=True)   # the SpoolEntry holding the original bytes
     direction = peewee.CharField()          # in | out
     from_addr = peewee.TextField(default="")
     from_name = peewee.TextField(default="")
@@ -130,7 +148,7 @@ class ThreadRef(BaseModel):
 class TriageItem(BaseModel):
     """An inbound message that could not be routed (seed 000)."""
 
-    spool = peewee.ForeignKeyField(SpoolEntry)
+    spool_id = peewee.IntegerField()
     status = peewee.CharField(default="awaiting_review", index=True)
     reason = peewee.CharField()
     detail = peewee.TextField(default="")
@@ -147,7 +165,7 @@ class OutboxEntry(BaseModel):
     """An outgoing mail, rendered, waiting for (or done with) delivery."""
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
-    cause = peewee.ForeignKeyField(SpoolEntry, null=True)  # the inbound message that caused it
+    cause_id = peewee.IntegerField(null=True)  # the spool entry of the inbound message that caused it
     kind = peewee.CharField()                # auto_response | distribution | notice
     mail_from = peewee.TextField()
     rcpt = JSONField()                        # envelope recipients
@@ -185,5 +203,5 @@ class Meta_(BaseModel):
         table_name = "meta"
 
 
-ALL_MODELS = (SpoolEntry, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
+ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, DeliveryAttempt, Meta_)

@@ -3,7 +3,8 @@
 Every intake (SMTP/LMTP, pipe, IMAP, replay) calls `store_message` or the
 `GroupCommitter`; success is answered to the sender only after the row
 holding the raw bytes and the envelope is committed (synchronous=FULL).
-The pipeline then processes `queued` rows; see `connector.pipeline.runner`.
+The pipeline then processes entries that have no `Processing` row yet; see
+`connector.pipeline.runner`. The spool is append-only.
 """
 
 import hashlib
@@ -11,7 +12,8 @@ import queue
 import threading
 import time
 
-from connector.store.models import SPOOL_QUEUED, SpoolEntry, database
+from connector.store import bulk
+from connector.store.models import SpoolEntry, database
 
 
 def spool_row(raw, mail_from, rcpt_to, intake, hints, now):
@@ -24,37 +26,42 @@ def spool_row(raw, mail_from, rcpt_to, intake, hints, now):
         "size": len(raw),
         "sha256": hashlib.sha256(raw).hexdigest(),
         "hints": hints,
-        "state": SPOOL_QUEUED,
     }
 
 
 def store_message(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
     """Commit one message to the spool and return its id (durable on return)."""
     with database.atomic():
-        return SpoolEntry.insert(**spool_row(raw, mail_from, rcpt_to, intake, hints, clock())).execute()
+        return bulk.insert(SpoolEntry, **spool_row(raw, mail_from, rcpt_to, intake, hints, clock()))
 
 
 class GroupCommitter:
     """Commits messages from many SMTP sessions in shared transactions.
 
-    Each `submit` waits until its message is on disk. One writer thread takes
-    whatever is waiting, writes it in one transaction with one fsync, then
-    wakes every waiting session: throughput grows with concurrency instead of
-    being bound by one fsync per message.
+    Every DATA that completes in one turn of the event loop joins a batch;
+    the batch goes to one writer thread, which writes it in one transaction
+    with one fsync while the loop keeps serving the other sessions, then
+    answers every waiting session at once. Throughput grows with concurrency
+    instead of being bound by one fsync, or one thread hand-off, per message.
     """
-
-    MAX_BATCH = 64
 
     def __init__(self, clock=time.time):
         self._queue = queue.SimpleQueue()
         self._clock = clock
+        self._pending = []
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
     async def submit(self, loop, raw, *, mail_from, rcpt_to, intake, hints=None):
         future = loop.create_future()
-        self._queue.put((loop, future, (raw, mail_from, rcpt_to, intake, hints)))
+        if not self._pending:
+            loop.call_soon(self._hand_over, loop)
+        self._pending.append((future, (raw, mail_from, rcpt_to, intake, hints)))
         return await future
+
+    def _hand_over(self, loop):
+        batch, self._pending = self._pending, []
+        self._queue.put((loop, batch))
 
     def close(self):
         self._queue.put(None)
@@ -65,8 +72,8 @@ class GroupCommitter:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            while len(batch) < self.MAX_BATCH:
+            batches = [item]
+            while True:  # whatever else is waiting joins this transaction
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -74,29 +81,28 @@ class GroupCommitter:
                 if nxt is None:
                     self._queue.put(None)
                     break
-                batch.append(nxt)
-            self._write(batch)
+                batches.append(nxt)
+            self._write(batches)
 
-    def _write(self, batch):
+    def _write(self, batches):
         now = self._clock()
         try:
-            ids = []
             with database.atomic():
-                for _, _, args in batch:
-                    ids.append(SpoolEntry.insert(**spool_row(*args, now)).execute())
+                results = [[bulk.insert(SpoolEntry, **spool_row(*args, now)) for _, args in batch]
+                           for _, batch in batches]
         except Exception as exc:  # answered as a temporary failure by the intake
-            for loop, future, _ in batch:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+            for loop, batch in batches:
+                loop.call_soon_threadsafe(_resolve, batch, None, exc)
             return
-        for (loop, future, _), spool_id in zip(batch, ids):
-            loop.call_soon_threadsafe(_set_result, future, spool_id)
+        for (loop, batch), ids in zip(batches, results):
+            loop.call_soon_threadsafe(_resolve, batch, ids, None)
 
 
-def _set_result(future, value):
-    if not future.done():
-        future.set_result(value)
-
-
-def _set_exception(future, exc):
-    if not future.done():
-        future.set_exception(exc)
+def _resolve(batch, ids, exc):
+    for index, (future, _) in enumerate(batch):
+        if future.done():
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(ids[index])

@@ -1,0 +1,149 @@
+"""SMTP throughput: the connector against a no-op aiosmtpd sink, in the same run.
+
+For each round, the same smtp-source command (Postfix's C load generator)
+sends N messages over S sessions first to the no-op sink (the ceiling), then
+to a fresh connector daemon whose relay is Postfix's smtp-sink. Printed:
+  acceptance   messages/s accepted (250 after the spool commit) and the ratio to the sink
+  end to end   messages/s from the first SMTP connection until every message
+               is filed and every outgoing mail (distribution + auto-response)
+               was handed to the relay: the backlog drained
+Targets (issue 2, this 2-core machine class): ratio >= 0.8, end to end >= 300 msg/s.
+
+    python bench/smtp_bench.py [--messages 5000] [--sessions 20] [--size 4096] [--rounds 2]
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+STAFF = "staff:\n  - name: Dana Desk\n    emails: [dana@example.test]\n    receive: all\n"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def source(port, args):
+    cmd = [SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
+           "-f", "a@client.test", "-t", "support@example.test", f"127.0.0.1:{port}"]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def run_sink(args):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "noop_sink.py"), str(port)],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        return source(port, args)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def counts(db):
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute(f"attach database '{db.with_name('connector-spool.db')}' as spool")
+        total = conn.execute("select count(*) from spool.spool").fetchone()[0]
+        queued = total - conn.execute("select count(*) from processing where state != 'queued'").fetchone()[0]
+        pending = conn.execute("select count(*) from outbox where status = 'pending'").fetchone()[0]
+        sent = conn.execute("select count(*) from outbox where status = 'sent'").fetchone()[0]
+    return total, queued, pending, sent
+
+
+def run_connector(args, workdir):
+    relay_port, port = free_port(), free_port()
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "staff.yaml").write_text(STAFF)
+    (workdir / "connector.ini").write_text(
+        "[connector]\npublic_address = support@example.test\nnotifications_address = notify@example.test\n"
+        "database = var/connector.db\n"
+        f"[smtp]\nlisten = 127.0.0.1:{port}\n"
+        f"[outbound]\nmode = smtp\nrelay = 127.0.0.1:{relay_port}\n")
+    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{relay_port}", "256"])
+    daemon = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
+                              stdout=open(workdir / "daemon.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_port(relay_port, sink)
+        wait_port(port, daemon)
+        start = time.perf_counter()
+        accept = source(port, args)
+        db = workdir / "var" / "connector.db"
+        expected_out = 2 * args.messages
+        while True:
+            total, queued, pending, sent = counts(db)
+            if total >= args.messages and queued == 0 and pending == 0 and sent >= expected_out:
+                break
+            if time.perf_counter() - start > 600:
+                raise SystemExit(f"backlog did not drain: {total} spooled, {queued} queued, {sent} sent")
+            time.sleep(0.05)
+        end_to_end = time.perf_counter() - start
+        return accept, end_to_end, total, sent
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        sink.terminate()
+        sink.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    for tool in (SMTP_SOURCE, SMTP_SINK):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"{tool} is missing: run tests/install-system-deps.sh (Postfix) first")
+    rows = []
+    for index in range(args.rounds):
+        sink_time = run_sink(args)
+        workdir = Path(tempfile.mkdtemp(prefix="connector-bench-"))
+        try:
+            accept, e2e, total, sent = run_connector(args, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        sink_rate, accept_rate, e2e_rate = args.messages / sink_time, args.messages / accept, args.messages / e2e
+        rows.append((sink_rate, accept_rate, accept_rate / sink_rate, e2e_rate, sent))
+        print(f"round {index + 1}: no-op sink {sink_rate:7.0f} msg/s | connector accepts {accept_rate:7.0f} msg/s "
+              f"(ratio {accept_rate / sink_rate:.2f}) | end to end {e2e_rate:6.0f} msg/s "
+              f"({total} filed, {sent} handed to the relay)", flush=True)
+    ratio = statistics.median(r[2] for r in rows)
+    e2e = statistics.median(r[3] for r in rows)
+    print(f"\n{args.messages} messages of {args.size} bytes over {args.sessions} sessions, "
+          f"median of {args.rounds} rounds:")
+    print(f"  acceptance ratio connector/no-op sink: {ratio:.2f}   (target >= 0.80)")
+    print(f"  end to end: {e2e:.0f} msg/s   (target >= 300)")
+
+
+if __name__ == "__main__":
+    main()

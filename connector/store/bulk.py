@@ -1,0 +1,71 @@
+"""Inserts and updates on the hot paths, with their SQL built once.
+
+peewee compiles a query's SQL text anew on every call (~0.1 ms each), which
+dominated the cost of filing a message. These helpers build the statement
+once per model and column set, convert values through the peewee fields (so
+the models stay the one description of the schema), and run it directly.
+"""
+
+from connector.store.models import database
+
+_SQL = {}
+
+
+def _statement(kind, model, columns):
+    key = (kind, model, columns)
+    sql = _SQL.get(key)
+    if sql is None:
+        table = model._meta.table_name
+        if model._meta.schema:
+            table = f'{model._meta.schema}"."{table}'
+        names = ['"%s"' % model._meta.fields[c].column_name for c in columns]
+        if kind != "update":
+            verb = {"insert": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[kind]
+            sql = f'{verb} INTO "{table}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
+        else:
+            sets = ", ".join(f"{n} = ?" for n in names)
+            sql = f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = ?'
+        _SQL[key] = sql
+    return sql
+
+
+def _values(model, columns, row):
+    fields = model._meta.fields
+    return [fields[c].db_value(row[c]) for c in columns]
+
+
+def _with_defaults(model, row):
+    """`row` plus the model's Python-side defaults for the columns it leaves out."""
+    missing = [f for f in model._meta.sorted_fields
+               if f.name not in row and f is not model._meta.primary_key and f.default is not None]
+    if not missing:
+        return row
+    row = dict(row)
+    for field in missing:
+        row[field.name] = field.default() if callable(field.default) else field.default
+    return row
+
+
+def insert(model, **row):
+    """Insert one row; returns its id."""
+    row = _with_defaults(model, row)
+    columns = tuple(row)
+    cursor = database.execute_sql(_statement("insert", model, columns), _values(model, columns, row))
+    return cursor.lastrowid
+
+
+def insert_many(model, rows, or_ignore=False, or_replace=False):
+    """Insert rows that all have the same columns; on a conflict skip (`or_ignore`) or replace the old row."""
+    if not rows:
+        return
+    rows = [_with_defaults(model, row) for row in rows]
+    columns = tuple(rows[0])
+    kind = "ignore" if or_ignore else "replace" if or_replace else "insert"
+    database.cursor().executemany(_statement(kind, model, columns),
+                                  [_values(model, columns, row) for row in rows])
+
+
+def update(model, pk, **fields):
+    """Set `fields` on the row whose primary key is `pk`."""
+    columns = tuple(fields)
+    database.execute_sql(_statement("update", model, columns), _values(model, columns, fields) + [pk])
