@@ -1,0 +1,1 @@
+"""Mail: bytes -> a parsed message (parse), automatic-mail detection (automatic)."""
