@@ -1,0 +1,200 @@
+"""The reply engine: apply a `RuleSet` to a body and keep the new text only.
+
+Order of work on a body (docs/reply-extraction.md states the policy):
+
+1. a `reply_above` marker cuts itself and everything below it;
+2. the body is read top-down in segments: the earliest `header` or quoted
+   line ends the current segment. After a header, a run of quoted lines is
+   history; text written below that run (bottom posting, inline answers) is
+   read as a new segment. A header followed by unquoted text ends the reply.
+   A `forward` header that comes first keeps the forwarded mail whole;
+3. in each segment a `signature` (or device footer) cuts the rest of the mail;
+4. separator lines left at the end of a segment ("-----", "____") go;
+5. when nothing is left (the mail is only a quote), the whole text is kept.
+"""
+
+import re
+
+from connector.reply.rules import load_rules
+
+SEPARATOR_RE = re.compile(r"[-_=*~\u2014\u2013]{2,}")
+LEADING_BLANK_RE = re.compile(r"\A(?:[ \t]*\n)+")
+BLANK_TAIL_RE = re.compile(r"[^\n]*(?:\n[ \t]*(?=\n))*\n?")   # rest of a line plus blank lines
+
+
+def _combine(rules):
+    if not rules:
+        return None, {}
+    names = {f"r{i}": rule for i, rule in enumerate(rules)}
+    pattern = "|".join(f"(?P<{key}>{rule.pattern})" for key, rule in names.items())
+    return re.compile(pattern, re.M), names
+
+
+class Extractor:
+    """Applies one rule set. `version` names it; it is stored with every message."""
+
+    def __init__(self, ruleset):
+        self.ruleset = ruleset
+        self.version = ruleset.version
+        self._above, _ = _combine(ruleset.of_kind("reply_above"))
+        self._header, self._header_rules = _combine(ruleset.of_kind("header") + ruleset.of_kind("forward"))
+        self._signature, _ = _combine(ruleset.of_kind("signature"))
+        quotes = ruleset.of_kind("quote")
+        self._quote, _ = _combine(quotes)
+        if quotes:
+            alternatives = "|".join(f"(?:{rule.pattern})" for rule in quotes)
+            self._quote_run = re.compile(rf"(?:(?:{alternatives})[^\n]*(?:\n|\Z)|[ \t]*\n)+", re.M)
+        else:
+            self._quote_run = None
+
+    # -- public ---------------------------------------------------------------
+
+    def extract(self, text):
+        """The new text of a reply body (str in, str out; never raises on odd text)."""
+        if not text:
+            return ""
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        body = text
+        if self._above is not None:
+            marker = self._above.search(body)
+            if marker:
+                body = body[:marker.start()]
+        reply = self._reply(body)
+        if reply:
+            return reply
+        return text.strip()
+
+    def extract_message(self, parsed):
+        """The reply text of a `ParsedMessage`, using the HTML quote structure for HTML-only mail."""
+        html = getattr(parsed, "html", "") or ""
+        if html and getattr(parsed, "text_from_html", False):
+            from connector.mail.html import html_to_text
+            try:
+                unquoted = html_to_text(html, drop_quotes=True)
+            except Exception:  # a converter bug must not lose the message text
+                unquoted = ""
+            reply = self.extract(unquoted) if unquoted.strip() else ""
+            return reply or self.extract(parsed.text or "")
+        return self.extract(parsed.text or "")
+
+    # -- engine ---------------------------------------------------------------
+
+    def _cut_signature(self, segment):
+        """(segment without signature, whether one was cut)."""
+        if self._signature is None:
+            return segment, False
+        cut = False
+        while True:
+            found = self._signature.search(segment)
+            if not found:
+                return segment, cut
+            segment, cut = segment[:found.start()], True
+
+    def _is_quoted(self, text, pos):
+        return self._quote is not None and self._quote.match(text, pos) is not None
+
+    def _block_end(self, text, pos):
+        """End of the run of quoted (and blank) lines starting at `pos`.
+
+        An unquoted line squeezed between two quoted lines is a wrapped quoted
+        line (long links, clients that wrap after quoting) and stays in the run.
+        """
+        length = len(text)
+        while True:
+            run = self._quote_run.match(text, pos)
+            end = run.end() if run else pos
+            if end >= length or end == pos:
+                return end
+            line_end = text.find("\n", end)
+            if line_end < 0:
+                return end
+            last_line = text[text.rfind("\n", 0, end - 1) + 1:end]
+            if last_line.strip() and self._is_quoted(text, line_end + 1):
+                pos = line_end + 1
+                continue
+            return end
+
+    def _reply(self, text):
+        pieces = []
+        start = pos = 0
+        length = len(text)
+        header_re, quote_re = self._header, self._quote
+        while pos <= length:
+            header = header_re.search(text, pos) if header_re is not None else None
+            quote = quote_re.search(text, pos) if quote_re is not None else None
+            if header is not None and (quote is None or header.start() <= quote.start()):
+                head = text[start:header.start()]
+                if self._header_rules[header.lastgroup].kind == "forward":
+                    head, _ = self._cut_signature(head)
+                    pieces.append(head.rstrip() + "\n\n" + text[header.start():] if head.strip()
+                                  else text[header.start():])
+                    break
+                nxt = BLANK_TAIL_RE.match(text, header.end()).end()
+                head, signed = self._cut_signature(head)
+                pieces.append(head)
+                if signed or nxt >= length or not self._is_quoted(text, nxt):
+                    break
+                start = pos = self._block_end(text, nxt)
+                continue
+            if quote is None:
+                head, _ = self._cut_signature(text[start:])
+                pieces.append(head)
+                break
+            qstart = quote.start()
+            end = self._block_end(text, qstart)
+            if end < length and text[start:qstart].strip() and not self._several_quoted(text, qstart, end):
+                pos = end   # a lone '>' line between text lines is text ("> 5 items", ">>> link <<<")
+                continue
+            head, signed = self._cut_signature(text[start:qstart])
+            pieces.append(head)
+            if signed:
+                break
+            start = pos = end
+        return _join(pieces)
+
+    def _several_quoted(self, text, qstart, end):
+        first_end = text.find("\n", qstart)
+        if first_end < 0 or first_end >= end:
+            return False
+        return self._quote.search(text, first_end + 1, end) is not None
+
+
+def _trim(piece):
+    """`piece` without trailing blank and separator lines ('-----', '____', '===')."""
+    piece = piece.rstrip()
+    while piece:
+        cut = piece.rfind("\n") + 1
+        if not SEPARATOR_RE.fullmatch(piece[cut:].strip()):
+            break
+        piece = piece[:cut].rstrip()
+    return piece
+
+
+def _join(pieces):
+    out, gap = "", 0
+    for piece in pieces:
+        trimmed = _trim(piece)
+        if not trimmed.strip():
+            continue
+        if out:
+            out += "\n" * max(1, min(gap, 2)) + LEADING_BLANK_RE.sub("", trimmed)
+        else:
+            out = trimmed
+        gap = piece[len(trimmed):].count("\n") if piece.startswith(trimmed) else 2
+    return out.strip()
+
+
+_SHIPPED = None
+
+
+def shipped_extractor():
+    global _SHIPPED
+    if _SHIPPED is None:
+        _SHIPPED = Extractor(load_rules([]))
+    return _SHIPPED
+
+
+def extract_reply(text):
+    """The new text of `text` with the shipped rules (see `load_extractor` for local overrides)."""
+    return shipped_extractor().extract(text)
