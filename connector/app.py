@@ -67,9 +67,10 @@ def run_worker(settings, stop):
 
 
 class Daemon:
-    def __init__(self, settings, ini_path):
+    def __init__(self, settings, ini_path, with_worker=True):
         self.settings = settings
         self.ini_path = ini_path
+        self.with_worker = with_worker
         self.stop_event = threading.Event()
         self.worker = None
 
@@ -97,7 +98,7 @@ class Daemon:
         stopped = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopped.set)
-        if not os.environ.get("CONNECTOR_DIAG_NO_WORKER"):
+        if self.with_worker:
             self._spawn_worker()
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
@@ -124,8 +125,8 @@ class Daemon:
                 self.worker.kill()
 
 
-def run_daemon(settings, ini_path):
-    asyncio.run(Daemon(settings, ini_path).main())
+def run_daemon(settings, ini_path, with_worker=True):
+    asyncio.run(Daemon(settings, ini_path, with_worker).main())
     return 0
 
 

@@ -182,7 +182,7 @@ def test_references_thread_an_edited_subject_and_forged_ones_do_not(daemon, sink
 
 
 def test_attachments_text_and_original_are_stored(daemon, sink):
-    msg = make_mail(subject="Logs attached", body="See the log.\n\nOn Mon, Bob wrote:\n> earlier\n")
+    msg = make_mail(subject="Logs attached", body="See the log.\n\nOn Mon, 3 Feb 2025 at 10:12, Bob Smith <bob@acme.example> wrote:\n> earlier\n")
     msg.add_attachment(b"line1\nline2\n", maintype="text", subtype="plain", filename="boot.log")
     raw = msg.as_bytes()
     daemon.send(raw, "ann@acme.example", ["support@example.com"])

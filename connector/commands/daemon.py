@@ -9,10 +9,15 @@ from connector.settings.schema import render_example
 
 def cmd_run(args):
     settings = settings_or_exit(args, EX_CONFIG, log=False)
+    try:
+        check_templates(settings)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     from connector.app import run_daemon
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return run_daemon(settings, settings.ini_path)
+    return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
 
 
 def cmd_worker(args):
@@ -58,6 +63,8 @@ def cmd_example_config(args):
 
 def register(subparsers):
     p = subparsers.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--no-worker", action="store_true",
+                   help="only accept mail; process it with a separately run `connector worker`")
     p.set_defaults(handler=cmd_run)
     p = subparsers.add_parser("worker", help="run the processing worker (started by `run`)")
     p.set_defaults(handler=cmd_worker)
