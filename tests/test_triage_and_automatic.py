@@ -96,3 +96,25 @@ def test_our_own_mail_coming_back_is_a_loop(daemon, sink):
     daemon.wait_processed(1)
     assert daemon.spool_states()[-1][2] == "ignored_automatic"
     assert daemon.outbox() == []
+
+
+def test_inbound_notice_for_triage_but_never_for_bounces(tmp_path, sink):
+    from email import message_from_bytes, policy
+
+    from conftest import Instance
+    inst = Instance(tmp_path, sink.port, connector__triage_notice_to="desk@example.com, lead@example.com").start()
+    try:
+        inst.send(make_mail(subject="[Ticket #42] Who am I", sender="stranger@evil.example"))
+        inst.send(BOUNCE, "", ["support@example.com"])
+        inst.wait_processed(2)
+        inst.wait_delivered()
+        assert [o["kind"] for o in inst.outbox()] == ["notice"]        # one notice: not for the bounce
+        _, rcpts, raw = sink.messages[0]
+        assert sorted(rcpts) == ["desk@example.com", "lead@example.com"]
+        notice = message_from_bytes(raw, policy=policy.default)
+        assert notice["From"].addresses[0].addr_spec == "notifications@example.com"
+        assert notice["Auto-Submitted"] == "auto-generated"
+        assert "unknown_ticket" in notice["Subject"] and "Who am I" in notice["Subject"]
+        assert "stranger@evil.example" in notice.get_content()
+    finally:
+        inst.stop()

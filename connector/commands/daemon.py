@@ -28,21 +28,30 @@ def cmd_worker(args):
     return worker_main(settings)
 
 
+TEMPLATE_SAMPLES = {
+    "auto_response.txt.j2": {
+        "ticket": {"number": 1, "subject": "Printer", "tag": "[Ticket #1]"},
+        "sender": {"name": "Ann", "address": "ann@example.org"}, "message": {"subject": "Printer"},
+        "settings": {"public_address": "support@example.com", "response_from_name": "Support"},
+        "reply_above": "##- Please type your reply above this line -##"},
+    "inbound_notice.txt.j2": {
+        "reason": "unknown_sender", "ticket_number": 1,
+        "message": {"subject": "Printer", "from_addr": "ann@example.org", "from_name": "Ann",
+                    "message_id": "<1@example.org>"},
+        "settings": {"public_address": "support@example.com", "notifications_address": "noreply@example.com"}},
+}
+
+
 def check_templates(settings):
     """Render every mail template once with sample values, so a typo shows now, not on the first mail."""
-    from connector.outbound.compose import REPLY_ABOVE, Templates
+    from connector.outbound.compose import Templates
     templates = Templates(settings.folder_candidates("templates"))
-    sample = {"ticket": {"number": 1, "subject": "Printer", "tag": "[Ticket #1]"},
-              "sender": {"name": "Ann", "address": "ann@example.org"}, "message": {"subject": "Printer"},
-              "settings": {"public_address": settings.public_address,
-                           "response_from_name": settings.response_from_name},
-              "reply_above": REPLY_ABOVE}
-    name = "auto_response.txt.j2"
-    try:
-        templates.render(name, **sample)
-    except Exception as exc:
-        raise ConfigError(settings.find("templates", name), "-", f"cannot be rendered: {exc}",
-                          "check the jinja2 syntax and the variable names") from None
+    for name, sample in TEMPLATE_SAMPLES.items():
+        try:
+            templates.render(name, **sample)
+        except Exception as exc:
+            raise ConfigError(settings.find("templates", name), "-", f"cannot be rendered: {exc}",
+                              "check the jinja2 syntax and the variable names") from None
 
 
 def cmd_check_config(args):

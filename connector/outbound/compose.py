@@ -125,9 +125,36 @@ def auto_response(parsed, out, services, templates, ticket, message_id):
         ("Auto-Submitted", "auto-replied"),
         ("X-Auto-Response-Suppress", "All"),
         ("X-Loop", services.loop_value),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", 'text/plain; charset="utf-8"'),
-        ("Content-Transfer-Encoding", "quoted-printable"),
-    ]
-    encoded = quopri.encodestring(body.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
-    return subject, body, _header_block(fields) + b"\r\n" + encoded
+    ] + TEXT_BODY_HEADERS
+    return subject, body, _header_block(fields) + b"\r\n" + _quoted_printable(body)
+
+
+TEXT_BODY_HEADERS = [("MIME-Version", "1.0"), ("Content-Type", 'text/plain; charset="utf-8"'),
+                     ("Content-Transfer-Encoding", "quoted-printable")]
+
+
+def _quoted_printable(text):
+    return quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
+
+
+def inbound_notice(parsed, out, services, templates, reason, ticket_number, message_id):
+    """Seed 000's New Inbound Message Notice, from the notifications address."""
+    values = {
+        "reason": reason, "ticket_number": ticket_number,
+        "message": {"subject": parsed.subject, "from_addr": parsed.from_addr, "from_name": parsed.from_name,
+                    "message_id": parsed.message_id},
+        "settings": {"public_address": services.settings.public_address,
+                     "notifications_address": services.settings.notifications_address},
+    }
+    subject, body = templates.render("inbound_notice.txt.j2", **values)
+    fields = [
+        ("From", formataddr((out.from_name or "", services.settings.notifications_address), charset="utf-8")),
+        ("To", ", ".join(out.to)),
+        ("Subject", subject or out.subject),
+        ("Date", formatdate(localtime=True)),
+        ("Message-ID", message_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Loop", services.loop_value),
+    ] + TEXT_BODY_HEADERS
+    return subject or out.subject, body, _header_block(fields) + b"\r\n" + _quoted_printable(body)

@@ -4,10 +4,10 @@
 writes the outcome in one transaction; `runner` drives both and shunts a
 message whose processing raises.
 
-    parse -> classify -> sender -> reference -> route -> extract -> distribute
+    parse -> classify -> sender -> reference -> route -> extract -> distribute -> notify
 """
 
-from connector.pipeline import classify, distribute, extract, parse, reference, route, sender
+from connector.pipeline import classify, distribute, extract, notify, parse, reference, route, sender
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
@@ -18,6 +18,9 @@ STEPS = (
     extract.run,      # the new reply text
     distribute.run,   # who gets what: planned outgoing mail
 )
+FINALLY = (
+    notify.run,       # a notice when the mail went to triage
+)
 
 
 def decide(ctx):
@@ -25,4 +28,6 @@ def decide(ctx):
         step(ctx)
         if ctx.done:
             break
+    for step in FINALLY:
+        step(ctx)
     return ctx

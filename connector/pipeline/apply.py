@@ -5,6 +5,8 @@ Inserts go through `connector.store.bulk` (SQL built once): this is the
 hottest path of the daemon.
 """
 
+from email.utils import make_msgid
+
 from connector.outbound import compose
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, TRIAGE)
@@ -98,6 +100,20 @@ def _queue(ctx, ticket, templates, now):
     return [row["message_id"] for row in rows]
 
 
+def _queue_notices(ctx, templates, now):
+    services = ctx.services
+    rows = []
+    for out in ctx.outgoing:  # only notices are planned for triage
+        message_id = make_msgid(domain=services.settings.notifications_address.rpartition("@")[2])
+        subject, _, raw = compose.inbound_notice(ctx.parsed, out, services, templates, ctx.reason,
+                                                 ctx.ticket_number, message_id)
+        rows.append({"ticket": None, "cause_id": ctx.spool.id, "kind": out.kind,
+                     "mail_from": services.settings.notifications_address, "rcpt": out.rcpt, "to": out.to,
+                     "cc": [], "bcc": [], "subject": subject, "message_id": message_id, "raw": raw,
+                     "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+    bulk.insert_many(OutboxEntry, rows)
+
+
 def _remember_threads(message_ids, ticket_id):
     """Message-IDs we filed or sent for this ticket, so replies thread by References."""
     bulk.insert_many(ThreadRef, [{"message_id": m, "ticket": ticket_id} for m in message_ids if m], or_ignore=True)
@@ -123,6 +139,7 @@ def apply_decision(ctx, templates):
         bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason, detail="",
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=ctx.ticket_number, received_at=spool.received_at)
+        _queue_notices(ctx, templates, now)
     record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id or None, now)
     return ticket
 

@@ -74,6 +74,7 @@ class Context:
     reply_text: str = ""
     outgoing: list = field(default_factory=list)
     employee_defaults: list = field(default_factory=list)  # new ticket's employee recipients
+    notes: list = field(default_factory=list)  # what else was decided, for the log line
     done: bool = False          # decision final; later steps skipped
 
     @property
@@ -99,4 +100,5 @@ class Context:
             "recipients": sorted({a for out in self.outgoing for a in out.rcpt}),
             "outgoing": [{"kind": o.kind, "to": o.to, "cc": o.cc, "bcc": o.bcc, "subject": o.subject}
                          for o in self.outgoing],
+            "notes": self.notes,
         }

@@ -16,6 +16,7 @@ Inactive employees never receive; the sender never receives their own mail.
 
 from connector.pipeline.context import FOLLOW_UP, INTERNAL, NEW_TICKET, Outgoing
 from connector.store.models import EmployeeRecipient, ExternalRecipient
+from connector.store.queries import auto_responses_since
 
 AUTO_RESPONSE = "auto_response"
 DISTRIBUTION = "distribution"
@@ -112,7 +113,18 @@ def _plan(ctx):
             ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
     if ctx.action == NEW_TICKET and not ctx.automatic.is_automatic:
         address = ctx.sender.address
-        if address and not ctx.services.is_own(address):
+        if address and not ctx.services.is_own(address) and within_auto_response_limit(ctx, address):
             ctx.outgoing.append(Outgoing(AUTO_RESPONSE, [address], [address],
                                          from_name=ctx.services.settings.response_from_name,
                                          automatic=True))
+
+
+def within_auto_response_limit(ctx, address):
+    """At most `auto_responses_per_hour` auto-responses to one address: a loop with
+    another robot that slipped past the automatic-mail checks ends here."""
+    limit = ctx.services.settings.auto_responses_per_hour
+    sent = auto_responses_since(address, ctx.services.clock() - 3600) if limit else 0
+    if sent >= limit:
+        ctx.notes.append(f"auto-response suppressed: {sent} sent to {address} in the last hour (limit {limit})")
+        return False
+    return True

@@ -76,7 +76,7 @@ class Runner:
         summary = ctx.summary()
         log.info(EVENTS.get(ctx.action, "message.processed"), action=ctx.action, ticket=ctx.ticket_number,
                  reason=ctx.reason, public=summary["public"], sender=summary["sender"],
-                 recipients=summary["recipients"], outgoing=len(ctx.outgoing))
+                 recipients=summary["recipients"], outgoing=len(ctx.outgoing), notes=ctx.notes or None)
 
     def _shunt(self, spool_id, exc):
         reason = f"{type(exc).__name__}: {exc}"

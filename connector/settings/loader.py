@@ -123,12 +123,23 @@ def _convert(key, raw, ini_path):
             raise ConfigError(ini_path, where, f"{value!r} is not an email address",
                               "write a plain address such as support@example.com")
         return {key.name: value.lower()}
+    if key.kind == "addresses":
+        addresses = [a.strip().lower() for a in value.replace(";", ",").split(",") if a.strip()]
+        for address in addresses:
+            if not ADDRESS_RE.match(address):
+                raise ConfigError(ini_path, where, f"{address!r} is not an email address",
+                                  "write plain addresses separated by commas")
+        return {key.name: addresses}
+    if key.kind == "count":
+        if not value.isdigit():
+            raise ConfigError(ini_path, where, f"{value!r} is not a whole number", "write 0 or more, e.g. 5")
+        return {key.name: int(value)}
     if key.kind == "choice":
         if value not in key.choices:
             raise ConfigError(ini_path, where, f"{value!r} is not one of {', '.join(key.choices)}",
                               f"use one of: {', '.join(key.choices)}")
         return {key.name: value}
-    if key.kind in ("int", "size"):
+    if key.kind == "size":
         match = SIZE_RE.match(value)
         if not match or int(match.group(1)) <= 0:
             raise ConfigError(ini_path, where, f"{value!r} is not a positive size in bytes",

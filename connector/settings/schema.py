@@ -14,7 +14,7 @@ RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
 class Key:
     section: str
     name: str
-    kind: str  # str | address | int | size | hostport | choice | path | bool | float
+    kind: str  # str | address | addresses | count | size | hostport | choice | path | float
     default: str
     doc: str
     choices: tuple = ()
@@ -40,6 +40,12 @@ KEYS = (
     Key("connector", "ticket_tag", "str", "[Ticket #{number}]",
         "How a ticket number appears in subjects; must contain {number}. "
         "Incoming subjects are matched with a pattern derived from it."),
+    Key("connector", "auto_responses_per_hour", "count", "5",
+        "At most this many auto-responses to one address per hour (loop and "
+        "flood protection); 0 never sends auto-responses."),
+    Key("connector", "triage_notice_to", "addresses", "",
+        "Where a New Inbound Message Notice goes when a mail lands in triage "
+        "(comma-separated addresses; empty sends none). Never sent for bounces."),
     Key("connector", "database", "path", "var/connector.db",
         "SQLite database file. Relative paths are relative to this file's "
         "directory. The data directory (its folder) also holds the HMAC key."),

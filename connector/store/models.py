@@ -184,6 +184,7 @@ class OutboxEntry(BaseModel):
 
     class Meta:
         table_name = "outbox"
+        indexes = ((("kind", "to", "created_at"), False),)  # auto-responses per address and hour
 
 
 class DeliveryAttempt(BaseModel):

@@ -1,5 +1,7 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
+import json
+
 from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, SpoolEntry, database
 
 DUPLICATE = "duplicate"
@@ -54,3 +56,9 @@ def spool_entry(spool_id):
     if row is None:
         return None
     return SpoolEntry(**{f.name: f.python_value(v) for f, v in zip(SPOOL_FIELDS, row)})
+
+
+def auto_responses_since(address, since):
+    """How many auto-responses went to `address` since the time `since`."""
+    return _one('SELECT COUNT(*) FROM "outbox" WHERE "kind" = ? AND "to" = ? AND "created_at" > ?',
+                ("auto_response", json.dumps([address]), since))
