@@ -21,8 +21,10 @@ import time
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
 from connector.outbound.delivery import Delivery
-from connector.pipeline.runner import Runner, wait_loop
-from connector.pipeline.services import Services
+from connector.pipeline.runner import Runner
+from connector.pipeline.services import Services, own_address_re
+from connector.settings import ConfigError, load_settings
+from connector.settings.reload import ConfigWatcher, fingerprint
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 
@@ -42,28 +44,78 @@ def open_services(settings, clock=time.time, synchronous="full"):
     return Services(settings, load_hmac_key(settings.data_dir), clock=clock)
 
 
-def run_worker(settings, stop):
-    """The worker's loop: the pipeline in this thread, delivery in another."""
-    services = open_services(settings, synchronous="normal")
-    runner = Runner(services)
-    delivery = Delivery(settings)
+def load_checked(ini_path):
+    """Settings whose templates render too; raises ConfigError like check-config."""
+    from connector.commands.daemon import check_templates
+    settings = load_settings(ini_path)
+    check_templates(settings)
+    return settings
 
-    def deliver():
-        while not stop.is_set():
+
+class Worker:
+    """The worker's loop: the pipeline in this thread, delivery in another.
+
+    `request_reload()` (SIGHUP) makes it load the configuration again between
+    two messages, keeping the current one if the new one is bad.
+    """
+
+    CHECK_EVERY = 1.0  # seconds between looks at the files' fingerprint
+
+    def __init__(self, settings, stop):
+        self.stop = stop
+        self.reload_requested = threading.Event()
+        self.settings = settings
+        self.fingerprint = fingerprint(settings)
+        self.checked_at = time.monotonic()
+        self.runner = Runner(open_services(settings, synchronous="normal"))
+
+    def _files_changed(self):
+        """A SIGHUP can arrive before the handler exists; the files' fingerprint cannot be missed."""
+        if time.monotonic() - self.checked_at < self.CHECK_EVERY:
+            return False
+        self.checked_at = time.monotonic()
+        return fingerprint(self.settings) != self.fingerprint
+
+    def request_reload(self):
+        self.reload_requested.set()
+
+    def _reload(self):
+        self.reload_requested.clear()
+        self.fingerprint = fingerprint(self.settings)
+        try:
+            settings = load_checked(self.settings.ini_path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc), keeping="last good configuration")
+            return
+        self.settings = settings
+        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir)))
+        log.info("config.reloaded", process="worker")
+
+    def _deliver(self):
+        delivery, used = Delivery(self.settings), self.settings
+        while not self.stop.is_set():
+            if used is not self.settings:  # reloaded: relay or retry settings may differ
+                delivery.close()
+                delivery, used = Delivery(self.settings), self.settings
             try:
                 if not delivery.run_once():
-                    stop.wait(0.05)
+                    self.stop.wait(0.05)
             except Exception:
                 log.exception("outbox.worker_error")
-                stop.wait(1.0)
+                self.stop.wait(1.0)
         delivery.close()
 
-    thread = threading.Thread(target=deliver, name="delivery", daemon=True)
-    thread.start()
-    log.info("worker.started", database=str(settings.database))
-    wait_loop(runner, stop.is_set)
-    thread.join(timeout=10)
-    log.info("worker.stopped")
+    def run(self):
+        thread = threading.Thread(target=self._deliver, name="delivery", daemon=True)
+        thread.start()
+        log.info("worker.started", database=str(self.settings.database))
+        while not self.stop.is_set():
+            if self.reload_requested.is_set() or self._files_changed():
+                self._reload()
+            if not self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set()):
+                self.stop.wait(0.05)
+        thread.join(timeout=10)
+        log.info("worker.stopped")
 
 
 class Daemon:
@@ -76,7 +128,8 @@ class Daemon:
 
     def _spawn_worker(self):
         cmd = [sys.executable, "-m", "connector", "-c", str(self.ini_path), "worker"]
-        self.worker = subprocess.Popen(cmd)
+        # SIGHUP asks a running worker to reload; ignored until its handler is in place.
+        self.worker = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
         log.info("worker.spawned", pid=self.worker.pid)
 
     async def _supervise(self):
@@ -93,11 +146,15 @@ class Daemon:
         services = open_services(settings)
         committer = GroupCommitter()
         handler = IntakeHandler(services.is_own, committer, settings.protocol)
+        self.handler = handler
         server = await start_server(settings, handler)
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
+        watcher.start()
         if self.with_worker:
             self._spawn_worker()
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
@@ -106,6 +163,7 @@ class Daemon:
         supervisor = asyncio.create_task(self._supervise())
         await stopped.wait()
         log.info("daemon.stopping")
+        watcher.stop()
         self.stop_event.set()
         server.close()
         await server.wait_closed()
@@ -115,6 +173,24 @@ class Daemon:
         for thread in threads:
             thread.join(timeout=10)
         log.info("daemon.stopped")
+
+    def reload(self):
+        """Load the configuration again; apply it if good, keep the running one if not."""
+        try:
+            settings = load_checked(self.ini_path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc), keeping="last good configuration")
+            return
+        restart = [k for k in ("listen", "protocol", "max_message_size", "hostname", "database")
+                   if getattr(settings, k) != getattr(self.settings, k)]
+        if restart:
+            log.warning("config.restart_needed", keys=restart)
+        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
+        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
+        self.settings = settings
+        if self.worker and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGHUP)
+        log.info("config.reloaded", process="daemon")
 
     def _stop_worker(self):
         if self.worker and self.worker.poll() is None:
@@ -152,5 +228,7 @@ def worker_main(settings):
                 stop.set()
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    run_worker(settings, stop)
+    worker = Worker(settings, stop)
+    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    worker.run()
     return 0

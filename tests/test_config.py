@@ -99,3 +99,31 @@ def test_config_from_environment(inst):
 
 def test_example_config_documents_every_key_with_its_default():
     assert (ROOT / "connector.ini.example").read_text() == render_example()
+
+
+def test_running_daemon_reloads_good_config_and_keeps_last_good(tmp_path):
+    from conftest import Sink, make_mail, wait_for
+    sink = Sink()
+    sink.start()
+    inst = Instance(tmp_path, sink.port).start()
+    try:
+        wait_for(lambda: '"worker.started"' in inst.log.read_text(), what="worker running")
+        staff = inst.path / "config" / "staff.yaml"
+        staff.write_text(staff.read_text() + "  - name: Nina New\n    emails: [nina@example.com]\n    receive: all\n")
+        wait_for(lambda: inst.log.read_text().count('"config.reloaded"') >= 2, what="reload in both processes")
+        inst.send(make_mail(subject="After the reload"))
+        inst.wait_processed(1)
+        inst.wait_delivered()
+        assert sink.to("nina@example.com")                     # the new employee receives mail
+
+        staff.write_text("staff:\n  - name: [broken\n")         # a typo while the daemon runs
+        wait_for(lambda: '"config.reload_failed"' in inst.log.read_text(), what="failed reload logged")
+        assert inst.proc.poll() is None                         # still running
+        inst.send(make_mail(subject="Still filed", sender="bert@beta.example"))
+        inst.wait_processed(2)
+        inst.wait_delivered()
+        assert len(sink.to("nina@example.com")) == 2           # last good config still in force
+        assert f"{staff}: line" in inst.log.read_text()
+    finally:
+        inst.stop()
+        sink.stop()

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from connector.log import setup_logging
 from connector.settings import ConfigError, load_settings
+from connector.settings.loader import load_ini
 
 EX_OK = 0
 EX_CONFIG = 1
@@ -24,6 +25,17 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
     if log:
         setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None)
     return settings
+
+
+def database_or_exit(args):
+    """The database path from the ini alone: read-only commands keep working while a
+    YAML file in config/ is broken (and the daemon runs on its last good config)."""
+    try:
+        _, values = load_ini(args.config)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    return values["database"]
 
 
 def iso(timestamp):

@@ -2,7 +2,7 @@
 
 import sys
 
-from connector.commands.common import emit, iso, settings_or_exit
+from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
 from connector.store.db import open_store
 from connector.store.models import (
     SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
@@ -11,9 +11,7 @@ from connector.store.models import (
 
 
 def _open(args):
-    settings = settings_or_exit(args)
-    open_store(settings.database)
-    return settings
+    open_store(database_or_exit(args))
 
 
 def ticket_summary(ticket):
@@ -83,7 +81,8 @@ def cmd_tickets_show(args):
 
 def cmd_tickets_set(args):
     """Seed 004's manual actions: change status or manager, move into / remove from the inbox."""
-    settings = _open(args)
+    settings = settings_or_exit(args)  # needs the staff list
+    open_store(settings.database)
     ticket = Ticket.get_or_none(Ticket.number == args.number)
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)

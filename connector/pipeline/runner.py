@@ -10,7 +10,6 @@ and records the entry `shunted` with its reason; a triage item
 inbound replay ID` queues it again.
 """
 
-import time
 import traceback
 
 from connector.log import bind_message, clear_message, get_logger
@@ -116,9 +115,3 @@ class Runner:
 def requeue(spool_id):
     """Ask for an entry to be processed again; the worker picks it up next."""
     return Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
-
-
-def wait_loop(runner, stop, idle=0.05):
-    while not stop():
-        if not runner.drain(stop):
-            time.sleep(idle)

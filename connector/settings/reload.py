@@ -1,0 +1,90 @@
+"""Watch the configuration files and reload them while the daemon runs.
+
+A change to the ini, `config/` or `templates/` next to it (or SIGHUP, as
+`systemctl reload` sends) loads and validates everything again. A good
+configuration replaces the running one; a bad one is logged with the same
+message `check-config` prints, and the last good configuration stays in
+force: a typo never stops a running daemon.
+"""
+
+import os
+import threading
+from pathlib import Path
+
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+DEBOUNCE = 0.3  # editors write a file in several steps
+
+
+def is_config_file(settings, path):
+    """The ini, a YAML file in config/, or a template in templates/ next to the ini."""
+    base = settings.base_dir
+    return path == settings.ini_path \
+        or (path.parent == base / "config" and path.suffix in (".yaml", ".yml")) \
+        or (path.parent == base / "templates" and path.suffix == ".j2")
+
+
+def fingerprint(settings):
+    """(name, mtime, size) of every configuration file: changes when any of them does."""
+    base = settings.base_dir
+    candidates = [settings.ini_path] + [p for folder in ("config", "templates") if (base / folder).is_dir()
+                                        for p in sorted((base / folder).iterdir())]
+    result = []
+    for path in candidates:
+        if is_config_file(settings, path):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            result.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(result)
+
+
+class _Handler(FileSystemEventHandler):
+    """Passes on events about configuration files only (not logs or databases beside them)."""
+
+    def __init__(self, on_change, is_config):
+        self.on_change = on_change
+        self.is_config = is_config
+
+    def on_any_event(self, event):
+        if event.is_directory or event.event_type not in ("created", "modified", "moved", "deleted"):
+            return
+        paths = [event.src_path, getattr(event, "dest_path", "")]
+        if any(p and self.is_config(Path(os.fsdecode(p))) for p in paths):
+            self.on_change()
+
+
+class ConfigWatcher:
+    """Calls `on_change()` (from a timer thread) once a burst of file events has settled."""
+
+    def __init__(self, settings, on_change):
+        self.on_change = on_change
+        self.observer = Observer()
+        self._timer = None
+        self._lock = threading.Lock()
+        handler = _Handler(self._changed, lambda path: is_config_file(settings, path))
+        self.observer.schedule(handler, str(settings.base_dir), recursive=False)
+        for folder in ("config", "templates"):
+            path = settings.base_dir / folder
+            if path.is_dir():
+                self.observer.schedule(handler, str(path), recursive=False)
+
+    def _changed(self):
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(DEBOUNCE, self.on_change)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def start(self):
+        self.observer.daemon = True
+        self.observer.start()
+
+    def stop(self):
+        self.observer.stop()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
