@@ -1,17 +1,59 @@
 """Parse raw bytes into what the pipeline reads: decoded headers, body text, attachments.
 
-Never raises on bad input: what had to be worked around is listed in
-`ParsedMessage.defects`.
+Step 1 of the pipeline (`connector.pipeline.parse`). Never raises on bad
+input: what had to be worked around is listed in `ParsedMessage.defects`.
+
+Headers are decoded from their raw bytes (`connector.mail.decode`): raw 8-bit
+text, wrong or unknown charsets and sloppy encoded words are the norm in real
+mail. The body is chosen the way a person reads the mail: text/plain when it
+is real, the HTML (converted by `connector.mail.html`) when it is the only or
+the richer part; several inline text parts of a multipart/mixed are joined.
+Attachments are every other leaf part, at any depth.
 """
 
 import re
 from dataclasses import dataclass, field
+import binascii
 from email import policy
+from email.message import EmailMessage, Message
+from email.headerregistry import HeaderRegistry
 from email.parser import BytesParser
 from email.utils import getaddresses
 
+from connector.mail.decode import decode_bytes, decode_header, decode_words, header_bytes_text, header_params
+from connector.mail.html import html_to_text
+
 MSGID_RE = re.compile(r"<[^<>\s]+>")
-TAG_RE = re.compile(r"<[^>]+>")
+CHARSET_RE = re.compile(rb"charset\s*=\s*\"?([-\w.:]+)", re.I)
+SINGLE_MAILBOX_RE = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<>",]*?))\s*<\s*([^<>\s]*)\s*>\s*$')
+HEADER_LINE_RE = re.compile(rb"^[!-9;-~]+:", re.M)
+OBS_HEADER_RE = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
+UUENCODE_RE = re.compile(r"^begin [0-7]{3,4} ([^\r\n]+)\r?\n(.*?)^end[ \t\r]*$\n?", re.M | re.S)
+SIGNATURE_TYPES = ("application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature")
+MAX_DEPTH = 30
+
+
+class _CachedHeaderRegistry(HeaderRegistry):
+    """policy.default's header parsing, memoised: the parser and the body walk ask for
+    Content-Type several times per part, and its parse dominates the cost of plain mail.
+    Header objects are immutable, so sharing them is safe."""
+
+    def __init__(self, size=2048):
+        super().__init__()
+        self._cache, self._size = {}, size
+
+    def __call__(self, name, value):
+        key = (name.lower(), value)
+        header = self._cache.get(key)
+        if header is None:
+            header = super().__call__(name, value)
+            if len(self._cache) >= self._size:
+                self._cache.clear()
+            self._cache[key] = header
+        return header
+
+
+POLICY = policy.default.clone(header_factory=_CachedHeaderRegistry())
 
 
 @dataclass
@@ -37,104 +79,325 @@ class ParsedMessage:
     text: str = ""
     attachments: list = field(default_factory=list)
     defects: list = field(default_factory=list)
+    html: str = ""                 # the chosen HTML part (when the mail has one), as text
+    text_from_html: bool = False   # `text` was converted from `html` (no real text/plain)
 
     def header(self, name):
-        """A header's decoded value ('' when absent or undecodable)."""
-        try:
-            value = self.msg.get(name)
-        except Exception:  # a header the policy cannot parse
-            return ""
-        return "" if value is None else str(value)
+        """A header's decoded value ('' when absent)."""
+        for key, value in _raw_items(self.msg):
+            if key.lower() == name.lower():
+                return decode_header(value)
+        return ""
+
+    def header_all(self, name):
+        """Every value of a header, decoded, in order."""
+        return [decode_header(v) for k, v in _raw_items(self.msg) if k.lower() == name.lower()]
 
     def has_header(self, name):
-        return name in self.msg
+        return any(key.lower() == name.lower() for key, _ in _raw_items(self.msg))
 
 
-def _header(msg, name, defects):
+def _raw_items(msg):
     try:
-        value = msg.get(name)
-        return "" if value is None else str(value)
-    except Exception as exc:
-        defects.append(f"header {name}: {exc}")
-        raw = msg.get_all(name, failobj=[]) if hasattr(msg, "get_all") else []
-        return " ".join(str(v) for v in raw)
+        return msg.raw_items()
+    except Exception:
+        return iter(())
 
 
-def _addresses(msg, name, defects):
-    try:
-        values = msg.get_all(name, failobj=[])
-    except Exception as exc:
-        defects.append(f"header {name}: {exc}")
+# -- headers ------------------------------------------------------------------
+
+def _repair_header_block(raw, defects):
+    """Obsolete 'Name :' header syntax (RFC 5322 4.5) as 'Name:', so the parser keeps the block."""
+    if HEADER_LINE_RE.match(raw) or raw[:5] == b"From ":
+        return raw
+    end = raw.find(b"\n\n")
+    end2 = raw.find(b"\r\n\r\n")
+    end = min(e for e in (end, end2, len(raw)) if e >= 0)
+    head = OBS_HEADER_RE.sub(rb"\1:", raw[:end])
+    if head != raw[:end]:
+        defects.append("header: obsolete 'Name :' syntax repaired")
+    return head + raw[end:]
+
+
+def _mailboxes(value, hint, defects):
+    """[(name, address)] of an address header's raw value."""
+    if not value:
         return []
-    pairs = getaddresses([str(v) for v in values])
-    return [(n, a.lower()) for n, a in pairs if "@" in a]
-
-
-def _html_to_text(html):
-    html = re.sub(r"(?is)<(script|style).*?</\1>", "", html)
-    html = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</li>", "\n", html)
-    return TAG_RE.sub("", html)
-
-
-def _body(msg, defects):
-    try:
-        part = msg.get_body(preferencelist=("plain", "html"))
-    except Exception as exc:
-        defects.append(f"body: {exc}")
-        part = None
-    if part is None:
-        return ""
-    try:
-        content = part.get_content()
-    except Exception as exc:
-        defects.append(f"body decode: {exc}")
-        payload = part.get_payload(decode=True) or b""
-        content = payload.decode("utf-8", "replace")
-    if not isinstance(content, str):
-        return ""
-    if part.get_content_subtype() == "html":
-        content = _html_to_text(content)
-    return content
-
-
-def _attachments(msg, defects):
-    found = []
-    try:
-        parts = list(msg.iter_attachments()) if msg.is_multipart() else []
-    except Exception as exc:
-        defects.append(f"attachments: {exc}")
-        return found
-    for part in parts:
+    value = header_bytes_text(re.sub(r"\r?\n(?=[ \t])", "", value), hint, defects)
+    single = SINGLE_MAILBOX_RE.match(value)
+    if single:
+        quoted, bare, address = single.groups()
+        name = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        pairs = [(name, address)]
+    else:
         try:
-            name = part.get_filename() or ""
-            payload = part.get_payload(decode=True) or b""
+            pairs = getaddresses([value])
         except Exception as exc:
-            defects.append(f"attachment: {exc}")
-            continue
-        found.append(Attachment(name, part.get_content_type(), len(payload),
-                                part.get_content_disposition() == "inline"))
+            defects.append(f"address: {exc}")
+            pairs = []
+    return [(decode_words(name, defects).strip(), address.strip().lower())
+            for name, address in pairs if address.strip()]
+
+
+def _addresses(msg_headers, name, hint, defects):
+    found = []
+    for value in msg_headers.get(name, ()):
+        found.extend(_mailboxes(value, hint, defects))
     return found
+
+
+# -- body and attachments -----------------------------------------------------
+
+def _filename(part, defects):
+    """The file name of a part: Content-Disposition filename, else Content-Type name (or file)."""
+    disposition = content_type = None
+    for key, value in _raw_items(part):
+        key = key.lower()
+        if key == "content-disposition" and disposition is None:
+            disposition = value
+        elif key == "content-type" and content_type is None:
+            content_type = value
+    for value, names in ((disposition, ("filename", "name")), (content_type, ("name", "file", "filename"))):
+        if value and "=" in value:
+            params = header_params(value, defects)
+            for name in names:
+                if params.get(name, "").strip():
+                    return params[name].strip()
+    return ""
+
+
+def _payload(part, defects):
+    try:
+        data = part.get_payload(decode=True)
+    except Exception as exc:
+        defects.append(f"payload: {exc}")
+        data = None
+    if data is None:
+        payload = part.get_payload()
+        data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+    return data
+
+
+def _part_text(part, defects):
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        charset = None
+    return decode_bytes(_payload(part, defects), charset, defects)
+
+
+def _content_type(part):
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "text/plain"
+
+
+def _disposition(part):
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _children(part, defects):
+    try:
+        payload = part.get_payload()
+    except Exception as exc:
+        defects.append(f"multipart: {exc}")
+        return []
+    return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+
+
+class _Walker:
+    """Collects the body pieces and the attachments of one message."""
+
+    def __init__(self, defects):
+        self.defects = defects
+        self.pieces = []        # [(content_type, text)]
+        self.attachments = []
+        self.inline_texts = []  # (attachment index, text) of inline named text parts
+
+    def walk(self, part, wants_body=True, depth=0, signed=False):
+        if depth > MAX_DEPTH:
+            self.defects.append("multipart: nested too deep")
+            return
+        ctype = _content_type(part)
+        if ctype.startswith("message/") or ctype == "text/rfc822-headers":
+            self._message_part(part, ctype, wants_body, depth)
+            return
+        if ctype.startswith("multipart/") and not part.is_multipart():
+            self.defects.append(f"{ctype} without parts")   # no boundary found
+            if depth == 0:
+                self.pieces.append(("text/plain", _part_text(part, self.defects)))
+            if depth == 0 or not wants_body:
+                return       # else: kept below as an attachment, so nothing is lost
+        if part.is_multipart():
+            children = _children(part, self.defects)
+            subtype = ctype.partition("/")[2]
+            if subtype == "alternative":
+                best = _pick_alternative(children)
+                for child in children:
+                    self.walk(child, wants_body and child is best, depth + 1)
+            elif subtype == "related":
+                for index, child in enumerate(children):
+                    self.walk(child, wants_body and index == 0, depth + 1)
+            else:
+                for index, child in enumerate(children):
+                    self.walk(child, wants_body, depth + 1, signed=subtype == "signed" and index > 0)
+            return
+        name = _filename(part, self.defects)
+        disposition = _disposition(part)
+        if ctype in ("text/plain", "text/html") and not name and disposition != "attachment":
+            if wants_body:
+                self.pieces.append((ctype, _part_text(part, self.defects)))
+            return
+        if signed and not name and ctype in SIGNATURE_TYPES:
+            return   # an unnamed signature of multipart/signed is not a file the sender attached
+        data = _payload(part, self.defects)
+        if ctype == "text/plain" and name and disposition == "inline" and wants_body:
+            self.inline_texts.append((len(self.attachments), part))
+        inline = disposition == "inline" or (disposition is None and _has(part, "content-id"))
+        self.attachments.append(Attachment(name, ctype, len(data), inline))
+
+    def _message_part(self, part, ctype, wants_body, depth):
+        inner = _children(part, self.defects) if ctype in ("message/rfc822", "message/global") else []
+        if depth == 0 and inner:     # the whole mail is an encapsulated message: read that one
+            self.walk(inner[0], wants_body, depth + 1)
+            return
+        name = _filename(part, self.defects)
+        if not name and inner:
+            name = (decode_header(_first_raw(inner[0], "subject")) or "message") + ".eml"
+        try:
+            size = len(part.as_bytes()) if inner else len(_payload(part, self.defects))
+        except Exception:
+            size = 0
+        self.attachments.append(Attachment(name, ctype, size, _disposition(part) == "inline"))
+        for message in inner:        # files inside a forwarded message are attachments too
+            self.walk(message, False, depth + 1)
+
+    def promote_inline_text(self):
+        """No body found: the first inline, named text part is the body (a text sent 'as inline file')."""
+        if self.pieces or not self.inline_texts:
+            return
+        index, part = self.inline_texts[0]
+        self.pieces.append(("text/plain", _part_text(part, self.defects)))
+        del self.attachments[index]
+
+
+def _first_raw(part, name):
+    for key, value in _raw_items(part):
+        if key.lower() == name:
+            return value
+    return ""
+
+
+def _has(part, name):
+    return any(key.lower() == name for key, _ in _raw_items(part))
+
+
+def _pick_alternative(children):
+    """The alternative a person would read: a non-empty text/plain, else the HTML (or richest) one."""
+    plain = html = None
+    for child in children:
+        ctype = _content_type(child)
+        if ctype == "text/plain" and plain is None and _disposition(child) != "attachment":
+            plain = child
+        elif ctype == "text/html" or (child.is_multipart() and html is None):
+            html = child
+    if plain is not None and (html is None or _part_text(plain, []).strip()):
+        return plain
+    if html is not None:
+        return html
+    return children[-1] if children else None
+
+
+def _uudecode(text, attachments, defects):
+    """Move uuencoded files (Outlook Express, old Unix mailers) out of a text body."""
+    def extract(match):
+        data = bytearray()
+        for line in match.group(2).splitlines():
+            if not line.strip() or line.strip() == "`":
+                continue
+            try:
+                data += binascii.a2b_uu(line)
+            except binascii.Error:
+                defects.append("uuencode: bad line")
+        attachments.append(Attachment(match.group(1).strip(), "application/octet-stream", len(data)))
+        return ""
+    return UUENCODE_RE.sub(extract, text)
+
+
+def _body(pieces):
+    """(text, html, text_from_html) from the collected body pieces."""
+    plain = [text for ctype, text in pieces if ctype == "text/plain" and text.strip()]
+    htmls = [text for ctype, text in pieces if ctype == "text/html" and text.strip()]
+    if plain and not htmls:
+        return "\n\n".join(t.strip("\r\n") for t in plain) if len(plain) > 1 else plain[0], "", False
+    parts, html_only = [], bool(htmls) and not plain
+    for ctype, text in pieces:
+        if not text.strip():
+            continue
+        parts.append(html_to_text(text) if ctype == "text/html" else text.strip("\r\n"))
+    return "\n\n".join(parts), "\n".join(htmls), html_only
 
 
 def parse_message(raw):
     """Parse `raw` (bytes) into a `ParsedMessage`; never raises on malformed mail."""
     defects = []
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    raw = _repair_header_block(bytes(raw), defects)
+    try:
+        msg = BytesParser(policy=POLICY).parsebytes(raw)
+    except Exception as exc:  # a header the default policy cannot decode while parsing
+        defects.append(f"parse: {type(exc).__name__}: {exc}; parsed without header decoding")
+        try:
+            msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+        except Exception as exc2:
+            defects.append(f"parse: {exc2}")
+            msg = EmailMessage()
     defects.extend(type(d).__name__ for d in msg.defects)
-    senders = _addresses(msg, "from", defects)
+    headers = {}
+    for key, value in _raw_items(msg):
+        headers.setdefault(key.lower(), []).append(value)
+    hint = _charset_hint(raw)
+
+    def text_header(name):
+        values = headers.get(name)
+        return decode_header(values[0], hint, defects) if values else ""
+
+    senders = _addresses(headers, "from", hint, defects) or _addresses(headers, "sender", hint, defects)
     from_name, from_addr = senders[0] if senders else ("", "")
+    walker = _Walker(defects)
+    try:
+        walker.walk(msg)
+        walker.promote_inline_text()
+    except Exception as exc:  # a part the walker cannot read: keep what it found
+        defects.append(f"body: {type(exc).__name__}: {exc}")
+    text, html, text_from_html = _body(walker.pieces)
+    if "begin " in text and UUENCODE_RE.search(text):
+        text = _uudecode(text, walker.attachments, defects)
     return ParsedMessage(
         msg=msg,
-        subject=_header(msg, "subject", defects),
+        subject=text_header("subject"),
         from_addr=from_addr,
         from_name=from_name,
-        to=[a for _, a in _addresses(msg, "to", defects)],
-        cc=[a for _, a in _addresses(msg, "cc", defects)],
-        reply_to=[a for _, a in _addresses(msg, "reply-to", defects)],
-        message_id=(MSGID_RE.findall(_header(msg, "message-id", defects)) or [""])[0],
-        in_reply_to=MSGID_RE.findall(_header(msg, "in-reply-to", defects)),
-        references=MSGID_RE.findall(_header(msg, "references", defects)),
-        text=_body(msg, defects),
-        attachments=_attachments(msg, defects),
+        to=[a for _, a in _addresses(headers, "to", hint, defects)],
+        cc=[a for _, a in _addresses(headers, "cc", hint, defects)],
+        reply_to=[a for _, a in _addresses(headers, "reply-to", hint, defects)],
+        message_id=(MSGID_RE.findall(text_header("message-id")) or [""])[0],
+        in_reply_to=MSGID_RE.findall(text_header("in-reply-to")),
+        references=MSGID_RE.findall(text_header("references")),
+        text=text,
+        attachments=walker.attachments,
         defects=defects,
+        html=html,
+        text_from_html=text_from_html,
     )
+
+
+def _charset_hint(raw):
+    """The first charset the message declares: the likely charset of raw 8-bit headers."""
+    found = CHARSET_RE.search(raw, 0, 65536)
+    return found.group(1).decode("ascii", "replace") if found else None
