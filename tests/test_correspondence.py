@@ -126,7 +126,7 @@ def test_internal_by_keyword_and_by_cc_only(daemon, sink):
     daemon.send(make_mail(subject=f"*123* [Ticket #{number}] Server room", sender="jane@example.com",
                           body="Internal: the customer owes us money."))
     daemon.send(make_mail(subject=f"[Ticket #{number}] Server room", sender="jane@example.com",
-                          to="bob@example.com", cc="support@example.com", body="Cc-only note."))
+                          to="ann@acme.example", cc="support@example.com", body="Cc-only note."))
     daemon.wait_processed(3)
     daemon.wait_delivered()
     messages = daemon.ticket(number)["messages"][-2:]
@@ -218,3 +218,19 @@ def test_auto_responses_are_limited_per_address_and_hour(tmp_path, sink):
         assert "auto-response suppressed" in inst.log.read_text()
     finally:
         inst.stop()
+
+
+def test_nobody_gets_a_second_copy_of_what_they_were_sent_directly(daemon, sink):
+    ticket, _ = new_ticket(daemon, sink, subject="Copies")
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Copies", sender="ann@acme.example",
+                          cc="bob@example.com"))                       # Ann copied Bob herself
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    assert [sorted(m[1]) for m in sink.messages] == [["jane@example.com"]]
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Copies", sender="jane@example.com",
+                          cc="ann@acme.example"))                      # Jane copied Ann herself
+    daemon.wait_processed(3)
+    daemon.wait_delivered()
+    assert [sorted(m[1]) for m in sink.messages] == [["bob@example.com"]]

@@ -46,14 +46,18 @@ def receives(member, subscribed, manager, account_manager):
     return member.receive == "account_manager" and account_manager in mine
 
 
-def employee_recipients(ctx, manager, account_name, subscribed):
-    """Emails of the employees who receive this ticket's mail, manager first."""
+def employee_recipients(ctx, manager, account_name, subscribed, already):
+    """Emails of the employees who receive this ticket's mail, manager first.
+
+    Not the sender, and not whoever was already addressed directly on the
+    original (`already`): nobody gets the same mail twice.
+    """
     settings = ctx.services.settings
     account = next((a for a in settings.accounts if a.name == account_name), None)
     account_manager = account.manager if account else None
-    sender_emails = set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address}
+    skip = already | (set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address})
     chosen = [m.email for m in settings.staff
-              if receives(m, set(subscribed), manager, account_manager) and not sender_emails & set(m.emails)]
+              if receives(m, set(subscribed), manager, account_manager) and not skip & set(m.emails)]
     if manager in chosen:
         chosen.remove(manager)
         chosen.insert(0, manager)
@@ -94,11 +98,12 @@ def _plan(ctx):
     if ctx.action not in (NEW_TICKET, FOLLOW_UP, INTERNAL) or not ctx.distribute:
         return
     manager, account, subscribed, external = _ticket_state(ctx)
-    employees = employee_recipients(ctx, manager, account, subscribed)
+    already = set(ctx.parsed.to + ctx.parsed.cc)  # addressed directly on the original
+    employees = employee_recipients(ctx, manager, account, subscribed, already)
     from_name = _from_name(ctx)
     if ctx.sender.is_staff and ctx.action == FOLLOW_UP:
-        sender = ctx.sender.address
-        ext = [(a, k) for a, k in external if a != sender and not ctx.services.is_own(a)]
+        skip = already | {ctx.sender.address}
+        ext = [(a, k) for a, k in external if a not in skip and not ctx.services.is_own(a)]
         to = [a for a, k in ext if k == "to"]
         cc = [a for a, k in ext if k == "cc"]
         bcc = [a for a, k in ext if k == "bcc"] + employees
