@@ -170,7 +170,7 @@ def _check(key, want, parsed, auto, suppress):
     if key == "attachment_count":
         return len(parsed.attachments) == want
     if key == "is_auto_reply":
-        return auto.is_automatic == want
+        return auto.is_auto_reply == want
     if key == "is_bounce":
         return auto.is_bounce == want
     if key == "suppress_auto_response":

@@ -10,6 +10,7 @@ MODULES = (
     "connector.commands.daemon",     # run, worker, check-config, example-config
     "connector.commands.intake",     # inject, replay
     "connector.commands.tickets",    # tickets, inbound, outbox, message
+    "connector.commands.mailtools",
 )
 
 

@@ -31,6 +31,12 @@ class Automatic:
     is_bounce: bool = False
     reason: str = ""
 
+    @property
+    def is_auto_reply(self):
+        """Machine-written mail (auto-reply, out-of-office, bounce, bulk), as `parse --json` reports it;
+        mailing-list posts are automatic for answering purposes but written by people."""
+        return self.is_automatic and self.reason != MAILING_LIST
+
 
 NOT_AUTOMATIC = Automatic(False)
 
