@@ -234,3 +234,22 @@ def test_nobody_gets_a_second_copy_of_what_they_were_sent_directly(daemon, sink)
     daemon.wait_processed(3)
     daemon.wait_delivered()
     assert [sorted(m[1]) for m in sink.messages] == [["bob@example.com"]]
+
+
+def test_non_ascii_names_and_subjects_survive_the_round_trip(daemon, sink):
+    subject = "Drucker kaputt – bitte helfen 🙏"
+    daemon.send(make_mail(subject=subject, sender="jurgen@acme.example", name="Jürgen Müller",
+                          body="Grüße aus Köln.\n"))
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    ticket = daemon.tickets()[0]
+    assert ticket["subject"] == subject
+    for _, _, raw in sink.messages:
+        raw.split(b"\r\n\r\n")[0].decode("ascii")            # headers are RFC 2047 encoded
+        out = parsed(raw)
+        assert subject in out["Subject"] and f"[Ticket #{ticket['number']}]" in out["Subject"]
+    dist = parsed(sink.to("jane@example.com")[0][2])
+    assert dist["From"].addresses[0].display_name == "Jürgen Müller"
+    assert "Grüße aus Köln." in dist.get_content()
+    answer = parsed(sink.to("jurgen@acme.example")[0][2])
+    assert "Jürgen Müller" in answer.get_content()
