@@ -60,16 +60,20 @@ def source(port, args):
     return time.perf_counter() - start
 
 
-def run_sink(args):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "noop_sink.py"), str(port)],
-                            stdout=subprocess.DEVNULL)
+def timed_server(cmd, port, args):
+    """Start a server, time smtp-source against it, stop it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_port(port, proc)
         return source(port, args)
     finally:
         proc.terminate()
         proc.wait()
+
+
+def run_sink(args):
+    port = free_port()
+    return timed_server([sys.executable, str(ROOT / "bench" / "noop_sink.py"), str(port)], port, args)
 
 
 def counts(db):
@@ -96,14 +100,8 @@ def run_intake_only(args, workdir):
     """Acceptance with nothing processed meanwhile (`connector run --no-worker`)."""
     port = free_port()
     write_config(workdir, port, free_port())
-    daemon = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(workdir / "connector.ini"), "run",
-                               "--no-worker"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_port(port, daemon)
-        return source(port, args)
-    finally:
-        daemon.terminate()
-        daemon.wait()
+    return timed_server([sys.executable, "-m", "connector", "-c", str(workdir / "connector.ini"), "run",
+                         "--no-worker"], port, args)
 
 
 def run_connector(args, workdir):
