@@ -253,3 +253,19 @@ def test_non_ascii_names_and_subjects_survive_the_round_trip(daemon, sink):
     assert "Grüße aus Köln." in dist.get_content()
     answer = parsed(sink.to("jurgen@acme.example")[0][2])
     assert "Jürgen Müller" in answer.get_content()
+
+
+def test_recipients_from_headers_when_enabled(tmp_path, sink):
+    from conftest import Instance
+    inst = Instance(tmp_path, sink.port, connector__add_recipients_from_headers="yes").start()
+    try:
+        inst.send(make_mail(subject="Office move", sender="ann@acme.example", cc="cole@acme.example, carl@example.com"))
+        inst.wait_processed(1)
+        show = inst.ticket(1)
+        assert {"address": "cole@acme.example", "kind": "cc"} in show["recipients"]["external"]
+        assert "carl@example.com" in show["recipients"]["employees"]
+        inst.send(make_mail(subject="Re: [Ticket #1] Office move", sender="cole@acme.example"))
+        inst.wait_processed(2)
+        assert inst.spool_states()[-1][2] == "follow_up"          # the colleague is on the ticket now
+    finally:
+        inst.stop()

@@ -63,6 +63,23 @@ def _ticket_changes(ctx, now):
     return changes
 
 
+def _add_recipients_from_headers(ctx, ticket_id):
+    """To/Cc addresses of a filed mail join the ticket's recipients (seed 004, optional)."""
+    services, sender = ctx.services, ctx.sender.address
+    employees, external = [], []
+    for kind, addresses in (("to", ctx.parsed.to), ("cc", ctx.parsed.cc)):
+        for address in addresses:
+            if address == sender or services.is_own(address):
+                continue
+            member = services.settings.staff_by_email(address)
+            if member is not None:
+                employees.append({"ticket": ticket_id, "email": member.email})
+            else:
+                external.append({"ticket": ticket_id, "address": address, "kind": kind})
+    bulk.insert_many(EmployeeRecipient, employees, or_ignore=True)
+    bulk.insert_many(ExternalRecipient, external, or_ignore=True)
+
+
 def _file_message(ctx, ticket_id):
     parsed = ctx.parsed
     bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction="in", from_addr=parsed.from_addr,
@@ -133,6 +150,8 @@ def apply_decision(ctx, templates):
     if ctx.action == NEW_TICKET and ctx.hints.get("ticket_fields"):
         bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
     if ctx.action in FILED:
+        if ctx.services.settings.add_recipients_from_headers and not ctx.automatic.is_automatic:
+            _add_recipients_from_headers(ctx, ticket.id)
         _file_message(ctx, ticket.id)
         _remember_threads([ctx.parsed.message_id] + _queue(ctx, ticket, templates, now), ticket.id)
     if ctx.action in (TRIAGE, IGNORED_AUTOMATIC):

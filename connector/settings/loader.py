@@ -130,6 +130,12 @@ def _convert(key, raw, ini_path):
                 raise ConfigError(ini_path, where, f"{address!r} is not an email address",
                                   "write plain addresses separated by commas")
         return {key.name: addresses}
+    if key.kind == "bool":
+        truth = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False,
+                 "0": False}
+        if value.lower() not in truth:
+            raise ConfigError(ini_path, where, f"{value!r} is not yes or no", "write yes or no")
+        return {key.name: truth[value.lower()]}
     if key.kind == "count":
         if not value.isdigit():
             raise ConfigError(ini_path, where, f"{value!r} is not a whole number", "write 0 or more, e.g. 5")

@@ -14,7 +14,7 @@ RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
 class Key:
     section: str
     name: str
-    kind: str  # str | address | addresses | count | size | hostport | choice | path | float
+    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | float
     default: str
     doc: str
     choices: tuple = ()
@@ -40,6 +40,11 @@ KEYS = (
     Key("connector", "ticket_tag", "str", "[Ticket #{number}]",
         "How a ticket number appears in subjects; must contain {number}. "
         "Incoming subjects are matched with a pattern derived from it."),
+    Key("connector", "add_recipients_from_headers", "bool", "no",
+        "Seed 004's 'Automatically find and add Ticket Recipients': addresses in "
+        "To/Cc of filed mail join the ticket (employees as Employee Recipients, "
+        "others as External Recipients), so a colleague a customer copied can "
+        "reply and be filed.", ("yes", "no")),
     Key("connector", "auto_responses_per_hour", "count", "5",
         "At most this many auto-responses to one address per hour (loop and "
         "flood protection); 0 never sends auto-responses."),
