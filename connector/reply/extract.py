@@ -120,9 +120,17 @@ class Extractor:
         start = pos = 0
         length = len(text)
         header_re, quote_re = self._header, self._quote
+        header = quote = None
         while pos <= length:
-            header = header_re.search(text, pos) if header_re is not None else None
-            quote = quote_re.search(text, pos) if quote_re is not None else None
+            # a match found earlier still holds while it lies ahead: no rescan per quote block
+            if header_re is not None and (header is None or header.start() < pos):
+                header = header_re.search(text, pos)
+                if header is None:
+                    header_re = None
+            if quote_re is not None and (quote is None or quote.start() < pos):
+                quote = quote_re.search(text, pos)
+                if quote is None:
+                    quote_re = None
             if header is not None and (quote is None or header.start() <= quote.start()):
                 head = text[start:header.start()]
                 if self._header_rules[header.lastgroup].kind == "forward":
