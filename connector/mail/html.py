@@ -104,7 +104,8 @@ class _TextWriter(HTMLParser):
             if tag == "pre":
                 self.pre += 1
         elif tag in ("td", "th"):
-            self.out.append(" ")
+            if self.out and not self.out[-1].endswith(("\n", " ")):
+                self.out.append(" ")
         elif tag == "a":
             self.links.append((attrs.get("href", "").strip(), len(self.out)))
         elif tag == "img" and attrs.get("alt", "").strip() and not attrs.get("src", "").startswith("cid:"):
@@ -156,7 +157,7 @@ class _TextWriter(HTMLParser):
         self.out.append(data)
 
     def text(self):
-        lines = [line.strip(" ") if not self.pre else line.rstrip() for line in "".join(self.out).split("\n")]
+        lines = [line.rstrip() for line in "".join(self.out).split("\n")]
         return BLANK_LINES_RE.sub("\n\n", "\n".join(lines)).strip()
 
 

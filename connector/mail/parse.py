@@ -329,7 +329,8 @@ def _uudecode(text, attachments, defects):
 
 
 def _body(pieces):
-    """(text, html, text_from_html) from the collected body pieces."""
+    """(text, html, text_from_html) from the collected body pieces (text with LF line ends)."""
+    pieces = [(ctype, text.replace("\r\n", "\n") if "\r" in text else text) for ctype, text in pieces]
     plain = [text for ctype, text in pieces if ctype == "text/plain" and text.strip()]
     htmls = [text for ctype, text in pieces if ctype == "text/html" and text.strip()]
     if plain and not htmls:

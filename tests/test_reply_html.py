@@ -1,0 +1,57 @@
+"""HTML mail: quote structure first (blockquote, gmail_quote, divRplyFwdMsg, ...), then text."""
+
+from pathlib import Path
+
+import pytest
+
+from connector.mail.html import html_to_text
+from connector.mail.parse import parse_message
+from connector.reply import load_extractor
+
+MAIL = Path(__file__).parent / "fixtures" / "mail"
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return load_extractor([])
+
+
+@pytest.mark.parametrize("name, reply", [
+    ("gmail_html_reply.eml", "It works again, thank you!\nSee the status page (https://status.example.com/vpn)."),
+    ("outlook_html_reply.eml", "Tuesday is fine.\n\nErik"),
+    ("thunderbird_html_reply.eml", "Done, thanks.\n\n- toner replaced\n- paper jam cleared"),
+])
+def test_html_reply_uses_the_quote_structure(extractor, name, reply):
+    parsed = parse_message((MAIL / name).read_bytes())
+    assert extractor.extract_message(parsed) == reply
+
+
+def test_plain_mail_uses_text_rules(extractor):
+    parsed = parse_message(b"From: a@example.com\nSubject: x\n\nYes.\n\nOn 04/19/2011 07:10 AM, Roman wrote:\n> q\n")
+    assert extractor.extract_message(parsed) == "Yes."
+
+
+def test_html_quote_only_keeps_its_text(extractor):
+    raw = b"From: a@example.com\nContent-Type: text/html\n\n<blockquote type=\"cite\">Only old text</blockquote>"
+    assert extractor.extract_message(parse_message(raw)) == "Only old text"
+
+
+def test_apple_mail_cite_and_outlook_appendonsend():
+    html = ('<div>New</div><div><br><blockquote type="cite"><div>On 1 May, Bob wrote:</div>old</blockquote></div>'
+            '<div id="appendonsend"></div><hr><div>From: Bob<br>old outlook</div>')
+    assert html_to_text(html, drop_quotes=True) == "New"
+    assert "old outlook" in html_to_text(html)
+
+
+def test_readable_text_from_html():
+    html = ("<html><head><title>t</title><style>.a{}</style><script>x()</script></head><body>"
+            "<h1>Title</h1><p>One &amp; two&nbsp;words</p><ol><li>first</li><li>second</li></ol>"
+            "<p>Mail <a href=\"mailto:a@example.com\">a@example.com</a> or <a href=\"https://x.example\">site</a>"
+            "</p><!-- comment --><pre>  keep\n  indent</pre></body></html>")
+    assert html_to_text(html) == ("Title\n\nOne & two\u00a0words\n\n1. first\n2. second\n\n"
+                                  "Mail a@example.com or site (https://x.example)\n\n  keep\n  indent")
+
+
+def test_broken_html_never_raises():
+    for html in ("<div><blockquote>unclosed", "</p></div><<>>", "<a href=x>" * 500, "<![CDATA[x"):
+        html_to_text(html, drop_quotes=True)
