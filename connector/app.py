@@ -1,17 +1,17 @@
-"""Wiring: the daemon (`connector run`) and its worker (`connector worker`).
+"""Wiring: the daemon (`connector run`).
 
     connector run       main process: SMTP/LMTP intake -> spool (group commit),
-                        background intakes (IMAP scanners), supervises the worker
-    connector worker    child process: pipeline over queued spool entries,
-                        delivery of the outbox
+                        background intakes (IMAP scanners); starts, restarts and
+                        reloads the background processes of `connector.worker`:
+    connector worker    the pipeline over spooled messages
+    connector deliver   the outbox, to the relay or the maildir
 
-Two processes so that filing and delivering never slow down accepting mail
-(they would share one interpreter lock otherwise). Both reopen the same
-SQLite file; the spool is the only hand-over between them.
+Separate processes, so that filing and delivering never take the intake's
+interpreter lock. They share the SQLite files; the spool and the outbox are
+the hand-overs.
 """
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -20,13 +20,12 @@ import time
 
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
-from connector.outbound.delivery import Delivery
-from connector.pipeline.runner import Runner
 from connector.pipeline.services import Services, own_address_re
-from connector.settings import ConfigError, load_settings
-from connector.settings.reload import ConfigWatcher, fingerprint
+from connector.settings import ConfigError
+from connector.settings.reload import ConfigWatcher
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
+from connector.worker import load_checked
 
 log = get_logger("daemon")
 
@@ -35,7 +34,8 @@ log = get_logger("daemon")
 SERVICES = (
 )
 
-WORKER_RESTART_DELAY = 1.0
+CHILD_RESTART_DELAY = 1.0
+CHILDREN = ("worker", "deliver")  # background processes, each restarted when it dies
 
 
 def open_services(settings, clock=time.time, synchronous="full"):
@@ -44,101 +44,29 @@ def open_services(settings, clock=time.time, synchronous="full"):
     return Services(settings, load_hmac_key(settings.data_dir), clock=clock)
 
 
-def load_checked(ini_path):
-    """Settings whose templates render too; raises ConfigError like check-config."""
-    from connector.commands.daemon import check_templates
-    settings = load_settings(ini_path)
-    check_templates(settings)
-    return settings
-
-
-class Worker:
-    """The worker's loop: the pipeline in this thread, delivery in another.
-
-    `request_reload()` (SIGHUP) makes it load the configuration again between
-    two messages, keeping the current one if the new one is bad.
-    """
-
-    CHECK_EVERY = 1.0  # seconds between looks at the files' fingerprint
-
-    def __init__(self, settings, stop):
-        self.stop = stop
-        self.reload_requested = threading.Event()
-        self.settings = settings
-        self.fingerprint = fingerprint(settings)
-        self.checked_at = time.monotonic()
-        self.runner = Runner(open_services(settings, synchronous="normal"))
-
-    def _files_changed(self):
-        """A SIGHUP can arrive before the handler exists; the files' fingerprint cannot be missed."""
-        if time.monotonic() - self.checked_at < self.CHECK_EVERY:
-            return False
-        self.checked_at = time.monotonic()
-        return fingerprint(self.settings) != self.fingerprint
-
-    def request_reload(self):
-        self.reload_requested.set()
-
-    def _reload(self):
-        self.reload_requested.clear()
-        self.fingerprint = fingerprint(self.settings)
-        try:
-            settings = load_checked(self.settings.ini_path)
-        except ConfigError as exc:
-            log.error("config.reload_failed", error=str(exc), keeping="last good configuration")
-            return
-        self.settings = settings
-        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir)))
-        log.info("config.reloaded", process="worker")
-
-    def _deliver(self):
-        delivery, used = Delivery(self.settings), self.settings
-        while not self.stop.is_set():
-            if used is not self.settings:  # reloaded: relay or retry settings may differ
-                delivery.close()
-                delivery, used = Delivery(self.settings), self.settings
-            try:
-                if not delivery.run_once():
-                    self.stop.wait(0.05)
-            except Exception:
-                log.exception("outbox.worker_error")
-                self.stop.wait(1.0)
-        delivery.close()
-
-    def run(self):
-        thread = threading.Thread(target=self._deliver, name="delivery", daemon=True)
-        thread.start()
-        log.info("worker.started", database=str(self.settings.database))
-        while not self.stop.is_set():
-            if self.reload_requested.is_set() or self._files_changed():
-                self._reload()
-            if not self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set()):
-                self.stop.wait(0.05)
-        thread.join(timeout=10)
-        log.info("worker.stopped")
-
-
 class Daemon:
     def __init__(self, settings, ini_path, with_worker=True):
         self.settings = settings
         self.ini_path = ini_path
         self.with_worker = with_worker
         self.stop_event = threading.Event()
-        self.worker = None
+        self.children = {}
 
-    def _spawn_worker(self):
-        cmd = [sys.executable, "-m", "connector", "-c", str(self.ini_path), "worker"]
-        # SIGHUP asks a running worker to reload; ignored until its handler is in place.
-        self.worker = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-        log.info("worker.spawned", pid=self.worker.pid)
+    def _spawn(self, command):
+        cmd = [sys.executable, "-m", "connector", "-c", str(self.ini_path), command]
+        # SIGHUP asks a running child to reload; ignored until its handler is in place.
+        child = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        self.children[command] = child
+        log.info("child.spawned", command=command, pid=child.pid)
 
     async def _supervise(self):
-        while not self.stop_event.is_set() and self.worker:
-            if self.worker.poll() is not None:
-                log.error("worker.exited", returncode=self.worker.returncode)
-                await asyncio.sleep(WORKER_RESTART_DELAY)
-                if not self.stop_event.is_set():
-                    self._spawn_worker()
+        while not self.stop_event.is_set():
+            for command, child in list(self.children.items()):
+                if child.poll() is not None:
+                    log.error("child.exited", command=command, returncode=child.returncode)
+                    await asyncio.sleep(CHILD_RESTART_DELAY)
+                    if not self.stop_event.is_set():
+                        self._spawn(command)
             await asyncio.sleep(0.2)
 
     async def main(self):
@@ -156,7 +84,8 @@ class Daemon:
         watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
         watcher.start()
         if self.with_worker:
-            self._spawn_worker()
+            for command in CHILDREN:
+                self._spawn(command)
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode)
@@ -169,7 +98,7 @@ class Daemon:
         await server.wait_closed()
         supervisor.cancel()
         committer.close()
-        self._stop_worker()
+        self._stop_children()
         for thread in threads:
             thread.join(timeout=10)
         log.info("daemon.stopped")
@@ -188,17 +117,20 @@ class Daemon:
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
         self.settings = settings
-        if self.worker and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGHUP)
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
         log.info("config.reloaded", process="daemon")
 
-    def _stop_worker(self):
-        if self.worker and self.worker.poll() is None:
-            self.worker.terminate()
+    def _stop_children(self):
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children.values():
             try:
-                self.worker.wait(timeout=15)
+                child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.worker.kill()
+                child.kill()
 
 
 def run_daemon(settings, ini_path, with_worker=True):
@@ -206,29 +138,3 @@ def run_daemon(settings, ini_path, with_worker=True):
     return 0
 
 
-WORKER_NICENESS = 19
-
-
-def worker_main(settings):
-    # Accepting mail is what senders wait on; filing and delivering can wait a
-    # moment. A lower CPU priority keeps the intake fast under a burst.
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(WORKER_NICENESS)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    parent = os.getppid()
-
-    def orphaned():  # the daemon died (kill -9): stop, its successor starts a new worker
-        while not stop.wait(0.5):
-            if os.getppid() != parent:
-                log.warning("worker.orphaned", parent=parent)
-                stop.set()
-
-    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    worker = Worker(settings, stop)
-    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
-    worker.run()
-    return 0

@@ -118,3 +118,12 @@ def test_inbound_notice_for_triage_but_never_for_bounces(tmp_path, sink):
         assert "stranger@evil.example" in notice.get_content()
     finally:
         inst.stop()
+
+
+def test_x_auto_response_suppress_files_a_ticket_without_answering(daemon, sink):
+    daemon.send(make_mail(subject="Sent by a rule", headers={"X-Auto-Response-Suppress": "All"}))
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    assert daemon.spool_states()[-1][2] == "new_ticket"
+    assert sink.to("ann@acme.example") == []                     # Exchange asked: no automatic answer
+    assert [o["kind"] for o in daemon.outbox()] == ["distribution"]

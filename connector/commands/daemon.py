@@ -20,12 +20,20 @@ def cmd_run(args):
     return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
 
 
-def cmd_worker(args):
+def _background(args, loop_name):
     settings = settings_or_exit(args, EX_CONFIG, log=False)
-    from connector.app import worker_main
+    from connector import worker
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return worker_main(settings)
+    return worker.process_main(getattr(worker, loop_name), settings)
+
+
+def cmd_worker(args):
+    return _background(args, "FilingWorker")
+
+
+def cmd_deliver(args):
+    return _background(args, "DeliveryWorker")
 
 
 TEMPLATE_SAMPLES = {
@@ -73,10 +81,13 @@ def cmd_example_config(args):
 def register(subparsers):
     p = subparsers.add_parser("run", help="run the daemon in the foreground")
     p.add_argument("--no-worker", action="store_true",
-                   help="only accept mail; process it with a separately run `connector worker`")
+                   help="only accept mail; file and deliver it with separately run `connector worker` "
+                        "and `connector deliver`")
     p.set_defaults(handler=cmd_run)
-    p = subparsers.add_parser("worker", help="run the processing worker (started by `run`)")
+    p = subparsers.add_parser("worker", help="file spooled messages (started by `run`)")
     p.set_defaults(handler=cmd_worker)
+    p = subparsers.add_parser("deliver", help="deliver the outbox (started by `run`)")
+    p.set_defaults(handler=cmd_deliver)
     p = subparsers.add_parser("check-config", help="validate the configuration and print a summary")
     p.set_defaults(handler=cmd_check_config)
     p = subparsers.add_parser("example-config", help="print connector.ini.example (every key, its default)")

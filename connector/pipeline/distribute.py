@@ -118,7 +118,9 @@ def _plan(ctx):
             ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
     if ctx.action == NEW_TICKET and not ctx.automatic.is_automatic:
         address = ctx.sender.address
-        if address and not ctx.services.is_own(address) and within_auto_response_limit(ctx, address):
+        if ctx.parsed.has_header("x-auto-response-suppress"):
+            ctx.notes.append("auto-response suppressed: the sender asked for none (X-Auto-Response-Suppress)")
+        elif address and not ctx.services.is_own(address) and within_auto_response_limit(ctx, address):
             ctx.outgoing.append(Outgoing(AUTO_RESPONSE, [address], [address],
                                          from_name=ctx.services.settings.response_from_name,
                                          automatic=True))

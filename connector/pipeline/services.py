@@ -5,7 +5,7 @@ import re
 import time
 
 from connector.outbound.msgid import MessageIdSigner
-from connector import reply
+from connector.reply import load_extractor
 
 
 def own_address_re(address):
@@ -28,7 +28,7 @@ class Services:
     def __init__(self, settings, hmac_key, clock=time.time, extractor=None):
         self.settings = settings
         self.clock = clock
-        self.extractor = extractor or _load_extractor(settings)
+        self.extractor = extractor or load_extractor(settings.folder_candidates("rules"))
         domain = settings.public_address.rpartition("@")[2]
         self.signer = MessageIdSigner(hmac_key, domain)
         self.public_re = own_address_re(settings.public_address)
@@ -57,18 +57,3 @@ class Services:
             subject = (subject[:match.start()] + subject[match.end():]).strip()
         return f"{self.tag(number)} {subject}".strip()
 
-
-class _PlainExtractor:  # until connector.reply offers load_extractor (issue 3)
-    version = reply.RULES_VERSION
-
-    def extract(self, text):
-        return reply.extract_reply(text)
-
-    def extract_message(self, parsed):
-        return reply.extract_reply(parsed.text)
-
-
-def _load_extractor(settings):
-    if hasattr(reply, "load_extractor"):
-        return reply.load_extractor(settings.folder_candidates("rules"))
-    return _PlainExtractor()

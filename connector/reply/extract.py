@@ -22,12 +22,45 @@ LEADING_BLANK_RE = re.compile(r"\A(?:[ \t]*\n)+")
 BLANK_TAIL_RE = re.compile(r"[^\n]*(?:\n[ \t]*(?=\n))*\n?")   # rest of a line plus blank lines
 
 
+class _Alternation:
+    """The rules of one kind searched as one alternation, with a group per rule (`lastgroup`).
+
+    Rules anchored at a line start are compiled together behind one more `^`,
+    so `re` rejects every position inside a line at once instead of trying
+    each rule there (a 4 KiB body of long lines took 2 ms through the quote
+    header rules as one plain alternation, 0.1 ms so). The other rules form a
+    second alternation. The leftmost match of the two wins, a tie goes to the
+    earlier rule: the same answer one alternation of all rules would give.
+    """
+
+    def __init__(self, names):
+        anchored = {k: r for k, r in names.items() if r.pattern.startswith("^")}
+        others = {k: r for k, r in names.items() if k not in anchored}
+        self._order = {key: index for index, key in enumerate(names)}
+        self._parts = [re.compile(prefix + "|".join(f"(?P<{k}>{r.pattern})" for k, r in part.items())
+                                  + suffix, re.M)
+                       for part, prefix, suffix in ((anchored, "^(?:", ")"), (others, "(?:", ")")) if part]
+
+    def search(self, text, pos=0, endpos=None):
+        best = None
+        for part in self._parts:
+            found = part.search(text, pos) if endpos is None else part.search(text, pos, endpos)
+            if found is not None and (best is None or (found.start(), self._order[found.lastgroup])
+                                      < (best.start(), self._order[best.lastgroup])):
+                best = found
+        return best
+
+    def match(self, text, pos=0):
+        found = [m for m in (part.match(text, pos) for part in self._parts) if m is not None]
+        return min(found, key=lambda m: self._order[m.lastgroup]) if found else None
+
+
 def _combine(rules):
+    """One searchable alternation for a kind of rules, and the rule behind each group name."""
     if not rules:
         return None, {}
     names = {f"r{i}": rule for i, rule in enumerate(rules)}
-    pattern = "|".join(f"(?P<{key}>{rule.pattern})" for key, rule in names.items())
-    return re.compile(pattern, re.M), names
+    return _Alternation(names), names
 
 
 class Extractor:

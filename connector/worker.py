@@ -1,0 +1,154 @@
+"""The daemon's background processes: filing (`connector worker`) and delivery
+(`connector deliver`).
+
+Each is its own process, so filing, delivering and accepting mail run on
+separate cores instead of sharing one interpreter lock. Both run in the idle
+CPU scheduling class (senders wait on acceptance; filing and delivery can
+wait a moment), stop when the daemon that started them dies, and reload the
+configuration on SIGHUP or when the files' fingerprint changes, keeping the
+current configuration when the new one is bad.
+"""
+
+import os
+import signal
+import threading
+import time
+
+from connector.log import get_logger
+from connector.outbound.delivery import Delivery
+from connector.pipeline.runner import Runner
+from connector.pipeline.services import Services
+from connector.settings import ConfigError, load_settings
+from connector.settings.reload import fingerprint
+from connector.store.db import load_hmac_key, open_store
+
+log = get_logger("worker")
+
+IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do
+CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
+FALLBACK_NICENESS = 19
+
+
+def load_checked(ini_path):
+    """Settings whose templates render too; raises ConfigError like check-config."""
+    from connector.commands.daemon import check_templates
+    settings = load_settings(ini_path)
+    check_templates(settings)
+    return settings
+
+
+class BackgroundLoop:
+    """Do `step()` until stopped; reload the configuration between two steps."""
+
+    name = "background"
+
+    def __init__(self, settings, stop, clock=time.time):
+        self.stop = stop
+        self.clock = clock
+        self.reload_requested = threading.Event()
+        self.settings = settings
+        self.fingerprint = fingerprint(settings)
+        self.checked_at = time.monotonic()
+        open_store(settings.database, synchronous="normal")
+        self.configure(settings)
+
+    def configure(self, settings):
+        raise NotImplementedError
+
+    def step(self):
+        """Do some work; returns whether there was any."""
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def request_reload(self):
+        self.reload_requested.set()
+
+    def _files_changed(self):
+        """A SIGHUP can arrive before the handler exists; the files' fingerprint cannot be missed."""
+        if time.monotonic() - self.checked_at < CHECK_EVERY:
+            return False
+        self.checked_at = time.monotonic()
+        return fingerprint(self.settings) != self.fingerprint
+
+    def _reload(self):
+        self.reload_requested.clear()
+        self.fingerprint = fingerprint(self.settings)
+        try:
+            settings = load_checked(self.settings.ini_path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", process=self.name, error=str(exc),
+                      keeping="last good configuration")
+            return
+        self.close()
+        self.settings = settings
+        self.configure(settings)
+        log.info("config.reloaded", process=self.name)
+
+    def run(self):
+        log.info(f"{self.name}.started", database=str(self.settings.database))
+        while not self.stop.is_set():
+            if self.reload_requested.is_set() or self._files_changed():
+                self._reload()
+            try:
+                busy = self.step()
+            except Exception:
+                log.exception(f"{self.name}.error")
+                self.stop.wait(1.0)
+                continue
+            if not busy:
+                self.stop.wait(IDLE_WAIT)
+        self.close()
+        log.info(f"{self.name}.stopped")
+
+
+class FilingWorker(BackgroundLoop):
+    """The pipeline over spooled messages."""
+
+    name = "worker"
+
+    def configure(self, settings):
+        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))
+
+    def step(self):
+        return self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
+
+
+class DeliveryWorker(BackgroundLoop):
+    """The outbox, to the relay or the maildir."""
+
+    name = "deliver"
+
+    def configure(self, settings):
+        self.delivery = Delivery(settings, clock=self.clock)
+
+    def step(self):
+        return self.delivery.run_once()
+
+    def close(self):
+        self.delivery.close()
+
+
+def process_main(loop_class, settings):
+    """Entry point of a background process started by the daemon (or by systemd)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(FALLBACK_NICENESS)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    parent = os.getppid()
+
+    def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning(f"{loop_class.name}.orphaned", parent=parent)
+                stop.set()
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    worker = loop_class(settings, stop)
+    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    worker.run()
+    return 0
