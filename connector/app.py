@@ -22,7 +22,7 @@ from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
 from connector.settings import ConfigError
-from connector.settings.reload import ConfigWatcher
+from connector.settings.reload import ConfigWatcher, fingerprint
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 from connector.worker import load_checked
@@ -35,6 +35,7 @@ SERVICES = (
 )
 
 CHILD_RESTART_DELAY = 1.0
+FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 CHILDREN = ("worker", "deliver")  # background processes, each restarted when it dies
 
 
@@ -58,6 +59,13 @@ class Daemon:
         child = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
         self.children[command] = child
         log.info("child.spawned", command=command, pid=child.pid)
+
+    async def _check_files(self):
+        """The ini is not watched by watchdog (its folder may be busy): compare fingerprints."""
+        while not self.stop_event.is_set():
+            await asyncio.sleep(FINGERPRINT_EVERY)
+            if fingerprint(self.settings) != self.fingerprint:
+                self.reload()
 
     async def _supervise(self):
         while not self.stop_event.is_set():
@@ -89,7 +97,9 @@ class Daemon:
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode)
+        self.fingerprint = fingerprint(settings)
         supervisor = asyncio.create_task(self._supervise())
+        checker = asyncio.create_task(self._check_files())
         await stopped.wait()
         log.info("daemon.stopping")
         watcher.stop()
@@ -97,6 +107,7 @@ class Daemon:
         server.close()
         await server.wait_closed()
         supervisor.cancel()
+        checker.cancel()
         committer.close()
         self._stop_children()
         for thread in threads:
@@ -105,6 +116,7 @@ class Daemon:
 
     def reload(self):
         """Load the configuration again; apply it if good, keep the running one if not."""
+        self.fingerprint = fingerprint(self.settings)
         try:
             settings = load_checked(self.ini_path)
         except ConfigError as exc:

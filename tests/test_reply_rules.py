@@ -74,3 +74,14 @@ def test_local_quotes_yaml_replaces_the_shipped_file(tmp_path):
     extractor = load_extractor([tmp_path, SHIPPED_RULES_DIR])
     assert extractor.version == "mine-1"
     assert extractor.extract("Hi\n\n-- \nsig\n> q\n> q") == "Hi\n\n-- \nsig"
+
+
+def test_requires_hint_refuses_a_match_sample_without_the_word(tmp_path):
+    import pytest
+
+    from connector.reply.rules import RuleError, load_rules
+    (tmp_path / "quotes.yaml").write_text(
+        "version: t\nrules:\n  - name: r\n    kind: header\n    requires: [wrote]\n    regex: '^X said:$'\n"
+        "    samples: {match: ['X said:'], no_match: ['Y']}\n")
+    with pytest.raises(RuleError, match="contains none of 'requires'"):
+        load_rules([tmp_path])

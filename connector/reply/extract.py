@@ -34,6 +34,8 @@ class _Alternation:
     """
 
     def __init__(self, names):
+        self._names = names
+        self._variants = {}
         anchored = {k: r for k, r in names.items() if r.pattern.startswith("^")}
         others = {k: r for k, r in names.items() if k not in anchored}
         self._order = {key: index for index, key in enumerate(names)}
@@ -50,9 +52,39 @@ class _Alternation:
                 best = found
         return best
 
+    def for_text(self, lowered):
+        """This alternation without the rules whose `requires` words `lowered` lacks (cached)."""
+        if not any(rule.requires for rule in self._names.values()):
+            return self
+        keys = tuple(k for k, r in self._names.items() if not r.requires or any(w in lowered for w in r.requires))
+        variant = self._variants.get(keys)
+        if variant is None:
+            if len(keys) == len(self._names):
+                variant = self
+            else:
+                variant = _Alternation({k: self._names[k] for k in keys}) if keys else _NEVER
+            self._variants[keys] = variant
+        return variant
+
     def match(self, text, pos=0):
         found = [m for m in (part.match(text, pos) for part in self._parts) if m is not None]
         return min(found, key=lambda m: self._order[m.lastgroup]) if found else None
+
+
+class _Never:
+    """An alternation none of whose rules can apply to this text."""
+
+    def search(self, text, pos=0, endpos=None):
+        return None
+
+    def match(self, text, pos=0):
+        return None
+
+    def for_text(self, lowered):
+        return self
+
+
+_NEVER = _Never()
 
 
 def _combine(rules):
@@ -89,8 +121,11 @@ class Extractor:
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         body = text
+        lowered = text.lower()
+        self._header_now = self._header.for_text(lowered) if self._header is not None else None
+        self._signature_now = self._signature.for_text(lowered) if self._signature is not None else None
         if self._above is not None:
-            marker = self._above.search(body)
+            marker = self._above.for_text(lowered).search(body)
             if marker:
                 body = body[:marker.start()]
         reply = self._reply(body)
@@ -115,11 +150,11 @@ class Extractor:
 
     def _cut_signature(self, segment):
         """(segment without signature, whether one was cut)."""
-        if self._signature is None:
+        if self._signature_now is None:
             return segment, False
         cut = False
         while True:
-            found = self._signature.search(segment)
+            found = self._signature_now.search(segment)
             if not found:
                 return segment, cut
             segment, cut = segment[:found.start()], True
@@ -152,7 +187,7 @@ class Extractor:
         pieces = []
         start = pos = 0
         length = len(text)
-        header_re, quote_re = self._header, self._quote
+        header_re, quote_re = self._header_now, self._quote
         header = quote = None
         while pos <= length:
             # a match found earlier still holds while it lies ahead: no rescan per quote block

@@ -19,7 +19,7 @@ LOCAL_FILE = "quotes.local.yaml"
 SHIPPED_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 KINDS = ("reply_above", "header", "forward", "quote", "signature")
-RULE_KEYS = {"name", "kind", "regex", "samples", "doc"}
+RULE_KEYS = {"name", "kind", "regex", "samples", "doc", "requires"}
 FILE_KEYS = {"version", "vocabulary", "rules"}
 LOCAL_KEYS = {"rules", "disable", "vocabulary"}
 PLACEHOLDER_RE = re.compile(r"\{\{(\w+)\}\}")
@@ -39,6 +39,7 @@ class Rule:
     doc: str = ""
     source: str = ""                # file the rule came from
     compiled: object = None
+    requires: tuple = ()            # words (any, case-insensitive) a body must contain for the rule to be tried
 
     def search(self, text):
         return self.compiled.search(text)
@@ -94,10 +95,20 @@ def _parse_rule(path, entry):
     samples = entry.get("samples") or {}
     if not isinstance(samples, dict) or set(samples) - {"match", "no_match"}:
         raise RuleError(f"{path}: rule {name!r}: 'samples' has 'match:' and 'no_match:' lists")
+    requires = entry.get("requires") or []
+    if isinstance(requires, str):
+        requires = [requires]
+    if not isinstance(requires, list) or not all(isinstance(w, str) and w.strip() for w in requires):
+        raise RuleError(f"{path}: rule {name!r}: 'requires' is a list of words, e.g. [wrote]")
+    requires = tuple(w.lower() for w in requires)
+    matches = list(samples.get("match") or [])
+    for sample in matches:
+        if requires and not any(w in str(sample).lower() for w in requires):
+            raise RuleError(f"{path}: rule {name!r}: match sample {sample!r:.60} contains none of "
+                            f"'requires' {list(requires)}; the rule would never be tried on it")
     return Rule(name=name, kind=kind, regex=_regex_text(path, name, entry["regex"]),
-                samples={"match": list(samples.get("match") or []),
-                         "no_match": list(samples.get("no_match") or [])},
-                doc=str(entry.get("doc") or ""), source=str(path))
+                samples={"match": matches, "no_match": list(samples.get("no_match") or [])},
+                doc=str(entry.get("doc") or ""), source=str(path), requires=requires)
 
 
 def _parse_vocabulary(path, data):
