@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from conftest import Instance, make_mail, wait_for
+from conftest import Instance, make_mail
 
 
 def test_foreign_recipient_gets_550_and_is_logged(daemon):

@@ -3,7 +3,6 @@
 import json
 import re
 import sys
-import time
 
 from connector.commands.common import (
     EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, emit, settings_or_exit)
@@ -58,8 +57,8 @@ def cmd_replay(args):
     settings = settings_or_exit(args)
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import Processing, SpoolEntry
-    from connector.store.spool import spool_row, store_message
+    from connector.store.models import Processing
+    from connector.store.spool import store_message, unsaved_entry
     try:
         with open(args.file, "rb") as handle:
             raw = strip_mbox_from(handle.read())
@@ -69,8 +68,8 @@ def cmd_replay(args):
     runner = Runner(open_services(settings))
     rcpt = [args.recipient] if args.recipient else []
     if args.dry_run:
-        spool = SpoolEntry(**spool_row(raw, args.sender, rcpt, "replay", None, time.time()))
-        result = runner.dry_run(spool).summary()
+        result = runner.dry_run(unsaved_entry(raw, mail_from=args.sender, rcpt_to=rcpt,
+                                              intake="replay")).summary()
         result["dry_run"] = True
     else:
         spool_id = store_message(raw, mail_from=args.sender, rcpt_to=rcpt, intake="replay")

@@ -13,27 +13,19 @@ import queue
 import threading
 import time
 
-from connector.store import bulk
 from connector.store.models import SpoolEntry, database
 
 
-def spool_row(raw, mail_from, rcpt_to, intake, hints, now):
-    return {
-        "received_at": now,
-        "intake": intake,
-        "mail_from": mail_from,
-        "rcpt_to": list(rcpt_to or ()),
-        "raw": raw,
-        "size": len(raw),
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "hints": hints,
-    }
+def unsaved_entry(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
+    """A spool entry that is not stored: what `replay --dry-run` decides on."""
+    return SpoolEntry(received_at=clock(), intake=intake, mail_from=mail_from, rcpt_to=list(rcpt_to or ()),
+                      raw=raw, size=len(raw), sha256=hashlib.sha256(raw).hexdigest(), hints=hints)
 
 
 def store_message(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
     """Commit one message to the spool and return its id (durable on return)."""
     with database.atomic():
-        return bulk.insert(SpoolEntry, **spool_row(raw, mail_from, rcpt_to, intake, hints, clock()))
+        return _insert_returning([_values(raw, mail_from, rcpt_to, intake, hints, clock())])[0]
 
 
 class GroupCommitter:
