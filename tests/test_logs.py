@@ -1,0 +1,45 @@
+"""Logs: JSON lines when stdout is not a terminal, readable lines when it is;
+one event per decision with a stable name and the message ids bound."""
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+
+from conftest import make_mail
+
+
+def test_json_lines_with_stable_event_names(daemon, sink):
+    daemon.send(make_mail(subject="Logged", message_id="<logged@acme.example>"))
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    events = [json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")]
+    names = {e["event"] for e in events}
+    assert {"daemon.started", "intake.accepted", "ticket.created", "outbox.sent"} <= names
+    created = next(e for e in events if e["event"] == "ticket.created")
+    assert created["message_id"] == "<logged@acme.example>" and created["spool_id"] == 1
+    assert created["action"] == "new_ticket" and created["ticket"] == 1 and created["level"] == "info"
+
+
+def test_readable_lines_on_a_terminal(instance):
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(instance.ini), "run"],
+                            stdout=secondary, stderr=secondary, cwd=instance.path, start_new_session=True)
+    os.close(secondary)
+    output = b""
+    deadline = time.monotonic() + 15
+    try:
+        while b"daemon.started" not in output and time.monotonic() < deadline:
+            try:
+                output += os.read(primary, 4096)
+            except OSError:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        os.close(primary)
+    line = next(line for line in output.decode().splitlines() if "daemon.started" in line)
+    assert not line.lstrip().startswith("{")                 # not JSON
+    assert "[info" in line and "listen=" in line
