@@ -36,6 +36,7 @@ class _Alternation:
     def __init__(self, names):
         self._names = names
         self._variants = {}
+        self._conditional = [(k, r.requires) for k, r in names.items() if r.requires]
         anchored = {k: r for k, r in names.items() if r.pattern.startswith("^")}
         others = {k: r for k, r in names.items() if k not in anchored}
         self._order = {key: index for index, key in enumerate(names)}
@@ -54,15 +55,13 @@ class _Alternation:
 
     def for_text(self, lowered):
         """This alternation without the rules whose `requires` words `lowered` lacks (cached)."""
-        if not any(rule.requires for rule in self._names.values()):
+        if not self._conditional:
             return self
-        keys = tuple(k for k, r in self._names.items() if not r.requires or any(w in lowered for w in r.requires))
+        keys = tuple(k for k, words in self._conditional if any(w in lowered for w in words))
         variant = self._variants.get(keys)
         if variant is None:
-            if len(keys) == len(self._names):
-                variant = self
-            else:
-                variant = _Alternation({k: self._names[k] for k in keys}) if keys else _NEVER
+            active = {k: r for k, r in self._names.items() if not r.requires or k in keys}
+            variant = self if len(active) == len(self._names) else _Alternation(active) if active else _NEVER
             self._variants[keys] = variant
         return variant
 
