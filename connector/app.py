@@ -32,6 +32,7 @@ log = get_logger("daemon")
 # Background intakes started beside SMTP: callables `start(settings, stop_event)`
 # returning the threads they started. IMAP scanners add themselves here.
 SERVICES = (
+    __import__("connector.scanners.service", fromlist=["start"]).start,  # IMAP mail scanners
 )
 
 CHILD_RESTART_DELAY = 1.0

@@ -11,6 +11,7 @@ MODULES = (
     "connector.commands.intake",     # inject, replay
     "connector.commands.tickets",    # tickets, inbound, outbox, message
     "connector.commands.mailtools",
+    "connector.commands.scanners",   # scanners status|run|test
 )
 
 

@@ -1,0 +1,142 @@
+"""`scanners status [--json]`, `scanners run NAME`, `scanners test NAME FILE.eml`."""
+
+import json
+import sys
+from pathlib import Path
+
+from connector.commands.common import EX_TEMPFAIL, emit, iso, settings_or_exit
+from connector.scanners.config import scanners_of
+from connector.store.db import open_store
+
+
+def _scanner_or_exit(settings, name):
+    for cfg in scanners_of(settings):
+        if cfg.name == name:
+            return cfg
+    known = ", ".join(c.name for c in scanners_of(settings)) or "none configured"
+    print(f"connector: no scanner {name!r} in {settings.find('config', 'scanners.yaml')} ({known})",
+          file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _store(settings):
+    from connector.scanners.state import create_tables
+    open_store(settings.database)
+    create_tables()
+
+
+def cmd_status(args):
+    settings = settings_or_exit(args)
+    _store(settings)
+    from connector.scanners.state import status_json
+    rows = [status_json(cfg, iso) for cfg in scanners_of(settings)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    emit(args, [{"name": r["name"], "active": r["active"], "last_success": r["last_success"],
+                 "last_error": f"{r['last_error']['time']} {r['last_error']['text']}" if r["last_error"] else None,
+                 "imported": r["imported"], "failed": len(r["failed"]),
+                 "last_uid": [f"{f}:{u if u is not None else '-'}" for f, u in r["last_uid"].items()]}
+                for r in rows], ["name", "active", "imported", "failed", "last_uid", "last_success", "last_error"])
+    return 0
+
+
+def cmd_run(args):
+    """Seed 003's Run button: scan once now, also a scanner that is not active."""
+    settings = settings_or_exit(args)
+    cfg = _scanner_or_exit(settings, args.name)
+    _store(settings)
+    from connector.intake.imap import Scanner, _logout, connect
+    from connector.scanners.service import describe
+    scanner = Scanner(cfg)
+    try:
+        result = scanner.scan(connect(cfg))
+    except Exception as exc:
+        text = describe(exc)
+        scanner.state.error(text)
+        print(f"connector: scanner {cfg.name}: {text}", file=sys.stderr)
+        return EX_TEMPFAIL
+    finally:
+        if scanner.client is not None:
+            _logout(scanner.client)
+    data = dict(scanner=cfg.name, **result.as_json())
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(f"scanner {cfg.name}: fetched {result.fetched}, imported {result.imported}, "
+              f"already imported {result.known}, left {result.left}, failed {result.failed}")
+    return 0
+
+
+def cmd_test(args):
+    """Which rule matches FILE.eml and what its actions would do; changes nothing."""
+    settings = settings_or_exit(args)
+    cfg = _scanner_or_exit(settings, args.name)
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"connector: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    folder = args.folder or cfg.folders[0]
+    if folder not in cfg.folders:
+        print(f"connector: scanner {cfg.name} does not read folder {folder!r} ({', '.join(cfg.folders)})",
+              file=sys.stderr)
+        return 1
+    from connector.mail.parse import parse_message
+    from connector.scanners.rules import decide
+    decision = decide(cfg, folder, raw, parse_message(raw))
+    data = {"scanner": cfg.name, "folder": folder, "matched": decision.rule is not None, **decision.as_json()}
+    data["pipeline"] = _pipeline_preview(settings, cfg, raw, decision)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+        return 0
+    print(f"scanner {cfg.name}, folder {folder}")
+    if decision.rule is not None:
+        rule = cfg.find_rule(decision.rule)
+        print(f"rule {decision.rule!r} matches: {rule.conditions.describe()}")
+    else:
+        print(f"no rule matches (unmatched: {cfg.unmatched})")
+    for number, text in enumerate(decision.described, 1):
+        print(f"  {number}. {text}")
+    if decision.imports:
+        print("  then: flagged \\Seen once the spool has committed it")
+        print(f"hints for the pipeline: {json.dumps(decision.hints)}")
+    else:
+        print("not imported")
+    if data["pipeline"]:
+        preview = data["pipeline"]
+        print(f"pipeline would decide: {preview['action']}"
+              + (f" (ticket {preview['ticket']})" if preview.get("ticket") else "")
+              + (f", {preview['reason']}" if preview.get("reason") else ""))
+    return 0
+
+
+def _pipeline_preview(settings, cfg, raw, decision):
+    """The pipeline's dry-run decision for an imported message, when the store exists (read only)."""
+    if not decision.imports or not Path(settings.database).exists():
+        return None
+    from connector.app import open_services
+    from connector.pipeline.runner import Runner
+    from connector.store.spool import unsaved_entry
+    runner = Runner(open_services(settings))
+    summary = runner.dry_run(unsaved_entry(raw, intake=cfg.intake, hints=decision.hints)).summary()
+    return {k: summary.get(k) for k in ("action", "ticket", "reason", "sender", "recipients")}
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("scanners", help="IMAP mail scanners: status, run now, test a rule")
+    inner = parser.add_subparsers(dest="scanners_command", metavar="ACTION")
+    inner.required = True
+    p = inner.add_parser("status", help="every scanner: last success, last error, last UID, imported")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_status)
+    p = inner.add_parser("run", help="scan one scanner's folders once, now")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_run)
+    p = inner.add_parser("test", help="show which rule matches FILE.eml and what it would do; changes nothing")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE.eml")
+    p.add_argument("--folder", help="the folder the message is assumed to be in (default: the first)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_test)

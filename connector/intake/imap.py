@@ -1,0 +1,372 @@
+"""IMAP intake: one scan of a scanner's folders (seed 003), crash-safe.
+
+Messages are addressed by UID only, never by sequence number. Per folder:
+
+    select -> UIDVALIDITY changed? start the folder over (nothing is filed twice:
+              imported messages are known by their sha256)
+           -> candidates: `all_since_last` = UIDs above the last one scanned;
+                          `unread` = UNSEEN UIDs not already decided;
+                          plus earlier failures and unfinished imports
+           -> per chunk: FETCH BODY.PEEK[] (never sets \\Seen by itself) -> rules
+              -> spool commit (synchronous=FULL) -> state rows -> \\Seen, move, delete
+
+Flags, moves and deletes happen only after the spool has committed the
+message: a crash in between makes the next scan see it again, and the
+pipeline files it as a `duplicate`. A message that cannot be fetched or
+decided is recorded `failed`, kept on the server and retried; it never
+blocks the rest of the folder.
+
+Test only: CONNECTOR_TEST_CRASH_AFTER_STORE=1 makes the process exit with
+137 right after a spool commit, before any flag (the kill -9 test).
+"""
+
+import hashlib
+import os
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+
+from imapclient import DELETED, SEEN, IMAPClient
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+
+from connector.log import get_logger
+from connector.mail.parse import parse_message
+from connector.scanners.rules import Decision, decide
+from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
+from connector.store.models import database
+from connector.store.spool import store_message
+
+log = get_logger("imap")
+
+CHUNK = 200            # messages fetched, stored and flagged together
+TIMEOUT = 60.0         # socket timeout for IMAP commands, seconds
+TOKEN_TIMEOUT = 60.0   # token_command, seconds
+CRASH_ENV = "CONNECTOR_TEST_CRASH_AFTER_STORE"
+IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
+MAX_RECONNECTS = 5     # per scan, for messages whose fetch breaks the connection
+IDLE_POLL = 1.0        # seconds between looks at the stop event while idling
+
+
+class ScanError(Exception):
+    """A scanner cannot work right now (login, TLS, token): logged, retried with backoff."""
+
+
+@dataclass
+class ScanResult:
+    fetched: int = 0
+    imported: int = 0
+    known: int = 0       # already imported (a rescan); nothing done
+    left: int = 0
+    failed: int = 0
+    acted: int = 0       # messages flagged, moved or deleted
+
+    def as_json(self):
+        return dict(self.__dict__)
+
+
+def tls_context(cfg):
+    context = ssl.create_default_context()
+    if not cfg.verify_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def access_token(cfg):
+    """Run the scanner's token_command; its stdout is the access token."""
+    try:
+        done = subprocess.run(["/bin/sh", "-c", cfg.token_command], capture_output=True, timeout=TOKEN_TIMEOUT,
+                              cwd=cfg.base_dir, check=False)
+    except subprocess.TimeoutExpired:
+        raise ScanError(f"token_command did not finish within {TOKEN_TIMEOUT:.0f}s") from None
+    token = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or not token:
+        detail = done.stderr.decode("utf-8", "replace").strip()[:300]
+        raise ScanError(f"token_command failed (exit {done.returncode}){': ' + detail if detail else ''}")
+    return token
+
+
+def connect(cfg, timeout=TIMEOUT):
+    """A logged-in IMAPClient for `cfg` (a ScannerConfig)."""
+    context = tls_context(cfg)
+    try:
+        client = IMAPClient(cfg.host, cfg.port, ssl=cfg.security == "ssl", ssl_context=context, timeout=timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise ScanError(f"TLS certificate of {cfg.host} not accepted: {exc.verify_message} "
+                        "(verify_certificate: false only for a server you trust)") from None
+    except (OSError, IMAPClientError) as exc:
+        raise ScanError(f"cannot connect to {cfg.host}:{cfg.port}: {exc}") from None
+    try:
+        if cfg.security == "starttls":
+            try:
+                client.starttls(context)
+            except ssl.SSLCertVerificationError as exc:
+                raise ScanError(f"TLS certificate of {cfg.host} not accepted: {exc.verify_message} "
+                                "(verify_certificate: false only for a server you trust)") from None
+        if cfg.auth == "xoauth2":
+            client.oauth2_login(cfg.mailbox or cfg.username, access_token(cfg))
+        else:
+            client.login(cfg.username, cfg.secret())
+    except ScanError:
+        _logout(client)
+        raise
+    except (OSError, IMAPClientError) as exc:
+        _logout(client)
+        raise ScanError(f"login to {cfg.host} as {cfg.mailbox or cfg.username} failed: {exc}") from None
+    log.info("imap.connected", scanner=cfg.name, host=cfg.host, port=cfg.port, security=cfg.security,
+             auth=cfg.auth, user=cfg.mailbox or cfg.username)
+    return client
+
+
+def _logout(client):
+    try:
+        client.logout()
+    except Exception:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Scanner:
+    """Scans the folders of one scanner over a connected client."""
+
+    def __init__(self, cfg, clock=time.time, connector=None):
+        self.cfg = cfg
+        self.state = ScannerState(cfg.name, clock)
+        self.connector = connector or connect
+        self.client = None
+        self.reconnects = 0
+
+    def scan(self, client):
+        """One pass over every folder. A message whose fetch breaks the connection costs a
+        reconnect (at most MAX_RECONNECTS a scan); `self.client` is the client in use after."""
+        self.client, self.reconnects = client, 0
+        result = ScanResult()
+        for folder in self.cfg.folders:
+            self.scan_folder(self.client, folder, result)
+        self.state.success()
+        log.info("imap.scanned", scanner=self.cfg.name, **result.as_json())
+        return result
+
+    def scan_folder(self, client, folder, result):
+        info = client.select_folder(folder)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        saved = self.state.folder(folder)
+        last = saved.last_uid
+        if saved.uidvalidity != uidvalidity:
+            if saved.uidvalidity is not None:
+                log.warning("imap.uidvalidity_changed", scanner=self.cfg.name, folder=folder,
+                            old=saved.uidvalidity, new=uidvalidity, last_uid=last)
+            self.state.reset_folder(folder, uidvalidity)
+            last = 0
+        if self.cfg.scan == "all_since_last":
+            uids = {uid for uid in client.search(["UID", f"{last + 1}:*"]) if uid > last}
+        else:
+            final = self.state.final_uids(folder, uidvalidity)
+            uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
+        todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
+        for chunk in _chunks(todo, CHUNK):
+            self._chunk(folder, uidvalidity, chunk, result)
+
+    def _reconnect(self, folder, exc):
+        self.reconnects += 1
+        if self.reconnects > MAX_RECONNECTS:
+            raise exc
+        log.warning("imap.reconnect", scanner=self.cfg.name, folder=folder, error=str(exc))
+        _logout(self.client)
+        self.client = self.connector(self.cfg)
+        self.client.select_folder(folder)
+
+    def _fetch(self, folder, uids):
+        """{uid: raw} and {uid: error}; a failing message is isolated, never fails the rest,
+        even one whose fetch makes the server drop the connection (Dovecot's BYE)."""
+        try:
+            data = self.client.fetch(uids, [b"BODY.PEEK[]"])
+        except (IMAPClientAbortError, OSError) as exc:
+            self._reconnect(folder, exc)
+            if len(uids) == 1:
+                return {}, {uids[0]: f"fetch broke the connection: {exc}"}
+            return self._one_by_one(folder, uids)
+        except IMAPClientError as exc:
+            if len(uids) == 1:
+                return {}, {uids[0]: f"fetch failed: {exc}"}
+            return self._one_by_one(folder, uids)
+        bodies, errors = {}, {}
+        for uid in uids:
+            item = data.get(uid)
+            if item is None:
+                continue  # expunged meanwhile
+            raw = item.get(b"BODY[]")
+            if raw is None:
+                errors[uid] = "fetch returned no body"
+            else:
+                bodies[uid] = bytes(raw)
+        return bodies, errors
+
+    def _one_by_one(self, folder, uids):
+        bodies, errors = {}, {}
+        for uid in uids:
+            one, err = self._fetch(folder, [uid])
+            bodies.update(one)
+            errors.update(err)
+        return bodies, errors
+
+    def _chunk(self, folder, uidvalidity, uids, result):
+        name = self.cfg.name
+        bodies, errors = self._fetch(folder, uids)
+        result.fetched += len(bodies)
+        existing = self.state.rows(folder, uidvalidity, uids=uids)
+        plans = {}  # uid -> (decision, sha256)
+        for uid, raw in bodies.items():
+            try:
+                plans[uid] = (decide(self.cfg, folder, raw, parse_message(raw)), hashlib.sha256(raw).hexdigest())
+                log.info("imap.fetched", scanner=name, folder=folder, uid=uid, size=len(raw),
+                         rule=plans[uid][0].rule)
+            except Exception as exc:  # a message the rules cannot read is kept and reported
+                errors[uid] = f"cannot decide: {type(exc).__name__}: {exc}"
+        known = self.state.known_imports({sha for d, sha in plans.values() if d.imports})
+        store, act, rows = [], [], []
+        for uid, (decision, sha) in plans.items():
+            row = existing.get(uid)
+            if row is not None and row.spool_id is not None and row.state in (IMPORTED, FAILED):
+                decision.imports = True               # stored before; its actions did not finish
+                act.append(uid)
+            elif decision.imports and sha in known:
+                result.known += 1
+                log.info("imap.already_imported", scanner=name, folder=folder, uid=uid, spool_id=known[sha])
+                # flagged \\Seen like any import, but not moved or deleted again: the copy in
+                # another scanned folder must not travel in a loop
+                plans[uid] = (Decision(rule=decision.rule, imports=True), sha)
+                rows.append({"uid": uid, "state": IMPORTED, "rule": decision.rule, "sha256": sha,
+                             "spool_id": known[sha]})
+                act.append(uid)
+            elif decision.imports:
+                store.append(uid)
+            elif decision.touches_mailbox:
+                act.append(uid)
+            else:
+                result.left += 1
+                rows.append({"uid": uid, "state": LEFT, "rule": decision.rule})
+        spool_ids = self._store(folder, store, bodies, plans)
+        for uid in store:
+            rows.append({"uid": uid, "state": IMPORTED, "rule": plans[uid][0].rule, "sha256": plans[uid][1],
+                         "spool_id": spool_ids[uid]})
+        for uid, error in errors.items():
+            log.error("imap.message_failed", scanner=name, folder=folder, uid=uid, error=error)
+            rows.append({"uid": uid, "state": FAILED, "error": error})
+        result.imported += len(store)
+        result.failed += len(errors)
+        with database.atomic():
+            self.state.record(folder, uidvalidity, rows)
+            self.state.advance(folder, uidvalidity, max(uids))
+            self.state.count_imported(len(store))
+        act += store
+        if act:
+            outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
+            result.acted += sum(1 for error in outcome.values() if error is None)
+            with database.atomic():
+                self.state.record(folder, uidvalidity, [
+                    {"uid": uid, "state": FAILED, "error": error} if error else
+                    {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
+                    for uid, error in outcome.items()])
+
+    def _store(self, folder, uids, bodies, plans):
+        """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""
+        if not uids:
+            return {}
+        ids = {}
+        with database.atomic():
+            for uid in uids:
+                ids[uid] = store_message(bodies[uid], intake=self.cfg.intake, hints=plans[uid][0].hints)
+        for uid in uids:
+            log.info("imap.stored", scanner=self.cfg.name, folder=folder, uid=uid, spool_id=ids[uid],
+                     rule=plans[uid][0].rule)
+        if os.environ.get(CRASH_ENV) == "1":
+            log.warning("imap.test_crash", scanner=self.cfg.name, env=CRASH_ENV)
+            os._exit(137)
+        return ids
+
+    def _act(self, client, folder, decisions):
+        """\\Seen, then moves and deletes, a command per group; returns {uid: error or None}."""
+        outcome = {uid: None for uid in decisions}
+        seen = sorted(uid for uid, d in decisions.items() if d.imports or d.mark_read)
+        self._group(client, folder, "flag", seen, outcome, lambda uids: client.add_flags(uids, [SEEN], silent=True))
+        moves = {}
+        for uid, decision in decisions.items():
+            if decision.move_to and outcome[uid] is None:
+                moves.setdefault(decision.move_to, []).append(uid)
+        for target, uids in sorted(moves.items()):
+            self._group(client, folder, "move", sorted(uids), outcome, lambda u, t=target: self._move(client, u, t),
+                        target=target)
+        deletes = sorted(uid for uid, d in decisions.items() if d.delete and outcome[uid] is None)
+        self._group(client, folder, "delete", deletes, outcome, lambda uids: self._delete(client, uids))
+        return outcome
+
+    def _group(self, client, folder, what, uids, outcome, command, **fields):
+        if not uids:
+            return
+        try:
+            command(uids)
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as exc:
+            log.error("imap.action_failed", scanner=self.cfg.name, folder=folder, action=what, uids=uids,
+                      error=str(exc), **fields)
+            for uid in uids:
+                outcome[uid] = f"{what} failed: {exc}"
+            return
+        event = {"flag": "imap.flagged", "move": "imap.moved", "delete": "imap.deleted"}[what]
+        log.info(event, scanner=self.cfg.name, folder=folder, uids=uids, **fields)
+
+    def _move(self, client, uids, target):
+        if not client.folder_exists(target):
+            client.create_folder(target)
+            log.info("imap.folder_created", scanner=self.cfg.name, folder=target)
+        if client.has_capability("MOVE"):
+            client.move(uids, target)
+        else:
+            client.copy(uids, target)
+            self._delete(client, uids)
+
+    def _delete(self, client, uids):
+        client.delete_messages(uids, silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)
+        else:
+            client.expunge()
+
+
+def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
+    """Until new mail may be there: IMAP IDLE on the first folder when the server offers
+    it and the scanner allows it, else sleep `interval`. Returns early when `stop` is set,
+    and at once when mail above `last_uid` arrived between the scan and the IDLE."""
+    wait = cfg.interval if max_wait is None else min(cfg.interval, max_wait)
+    if not (cfg.idle and client.has_capability("IDLE")):
+        stop.wait(wait)
+        return "interval"
+    client.select_folder(cfg.folders[0])
+    if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
+        return "pending"
+    client.idle()
+    deadline = time.monotonic() + min(wait, IDLE_MAX)
+    reason = "interval"
+    try:
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            responses = client.idle_check(timeout=min(IDLE_POLL, remaining))
+            if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                log.info("imap.idle_wakeup", scanner=cfg.name, folder=cfg.folders[0])
+                reason = "idle"
+                break
+    finally:
+        client.idle_done()
+    return reason

@@ -1,0 +1,132 @@
+"""The scanners inside the daemon: one isolated thread per active scanner.
+
+`start(settings, stop_event)` is an entry of `connector.app.SERVICES`. Each
+thread connects, scans, waits for mail (IMAP IDLE or `interval`) and scans
+again. Any failure (wrong password, TLS refused, server down, a database
+hiccup) is logged as `imap.error`, recorded as the scanner's last error and
+retried with exponential backoff; it never touches the other scanners or the
+SMTP intake.
+
+A supervisor thread watches the configuration files' fingerprint: when
+`config/scanners.yaml` (or the ini) changes and loads cleanly, scanners that
+were added, changed or removed are started, restarted or stopped; a bad file
+is logged (`scanners.reload_failed`) and the running scanners keep going.
+"""
+
+import threading
+import time
+
+from connector.intake.imap import Scanner, _logout, connect, wait_for_mail
+from connector.log import get_logger
+from connector.scanners.config import scanners_of
+from connector.scanners.state import ScannerState, create_tables
+from connector.settings import ConfigError, load_settings
+from connector.settings.reload import fingerprint
+from connector.store.models import database
+
+log = get_logger("scanners")
+
+BACKOFF_INITIAL = 5.0
+BACKOFF_MAX = 300.0
+CHECK_EVERY = 1.0
+
+
+def describe(exc):
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ == "ScanError" else f"{type(exc).__name__}: {text}"
+
+
+class ScannerThread(threading.Thread):
+    def __init__(self, cfg, stop, clock=time.time):
+        super().__init__(name=f"scanner-{cfg.name}", daemon=True)
+        self.cfg = cfg
+        self.stop = stop
+        self.scanner = Scanner(cfg, clock)
+        self.state = ScannerState(cfg.name, clock)
+
+    def run(self):
+        backoff = BACKOFF_INITIAL
+        try:
+            while not self.stop.is_set():
+                client = None
+                try:
+                    client = connect(self.cfg)
+                    while not self.stop.is_set():
+                        self.scanner.scan(client)
+                        client = self.scanner.client  # a new one after a reconnect
+                        backoff = BACKOFF_INITIAL
+                        last_uid = self.state.folder(self.cfg.folders[0]).last_uid
+                        wait_for_mail(client, self.cfg, self.stop, last_uid)
+                except Exception as exc:
+                    text = describe(exc)
+                    log.error("imap.error", scanner=self.cfg.name, error=text, retry_in=backoff)
+                    try:
+                        self.state.error(text)
+                    except Exception as db_exc:
+                        log.error("imap.state_error", scanner=self.cfg.name, error=describe(db_exc))
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                finally:
+                    for used in {id(c): c for c in (client, self.scanner.client) if c is not None}.values():
+                        _logout(used)
+                    self.scanner.client = None
+        finally:
+            log.info("imap.stopped", scanner=self.cfg.name)
+            database.close()
+
+
+class ScannerService:
+    def __init__(self, settings, stop_event, clock=time.time):
+        self.settings = settings
+        self.stop_event = stop_event
+        self.clock = clock
+        self.running = {}  # name -> (cfg, thread, stop)
+
+    def start(self):
+        create_tables()
+        self._apply(scanners_of(self.settings))
+        supervisor = threading.Thread(target=self._supervise, name="scanners", daemon=True)
+        supervisor.start()
+        return [supervisor] + [thread for _, thread, _ in self.running.values()]
+
+    def _apply(self, scanners):
+        wanted = {cfg.name: cfg for cfg in scanners if cfg.active}
+        for name, (cfg, thread, stop) in list(self.running.items()):
+            if wanted.get(name) != cfg:
+                stop.set()
+                del self.running[name]
+                log.info("scanners.stopping", scanner=name)
+        for name, cfg in wanted.items():
+            if name not in self.running:
+                stop = threading.Event()
+                thread = ScannerThread(cfg, stop, self.clock)
+                thread.start()
+                self.running[name] = (cfg, thread, stop)
+                log.info("scanners.started", scanner=name, host=cfg.host, folders=list(cfg.folders),
+                         scan=cfg.scan)
+
+    def _supervise(self):
+        seen = fingerprint(self.settings)
+        while not self.stop_event.wait(CHECK_EVERY):
+            current = fingerprint(self.settings)
+            if current == seen:
+                continue
+            seen = current
+            try:
+                settings = load_settings(self.settings.ini_path)
+            except ConfigError as exc:
+                log.error("scanners.reload_failed", error=str(exc), keeping="last good configuration")
+                continue
+            self.settings = settings
+            self._apply(scanners_of(settings))
+            log.info("scanners.reloaded", active=sorted(self.running))
+        for _, thread, stop in self.running.values():
+            stop.set()
+        for _, thread, _ in self.running.values():
+            thread.join(timeout=10)
+        database.close()
+
+
+def start(settings, stop_event):
+    """The daemon's hook (`connector.app.SERVICES`): returns the threads started."""
+    return ScannerService(settings, stop_event).start()

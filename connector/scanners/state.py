@@ -1,0 +1,199 @@
+"""What the scanners remember between scans, in the main database.
+
+    ScannerFolder   UIDVALIDITY and the highest UID scanned, per scanner and folder
+    ScannerStatus   last success, last error (text, time), messages imported
+    ScannerMessage  the outcome per (scanner, folder, UIDVALIDITY, UID):
+                      imported  in the spool; mailbox actions still to do
+                      done      imported and its mailbox actions done
+                      left      not imported (leave / rule without import); actions done
+                      failed    could not be fetched, decided or acted on; retried
+                      given_up  failed MAX_ATTEMPTS times; kept on the server, reported
+
+Rows are written only after the spool has committed what they refer to.
+`sha256` of imported messages lets a rescan (UIDVALIDITY change, a copy in
+another scanned folder) recognise a message it already imported.
+"""
+
+import time
+
+import peewee
+
+from connector.store.models import BaseModel, database
+
+IMPORTED, DONE, LEFT, FAILED, GIVEN_UP = "imported", "done", "left", "failed", "given_up"
+FINAL = (DONE, LEFT, GIVEN_UP)
+MAX_ATTEMPTS = 5
+
+
+class ScannerFolder(BaseModel):
+    scanner = peewee.CharField()
+    folder = peewee.CharField()
+    uidvalidity = peewee.IntegerField(null=True)
+    last_uid = peewee.IntegerField(default=0)
+    updated_at = peewee.FloatField(null=True)
+
+    class Meta:
+        table_name = "scanner_folder"
+        indexes = ((("scanner", "folder"), True),)
+
+
+class ScannerStatus(BaseModel):
+    scanner = peewee.CharField(unique=True)
+    last_success = peewee.FloatField(null=True)
+    last_error = peewee.TextField(null=True)
+    last_error_at = peewee.FloatField(null=True)
+    imported = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "scanner_status"
+
+
+class ScannerMessage(BaseModel):
+    scanner = peewee.CharField()
+    folder = peewee.CharField()
+    uidvalidity = peewee.IntegerField()
+    uid = peewee.IntegerField()
+    state = peewee.CharField()
+    rule = peewee.CharField(null=True)
+    spool_id = peewee.IntegerField(null=True)
+    sha256 = peewee.CharField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    error = peewee.TextField(null=True)
+    updated_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "scanner_message"
+        indexes = ((("scanner", "folder", "uidvalidity", "uid"), True), (("scanner", "sha256"), False))
+
+
+MODELS = (ScannerFolder, ScannerStatus, ScannerMessage)
+
+
+def create_tables():
+    with database.atomic():
+        database.create_tables(MODELS, safe=True)
+
+
+class ScannerState:
+    """State access for one scanner (`clock` injectable for tests)."""
+
+    def __init__(self, name, clock=time.time):
+        self.name = name
+        self.clock = clock
+
+    def folder(self, folder):
+        row = ScannerFolder.get_or_none((ScannerFolder.scanner == self.name) & (ScannerFolder.folder == folder))
+        return row or ScannerFolder(scanner=self.name, folder=folder, uidvalidity=None, last_uid=0)
+
+    def reset_folder(self, folder, uidvalidity):
+        """A new UIDVALIDITY: UIDs start over; what was imported is still known by its sha256."""
+        ScannerFolder.insert(scanner=self.name, folder=folder, uidvalidity=uidvalidity, last_uid=0,
+                             updated_at=self.clock()).on_conflict(
+            conflict_target=[ScannerFolder.scanner, ScannerFolder.folder],
+            update={ScannerFolder.uidvalidity: uidvalidity, ScannerFolder.last_uid: 0,
+                    ScannerFolder.updated_at: self.clock()}).execute()
+
+    def advance(self, folder, uidvalidity, last_uid):
+        ScannerFolder.insert(scanner=self.name, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid,
+                             updated_at=self.clock()).on_conflict(
+            conflict_target=[ScannerFolder.scanner, ScannerFolder.folder],
+            update={ScannerFolder.uidvalidity: uidvalidity,
+                    ScannerFolder.last_uid: peewee.fn.MAX(ScannerFolder.last_uid, last_uid),
+                    ScannerFolder.updated_at: self.clock()}).execute()
+
+    def rows(self, folder, uidvalidity, uids=None, states=None):
+        query = ScannerMessage.select().where((ScannerMessage.scanner == self.name)
+                                              & (ScannerMessage.folder == folder)
+                                              & (ScannerMessage.uidvalidity == uidvalidity))
+        if states is not None:
+            query = query.where(ScannerMessage.state.in_(states))
+        if uids is not None:
+            query = query.where(ScannerMessage.uid.in_(list(uids)))
+        return {row.uid: row for row in query}
+
+    def final_uids(self, folder, uidvalidity):
+        query = (ScannerMessage.select(ScannerMessage.uid)
+                 .where((ScannerMessage.scanner == self.name) & (ScannerMessage.folder == folder)
+                        & (ScannerMessage.uidvalidity == uidvalidity) & ScannerMessage.state.in_(FINAL)))
+        return {row.uid for row in query}
+
+    def pending_uids(self, folder, uidvalidity):
+        """Imported but not finished, or failed and to be retried."""
+        return set(self.rows(folder, uidvalidity, states=(IMPORTED, FAILED)))
+
+    def known_imports(self, sha256s):
+        """sha256 -> spool id of messages this scanner already imported."""
+        if not sha256s:
+            return {}
+        query = (ScannerMessage.select(ScannerMessage.sha256, ScannerMessage.spool_id)
+                 .where((ScannerMessage.scanner == self.name) & ScannerMessage.sha256.in_(list(sha256s))
+                        & ScannerMessage.state.in_((IMPORTED, DONE))))
+        return {row.sha256: row.spool_id for row in query}
+
+    def record(self, folder, uidvalidity, rows):
+        """Upsert outcome rows: dicts with uid, state and optional rule, spool_id, sha256, error.
+
+        One statement per batch (a first scan records thousands); a `failed` row counts an attempt.
+        """
+        now = self.clock()
+        values = [dict(scanner=self.name, folder=folder, uidvalidity=uidvalidity, uid=row["uid"],
+                       state=row["state"], rule=row.get("rule"), spool_id=row.get("spool_id"),
+                       sha256=row.get("sha256"), error=row.get("error"),
+                       attempts=1 if row["state"] == FAILED else 0, updated_at=now) for row in rows]
+        excluded = peewee.EXCLUDED
+        update = {ScannerMessage.state: excluded.state, ScannerMessage.error: excluded.error,
+                  ScannerMessage.updated_at: excluded.updated_at,
+                  ScannerMessage.attempts: ScannerMessage.attempts + excluded.attempts}
+        for field in (ScannerMessage.rule, ScannerMessage.spool_id, ScannerMessage.sha256):
+            update[field] = peewee.fn.COALESCE(getattr(excluded, field.column_name), field)
+        for start in range(0, len(values), 100):
+            ScannerMessage.insert_many(values[start:start + 100]).on_conflict(
+                conflict_target=[ScannerMessage.scanner, ScannerMessage.folder, ScannerMessage.uidvalidity,
+                                 ScannerMessage.uid], update=update).execute()
+        if any(row["state"] == FAILED for row in rows):
+            # A message that keeps failing is given up: kept on the server, reported in status.
+            ScannerMessage.update(state=GIVEN_UP).where(
+                (ScannerMessage.scanner == self.name) & (ScannerMessage.state == FAILED)
+                & (ScannerMessage.attempts >= MAX_ATTEMPTS)).execute()
+
+    def count_imported(self, count):
+        if count:
+            self._status().execute()
+            ScannerStatus.update(imported=ScannerStatus.imported + count).where(
+                ScannerStatus.scanner == self.name).execute()
+
+    def success(self):
+        self._status().execute()
+        ScannerStatus.update(last_success=self.clock()).where(ScannerStatus.scanner == self.name).execute()
+
+    def error(self, text):
+        self._status().execute()
+        ScannerStatus.update(last_error=text[:2000], last_error_at=self.clock()).where(
+            ScannerStatus.scanner == self.name).execute()
+
+    def _status(self):
+        return ScannerStatus.insert(scanner=self.name, imported=0).on_conflict_ignore()
+
+
+def status_json(scanner, iso):
+    """`scanners status --json` for one configured scanner (`iso` formats a timestamp)."""
+    name = scanner.name
+    status = ScannerStatus.get_or_none(ScannerStatus.scanner == name)
+    folders = {row.folder: row for row in ScannerFolder.select().where(ScannerFolder.scanner == name)}
+    failed = (ScannerMessage.select().where((ScannerMessage.scanner == name)
+                                            & ScannerMessage.state.in_((FAILED, GIVEN_UP)))
+              .order_by(ScannerMessage.id))
+    return {
+        "name": name,
+        "active": scanner.active,
+        "host": scanner.host,
+        "scan": scanner.scan,
+        "last_success": iso(status.last_success) if status else None,
+        "last_error": ({"text": status.last_error, "time": iso(status.last_error_at)}
+                       if status and status.last_error else None),
+        "last_uid": {f: (folders[f].last_uid if f in folders else None) for f in scanner.folders},
+        "uidvalidity": {f: (folders[f].uidvalidity if f in folders else None) for f in scanner.folders},
+        "imported": status.imported if status else 0,
+        "failed": [{"folder": m.folder, "uid": m.uid, "state": m.state, "attempts": m.attempts,
+                    "error": m.error} for m in failed],
+    }
