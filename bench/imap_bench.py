@@ -1,0 +1,138 @@
+"""IMAP scanner benchmark against a private Dovecot (needs root and dovecot-imapd).
+
+    .venv/bin/python bench/imap_bench.py [--messages 10000] [--new 10]
+
+1. fills a mailbox with N messages (written straight into Dovecot's maildir),
+2. times the first scan: fetch, rules, spool commit, \\Seen for every message,
+3. delivers `--new` more messages over IMAP and times the incremental scan,
+   which must fetch only the new UIDs (it exits 1 otherwise).
+
+The pipeline (filing tickets) is not part of the figures: it runs in the
+daemon's worker process and is measured by bench/smtp_bench.py.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from dovecot import PASSWORD, Dovecot, available  # noqa: E402
+
+RULES = [
+    {"name": "invoices", "conditions": {"any": [
+        {"field": "subject", "op": "contains", "value": "invoice"},
+        {"all": [{"field": "from", "op": "ends_with", "value": "@billing.test"},
+                 {"field": "has_attachment", "op": "equals", "value": True}]}]},
+     "actions": ["create_contact", {"create_or_update_ticket": {"status": "Billing"}}]},
+    {"name": "newsletters", "conditions": {"field": "header:List-Id", "op": "not_matches", "value": "^$"},
+     "actions": ["mark_read"]},
+]
+
+
+def message(number):
+    msg = EmailMessage()
+    msg["From"] = f"Customer {number} <customer{number % 500}@acme.example>"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = f"{'Invoice' if number % 10 == 0 else 'Question'} number {number}"
+    msg["Message-ID"] = f"<bench.{number}.{time.time_ns()}@acme.example>"
+    msg.set_content(f"Hello,\n\nthis is message {number}.\n" + "Some text to read. " * 80 + "\n")
+    return msg.as_bytes(policy=SMTP)
+
+
+def fill_maildir(dovecot, user, count):
+    """Write `count` messages into the user's maildir new/, as the dovecot user owns it."""
+    box = dovecot.maildir(user)
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True, exist_ok=True)
+    stamp = int(time.time())
+    for number in range(count):
+        (box / "new" / f"{stamp}.M{number}P{os.getpid()}.bench").write_bytes(message(number))
+    for path in [box, *box.rglob("*")]:
+        shutil.chown(path, "dovecot", "dovecot")
+
+
+def site(root, dovecot, user):
+    root = Path(root)
+    (root / "config").mkdir()
+    (root / "secrets").mkdir()
+    (root / "secrets" / "imap.pass").write_text(PASSWORD + "\n")
+    (root / "config" / "staff.yaml").write_text("staff:\n  - name: Jane Doe\n    emails: [jane@example.com]\n")
+    import yaml
+    (root / "config" / "scanners.yaml").write_text(yaml.safe_dump({"scanners": [{
+        "name": "bench", "host": "127.0.0.1", "port": dovecot.port, "security": "none", "username": user,
+        "password_file": "secrets/imap.pass", "scan": "all_since_last", "idle": False,
+        "unmatched": "pipeline", "rules": RULES}]}))
+    ini = root / "connector.ini"
+    ini.write_text("[connector]\npublic_address = support@example.com\n"
+                   "notifications_address = notifications@example.com\ndatabase = var/connector.db\n"
+                   "log_level = warning\n[outbound]\nmode = maildir\nmaildir = var/outgoing\n")
+    return ini
+
+
+def timed_scan(settings):
+    from connector.intake.imap import Scanner, _logout, connect
+    cfg = settings.extra["scanners"][0]
+    scanner = Scanner(cfg)
+    start = time.perf_counter()
+    try:
+        result = scanner.scan(connect(cfg))
+    finally:
+        if scanner.client is not None:
+            _logout(scanner.client)
+    return time.perf_counter() - start, result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--new", type=int, default=10)
+    args = parser.parse_args()
+    reason = available()
+    if reason:
+        print(f"imap_bench: cannot run: {reason}", file=sys.stderr)
+        return 2
+    from connector.log import setup_logging
+    from connector.scanners.state import create_tables
+    from connector.settings import load_settings
+    from connector.store.db import open_store
+    from connector.store.models import SpoolEntry
+    setup_logging("warning", stream=sys.stderr)
+    dovecot = Dovecot().start()
+    work = tempfile.mkdtemp(prefix="imap-bench-")
+    try:
+        user = dovecot.new_user()
+        started = time.perf_counter()
+        fill_maildir(dovecot, user, args.messages)
+        print(f"mailbox filled with {args.messages} messages in {time.perf_counter() - started:.1f}s")
+        settings = load_settings(site(work, dovecot, user))
+        open_store(settings.database)
+        create_tables()
+        first_time, first = timed_scan(settings)
+        print(f"first scan:       {first_time:7.2f}s  fetched {first.fetched:6d}  imported {first.imported:6d}  "
+              f"({first.fetched / first_time:,.0f} messages/s)")
+        for number in range(args.new):
+            dovecot.append(user, message(args.messages + number))
+        second_time, second = timed_scan(settings)
+        print(f"incremental scan: {second_time:7.2f}s  fetched {second.fetched:6d}  imported {second.imported:6d}")
+        stored = SpoolEntry.select().count()
+        print(f"spool entries: {stored}")
+        ok = first.fetched == args.messages and second.fetched == args.new and stored == args.messages + args.new
+        if not ok:
+            print("imap_bench: FAILED: the incremental scan must fetch only the new UIDs", file=sys.stderr)
+        return 0 if ok else 1
+    finally:
+        dovecot.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

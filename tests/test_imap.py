@@ -1,0 +1,299 @@
+"""Scanners against a real Dovecot (tests/dovecot.py), scanning and filing in this
+process: logins and TLS, unread vs all_since_last, UIDVALIDITY, every operator
+and action on the server, failures that never block a mailbox, crash safety."""
+
+import json
+import os
+from email.policy import SMTP
+
+import pytest
+from imapclient import SEEN
+
+from conftest import make_mail
+from dovecot import Site, dovecot_fixture, scanner
+from connector.intake.imap import ScanError
+from connector.scanners.state import ScannerMessage
+
+dovecot = pytest.fixture(scope="module")(dovecot_fixture)
+
+
+def mail(subject, sender="ann@acme.example", **kw):
+    """Bytes as the server stores them (CRLF), so what is read back compares equal."""
+    return make_mail(subject=subject, sender=sender, **kw).as_bytes(policy=SMTP)
+
+
+def test_all_since_last_imports_read_mail_flags_after_commit_and_only_new_uids(tmp_path, dovecot):
+    user = dovecot.new_user()
+    read_elsewhere = dovecot.append(user, mail("Printer broken"), flags=[SEEN])
+    unread = dovecot.append(user, mail("Scanner broken"))
+    site = Site(tmp_path, [scanner(dovecot, user, scan="all_since_last")])
+    result = site.scan()
+    assert (result.fetched, result.imported) == (2, 2)
+    spool = site.spool()
+    assert [s["intake"] for s in spool] == ["imap:support"] * 2 and all(s["hints"] is None for s in spool)
+    assert all(SEEN in flags for flags in dovecot.flags(user).values())
+    site.file()
+    assert sorted(t.subject for t in site.tickets()) == ["Printer broken", "Scanner broken"]
+    # incremental: only the UID above the last one is fetched
+    newer = dovecot.append(user, mail("Monitor flickers"))
+    result = site.scan()
+    assert (result.fetched, result.imported) == (1, 1)
+    assert newer > unread > read_elsewhere
+    assert site.scan().fetched == 0
+    from connector.scanners.state import ScannerFolder
+    assert ScannerFolder.get(ScannerFolder.scanner == "support").last_uid == newer
+
+
+def test_unread_skips_mail_read_in_another_client(tmp_path, dovecot):
+    user = dovecot.new_user()
+    read_elsewhere = dovecot.append(user, mail("Already read"), flags=[SEEN])
+    unread = dovecot.append(user, mail("Still unread"))
+    site = Site(tmp_path, [scanner(dovecot, user, scan="unread", unmatched="pipeline")])
+    result = site.scan()
+    assert (result.fetched, result.imported) == (1, 1)
+    assert [s["raw"] for s in site.spool()] == [dovecot.messages(user)[unread][1]]
+    dovecot.append(user, mail("Read before the next scan"), flags=[SEEN])
+    assert site.scan().fetched == 0
+    flags = dovecot.flags(user)
+    assert SEEN in flags[unread] and SEEN in flags[read_elsewhere]
+    site.file()
+    assert [t.subject for t in site.tickets()] == ["Still unread"]
+
+
+def test_unread_with_leave_does_not_fetch_the_same_message_again(tmp_path, dovecot):
+    user = dovecot.new_user()
+    uid = dovecot.append(user, mail("Not for us"))
+    site = Site(tmp_path, [scanner(dovecot, user, scan="unread", unmatched="leave")])
+    assert (site.scan().left, site.scan().fetched) == (1, 0)
+    assert SEEN not in dovecot.flags(user)[uid] and site.spool() == []
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_verify_certificate_refuses_then_accepts(tmp_path, dovecot, security):
+    user = dovecot.new_user()
+    dovecot.append(user, mail(f"Over {security}"))
+    port = dovecot.ssl_port if security == "ssl" else dovecot.port
+    site = Site(tmp_path, [scanner(dovecot, user, name="strict", security=security, port=port),
+                           scanner(dovecot, user, name="trusting", security=security, port=port,
+                                   verify_certificate=False)])
+    with pytest.raises(ScanError, match="certificate"):
+        site.scan("strict")
+    assert site.spool() == []
+    assert site.scan("trusting").imported == 1
+
+
+def test_wrong_password_is_a_scan_error(tmp_path, dovecot):
+    user = dovecot.new_user()
+    site = Site(tmp_path, [scanner(dovecot, user)])
+    (tmp_path / "secrets" / "imap.pass").write_text("wrong\n")
+    with pytest.raises(ScanError, match="login"):
+        site.scan()
+
+
+def test_uidvalidity_change_rescans_without_filing_twice(tmp_path, dovecot):
+    user = dovecot.new_user()
+    first, second = mail("First in folder"), mail("Second in folder")
+    dovecot.append(user, first, folder="Tickets")
+    dovecot.append(user, second, folder="Tickets")
+    site = Site(tmp_path, [scanner(dovecot, user, folders=["Tickets"])])
+    assert site.scan().imported == 2
+    old = dovecot.uidvalidity(user, "Tickets")
+    dovecot.recreate(user, "Tickets")                 # restored from a backup: new UIDVALIDITY, UIDs start over
+    for raw in (first, second, mail("Third, really new")):
+        dovecot.append(user, raw, folder="Tickets")
+    assert dovecot.uidvalidity(user, "Tickets") != old
+    result = site.scan()
+    assert (result.fetched, result.imported, result.known) == (3, 1, 2)
+    site.file()
+    assert sorted(t.subject for t in site.tickets()) == ["First in folder", "Second in folder", "Third, really new"]
+    assert len(site.spool()) == 3
+    assert all(SEEN in f for f in dovecot.flags(user, "Tickets").values())
+
+
+OPERATOR_RULES = [
+    ("op-contains", {"field": "subject", "op": "contains", "value": "ALPHA-token"}),
+    ("op-not_contains", {"all": [{"field": "subject", "op": "contains", "value": "nc-marker"},
+                                 {"field": "body", "op": "not_contains", "value": "forbidden"}]}),
+    ("op-equals", {"field": "subject", "op": "equals", "value": "exact subject here"}),
+    ("op-starts_with", {"field": "subject", "op": "starts_with", "value": "prefix-xyz"}),
+    ("op-ends_with", {"field": "from", "op": "ends_with", "value": "@ends.example"}),
+    ("op-matches", {"field": "header:X-Ref", "op": "matches", "value": r"^REF-\d{3}$"}),
+    ("op-not_matches", {"all": [{"field": "subject", "op": "contains", "value": "nm-marker"},
+                                {"field": "subject", "op": "not_matches", "value": r"\d"}]}),
+    ("op-nested", {"any": [{"all": [{"field": "from", "op": "ends_with", "value": "@nest.example"},
+                                    {"field": "has_attachment", "op": "equals", "value": True}]},
+                           {"field": "cc", "op": "contains", "value": "nest-or@"}]}),
+    ("op-size", {"field": "size", "op": "greater_than", "value": "40k"}),
+]
+
+
+def test_every_operator_and_nesting_on_the_server(tmp_path, dovecot):
+    user = dovecot.new_user()
+    attached = make_mail(subject="with file", sender="x@nest.example")
+    attached.add_attachment(b"data", maintype="application", subtype="octet-stream", filename="a.bin")
+    hits = {
+        "op-contains": mail("an alpha-token inside"),
+        "op-not_contains": mail("nc-marker ok", body="harmless\n"),
+        "op-equals": mail("Exact Subject Here"),
+        "op-starts_with": mail("Prefix-XYZ and more"),
+        "op-ends_with": mail("from ends", sender="who@Ends.example"),
+        "op-matches": mail("with a ref", headers={"X-Ref": "ref-123"}),
+        "op-not_matches": mail("nm-marker without digits"),
+        "op-nested": attached.as_bytes(policy=SMTP),
+        "op-size": mail("big one", body="x" * 50_000 + "\n"),
+    }
+    misses = [mail("nc-marker", body="this is forbidden\n"), mail("exact subject here, not"),
+              mail("nm-marker 7"), mail("no file", sender="x@nest.example"),
+              mail("ref off", headers={"X-Ref": "REF-1234"}), mail("xyz-prefix"), mail("alpha token")]
+    for raw in list(hits.values()) + misses:
+        dovecot.append(user, raw)
+    nested_or = mail("cc route", cc="nest-or@acme.example")
+    dovecot.append(user, nested_or)
+    rules = [{"name": name, "conditions": cond, "actions": [{"move_to_folder": name}]}
+             for name, cond in OPERATOR_RULES]
+    site = Site(tmp_path, [scanner(dovecot, user, unmatched="leave", rules=rules)])
+    result = site.scan()
+    assert result.fetched == len(hits) + len(misses) + 1
+    for name, raw in hits.items():
+        moved = [body for _, body in dovecot.messages(user, name).values()]
+        expected = [raw] + ([nested_or] if name == "op-nested" else [])
+        assert sorted(moved) == sorted(expected), name
+    left = dovecot.messages(user)
+    assert sorted(body for _, body in left.values()) == sorted(misses)
+    assert all(SEEN not in flags for flags, _ in left.values())      # leave: untouched
+    assert site.spool() == []                                         # moves only: nothing imported
+
+
+def test_every_action(tmp_path, dovecot):
+    user = dovecot.new_user()
+    rules = [
+        {"name": "contact-only", "conditions": {"field": "subject", "op": "contains", "value": "add me"},
+         "actions": ["create_contact"]},
+        {"name": "billing", "conditions": {"field": "subject", "op": "contains", "value": "billing"},
+         "actions": ["create_contact", {"create_or_update_ticket": {
+             "status": "Billing", "manager": "jane@example.com", "priority": "high", "inbox": False}},
+             {"move_to_folder": "Processed"}]},
+        {"name": "partner", "conditions": {"field": "subject", "op": "contains", "value": "partner"},
+         "actions": [{"create_or_update_ticket": {"match": r"TT(\d+)", "status": "Answered"}}]},
+        {"name": "spam", "conditions": {"field": "subject", "op": "contains", "value": "spam"},
+         "actions": ["delete_message"]},
+        {"name": "fyi", "conditions": {"field": "subject", "op": "starts_with", "value": "fyi"},
+         "actions": ["mark_read"]},
+        {"name": "stopper", "conditions": {"field": "subject", "op": "contains", "value": "stopme"},
+         "actions": ["mark_read", "stop", "delete_message"]},
+        {"name": "later", "conditions": {"field": "subject", "op": "contains", "value": "stopme"},
+         "actions": ["delete_message"]},
+    ]
+    site = Site(tmp_path, [scanner(dovecot, user, unmatched="leave", rules=rules)])
+    uids = {subject: dovecot.append(user, mail(subject, sender=sender)) for subject, sender in [
+        ("please add me", "carol@newco.example"), ("billing question", "ann@acme.example"),
+        ("cheap spam", "spam@junk.example"), ("fyi: release notes", "dev@acme.example"),
+        ("stopme please", "ann@acme.example"), ("unrelated", "ann@acme.example")]}
+    site.scan()
+    site.file()
+    from connector.store.models import Contact, Message
+    (ticket,) = site.tickets()
+    assert (ticket.subject, ticket.status, ticket.manager, ticket.priority, ticket.in_inbox) == \
+        ("billing question", "Billing", "jane@example.com", "high", False)
+    assert Contact.get_or_none(Contact.email == "carol@newco.example") is not None
+    assert [s["action"] for s in site.spool()] == ["contact_only", "new_ticket"]
+    inbox = {body: flags for flags, body in dovecot.messages(user).values()}
+    assert SEEN in dovecot.messages(user, "Processed")[1][0]           # moved after the commit, read
+    subjects = {uid: subject for subject, uid in uids.items()}
+    in_inbox = sorted(subjects[u] for u in dovecot.flags(user))
+    assert in_inbox == ["fyi: release notes", "please add me", "stopme please", "unrelated"]  # spam deleted, billing moved
+    flags = dovecot.flags(user)
+    assert SEEN in flags[uids["fyi: release notes"]] and SEEN in flags[uids["stopme please"]]
+    assert SEEN in flags[uids["please add me"]] and SEEN not in flags[uids["unrelated"]]
+    assert len(inbox) == 4
+    # create_or_update_ticket with `match`: TT<number> in the subject updates that ticket
+    dovecot.append(user, mail(f"partner update TT{ticket.number}", sender="ann@acme.example"))
+    site.scan()
+    site.file()
+    (ticket,) = site.tickets()
+    assert ticket.status == "Answered"
+    assert Message.select().where((Message.ticket == ticket) & (Message.direction == "in")).count() == 2
+
+
+def test_a_message_that_cannot_be_fetched_does_not_block_the_rest(tmp_path, dovecot):
+    user = dovecot.new_user()
+    uids = [dovecot.append(user, mail(f"Message {n}")) for n in range(3)]
+    site = Site(tmp_path, [scanner(dovecot, user)])
+    broken = next(f for f in (dovecot.maildir(user) / "new").iterdir() if b"Message 1" in f.read_bytes())
+    os.chmod(broken, 0)                       # Dovecot answers its FETCH with BYE and hangs up
+    try:
+        result = site.scan()
+    finally:
+        base = broken.name.split(":")[0]
+        for folder in ("new", "cur"):
+            for path in (dovecot.maildir(user) / folder).glob(base + "*"):
+                os.chmod(path, 0o600)
+    assert (result.imported, result.failed) == (2, 1)
+    flags = dovecot.flags(user)
+    assert SEEN not in flags[uids[1]] and SEEN in flags[uids[0]] and SEEN in flags[uids[2]]
+    row = ScannerMessage.get(ScannerMessage.uid == uids[1])
+    assert row.state == "failed" and row.error
+    status = json.loads(site.inst.cli("scanners", "status", "--json").stdout)[0]
+    assert status["failed"][0]["uid"] == uids[1] and status["imported"] == 2
+    result = site.scan()                                  # retried, now readable
+    assert (result.fetched, result.imported) == (1, 1)
+    assert SEEN in dovecot.flags(user)[uids[1]]
+
+
+def test_crash_between_commit_and_flag_redoes_only_the_mailbox_actions(tmp_path, dovecot, monkeypatch):
+    user = dovecot.new_user()
+    uid = dovecot.append(user, mail("crash me"))
+    rules = [{"name": "all", "conditions": {"field": "subject", "op": "contains", "value": "crash"},
+              "actions": ["create_or_update_ticket", {"move_to_folder": "Done"}]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    from connector.intake.imap import Scanner
+
+    def crash(*args):
+        raise ConnectionResetError("connection lost before the flags")
+
+    monkeypatch.setattr(Scanner, "_act", crash)
+    with pytest.raises(ConnectionResetError):
+        site.scan()
+    assert SEEN not in dovecot.flags(user)[uid] and len(site.spool()) == 1
+    monkeypatch.undo()
+    site.scan()
+    assert len(site.spool()) == 1                         # not stored again
+    assert dovecot.flags(user) == {} and len(dovecot.flags(user, "Done")) == 1
+
+
+def test_xoauth2_with_a_shared_mailbox(tmp_path, dovecot):
+    shared = dovecot.new_user("shared")
+    dovecot.append(shared, mail("For the shared mailbox"))
+    dovecot.introspection.tokens["tok-delegate-1"] = shared   # the delegate's token opens the shared mailbox
+    site = Site(tmp_path, [scanner(dovecot, "delegate@example.test", auth="xoauth2", password_file=None,
+                                   token_command="echo tok-delegate-1", mailbox=shared,
+                                   security="ssl", port=dovecot.ssl_port, verify_certificate=False),
+                           scanner(dovecot, "delegate@example.test", name="expired", auth="xoauth2",
+                                   password_file=None, token_command="echo tok-expired", mailbox=shared),
+                           scanner(dovecot, "delegate@example.test", name="broken-tool", auth="xoauth2",
+                                   password_file=None, token_command="exit 3")])
+    assert site.scan().imported == 1
+    assert "tok-delegate-1" in dovecot.introspection.requests
+    assert f"user=<{shared}>, method=XOAUTH2" in dovecot.log()
+    with pytest.raises(ScanError, match="login"):
+        site.scan("expired")
+    with pytest.raises(ScanError, match="token_command failed"):
+        site.scan("broken-tool")
+
+
+def test_run_and_status_commands(tmp_path, dovecot):
+    user = dovecot.new_user()
+    dovecot.append(user, mail("Via the Run button"))
+    site = Site(tmp_path, [scanner(dovecot, user), scanner(dovecot, user, name="down", port=1, active=False)])
+    data = json.loads(site.inst.cli("scanners", "run", "support", "--json").stdout)
+    assert (data["fetched"], data["imported"]) == (1, 1)
+    failed = site.inst.cli("scanners", "run", "down", check=False)
+    assert failed.returncode == 75 and b"cannot connect" in failed.stderr
+    status = {s["name"]: s for s in json.loads(site.inst.cli("scanners", "status", "--json").stdout)}
+    assert status["support"]["imported"] == 1 and status["support"]["last_uid"] == {"INBOX": 1}
+    assert status["support"]["last_success"] and status["support"]["last_error"] is None
+    assert status["support"]["active"] is True and status["down"]["active"] is False
+    assert "cannot connect" in status["down"]["last_error"]["text"] and status["down"]["last_error"]["time"]
+    assert status["down"]["last_uid"] == {"INBOX": None} and status["down"]["imported"] == 0
+    text = site.inst.cli("scanners", "status").stdout.decode()
+    assert "support" in text and "down" in text

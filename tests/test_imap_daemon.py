@@ -1,0 +1,153 @@
+"""Scanners inside the real daemon (`connector run` as a process) against Dovecot:
+IMAP IDLE files a new message within 2 s; a scanner that fails (server down,
+wrong password, TLS refused) never stops another one or the SMTP intake; a
+crash between the spool commit and the \\Seen flag loses nothing and files
+nothing twice."""
+
+import json
+import sqlite3
+import time
+
+import pytest
+import yaml
+from imapclient import SEEN
+
+from conftest import Instance, free_port, make_mail, wait_for
+from dovecot import PASSWORD, dovecot_fixture, scanner
+from connector.intake.imap import CRASH_ENV
+
+dovecot = pytest.fixture(scope="module")(dovecot_fixture)
+
+
+def site(tmp_path, sink, scanners, wrong_password=False):
+    inst = Instance(tmp_path, sink.port)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "imap.pass").write_text(PASSWORD + "\n")
+    (tmp_path / "secrets" / "wrong.pass").write_text("not-the-password\n")
+    (tmp_path / "config" / "scanners.yaml").write_text(yaml.safe_dump({"scanners": scanners}))
+    return inst
+
+
+def query(inst, sql):
+    db = inst.path / "var" / "connector.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=5) as conn:
+        conn.execute(f"attach database '{inst.path / 'var' / 'connector-spool.db'}' as spool")
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:   # tables not created yet
+            return []
+
+
+def subjects(inst):
+    return sorted(row[0] for row in query(inst, "select subject from ticket"))
+
+
+def log_has(inst, event):
+    return f'"event": "{event}"' in inst.log.read_text()
+
+
+def test_idle_files_a_new_message_within_two_seconds(tmp_path, sink, dovecot):
+    user = dovecot.new_user()
+    inst = site(tmp_path, sink, [scanner(dovecot, user, idle=True, interval=300)])
+    inst.start()
+    try:
+        wait_for(lambda: log_has(inst, "imap.scanned"), 15, what="first scan")
+        time.sleep(0.3)
+        sent = time.monotonic()
+        dovecot.append(user, make_mail(subject="Arrives while idling").as_bytes())
+        wait_for(lambda: subjects(inst) == ["Arrives while idling"], 2.0, interval=0.02,
+                 what="the ticket filed by IDLE within 2 s")
+        elapsed = time.monotonic() - sent
+        assert log_has(inst, "imap.idle_wakeup")
+        assert elapsed < 2.0
+        wait_for(lambda: all(SEEN in f for f in dovecot.flags(user).values()), 5, what="\\Seen")
+    finally:
+        inst.stop()
+
+
+def test_failing_scanners_do_not_stop_the_others_or_smtp(tmp_path, sink, dovecot):
+    good, other = dovecot.new_user(), dovecot.new_user()
+    dovecot.append(good, make_mail(subject="Via the good scanner").as_bytes())
+    closed = free_port()
+    scanners = [
+        scanner(dovecot, other, name="server-down", port=closed),
+        scanner(dovecot, other, name="wrong-password", password_file="secrets/wrong.pass"),
+        scanner(dovecot, other, name="tls-refused", security="ssl", port=dovecot.ssl_port),
+        scanner(dovecot, good, name="good", idle=True),
+    ]
+    inst = site(tmp_path, sink, scanners)
+    inst.start()
+    try:
+        wait_for(lambda: subjects(inst) == ["Via the good scanner"], 15, what="the good scanner's ticket")
+        inst.send(make_mail(subject="Via SMTP"))
+        wait_for(lambda: subjects(inst) == ["Via SMTP", "Via the good scanner"], 15, what="the SMTP ticket")
+        dovecot.append(good, make_mail(subject="Second via the good scanner").as_bytes())
+        wait_for(lambda: len(subjects(inst)) == 3, 10, what="the good scanner keeps working")
+        status = {}
+
+        def all_reported():
+            status.update({s["name"]: s for s in inst.json("scanners", "status")})
+            return all(status[n]["last_error"] for n in ("server-down", "wrong-password", "tls-refused"))
+        wait_for(all_reported, 15, interval=0.3, what="every failure in status")
+        assert "cannot connect" in status["server-down"]["last_error"]["text"]
+        assert "login" in status["wrong-password"]["last_error"]["text"]
+        assert "certificate" in status["tls-refused"]["last_error"]["text"]
+        assert status["good"]["last_error"] is None and status["good"]["imported"] == 2
+        assert status["good"]["last_uid"] == {"INBOX": 2} and status["good"]["last_success"]
+        log = inst.log.read_text()
+        assert log.count('"event": "imap.error"') >= 3
+    finally:
+        inst.stop()
+
+
+def test_kill_between_spool_commit_and_flag(tmp_path, sink, dovecot, monkeypatch):
+    user = dovecot.new_user()
+    rules = [{"name": "to-processed", "conditions": {"field": "subject", "op": "contains", "value": "crash"},
+              "actions": ["create_or_update_ticket", {"move_to_folder": "Processed"}]}]
+    inst = site(tmp_path, sink, [scanner(dovecot, user, idle=True, rules=rules)])
+    monkeypatch.setenv(CRASH_ENV, "1")
+    inst.start()
+    wait_for(lambda: log_has(inst, "imap.scanned"), 15, what="first (empty) scan")
+    uid = dovecot.append(user, make_mail(subject="crash test").as_bytes())
+    wait_for(lambda: inst.proc.poll() is not None, 15, what="the daemon to die after the commit")
+    assert inst.proc.returncode == 137
+    inst.proc = None
+    # Committed, but neither flagged nor moved: the server still shows it unread in INBOX.
+    assert len(query(inst, "select id from spool.spool")) == 1
+    assert SEEN not in dovecot.flags(user)[uid] and dovecot.flags(user, "Processed") == {}
+    monkeypatch.delenv(CRASH_ENV)
+    time.sleep(1.0)   # the orphaned worker notices its parent died and stops
+    inst.start()
+    try:
+        wait_for(lambda: dovecot.flags(user) == {} and len(dovecot.flags(user, "Processed")) == 1, 15,
+                 what="the message moved after the restart")
+        rows = wait_for(lambda: (r := query(inst, "select s.id, p.action from spool.spool s join processing p "
+                                                  "on p.spool_id = s.id order by s.id")) and len(r) == 2 and r,
+                        15, what="both spool entries processed")
+        assert [action for _, action in rows] == ["new_ticket", "duplicate"]
+        assert subjects(inst) == ["crash test"]
+        assert SEEN in next(iter(dovecot.flags(user, "Processed").values()))
+        status = inst.json("scanners", "status")[0]
+        assert status["imported"] == 1
+    finally:
+        inst.stop()
+
+
+def test_scanners_yaml_changes_apply_while_running(tmp_path, sink, dovecot):
+    first, second = dovecot.new_user(), dovecot.new_user()
+    dovecot.append(second, make_mail(subject="Added scanner").as_bytes())
+    inst = site(tmp_path, sink, [scanner(dovecot, first, idle=True)])
+    inst.start()
+    try:
+        wait_for(lambda: log_has(inst, "imap.scanned"), 15, what="first scan")
+        config = tmp_path / "config" / "scanners.yaml"
+        config.write_text("scanners: [ {name: broken, host: } ]\n")        # bad: kept running on the old one
+        wait_for(lambda: log_has(inst, "scanners.reload_failed"), 10, what="reload refused")
+        config.write_text(yaml.safe_dump({"scanners": [scanner(dovecot, first, idle=True),
+                                                       scanner(dovecot, second, name="added")]}))
+        wait_for(lambda: subjects(inst) == ["Added scanner"], 15, what="the added scanner's ticket")
+        assert json.loads(inst.cli("scanners", "status", "--json").stdout)[1]["name"] == "added"
+    finally:
+        inst.stop()
