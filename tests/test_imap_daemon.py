@@ -60,6 +60,7 @@ def test_idle_files_a_new_message_within_two_seconds(tmp_path, sink, dovecot):
         wait_for(lambda: subjects(inst) == ["Arrives while idling"], 2.0, interval=0.02,
                  what="the ticket filed by IDLE within 2 s")
         elapsed = time.monotonic() - sent
+        print(f"IDLE: appended to ticket filed in {elapsed:.2f}s")
         assert log_has(inst, "imap.idle_wakeup")
         assert elapsed < 2.0
         wait_for(lambda: all(SEEN in f for f in dovecot.flags(user).values()), 5, what="\\Seen")

@@ -104,6 +104,8 @@ def connect(cfg, timeout=TIMEOUT):
             except ssl.SSLCertVerificationError as exc:
                 raise ScanError(f"TLS certificate of {cfg.host} not accepted: {exc.verify_message} "
                                 "(verify_certificate: false only for a server you trust)") from None
+            except (OSError, IMAPClientError) as exc:
+                raise ScanError(f"STARTTLS with {cfg.host} failed: {exc}") from None
         if cfg.auth == "xoauth2":
             client.oauth2_login(cfg.mailbox or cfg.username, access_token(cfg))
         else:
