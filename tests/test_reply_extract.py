@@ -96,6 +96,19 @@ def test_lone_quote_marker_line_between_text_is_text(extractor):
     assert extractor.extract(body) == body
 
 
+def test_inline_answers_below_short_quoted_questions_are_kept(extractor):
+    # an answer right below a short quoted line is not the wrapped rest of that line
+    body = ("On 05/01/2026 10:00, John wrote:\n> Can you restart the server?\nDone.\n"
+            "> And clear the cache?\nAlso done.\n")
+    assert extractor.extract(body) == "Done.\nAlso done."
+
+
+def test_lone_quoted_question_set_apart_by_blank_lines_is_a_quote(extractor):
+    body = ("On 05/01/2026 10:00, John wrote:\n> Can you restart?\n\nDone.\n\n"
+            "> And clear the cache?\n\nAlso done.\n\n> Thanks\n")
+    assert extractor.extract(body) == "Done.\n\nAlso done."
+
+
 def test_paragraphs_starting_with_on_are_kept(extractor):
     body = "On the surface, fine.\n\nOn average, this works.\nOn blah-blah"
     assert extractor.extract(body) == body

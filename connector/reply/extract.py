@@ -177,7 +177,8 @@ class Extractor:
             if line_end < 0:
                 return end
             last_line = text[text.rfind("\n", 0, end - 1) + 1:end]
-            if last_line.strip() and self._is_quoted(text, line_end + 1):
+            if (last_line.strip() and self._is_quoted(text, line_end + 1)
+                    and _looks_wrapped(last_line, text[end:line_end])):
                 pos = line_end + 1
                 continue
             return end
@@ -218,8 +219,11 @@ class Extractor:
                 break
             qstart = quote.start()
             end = self._block_end(text, qstart)
-            if end < length and text[start:qstart].strip() and not self._several_quoted(text, qstart, end):
-                pos = end   # a lone '>' line between text lines is text ("> 5 items", ">>> link <<<")
+            if (end < length and not pieces and text[start:qstart].strip()
+                    and not self._several_quoted(text, qstart, end) and _hugs_text(text, qstart, end)):
+                # before any quote, a lone '>' line right between text lines is text
+                # ("> 5 items", ">>> link <<<"); after one, it is a quote answered inline
+                pos = end
                 continue
             head, signed = self._cut_signature(text[start:qstart])
             pieces.append(head)
@@ -233,6 +237,28 @@ class Extractor:
         if first_end < 0 or first_end >= end:
             return False
         return self._quote.search(text, first_end + 1, end) is not None
+
+
+WRAP_MIN = 40   # a quoted line shorter than this was not wrapped by the quoting client
+
+
+def _looks_wrapped(quoted, line):
+    """Whether unquoted `line`, squeezed between quoted lines below `quoted`, is the wrapped
+    rest of a quoted line: the quoted line above was long, empty or holds a link, or `line` is
+    a link, indented, or one long unbreakable token (a path). Text right below a short quoted
+    sentence is an inline answer ("> Can you restart it?" / "Done.")."""
+    return (len(quoted.rstrip()) >= WRAP_MIN or not quoted.strip(" \t>") or "://" in quoted
+            or "://" in line or line[:1] in " \t("
+            or (len(line.split()) == 1 and len(line.strip()) >= WRAP_MIN // 2))
+
+
+def _hugs_text(text, qstart, end):
+    """Whether the lone quoted line at `qstart` sits right between text lines (no blank line
+    above or below it): then it is text ("> 5 items", ">>> link <<<"); set apart by blank
+    lines it is a quote answered below (inline replies)."""
+    above = text[text.rfind("\n", 0, max(qstart - 1, 0)) + 1:qstart]
+    below_blank = text.count("\n", qstart, end) > 1
+    return bool(above.strip()) and not below_blank
 
 
 def _trim(piece):
