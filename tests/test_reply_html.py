@@ -55,3 +55,26 @@ def test_readable_text_from_html():
 def test_broken_html_never_raises():
     for html in ("<div><blockquote>unclosed", "</p></div><<>>", "<a href=x>" * 500, "<![CDATA[x"):
         html_to_text(html, drop_quotes=True)
+
+
+def test_indent_blockquote_without_quote_bar_is_the_senders_text():
+    # Gmail's "indent" button: a blockquote with border:none, not history
+    html = ('<div>Steps I tried:</div><blockquote style="margin:0 0 0 40px;border:none;padding:0px">'
+            '<div>restart the printer</div></blockquote><div>Ann</div>')
+    assert "restart the printer" in html_to_text(html, drop_quotes=True)
+    cited = '<div>New</div><blockquote type="cite" style="border:none">old</blockquote>'
+    assert html_to_text(cited, drop_quotes=True) == "New"
+
+
+@pytest.mark.parametrize("html", [
+    # Gmail puts a forward inside gmail_quote, Apple Mail inside blockquote type=cite
+    '<div dir="ltr">Please handle this.<br><br><div class="gmail_quote"><div dir="ltr" class="gmail_attr">'
+    '---------- Forwarded message ---------<br>From: Bob &lt;bob@client.example&gt;<br>Subject: Broken<br>'
+    '</div><br><div dir="ltr">My device is broken.</div></div></div>',
+    'Please handle this.<br><div><br><blockquote type="cite"><div>Begin forwarded message:</div><br>'
+    '<div><b>From: </b>Bob &lt;bob@client.example&gt;</div><br><div>My device is broken.</div></blockquote></div>',
+])
+def test_html_only_forward_keeps_the_forwarded_mail(extractor, html):
+    raw = ("From: a@example.com\nSubject: Fwd: Broken\nContent-Type: text/html; charset=utf-8\n\n" + html).encode()
+    reply = extractor.extract_message(parse_message(raw))
+    assert reply.startswith("Please handle this.") and "My device is broken." in reply

@@ -4,7 +4,8 @@
 and link targets ("text (https://...)"); scripts, styles and comments go.
 With `drop_quotes=True` it also leaves out what clients mark as history:
 
-- subtrees: `<blockquote>` (Apple Mail `type=cite`, Thunderbird, Gmail),
+- subtrees: `<blockquote>` (Apple Mail `type=cite`, Thunderbird, Gmail; not an
+  indent without a quote bar, `style="...border:none"`),
   Gmail's `gmail_quote`, Thunderbird's `moz-cite-prefix` attribution, Yahoo's
   `yahoo_quoted`, ProtonMail's `protonmail_quote`, Zoho's `zmail_extra`;
 - everything from an Outlook reply header onwards: `divRplyFwdMsg`,
@@ -29,6 +30,7 @@ QUOTE_CLASSES = ("gmail_quote", "moz-cite-prefix", "yahoo_quoted", "protonmail_q
 STOP_IDS = ("divrplyfwdmsg", "appendonsend", "olk_src_body_section", "stopspelling", "x_divrplyfwdmsg",
             "mail-editor-reference-message-container")
 BORDER_TOP_RE = re.compile(r"border-top:\s*solid", re.I)
+BORDER_NONE_RE = re.compile(r"(?:^|;)\s*border\s*:\s*(?:none|0)\b", re.I)
 SPACE_RE = re.compile(r"[ \t\r\n\f\u200b]+")
 BLANK_LINES_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
@@ -54,10 +56,14 @@ class _TextWriter(HTMLParser):
             self.out.append("\n" * (count - have))
 
     def _is_quote(self, tag, attrs):
-        if tag == "blockquote":
-            return True
         classes = (attrs.get("class") or "").lower()
-        return any(name in classes for name in QUOTE_CLASSES)
+        if any(name in classes for name in QUOTE_CLASSES):
+            return True
+        if tag == "blockquote":
+            # Gmail's and Outlook on the web's "indent" button writes a blockquote without the
+            # quote bar (border:none): the sender's own indented text, not history
+            return (attrs.get("type") or "").lower() == "cite" or not BORDER_NONE_RE.search(attrs.get("style") or "")
+        return False
 
     def _is_stop(self, tag, attrs):
         ident = (attrs.get("id") or "").lower()

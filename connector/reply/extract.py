@@ -135,7 +135,7 @@ class Extractor:
     def extract_message(self, parsed):
         """The reply text of a `ParsedMessage`, using the HTML quote structure for HTML-only mail."""
         html = getattr(parsed, "html", "") or ""
-        if html and getattr(parsed, "text_from_html", False):
+        if html and getattr(parsed, "text_from_html", False) and not self._forwarded(parsed.text or ""):
             from connector.mail.html import html_to_text
             try:
                 unquoted = html_to_text(html, drop_quotes=True)
@@ -144,6 +144,18 @@ class Extractor:
             reply = self.extract(unquoted) if unquoted.strip() else ""
             return reply or self.extract(parsed.text or "")
         return self.extract(parsed.text or "")
+
+    def _forwarded(self, text):
+        """Whether `text` is a forward (its first quote header is a `forward` one). Clients put a
+        forwarded mail inside their quote markup (Gmail's gmail_quote, Apple's blockquote), so
+        the HTML structure would drop what the policy keeps: read the converted text instead."""
+        if self._header is None or not text:
+            return False
+        found = self._header.for_text(text.lower()).search(text)
+        if found is None or self._header_rules[found.lastgroup].kind != "forward":
+            return False
+        quote = self._quote.search(text, 0, found.start()) if self._quote is not None else None
+        return quote is None
 
     # -- engine ---------------------------------------------------------------
 
