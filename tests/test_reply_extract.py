@@ -130,3 +130,15 @@ def test_pathological_input_stays_fast(extractor):
     start = time.perf_counter()
     extractor.extract(body)
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("body", [
+    " " * 80000 + "\n",                           # leading blanks: possessive, no backtracking per footer
+    "John Smith wrote:\n" * 4000 + "> q\n",
+    "John <a@b.example> " * 5000 + "\n",
+])
+def test_long_adversarial_lines_stay_fast(extractor, body):
+    import time
+    start = time.perf_counter()
+    extractor.extract(body)
+    assert time.perf_counter() - start < 0.5
