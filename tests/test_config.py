@@ -127,3 +127,15 @@ def test_running_daemon_reloads_good_config_and_keeps_last_good(tmp_path):
     finally:
         inst.stop()
         sink.stop()
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "Off", "Manager", "ALL"])
+def test_receive_option_as_written_in_yaml(inst, value):
+    """`receive: off` unquoted is YAML 1.1 false; the seed writes the options capitalised."""
+    from connector.settings.loader import load_staff
+    path = inst.path / "config" / "staff.yaml"
+    path.write_text(f"staff:\n  - name: X\n    emails: [x@example.com]\n    receive: {value}\n")
+    path.parent.joinpath("accounts.yaml").write_text("accounts: []\n")
+    result = check(inst)
+    assert result.returncode == 0, result.stderr
+    assert load_staff(path)[0].receive == value.lower()

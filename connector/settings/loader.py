@@ -283,6 +283,11 @@ def load_staff(path):
         if not isinstance(active, bool):
             raise ConfigError(path, f"{where}.active", f"{active!r} is not true or false", "write true or false")
         receive = entry.get("receive", "manager")
+        if receive is False:
+            # YAML 1.1 reads an unquoted `off` (the seed's "OFF") as false.
+            receive = "off"
+        elif isinstance(receive, str):
+            receive = receive.strip().lower()
         if receive not in RECEIVE_OPTIONS:
             raise ConfigError(path, f"{where}.receive", f"{receive!r} is not a recipient option",
                               f"use one of: {', '.join(RECEIVE_OPTIONS)}")
