@@ -53,6 +53,7 @@ def test_attachments_at_any_depth_with_odd_names():
     ("=?utf-8?q?J=C3=B6rg_M=C3=BCller?= <J@Example.DE>", "Jörg Müller", "j@example.de"),
     ('"Doe, John" <john@example.com>', "Doe, John", "john@example.com"),
     ("Moderator-Address <moderator>", "Moderator-Address", "moderator"),
+    ("Müller, Hans <hans@acme.example>", "Hans", "hans@acme.example"),   # unquoted comma
 ])
 def test_sender_forms(header, name, address):
     parsed = parse_message(f"From: {header}\nSubject: x\n\nbody\n".encode())

@@ -127,3 +127,13 @@ def test_x_auto_response_suppress_files_a_ticket_without_answering(daemon, sink)
     assert daemon.spool_states()[-1][2] == "new_ticket"
     assert sink.to("ann@acme.example") == []                     # Exchange asked: no automatic answer
     assert [o["kind"] for o in daemon.outbox()] == ["distribution"]
+
+
+def test_sender_without_a_domain_is_triaged_never_answered(daemon, sink):
+    """'From: Hans' names nobody we could write to: no ticket, no auto-response to 'hans'."""
+    raw = b"From: Hans\r\nTo: support@example.com\r\nSubject: help\r\nMessage-ID: <nodomain@x>\r\n\r\nhi\r\n"
+    daemon.send(raw, "hans@acme.example", ["support@example.com"])
+    daemon.wait_processed(1)
+    assert daemon.tickets() == []
+    assert [(i["reason"], i["status"]) for i in daemon.inbound()] == [("unknown_sender", "awaiting_review")]
+    assert daemon.outbox() == []

@@ -369,6 +369,9 @@ def parse_message(raw):
         return decode_header(values[0], hint, defects) if values else ""
 
     senders = _addresses(headers, "from", hint, defects) or _addresses(headers, "sender", hint, defects)
+    # Prefer a mailbox with a domain: an unquoted "Müller, Hans <hans@x>" reads as
+    # two mailboxes, "müller" and "hans@x"; the sender is the second.
+    senders = [pair for pair in senders if "@" in pair[1]] or senders
     from_name, from_addr = senders[0] if senders else ("", "")
     walker = _Walker(defects)
     try:

@@ -76,7 +76,8 @@ def run(ctx):
         return
     if sender.is_staff:
         return triage(ctx, R_STAFF_NO_TICKET)
-    if not sender.address:
+    if not sender.address or "@" not in sender.address:
+        # No usable address ("From: Hans"): nobody to create a ticket for or to answer.
         return triage(ctx, R_UNKNOWN_SENDER)
     ctx.action, ctx.reason, ctx.set_inbox = NEW_TICKET, R_NEW, True
     ctx.ticket_number = next_ticket_number()  # as planned; apply allocates it under its lock
