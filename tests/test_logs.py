@@ -21,6 +21,11 @@ def test_json_lines_with_stable_event_names(daemon, sink):
     created = next(e for e in events if e["event"] == "ticket.created")
     assert created["message_id"] == "<logged@acme.example>" and created["spool_id"] == 1
     assert created["action"] == "new_ticket" and created["ticket"] == 1 and created["level"] == "info"
+    # the message id on every line about a message: intake and delivery too
+    accepted = next(e for e in events if e["event"] == "intake.accepted")
+    assert accepted["message_id"] == "<logged@acme.example>"
+    sent = [e for e in events if e["event"] == "outbox.sent"]
+    assert sent and all(e["message_id"].startswith("<t1.") for e in sent)
 
 
 def test_readable_lines_on_a_terminal(instance):

@@ -49,7 +49,9 @@ def cmd_inject(args):
         print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)
         log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", intake="pipe")
         return EX_TEMPFAIL
-    log.info("intake.accepted", spool_id=spool_id, size=len(raw), intake="pipe", rcpt=args.recipient)
+    from connector.intake.smtp import header_message_id
+    log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
+             intake="pipe", rcpt=args.recipient)
     return EX_OK
 
 

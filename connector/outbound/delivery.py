@@ -158,17 +158,17 @@ class Delivery:
         entry.attempts += 1
         if error is None:
             entry.status, entry.sent_at, entry.last_error = OUTBOX_SENT, now, detail or None
-            log.info("outbox.sent", outbox_id=entry.id, ticket_id=entry.ticket_id, rcpt=entry.rcpt,
-                     kind=entry.kind, attempts=entry.attempts, refused=detail or None)
+            log.info("outbox.sent", outbox_id=entry.id, message_id=entry.message_id, ticket_id=entry.ticket_id,
+                     rcpt=entry.rcpt, kind=entry.kind, attempts=entry.attempts, refused=detail or None)
         elif permanent or now - entry.created_at >= self.settings.give_up_after:
             entry.status, entry.last_error = OUTBOX_FAILED, error
-            log.error("outbox.failed", outbox_id=entry.id, rcpt=entry.rcpt, attempts=entry.attempts,
-                      error=error, permanent=permanent)
+            log.error("outbox.failed", outbox_id=entry.id, message_id=entry.message_id, rcpt=entry.rcpt,
+                      attempts=entry.attempts, error=error, permanent=permanent)
         else:
             delay = min(self.settings.retry_initial * 2 ** (entry.attempts - 1), self.settings.retry_max)
             entry.next_attempt_at, entry.last_error = now + delay, error
-            log.warning("outbox.deferred", outbox_id=entry.id, rcpt=entry.rcpt, attempts=entry.attempts,
-                        error=error, retry_in=round(delay, 3))
+            log.warning("outbox.deferred", outbox_id=entry.id, message_id=entry.message_id, rcpt=entry.rcpt,
+                        attempts=entry.attempts, error=error, retry_in=round(delay, 3))
         return entry, entry.status, error, detail, now
 
     def close(self):
