@@ -137,3 +137,16 @@ def test_sender_without_a_domain_is_triaged_never_answered(daemon, sink):
     assert daemon.tickets() == []
     assert [(i["reason"], i["status"]) for i in daemon.inbound()] == [("unknown_sender", "awaiting_review")]
     assert daemon.outbox() == []
+
+
+def test_ticket_number_too_large_for_the_store_is_an_unknown_ticket(daemon, sink):
+    """A tag with a number SQLite cannot hold is a reference to a ticket that does not exist,
+    not a processing error (and `replay --dry-run` does not crash on it)."""
+    msg = make_mail(subject="Re: [Ticket #99999999999999999999999] hello", sender="ann@acme.example")
+    path = daemon.path / "huge.eml"
+    path.write_bytes(msg.as_bytes())
+    result = daemon.cli("replay", "--dry-run", "--json", str(path))
+    assert '"unknown_ticket"' in result.stdout.decode()
+    daemon.send(msg)
+    daemon.wait_processed(1)
+    assert [(i["reason"], i["status"]) for i in daemon.inbound()] == [("unknown_ticket", "awaiting_review")]

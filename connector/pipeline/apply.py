@@ -11,6 +11,7 @@ from connector.outbound import compose
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
+from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
 from connector.store.models import (
     SPOOL_DONE, Contact, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing, ThreadRef,
@@ -157,7 +158,8 @@ def apply_decision(ctx, templates):
     if ctx.action in (TRIAGE, IGNORED_AUTOMATIC):
         bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason, detail="",
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
-                    ticket_number=ctx.ticket_number, received_at=spool.received_at)
+                    ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
+                    received_at=spool.received_at)
         _queue_notices(ctx, templates, now)
     record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id or None, now)
     return ticket

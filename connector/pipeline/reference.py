@@ -34,6 +34,10 @@ def from_references(ctx):
     return None
 
 
+# The largest number SQLite stores; a subject tag beyond it names no ticket we could have.
+MAX_TICKET_NUMBER = 2 ** 63 - 1
+
+
 def run(ctx):
     number = from_subject(ctx)
     via = "subject"
@@ -41,4 +45,4 @@ def run(ctx):
         number, via = from_references(ctx), "references"
     if number is not None:
         ctx.ticket_number, ctx.ref_via = number, via
-        ctx.ticket = Ticket.get_or_none(Ticket.number == number)
+        ctx.ticket = Ticket.get_or_none(Ticket.number == number) if number <= MAX_TICKET_NUMBER else None
