@@ -269,3 +269,14 @@ def test_recipients_from_headers_when_enabled(tmp_path, sink):
         assert inst.spool_states()[-1][2] == "follow_up"          # the colleague is on the ticket now
     finally:
         inst.stop()
+
+
+def test_without_a_ticket_manager_the_other_employees_are_in_cc(daemon, sink):
+    """Seed 004: "the Ticket Manager appears in the To field. Other employees appear in Cc" --
+    a customer with no account gives a ticket without a manager: bob (all) is still Cc."""
+    ticket, _ = new_ticket(daemon, sink, sender="zed@nowhere.example", subject="No account")
+    assert ticket["manager"] is None
+    dist = [m for m in sink.messages if "bob@example.com" in m[1]]
+    assert len(dist) == 1
+    out = parsed(dist[0][2])
+    assert out["Cc"] == "bob@example.com" and "bob@example.com" not in str(out["To"])

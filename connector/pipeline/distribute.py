@@ -113,8 +113,10 @@ def _plan(ctx):
         if ctx.sender.is_staff:  # internal mail from an employee: everybody in Bcc
             ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, [], [], employees, from_name))
         else:
-            to = [employees[0]] if employees[0] == manager else employees
-            cc = employees[1:] if to == [manager] else []
+            # Seed 004: "the Ticket Manager appears in the To field. Other employees appear
+            # in Cc" -- also when the manager gets no copy (no manager, receive: off, ...).
+            to = [employees[0]] if employees[0] == manager else []
+            cc = employees[len(to):]
             ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
     if ctx.action == NEW_TICKET and not ctx.automatic.is_automatic:
         address = ctx.sender.address
