@@ -31,6 +31,8 @@ def test_good_config_summary(inst):
     ({"smtp__listen": "localhost"}, "[smtp] listen: 'localhost' is not HOST:PORT"),
     ({"smtp__max_message_size": "-5"}, "[smtp] max_message_size"),
     ({"connector__ticket_tag": "[Ticket]"}, "[connector] ticket_tag: does not contain {number}"),
+    ({"connector__ticket_tag": "[{prefix}-{number}]"}, "[connector] ticket_tag: has braces other than {number}"),
+    ({"connector__ticket_tag": "{Ticket {number}}"}, "[connector] ticket_tag: has braces other than {number}"),
 ])
 def test_bad_ini_values(tmp_path, ini, fragment):
     inst = Instance(tmp_path, 2500, **ini)

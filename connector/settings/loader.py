@@ -212,6 +212,11 @@ def load_ini(ini_path):
     if "{number}" not in values["ticket_tag"]:
         raise ConfigError(ini_path, "[connector] ticket_tag", "does not contain {number}",
                           "write it like [Ticket #{number}]")
+    if set("{}") & set(values["ticket_tag"].replace("{number}", "")):
+        # Anything else in braces is a format field the tag cannot fill: every new ticket
+        # would fail at processing time.
+        raise ConfigError(ini_path, "[connector] ticket_tag", "has braces other than {number}",
+                          "write it like [Ticket #{number}]; {number} is the only placeholder")
     if " " in values["internal_keyword"]:
         raise ConfigError(ini_path, "[connector] internal_keyword", "contains a space",
                           "the keyword must be a single word, e.g. *123*")
