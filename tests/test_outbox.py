@@ -73,6 +73,7 @@ def test_processing_error_is_kept_and_replayable(daemon, sink):
     wait_for(lambda: daemon.spool_states() and daemon.spool_states()[0][1] == "shunted", what="shunt")
     items = daemon.inbound()
     assert [(i["status"], i["reason"]) for i in items] == [("needs_attention", "processing_error")]
+    assert (items[0]["subject"], items[0]["from"]) == ("Breaks the template", "ann@acme.example")
     assert daemon.tickets() == []                           # nothing half-written
     exported = daemon.cli("message", "export", "--spool", "1").stdout
     assert exported.rstrip() == raw.rstrip()                # the message is kept whole

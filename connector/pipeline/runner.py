@@ -82,13 +82,20 @@ class Runner:
         log.error("message.shunted", spool_id=spool_id, reason=reason,
                   traceback=traceback.format_exc(limit=8))
         spool = spool_entry(spool_id)
+        subject, from_addr = "", spool.mail_from or ""
+        try:  # best effort, so that `inbound list` shows what the mail was
+            from connector.mail.parse import parse_message
+            parsed = parse_message(bytes(spool.raw))
+            subject, from_addr = parsed.subject or "", parsed.from_addr or from_addr
+        except Exception:
+            pass
         now = self.services.clock()
         previous = Processing.get_or_none(Processing.spool_id == spool_id)
         with database.atomic():
             record_processing(spool, SPOOL_SHUNTED, None, reason, None, now,
                               attempts=(previous.attempts if previous else 0) + 1)
             bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=R_PROCESSING_ERROR,
-                        detail=reason, subject="", from_addr=spool.mail_from or "", ticket_number=None,
+                        detail=reason, subject=subject, from_addr=from_addr, ticket_number=None,
                         received_at=spool.received_at)
 
     def waiting_ids(self):
