@@ -297,3 +297,24 @@ def test_run_and_status_commands(tmp_path, dovecot):
     assert status["down"]["last_uid"] == {"INBOX": None} and status["down"]["imported"] == 0
     text = site.inst.cli("scanners", "status").stdout.decode()
     assert "support" in text and "down" in text
+
+
+def test_custom_match_naming_no_ticket_makes_a_new_ticket(tmp_path, dovecot):
+    """Seed 003: the rule's regex links a mail to a ticket only when such a ticket is
+    found; a number that is no ticket number (an order number) is a new ticket, not triage."""
+    user = dovecot.new_user()
+    rules = [{"name": "orders", "conditions": {"field": "subject", "op": "contains", "value": "order"},
+              "actions": [{"create_or_update_ticket": {"match": r"(\d+)", "status": "Open"}}]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    dovecot.append(user, mail("order 4711 is missing", sender="ann@acme.example"))
+    site.scan()
+    site.file()
+    (ticket,) = site.tickets()
+    assert (ticket.subject, ticket.status) == ("order 4711 is missing", "Open")
+    assert [s["action"] for s in site.spool()] == ["new_ticket"]
+    # a number that is a ticket still updates it
+    dovecot.append(user, mail(f"Re: order {ticket.number} news", sender="ann@acme.example"))
+    site.scan()
+    site.file()
+    assert [s["action"] for s in site.spool()] == ["new_ticket", "follow_up"]
+    assert len(site.tickets()) == 1

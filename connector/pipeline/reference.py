@@ -1,7 +1,7 @@
 """Step 4: which ticket the message refers to.
 
 The ticket tag in the subject (the `ticket_tag` format, or a scanner rule's
-`ticket_match` regex) wins; otherwise In-Reply-To/References naming a
+`ticket_match` regex, which only counts when it names an existing ticket) wins; otherwise In-Reply-To/References naming a
 Message-ID we sent (verified by its HMAC) or filed for a ticket.
 """
 
@@ -41,6 +41,12 @@ MAX_TICKET_NUMBER = 2 ** 63 - 1
 def run(ctx):
     number = from_subject(ctx)
     via = "subject"
+    if number is not None and ctx.hints.get("ticket_match") and \
+            Ticket.get_or_none(Ticket.number == number) is None:
+        # Seed 003: a rule's own regex links the mail to a ticket only when "such a
+        # ticket is found in the system"; a number that is no ticket (an order number,
+        # a partner's reference) makes a new ticket, not a triage item.
+        number = None
     if number is None:
         number, via = from_references(ctx), "references"
     if number is not None:
