@@ -86,8 +86,12 @@ def test_wrong_password_is_a_scan_error(tmp_path, dovecot):
     user = dovecot.new_user()
     site = Site(tmp_path, [scanner(dovecot, user)])
     (tmp_path / "secrets" / "imap.pass").write_text("wrong\n")
-    with pytest.raises(ScanError, match="login"):
+    with pytest.raises(ScanError, match="login") as error:
         site.scan()
+    # the server's answer as text, not a Python bytes repr (b'[AUTHENTICATIONFAILED] ...')
+    assert str(error.value).endswith("failed: [AUTHENTICATIONFAILED] Authentication failed.")
+    status = site.inst.cli("scanners", "run", "support", check=False)
+    assert status.returncode == 75 and b"b'" not in status.stderr
 
 
 def test_uidvalidity_change_rescans_without_filing_twice(tmp_path, dovecot):

@@ -115,10 +115,21 @@ def connect(cfg, timeout=TIMEOUT):
         raise
     except (OSError, IMAPClientError) as exc:
         _logout(client)
-        raise ScanError(f"login to {cfg.host} as {cfg.mailbox or cfg.username} failed: {exc}") from None
+        raise ScanError(f"login to {cfg.host} as {cfg.mailbox or cfg.username} failed: {_text(exc)}") from None
     log.info("imap.connected", scanner=cfg.name, host=cfg.host, port=cfg.port, security=cfg.security,
              auth=cfg.auth, user=cfg.mailbox or cfg.username)
     return client
+
+
+def _text(exc):
+    """An IMAP error as text: imaplib passes the server's answer as bytes (b'[AUTH...] ...')."""
+    args = exc.args
+    if len(args) == 1 and isinstance(args[0], bytes):
+        return args[0].decode("utf-8", "replace")
+    text = str(exc)
+    if text.startswith(("b'", 'b"')) and text.endswith(text[1]):
+        return text[2:-1]
+    return text
 
 
 def _logout(client):
