@@ -322,3 +322,17 @@ def test_custom_match_naming_no_ticket_makes_a_new_ticket(tmp_path, dovecot):
     site.file()
     assert [s["action"] for s in site.spool()] == ["new_ticket", "follow_up"]
     assert len(site.tickets()) == 1
+
+
+def test_run_command_files_what_it_imported_without_a_daemon(tmp_path, dovecot):
+    """Seed 003's Run button makes the tickets now, not at the daemon's next start."""
+    user = dovecot.new_user()
+    dovecot.append(user, mail("Run makes a ticket", sender="ann@acme.example"))
+    site = Site(tmp_path, [scanner(dovecot, user)])
+    data = json.loads(site.inst.cli("scanners", "run", "support", "--json").stdout)
+    assert (data["imported"], data["processed"]) == (1, {"new_ticket": 1})
+    (ticket,) = site.inst.tickets()
+    assert ticket["subject"] == "Run makes a ticket"
+    assert {o["kind"] for o in site.inst.outbox()} == {"distribution", "auto_response"}
+    again = site.inst.cli("scanners", "run", "support").stdout.decode()
+    assert "imported 0" in again and "filed" not in again and len(site.inst.tickets()) == 1

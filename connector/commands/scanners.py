@@ -59,13 +59,35 @@ def cmd_run(args):
     finally:
         if scanner.client is not None:
             _logout(scanner.client)
-    data = dict(scanner=cfg.name, **result.as_json())
+    # Seed 003's Run button makes the tickets now: what this run imported goes through the
+    # pipeline here, daemon running or not (an entry the daemon's worker already took is
+    # skipped: Runner.process re-reads its state under the write lock).
+    actions = _process(settings, result.spool_ids)
+    data = dict(scanner=cfg.name, **result.as_json(), processed=actions)
     if args.json:
         print(json.dumps(data))
     else:
+        done = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
         print(f"scanner {cfg.name}: fetched {result.fetched}, imported {result.imported}, "
-              f"already imported {result.known}, left {result.left}, failed {result.failed}")
+              f"already imported {result.known}, left {result.left}, failed {result.failed}"
+              + (f"; filed: {done}" if done else ""))
     return 0
+
+
+def _process(settings, spool_ids):
+    """{action: count} for the spool entries processed now."""
+    if not spool_ids:
+        return {}
+    from connector.app import open_services
+    from connector.pipeline.runner import Runner
+    from connector.store.models import Processing
+    runner = Runner(open_services(settings))
+    for spool_id in spool_ids:
+        runner.process(spool_id)
+    actions = {}
+    for row in Processing.select().where(Processing.spool_id.in_(spool_ids)):
+        actions[row.action or row.state] = actions.get(row.action or row.state, 0) + 1
+    return actions
 
 
 def cmd_test(args):

@@ -25,7 +25,7 @@ import os
 import ssl
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imapclient import DELETED, SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
@@ -60,9 +60,10 @@ class ScanResult:
     left: int = 0
     failed: int = 0
     acted: int = 0       # messages flagged, moved or deleted
+    spool_ids: list = field(default_factory=list, repr=False)  # what this scan put into the spool
 
     def as_json(self):
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "spool_ids"}
 
 
 def tls_context(cfg):
@@ -275,6 +276,7 @@ class Scanner:
             log.error("imap.message_failed", scanner=name, folder=folder, uid=uid, error=error)
             rows.append({"uid": uid, "state": FAILED, "error": error})
         result.imported += len(store)
+        result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
         with database.atomic():
             self.state.record(folder, uidvalidity, rows)
