@@ -336,3 +336,18 @@ def test_run_command_files_what_it_imported_without_a_daemon(tmp_path, dovecot):
     assert {o["kind"] for o in site.inst.outbox()} == {"distribution", "auto_response"}
     again = site.inst.cli("scanners", "run", "support").stdout.decode()
     assert "imported 0" in again and "filed" not in again and len(site.inst.tickets()) == 1
+
+
+def test_a_folder_that_does_not_exist_does_not_block_the_other_folders(tmp_path, dovecot):
+    user = dovecot.new_user()
+    dovecot.append(user, mail("Still read", sender="ann@acme.example"))
+    site = Site(tmp_path, [scanner(dovecot, user, folders=["Gone", "INBOX"])])
+    result = site.scan()
+    assert result.imported == 1 and list(result.folder_errors) == ["Gone"]
+    assert SEEN in dovecot.flags(user)[1]
+    status = json.loads(site.inst.cli("scanners", "status", "--json").stdout)[0]
+    assert status["last_uid"] == {"Gone": None, "INBOX": 1}
+    assert "Gone" in status["last_error"]["text"] and status["last_success"]
+    dovecot.append(user, mail("Next one", sender="bob@beta.example"))
+    run = site.inst.cli("scanners", "run", "support", check=False)
+    assert run.returncode == 75 and b"folder Gone" in run.stderr and b"imported 1" in run.stdout

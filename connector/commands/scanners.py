@@ -71,7 +71,9 @@ def cmd_run(args):
         print(f"scanner {cfg.name}: fetched {result.fetched}, imported {result.imported}, "
               f"already imported {result.known}, left {result.left}, failed {result.failed}"
               + (f"; filed: {done}" if done else ""))
-    return 0
+    for folder, error in result.folder_errors.items():
+        print(f"connector: scanner {cfg.name}: folder {folder}: {error}", file=sys.stderr)
+    return EX_TEMPFAIL if result.folder_errors else 0
 
 
 def _process(settings, spool_ids):

@@ -61,6 +61,7 @@ class ScanResult:
     failed: int = 0
     acted: int = 0       # messages flagged, moved or deleted
     spool_ids: list = field(default_factory=list, repr=False)  # what this scan put into the spool
+    folder_errors: dict = field(default_factory=dict)          # folder -> why it could not be read
 
     def as_json(self):
         return {k: v for k, v in self.__dict__.items() if k != "spool_ids"}
@@ -164,8 +165,18 @@ class Scanner:
         self.client, self.reconnects = client, 0
         result = ScanResult()
         for folder in self.cfg.folders:
-            self.scan_folder(self.client, folder, result)
+            try:
+                self.scan_folder(self.client, folder, result)
+            except IMAPClientAbortError:
+                raise
+            except IMAPClientError as exc:
+                # A folder the server refuses (deleted, renamed, a typo in `folders`) is
+                # reported; it never keeps the scanner's other folders from being read.
+                result.folder_errors[folder] = _text(exc)
+                log.error("imap.folder_failed", scanner=self.cfg.name, folder=folder, error=_text(exc))
         self.state.success()
+        if result.folder_errors:
+            self.state.error("; ".join(f"folder {f}: {e}" for f, e in result.folder_errors.items()))
         log.info("imap.scanned", scanner=self.cfg.name, **result.as_json())
         return result
 
@@ -366,7 +377,13 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
     if not (cfg.idle and client.has_capability("IDLE")):
         stop.wait(wait)
         return "interval"
-    client.select_folder(cfg.folders[0])
+    try:
+        client.select_folder(cfg.folders[0])
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError:  # reported by the scan; poll the other folders every `interval`
+        stop.wait(wait)
+        return "interval"
     if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
         return "pending"
     client.idle()
