@@ -209,3 +209,20 @@ def test_scanners_test_command_shows_rule_and_actions_changing_nothing(tmp_path)
     data = json.loads(inst.cli("scanners", "test", "support-mailbox", str(eml), "--json").stdout)
     assert data["rule"] is None and data["import"] is True and data["hints"] is None   # unmatched: pipeline
     assert inst.cli("scanners", "test", "nope", str(eml), check=False).returncode == 1
+
+
+def test_an_image_embedded_in_the_html_is_not_an_attachment():
+    """A signature logo (multipart/related, Content-ID, inline, even with a file name, as
+    Outlook sends it) is not has_attachment; the same image attached, or a PDF, is."""
+    has = {"field": "has_attachment", "op": "equals", "value": True}
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    logo = make_mail(subject="With a logo")
+    logo.add_alternative("<p>Hi <img src='cid:logo1'></p>", subtype="html")
+    logo.get_payload()[1].add_related(png, "image", "png", cid="<logo1>", filename="image001.png",
+                                     disposition="inline")
+    assert not matches(has, logo)
+    attached = make_mail(subject="A photo")
+    attached.add_attachment(png, maintype="image", subtype="png", filename="photo.png")
+    assert matches(has, attached)
+    logo.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="scan.pdf")
+    assert matches(has, logo)

@@ -62,6 +62,7 @@ class Attachment:
     content_type: str
     size: int
     inline: bool = False
+    embedded: bool = False   # an image of multipart/related shown in the HTML by Content-ID (a logo)
 
 
 @dataclass
@@ -218,7 +219,7 @@ class _Walker:
         self.attachments = []
         self.inline_texts = []  # (attachment index, text) of inline named text parts
 
-    def walk(self, part, wants_body=True, depth=0, signed=False):
+    def walk(self, part, wants_body=True, depth=0, signed=False, related=False):
         if depth > MAX_DEPTH:
             self.defects.append("multipart: nested too deep")
             return
@@ -241,7 +242,7 @@ class _Walker:
                     self.walk(child, wants_body and child is best, depth + 1)
             elif subtype == "related":
                 for index, child in enumerate(children):
-                    self.walk(child, wants_body and index == 0, depth + 1)
+                    self.walk(child, wants_body and index == 0, depth + 1, related=index > 0)
             else:
                 for index, child in enumerate(children):
                     self.walk(child, wants_body, depth + 1, signed=subtype == "signed" and index > 0)
@@ -258,7 +259,8 @@ class _Walker:
         if ctype == "text/plain" and name and disposition == "inline" and wants_body:
             self.inline_texts.append((len(self.attachments), part))
         inline = disposition == "inline" or (disposition is None and _has(part, "content-id"))
-        self.attachments.append(Attachment(name, ctype, len(data), inline))
+        embedded = related and inline and ctype.startswith("image/") and _has(part, "content-id")
+        self.attachments.append(Attachment(name, ctype, len(data), inline, embedded))
 
     def _message_part(self, part, ctype, wants_body, depth):
         inner = _children(part, self.defects) if ctype in ("message/rfc822", "message/global") else []

@@ -182,7 +182,9 @@ class MessageFields:
 
     @property
     def has_attachment(self):
-        return any(a.name or not a.inline for a in self.parsed.attachments)
+        # a file the sender attached; not an image embedded in the HTML (a signature logo
+        # referenced by Content-ID), even when the mailer gives it a file name
+        return any((a.name or not a.inline) and not a.embedded for a in self.parsed.attachments)
 
     def values(self, field):
         parsed = self.parsed
