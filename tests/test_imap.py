@@ -351,3 +351,19 @@ def test_a_folder_that_does_not_exist_does_not_block_the_other_folders(tmp_path,
     dovecot.append(user, mail("Next one", sender="bob@beta.example"))
     run = site.inst.cli("scanners", "run", "support", check=False)
     assert run.returncode == 75 and b"folder Gone" in run.stderr and b"imported 1" in run.stdout
+
+
+def test_move_to_a_subfolder_written_with_a_slash(tmp_path, dovecot):
+    """`move_to_folder: Processed/Invoices` works on a server whose separator is `.`."""
+    user = dovecot.new_user()
+    rules = [{"name": "inv", "conditions": {"field": "subject", "op": "contains", "value": "invoice"},
+              "actions": [{"create_or_update_ticket": {}}, {"move_to_folder": "Processed/Invoices"}]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    dovecot.append(user, mail("invoice 17"))
+    result = site.scan()
+    assert (result.imported, result.acted) == (1, 1)
+    with dovecot.client(user) as client:
+        delimiter = client.list_folders("", "INBOX")[0][1]
+        delimiter = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
+    assert dovecot.flags(user) == {}
+    assert len(dovecot.messages(user, "Processed/Invoices".replace("/", delimiter))) == 1

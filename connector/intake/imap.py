@@ -352,6 +352,7 @@ class Scanner:
         log.info(event, scanner=self.cfg.name, folder=folder, uids=uids, **fields)
 
     def _move(self, client, uids, target):
+        target = server_folder_name(client, target)
         if not client.folder_exists(target):
             client.create_folder(target)
             log.info("imap.folder_created", scanner=self.cfg.name, folder=target)
@@ -367,6 +368,25 @@ class Scanner:
             client.uid_expunge(uids)
         else:
             client.expunge()
+
+
+def server_folder_name(client, name):
+    """`Processed/Invoices` as the server spells it: a `/` in the configuration is the
+    hierarchy separator, translated when the server uses another one (Dovecot's `.`)."""
+    if "/" not in name:
+        return name
+    try:
+        listed = client.list_folders("", "INBOX") or client.list_folders("", "%")
+        delimiter = listed[0][1] if listed else None
+    except IMAPClientAbortError:
+        raise
+    except IMAPClientError:
+        return name
+    if isinstance(delimiter, bytes):
+        delimiter = delimiter.decode()
+    if not delimiter or delimiter == "/":
+        return name
+    return name.replace("/", delimiter)
 
 
 def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
