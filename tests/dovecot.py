@@ -295,7 +295,8 @@ class Site:
         for entry in SpoolEntry.select().order_by(SpoolEntry.id):
             done = Processing.get_or_none(Processing.spool_id == entry.id)
             rows.append({"id": entry.id, "intake": entry.intake, "hints": entry.hints,
-                         "action": done.action if done else None, "raw": bytes(entry.raw)})
+                         "action": done.action if done else None,
+                         "reason": done.reason if done else None, "raw": bytes(entry.raw)})
         return rows
 
     def tickets(self):

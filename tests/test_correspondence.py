@@ -220,20 +220,50 @@ def test_auto_responses_are_limited_per_address_and_hour(tmp_path, sink):
         inst.stop()
 
 
-def test_nobody_gets_a_second_copy_of_what_they_were_sent_directly(daemon, sink):
+def test_everybody_on_the_ticket_gets_the_copy_from_support_even_when_addressed_directly(daemon, sink):
     ticket, _ = new_ticket(daemon, sink, subject="Copies")
     sink.messages.clear()
     daemon.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Copies", sender="ann@acme.example",
                           cc="bob@example.com"))                       # Ann copied Bob herself
     daemon.wait_processed(2)
     daemon.wait_delivered()
-    assert [sorted(m[1]) for m in sink.messages] == [["jane@example.com"]]
+    assert [sorted(m[1]) for m in sink.messages] == [["bob@example.com", "jane@example.com"]]
     sink.messages.clear()
     daemon.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Copies", sender="jane@example.com",
-                          cc="ann@acme.example"))                      # Jane copied Ann herself
+                          name="Jane Doe", cc="ann@acme.example"))     # Jane copied Ann herself
     daemon.wait_processed(3)
     daemon.wait_delivered()
-    assert [sorted(m[1]) for m in sink.messages] == [["bob@example.com"]]
+    assert [sorted(m[1]) for m in sink.messages] == [["ann@acme.example", "bob@example.com"]]
+    out = parsed(sink.messages[0][2])
+    assert out["To"] == "ann@acme.example"
+    assert out["From"].addresses[0].addr_spec == "support@example.com"   # not Jane's own address
+
+
+def test_sender_names_on_copies(daemon, sink):
+    """Seed 004: the employee's name comes from their own mail; a bare customer address is no name."""
+    ticket, _ = new_ticket(daemon, sink, subject="Names")
+    number = ticket["number"]
+    sink.messages.clear()
+    daemon.send(make_mail(subject=f"Re: [Ticket #{number}] Names", sender="jane@example.com",
+                          name="Jane D. (Field Service)"))
+    daemon.wait_processed(2)
+    daemon.send(make_mail(subject=f"Re: [Ticket #{number}] Names", sender="jane@example.com"))
+    daemon.wait_processed(3)
+    daemon.send(make_mail(subject=f"Re: [Ticket #{number}] Names", sender="ann@acme.example"))
+    daemon.wait_processed(4)
+    daemon.wait_delivered()
+    names = [parsed(m[2])["From"].addresses[0].display_name for m in sink.messages]
+    assert names == ["Jane D. (Field Service)", "Jane Doe", "ann at acme.example"]
+
+
+def test_internal_keyword_never_reaches_the_customer(daemon, sink):
+    daemon.send(make_mail(subject="*123* Budget question", sender="ann@acme.example", name="Ann"))
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    auto = sink.to("ann@acme.example")
+    assert len(auto) == 1
+    subject = parsed(auto[0][2])["Subject"]
+    assert "*123*" not in subject and "Budget question" in subject and "[Ticket #1]" in subject
 
 
 def test_non_ascii_names_and_subjects_survive_the_round_trip(daemon, sink):

@@ -367,3 +367,23 @@ def test_move_to_a_subfolder_written_with_a_slash(tmp_path, dovecot):
         delimiter = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
     assert dovecot.flags(user) == {}
     assert len(dovecot.messages(user, "Processed/Invoices".replace("/", delimiter))) == 1
+
+
+def test_custom_match_vouches_for_a_sender_who_is_not_on_the_ticket(tmp_path, dovecot):
+    """Seed 003: with the rule's own regex, a mail naming an existing ticket is linked to it,
+    whoever sent it (a partner's system quoting our number); the default tag never vouches."""
+    user = dovecot.new_user()
+    rules = [{"name": "partner", "conditions": {"field": "from", "op": "ends_with", "value": "@partner.example"},
+              "actions": [{"create_or_update_ticket": {"match": r"TT(\d+)", "status": "Open"}}]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    dovecot.append(user, mail("Printer broken", sender="ann@acme.example"))
+    site.scan()
+    site.file()
+    (ticket,) = site.tickets()
+    dovecot.append(user, mail(f"Re: TT{ticket.number} delivery", sender="bob@partner.example"))
+    dovecot.append(user, mail(f"Re: [Ticket #{ticket.number}] hello", sender="eve@stranger.example"))
+    site.scan()
+    site.file()
+    assert [(s["action"], s["reason"]) for s in site.spool()][1:] == [
+        ("follow_up", "scanner_rule_match"), ("triage", "unknown_sender")]
+    assert len(site.tickets()) == 1 and site.tickets()[0].status == "Open"

@@ -88,6 +88,13 @@ def test_auto_reply_on_a_ticket_is_filed_but_not_distributed(daemon, sink):
     assert daemon.spool_states()[-1][2] == "follow_up"
     assert daemon.ticket(1)["message_count"] == 3
     assert len(daemon.outbox()) == before                   # nothing new queued
+    assert daemon.ticket(1)["messages"][-1]["public"] is True   # the customer's own out-of-office
+    daemon.send(make_mail(subject="Re: [Ticket #1] Broken mouse", sender="jane@example.com",
+                          headers={"Auto-Submitted": "auto-replied"}))
+    daemon.wait_processed(3)
+    last = daemon.ticket(1)["messages"][-1]
+    assert last["from"] == "jane@example.com" and last["public"] is False   # staff OOO: no customer history
+    assert len(daemon.outbox()) == before
 
 
 def test_our_own_mail_coming_back_is_a_loop(daemon, sink):

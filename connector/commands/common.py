@@ -11,7 +11,6 @@ from connector.settings.loader import load_ini
 EX_OK = 0
 EX_CONFIG = 1
 EX_DATAERR = 65   # sysexits: input that can never be accepted
-EX_NOUSER = 67    # sysexits: addressee unknown
 EX_TEMPFAIL = 75  # sysexits: try again later
 
 

@@ -5,7 +5,7 @@ import re
 import sys
 
 from connector.commands.common import (
-    EX_DATAERR, EX_NOUSER, EX_OK, EX_TEMPFAIL, emit, settings_or_exit)
+    EX_DATAERR, EX_OK, EX_TEMPFAIL, emit, settings_or_exit)
 from connector.log import get_logger
 
 HEADER_START_RE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
@@ -39,7 +39,7 @@ def cmd_inject(args):
         if args.recipient and not any(r.match(args.recipient) for r in own):
             print(f"connector: {args.recipient} is not an address of this connector", file=sys.stderr)
             log.warning("intake.rcpt_rejected", rcpt=args.recipient, intake="pipe")
-            return EX_NOUSER
+            return EX_DATAERR  # never acceptable: the MTA bounces it (issue 2's three exit codes)
         from connector.store.db import open_store
         from connector.store.spool import store_message
         open_store(settings.database)

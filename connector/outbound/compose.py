@@ -105,16 +105,18 @@ class Templates:
 
 
 def auto_response(parsed, out, services, templates, ticket, message_id):
+    # The customer never sees the internal keyword: their reply would be filed internal.
     values = {
-        "ticket": {"number": ticket.number, "subject": ticket.subject, "tag": services.tag(ticket.number)},
+        "ticket": {"number": ticket.number, "subject": services.without_keyword(ticket.subject),
+                   "tag": services.tag(ticket.number)},
         "sender": {"name": parsed.from_name, "address": parsed.from_addr},
-        "message": {"subject": parsed.subject},
+        "message": {"subject": services.without_keyword(parsed.subject)},
         "settings": {"public_address": services.settings.public_address,
                      "response_from_name": services.settings.response_from_name},
         "reply_above": REPLY_ABOVE,
     }
     subject, body = templates.render("auto_response.txt.j2", **values)
-    subject = services.subject_with_tag(subject or parsed.subject, ticket.number)
+    subject = services.subject_with_tag(subject or services.without_keyword(parsed.subject), ticket.number)
     fields = [
         ("From", public_from(services, out.from_name)),
         ("Reply-To", services.settings.public_address),

@@ -161,7 +161,7 @@ def apply_decision(ctx, templates):
                     ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
         _queue_notices(ctx, templates, now)
-    record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id or None, now)
+    record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id, now)
     return ticket
 
 

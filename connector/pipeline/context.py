@@ -21,6 +21,7 @@ R_PROCESSING_ERROR = "processing_error"
 
 # Other reasons.
 R_CUSTOMER = "customer"
+R_SCANNER_RULE = "scanner_rule_match"  # a scanner rule's own `match` named the ticket
 R_EMPLOYEE = "employee"
 R_KEYWORD = "internal_keyword"
 R_CC_ONLY = "public_address_not_in_to"

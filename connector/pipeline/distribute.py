@@ -7,6 +7,9 @@ Employee recipients honour each employee's `receive` option, read as a ladder:
     account_manager ... or when the manager of the ticket's account
     all             every ticket
 Inactive employees never receive; the sender never receives their own mail.
+Everybody else on the ticket gets the copy from the public address, even when
+the original named them directly (seed 004: all mail goes through the
+connector, and the copy that threads with the ticket is the one from it).
 
     from a customer (new ticket, follow-up): manager in To, other employees in Cc
     from an employee (public): external recipients with their To/Cc/Bcc,
@@ -46,16 +49,12 @@ def receives(member, subscribed, manager, account_manager):
     return member.receive == "account_manager" and account_manager in mine
 
 
-def employee_recipients(ctx, manager, account_name, subscribed, already):
-    """Emails of the employees who receive this ticket's mail, manager first.
-
-    Not the sender, and not whoever was already addressed directly on the
-    original (`already`): nobody gets the same mail twice.
-    """
+def employee_recipients(ctx, manager, account_name, subscribed):
+    """Emails of the employees who receive this ticket's mail, manager first; not the sender."""
     settings = ctx.services.settings
     account = next((a for a in settings.accounts if a.name == account_name), None)
     account_manager = account.manager if account else None
-    skip = already | (set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address})
+    skip = set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address}
     chosen = [m.email for m in settings.staff
               if receives(m, set(subscribed), manager, account_manager) and not skip & set(m.emails)]
     if manager in chosen:
@@ -78,12 +77,26 @@ def _ticket_state(ctx):
 
 
 def _from_name(ctx):
+    """The display name on the copy sent from the public address.
+
+    An employee's: seed 004 takes "the Sender Name from the Employee original
+    Reply" (staff.yaml's name when the mail has none), or `response_from_name`
+    with `sender_name = unified`. A customer's: their own name, or "ann at
+    acme.example" (an @ in a display name looks like spoofing to mail clients).
+    """
     settings = ctx.services.settings
-    if ctx.sender.is_staff:
+    sender = ctx.sender
+    if sender.is_staff:
         if settings.sender_name == "unified":
             return settings.response_from_name
-        return ctx.sender.staff.name
-    return ctx.sender.name or ctx.sender.address
+        return own_name(sender.name, sender.address) or sender.staff.name
+    return own_name(sender.name, sender.address) or sender.address.replace("@", " at ", 1)
+
+
+def own_name(name, address):
+    """A display name that is a name, not an address repeated."""
+    name = (name or "").strip().strip('"\'').strip()
+    return "" if not name or "@" in name or name.lower() == (address or "").lower() else name
 
 
 def run(ctx):
@@ -98,12 +111,10 @@ def _plan(ctx):
     if ctx.action not in (NEW_TICKET, FOLLOW_UP, INTERNAL) or not ctx.distribute:
         return
     manager, account, subscribed, external = _ticket_state(ctx)
-    already = set(ctx.parsed.to + ctx.parsed.cc)  # addressed directly on the original
-    employees = employee_recipients(ctx, manager, account, subscribed, already)
+    employees = employee_recipients(ctx, manager, account, subscribed)
     from_name = _from_name(ctx)
     if ctx.sender.is_staff and ctx.action == FOLLOW_UP:
-        skip = already | {ctx.sender.address}
-        ext = [(a, k) for a, k in external if a not in skip and not ctx.services.is_own(a)]
+        ext = [(a, k) for a, k in external if a != ctx.sender.address and not ctx.services.is_own(a)]
         to = [a for a, k in ext if k == "to"]
         cc = [a for a, k in ext if k == "cc"]
         bcc = [a for a, k in ext if k == "bcc"] + employees

@@ -7,6 +7,7 @@ mail, public flag) and seed 000 (what cannot be routed goes to triage).
     reference to a ticket that does not exist  -> triage unknown_ticket
     reference, employee                        -> follow_up, or internal (keyword / not in To)
     reference, external recipient or contact   -> follow_up (public), internal with keyword
+    reference by a scanner rule's own `match`  -> follow_up (public): the rule vouches (seed 003)
     reference, anybody else                    -> triage unknown_sender (never append a stranger)
     no reference, employee                     -> triage staff_without_ticket
     no reference, anybody else                 -> new_ticket
@@ -14,7 +15,7 @@ mail, public flag) and seed 000 (what cannot be routed goes to triage).
 
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, R_CC_ONLY, R_CUSTOMER,
-    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_STAFF_NO_TICKET, R_UNKNOWN_SENDER,
+    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_UNKNOWN_SENDER,
     R_UNKNOWN_TICKET, TRIAGE)
 from connector.store.models import TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, ExternalRecipient
 from connector.store.queries import next_ticket_number
@@ -41,6 +42,18 @@ def associated(ctx):
         (ExternalRecipient.ticket == ticket) & (ExternalRecipient.address == address)).exists()
 
 
+def vouched_by_rule(ctx):
+    """A scanner rule's own `match` regex found this ticket in the subject.
+
+    Seed 003: with a rule's regex, "if … such a ticket is found in the system,
+    the scanner will link the email to that ticket": the administrator wrote
+    the rule for this sender (a partner's system quoting our number), so it
+    is filed even though the sender is not on the ticket. The default ticket
+    tag never vouches: a stranger quoting a tag still goes to triage.
+    """
+    return bool(ctx.hints.get("ticket_match")) and ctx.ref_via == "subject"
+
+
 def triage(ctx, reason, status=TRIAGE_AWAITING_REVIEW):
     ctx.finish(TRIAGE, reason, triage_status=status, distribute=False)
 
@@ -64,14 +77,17 @@ def run(ctx):
             if keyword or not to_public:
                 return _internal(ctx, R_KEYWORD if keyword else R_CC_ONLY)
             ctx.action, ctx.reason = FOLLOW_UP, R_EMPLOYEE
-        elif associated(ctx):
+        elif associated(ctx) or vouched_by_rule(ctx):
             if keyword:
                 return _internal(ctx, R_KEYWORD, set_inbox=True)
-            ctx.action, ctx.reason, ctx.set_inbox = FOLLOW_UP, R_CUSTOMER, True
+            ctx.action, ctx.set_inbox = FOLLOW_UP, True
+            ctx.reason = R_CUSTOMER if associated(ctx) else R_SCANNER_RULE
         else:
             return triage(ctx, R_UNKNOWN_SENDER)
         if automatic:
             ctx.distribute, ctx.set_inbox = False, False
+            if sender.is_staff:  # an employee's out-of-office is no customer history
+                ctx.public = False
             ctx.reason += f",automatic:{ctx.automatic.reason}"
         return
     if sender.is_staff:

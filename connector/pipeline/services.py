@@ -48,6 +48,14 @@ class Services:
     def tag(self, number):
         return self.settings.ticket_tag.format(number=number)
 
+    def without_keyword(self, subject):
+        """The subject a customer sees: the internal keyword would make their reply internal."""
+        keyword = self.settings.internal_keyword
+        if not keyword or not subject:
+            return subject
+        parts = re.split(r"\s*" + re.escape(keyword) + r"\s*", subject, flags=re.I)
+        return " ".join(part for part in parts if part).strip()
+
     def subject_with_tag(self, subject, number):
         """`subject` carrying this ticket's tag exactly once (prefixed when missing)."""
         match = self.tag_re.search(subject or "")

@@ -45,9 +45,11 @@ KEYS = (
         "To/Cc of filed mail join the ticket (employees as Employee Recipients, "
         "others as External Recipients), so a colleague a customer copied can "
         "reply and be filed.", ("yes", "no")),
-    Key("connector", "auto_responses_per_hour", "count", "5",
+    Key("connector", "auto_responses_per_hour", "count", "20",
         "At most this many auto-responses to one address per hour (loop and "
-        "flood protection); 0 never sends auto-responses."),
+        "flood protection: a customer opening many tickets still gets each "
+        "answer, a robot answering every answer is cut off); 0 never sends "
+        "auto-responses."),
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
