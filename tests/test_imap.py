@@ -13,6 +13,7 @@ from conftest import make_mail
 from dovecot import Site, dovecot_fixture, scanner
 from connector.intake.imap import ScanError
 from connector.scanners.state import ScannerMessage
+from connector.settings import load_settings
 
 dovecot = pytest.fixture(scope="module")(dovecot_fixture)
 
@@ -367,6 +368,12 @@ def test_move_to_a_subfolder_written_with_a_slash(tmp_path, dovecot):
         delimiter = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
     assert dovecot.flags(user) == {}
     assert len(dovecot.messages(user, "Processed/Invoices".replace("/", delimiter))) == 1
+    # a scanner reading `folders: [Shared/Support]` finds the same server folder
+    dovecot.append(user, mail("hello from a subfolder"), folder="Shared/Support".replace("/", delimiter))
+    site.write([scanner(dovecot, user, folders=["Shared/Support"])])
+    site.settings = load_settings(site.inst.ini)
+    result = site.scan()
+    assert (result.imported, result.folder_errors) == (1, {})
 
 
 def test_custom_match_vouches_for_a_sender_who_is_not_on_the_ticket(tmp_path, dovecot):

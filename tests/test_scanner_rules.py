@@ -64,13 +64,16 @@ def test_every_operator(field, op, value, expected):
 def test_has_attachment_and_size():
     with_file = make_mail(subject="Scan")
     with_file.add_attachment(b"%PDF-1.4 ...", maintype="application", subtype="pdf", filename="scan.pdf")
-    size = len(MAIL.as_bytes())
+    size = len(MAIL.as_bytes().replace(b"\n", b"\r\n"))   # on the wire (RFC822.SIZE): CRLF lines
     assert matches({"field": "has_attachment", "op": "equals", "value": True}, with_file)
     assert not matches({"field": "has_attachment", "op": "equals", "value": True}, MAIL)
     assert matches({"field": "has_attachment", "op": "equals", "value": False}, MAIL)
     assert matches({"field": "size", "op": "equals", "value": size}, MAIL)
     assert matches({"field": "size", "op": "less_than", "value": "100k"}, MAIL)
     assert not matches({"field": "size", "op": "greater_than", "value": size}, MAIL)
+    crlf = MAIL.as_bytes().replace(b"\n", b"\r\n")
+    assert MessageFields(crlf, parse_message(crlf)).size == size    # the same mail as IMAP serves it
+    assert matches({"field": "has_attachment", "op": "equals", "value": "true"}, with_file)  # quoted is fine
 
 
 def test_case_sensitive_on_rule_and_leaf():
@@ -158,6 +161,8 @@ def test_good_config_loads(tmp_path):
      "scanners[support-mailbox].rules[r1].actions[0].create_or_update_ticket.manager", "not an active employee"),
     ("rules:\n  - name: r1\n    folders: [Spam]\n    actions: [mark_read]\n", {},
      "scanners[support-mailbox].rules[r1].folders", "not one of the scanner's folders"),
+    ("rules:\n  - name: r1\n    conditions: {field: 'header:X Foo', op: contains, value: x}\n"
+     "    actions: [mark_read]\n", {}, "scanners[support-mailbox].rules[r1].conditions.field", "unknown field"),
     ("", {"password_file": "secrets/missing.pass"}, "scanners[support-mailbox].password_file", "does not exist"),
     ("", {"security": "tls"}, "scanners[support-mailbox].security", "not one of"),
     ("", {"scan": "new"}, "scanners[support-mailbox].scan", "not one of"),
@@ -226,3 +231,11 @@ def test_an_image_embedded_in_the_html_is_not_an_attachment():
     assert matches(has, attached)
     logo.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="scan.pdf")
     assert matches(has, logo)
+
+
+def test_inbox_is_case_insensitive_and_folders_are_read_once(tmp_path):
+    rules = "rules:\n  - name: r1\n    folders: [inbox]\n    actions: [mark_read]\n"
+    inst = settings_with(tmp_path, scanner_yaml(rules, folders="[Inbox, INBOX, Archive]"), PASS)
+    (cfg,) = load_settings(inst.ini).extra["scanners"]
+    assert cfg.folders == ("INBOX", "Archive")
+    assert cfg.rules[0].folders == ("INBOX",)

@@ -83,7 +83,9 @@ def access_token(cfg):
     except subprocess.TimeoutExpired:
         raise ScanError(f"token_command did not finish within {TOKEN_TIMEOUT:.0f}s") from None
     token = done.stdout.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or not token:
+    if done.returncode == 0 and not token:
+        raise ScanError("token_command printed no token (exit 0, empty output)")
+    if done.returncode != 0:
         detail = done.stderr.decode("utf-8", "replace").strip()[:300]
         raise ScanError(f"token_command failed (exit {done.returncode}){': ' + detail if detail else ''}")
     return token
@@ -181,7 +183,7 @@ class Scanner:
         return result
 
     def scan_folder(self, client, folder, result):
-        info = client.select_folder(folder)
+        info = client.select_folder(server_folder_name(client, folder))
         uidvalidity = int(info[b"UIDVALIDITY"])
         saved = self.state.folder(folder)
         last = saved.last_uid
@@ -207,7 +209,7 @@ class Scanner:
         log.warning("imap.reconnect", scanner=self.cfg.name, folder=folder, error=str(exc))
         _logout(self.client)
         self.client = self.connector(self.cfg)
-        self.client.select_folder(folder)
+        self.client.select_folder(server_folder_name(self.client, folder))
 
     def _fetch(self, folder, uids):
         """{uid: raw} and {uid: error}; a failing message is isolated, never fails the rest,
@@ -398,7 +400,7 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
         stop.wait(wait)
         return "interval"
     try:
-        client.select_folder(cfg.folders[0])
+        client.select_folder(server_folder_name(client, cfg.folders[0]))
     except IMAPClientAbortError:
         raise
     except IMAPClientError:  # reported by the scan; poll the other folders every `interval`

@@ -20,6 +20,8 @@ STRING_OPS = ("contains", "not_contains", "equals", "starts_with", "ends_with", 
 SIZE_OPS = ("equals", "greater_than", "less_than")
 FIELDS = ("from", "to", "cc", "subject", "body", "has_attachment", "size")
 HEADER_PREFIX = "header:"
+HEADER_NAME_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII, no space, no colon
+BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 LEAF_KEYS = {"field", "op", "value", "case_sensitive"}
 SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.I)
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
@@ -128,7 +130,7 @@ def _leaf(node, case_sensitive, where):
     field = node.get("field")
     if not isinstance(field, str) or not _known_field(field):
         raise ConditionError(f"{where}.field", f"unknown field {field!r}",
-                             f"use one of: {', '.join(FIELDS)}, header:<Name>")
+                             f"use one of: {', '.join(FIELDS)}, header:<Name> (a header name has no spaces)")
     if field.startswith(HEADER_PREFIX):
         field = HEADER_PREFIX + field[len(HEADER_PREFIX):].strip()
     op = node.get("op")
@@ -143,6 +145,8 @@ def _leaf(node, case_sensitive, where):
         raise ConditionError(f"{where}.value", "is missing", "give the value to compare with")
     value = node["value"]
     if field == "has_attachment":
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            value = BOOL_WORDS[value.strip().lower()]  # "true" quoted is still true
         if not isinstance(value, bool):
             raise ConditionError(f"{where}.value", f"{value!r} is not true or false",
                                  "has_attachment compares with true or false")
@@ -168,7 +172,7 @@ def _leaf(node, case_sensitive, where):
 
 def _known_field(field):
     if field.startswith(HEADER_PREFIX):
-        return bool(field[len(HEADER_PREFIX):].strip())
+        return bool(HEADER_NAME_RE.fullmatch(field[len(HEADER_PREFIX):].strip()))
     return field in FIELDS
 
 
@@ -178,7 +182,9 @@ class MessageFields:
     def __init__(self, raw, parsed):
         self.raw = raw
         self.parsed = parsed
-        self.size = len(raw)
+        # the size on the wire, as IMAP's RFC822.SIZE counts it: lines end in CRLF, so a
+        # .eml saved with bare LF (`scanners test`) measures what the scan would see
+        self.size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
 
     @property
     def has_attachment(self):

@@ -134,7 +134,9 @@ def _folders(path, where, value, default):
         value = [value]
     _check(path, where, isinstance(value, list) and value and all(isinstance(f, str) and f.strip() for f in value),
            "must be a non-empty list of folder names", "write folders: [INBOX]")
-    return tuple(f.strip() for f in value)
+    # INBOX is case-insensitive (RFC 3501 5.1); a folder listed twice is read once.
+    names = ("INBOX" if f.strip().upper() == "INBOX" else f.strip() for f in value)
+    return tuple(dict.fromkeys(names))
 
 
 def _scanner(path, where, entry, settings):

@@ -130,7 +130,11 @@ def decide(scanner, folder, raw, parsed):
                 decision.move_to = action.folder
             elif action.name == DELETE_MESSAGE:
                 decision.delete = True
-            decision.described.append(action.describe(parsed.from_addr))
+            described = action.describe(parsed.from_addr)
+            if not decision.imports and action.name in (MOVE_TO_FOLDER, DELETE_MESSAGE):
+                described = described.replace("after the spool commit", "without importing it (the rule "
+                                              "has neither create_contact nor create_or_update_ticket)")
+            decision.described.append(described)
         return decision
     if scanner.unmatched == UNMATCHED_PIPELINE:
         return Decision(imports=True, hints=None,

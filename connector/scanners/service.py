@@ -29,6 +29,7 @@ log = get_logger("scanners")
 BACKOFF_INITIAL = 5.0
 BACKOFF_MAX = 300.0
 CHECK_EVERY = 1.0
+STOP_GRACE = 5.0   # seconds the scanners get to finish when the daemon stops
 
 
 def describe(exc):
@@ -122,8 +123,11 @@ class ScannerService:
             log.info("scanners.reloaded", active=sorted(self.running))
         for _, thread, stop in self.running.values():
             stop.set()
+        # A scanner stuck on a server that never answers must not hold up the daemon's
+        # stop: what it fetched is either committed (and flagged next time) or not yet.
+        deadline = time.monotonic() + STOP_GRACE
         for _, thread, _ in self.running.values():
-            thread.join(timeout=10)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         database.close()
 
 
