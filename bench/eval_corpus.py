@@ -92,33 +92,39 @@ def load_reply_cases():
         yield case, text, expected
 
 
-def time_extract(extractor, text, rounds=30, repeats=5):
-    """Best of `repeats` runs of `rounds` calls, garbage collection paused, as timeit does:
-    the minimum is the figure least disturbed by whatever else the machine runs."""
-    best = float("inf")
+def time_extract(extractor, texts, rounds=5, repeats=40):
+    """Per text, the best of `repeats` runs of `rounds` calls (ms per call), garbage
+    collection paused, as timeit does: the minimum is the figure least disturbed by
+    whatever else the machine runs. The repeats are interleaved over all texts, so each
+    text's runs are spread over the whole measurement instead of falling in one busy
+    second of this shared machine."""
+    best = [float("inf")] * len(texts)
     enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(rounds):
-                extractor.extract(text)
-            best = min(best, (time.perf_counter() - start) / rounds)
+            for index, text in enumerate(texts):
+                start = time.perf_counter()
+                for _ in range(rounds):
+                    extractor.extract(text)
+                best[index] = min(best[index], (time.perf_counter() - start) / rounds)
     finally:
         if enabled:
             gc.enable()
-    return best * 1000.0
+    return [b * 1000.0 for b in best]
 
 
 def eval_replies(extractor, verbose):
     rows = []
-    for case, text, expected in load_reply_cases():
+    cases = list(load_reply_cases())
+    timings = time_extract(extractor, [text for _, text, _ in cases])
+    for (case, text, expected), ms in zip(cases, timings):
         got = extractor.extract(text)
         a, b = normalize(got), normalize(expected)
         rows.append({
             "id": case["id"], "source": case["id"].split("/")[0], "exact": a == b,
             "ratio": difflib.SequenceMatcher(None, a, b).ratio(),
-            "ms": time_extract(extractor, text), "conflict": case["id"] in POLICY_CONFLICTS,
+            "ms": ms, "conflict": case["id"] in POLICY_CONFLICTS,
             "got": a, "expected": b,
         })
     print(f"replies ({len(rows)} cases, rules {extractor.version})")

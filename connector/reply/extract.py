@@ -57,7 +57,12 @@ class _Alternation:
         """This alternation without the rules whose `requires` words `lowered` lacks (cached)."""
         if not self._conditional:
             return self
-        keys = tuple(k for k, words in self._conditional if any(w in lowered for w in words))
+        keys = ()
+        for key, words in self._conditional:   # plain loops: this runs on every body
+            for word in words:
+                if word in lowered:
+                    keys += (key,)
+                    break
         variant = self._variants.get(keys)
         if variant is None:
             active = {k: r for k, r in self._names.items() if not r.requires or k in keys}
