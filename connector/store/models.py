@@ -74,10 +74,15 @@ class Processing(BaseModel):
     state = peewee.CharField(default=SPOOL_QUEUED, index=True)
     action = peewee.CharField(null=True)     # the pipeline's decision, when done
     reason = peewee.TextField(null=True)
-    message_id = peewee.TextField(null=True, index=True)
+    message_id = peewee.TextField(null=True)  # '' for a mail without one
     sha256 = peewee.CharField(null=True)
     attempts = peewee.IntegerField(default=0)
     processed_at = peewee.FloatField(null=True)
+
+    class Meta:
+        # dedupe looks up (Message-ID, bytes); mail without a Message-ID all shares '',
+        # so the bytes must be in the index too, or each lookup scans all of them
+        indexes = ((("message_id", "sha256"), False),)
 
 
 class Contact(BaseModel):
