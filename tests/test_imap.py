@@ -394,3 +394,14 @@ def test_custom_match_vouches_for_a_sender_who_is_not_on_the_ticket(tmp_path, do
     assert [(s["action"], s["reason"]) for s in site.spool()][1:] == [
         ("follow_up", "scanner_rule_match"), ("triage", "unknown_sender")]
     assert len(site.tickets()) == 1 and site.tickets()[0].status == "Open"
+
+
+def test_custom_match_on_a_number_too_large_for_the_store_makes_a_new_ticket(tmp_path, dovecot):
+    user = dovecot.new_user()
+    rules = [{"name": "orders", "conditions": {"field": "subject", "op": "contains", "value": "order"},
+              "actions": [{"create_or_update_ticket": {"match": r"(\d+)"}}]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    dovecot.append(user, mail("order 123456789012345678901234567890 lost", sender="ann@acme.example"))
+    site.scan()
+    site.file()
+    assert [s["action"] for s in site.spool()] == ["new_ticket"]

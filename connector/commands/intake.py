@@ -6,6 +6,7 @@ import sys
 
 from connector.commands.common import (
     EX_DATAERR, EX_OK, EX_TEMPFAIL, emit, settings_or_exit)
+from connector.intake import header_message_id
 from connector.log import get_logger
 
 HEADER_START_RE = re.compile(rb"^(From |[!-9;-~]+[ \t]*:)")
@@ -49,7 +50,6 @@ def cmd_inject(args):
         print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)
         log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", intake="pipe")
         return EX_TEMPFAIL
-    from connector.intake.smtp import header_message_id
     log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
              intake="pipe", rcpt=args.recipient)
     return EX_OK

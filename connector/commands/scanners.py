@@ -2,6 +2,7 @@
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from connector.commands.common import EX_TEMPFAIL, emit, iso, settings_or_exit
@@ -86,10 +87,8 @@ def _process(settings, spool_ids):
     runner = Runner(open_services(settings))
     for spool_id in spool_ids:
         runner.process(spool_id)
-    actions = {}
-    for row in Processing.select().where(Processing.spool_id.in_(spool_ids)):
-        actions[row.action or row.state] = actions.get(row.action or row.state, 0) + 1
-    return actions
+    rows = Processing.select().where(Processing.spool_id.in_(spool_ids))
+    return dict(Counter(row.action or row.state for row in rows))
 
 
 def cmd_test(args):

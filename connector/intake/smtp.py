@@ -7,11 +7,11 @@ so the sender retries. aiosmtpd itself answers 552 above max_message_size.
 """
 
 import asyncio
-import re
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from connector.intake import header_message_id
 from connector.log import get_logger
 
 log = get_logger("intake")
@@ -21,17 +21,6 @@ R_OK = "250 2.1.5 OK"
 R_NOT_OURS = "550 5.1.1 <{}>: recipient not accepted here (this is not a relay)"
 R_QUEUED = "250 2.0.0 OK: queued as {}"
 R_TEMPFAIL = "451 4.3.0 Temporary failure storing the message; try again later"
-
-
-MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(?:\r?\n[ \t]+)?(<[^>\r\n]*>)", re.I | re.M)
-
-
-def header_message_id(raw):
-    """The Message-ID of raw message bytes, for the log line ('' when it has none)."""
-    end = raw.find(b"\n\r\n")
-    end = raw.find(b"\n\n") if end < 0 else end
-    match = MESSAGE_ID_RE.search(raw if end < 0 else raw[:end + 1])
-    return match.group(1).decode("ascii", "replace") if match else ""
 
 
 def null_path(mail_from):

@@ -3,8 +3,9 @@
 A Message-ID already filed with the same bytes is a duplicate (logged, not
 filed again); the same Message-ID with other bytes is a different message and
 is processed. Mail without a Message-ID is keyed by its bytes alone, so an
-MTA that retries after a lost 250 still files it once. Automatic mail (bounces, auto-replies, lists) is never answered;
-a bounce never creates a ticket.
+MTA that retries after a lost 250 still files it once. Automatic mail
+(bounces, auto-replies, lists) is never answered; a bounce never creates a
+ticket.
 """
 
 from connector.mail.automatic import LOOP, Automatic, classify

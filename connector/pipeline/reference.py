@@ -1,8 +1,9 @@
 """Step 4: which ticket the message refers to.
 
 The ticket tag in the subject (the `ticket_tag` format, or a scanner rule's
-`ticket_match` regex, which only counts when it names an existing ticket) wins; otherwise In-Reply-To/References naming a
-Message-ID we sent (verified by its HMAC) or filed for a ticket.
+`ticket_match` regex, which only counts when it names an existing ticket)
+wins; otherwise In-Reply-To/References naming a Message-ID we sent (verified
+by its HMAC) or filed for a ticket.
 """
 
 import re
@@ -38,17 +39,20 @@ def from_references(ctx):
 MAX_TICKET_NUMBER = 2 ** 63 - 1
 
 
+def find_ticket(number):
+    return Ticket.get_or_none(Ticket.number == number) if number <= MAX_TICKET_NUMBER else None
+
+
 def run(ctx):
-    number = from_subject(ctx)
-    via = "subject"
-    if number is not None and ctx.hints.get("ticket_match") and \
-            Ticket.get_or_none(Ticket.number == number) is None:
+    number, via = from_subject(ctx), "subject"
+    ticket = find_ticket(number) if number is not None else None
+    if ticket is None and number is not None and ctx.hints.get("ticket_match"):
         # Seed 003: a rule's own regex links the mail to a ticket only when "such a
         # ticket is found in the system"; a number that is no ticket (an order number,
         # a partner's reference) makes a new ticket, not a triage item.
         number = None
     if number is None:
         number, via = from_references(ctx), "references"
+        ticket = find_ticket(number) if number is not None else None
     if number is not None:
-        ctx.ticket_number, ctx.ref_via = number, via
-        ctx.ticket = Ticket.get_or_none(Ticket.number == number) if number <= MAX_TICKET_NUMBER else None
+        ctx.ticket_number, ctx.ref_via, ctx.ticket = number, via, ticket

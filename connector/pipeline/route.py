@@ -77,13 +77,13 @@ def run(ctx):
             if keyword or not to_public:
                 return _internal(ctx, R_KEYWORD if keyword else R_CC_ONLY)
             ctx.action, ctx.reason = FOLLOW_UP, R_EMPLOYEE
-        elif associated(ctx) or vouched_by_rule(ctx):
+        else:
+            reason = R_CUSTOMER if associated(ctx) else R_SCANNER_RULE if vouched_by_rule(ctx) else None
+            if reason is None:
+                return triage(ctx, R_UNKNOWN_SENDER)
             if keyword:
                 return _internal(ctx, R_KEYWORD, set_inbox=True)
-            ctx.action, ctx.set_inbox = FOLLOW_UP, True
-            ctx.reason = R_CUSTOMER if associated(ctx) else R_SCANNER_RULE
-        else:
-            return triage(ctx, R_UNKNOWN_SENDER)
+            ctx.action, ctx.reason, ctx.set_inbox = FOLLOW_UP, reason, True
         if automatic:
             ctx.distribute, ctx.set_inbox = False, False
             if sender.is_staff:  # an employee's out-of-office is no customer history

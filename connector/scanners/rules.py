@@ -38,7 +38,10 @@ class Action:
     fields: tuple = ()                          # create_or_update_ticket: ((name, value), ...)
     match: str = ""                             # create_or_update_ticket: ticket number regex
 
-    def describe(self, sender=""):
+    def describe(self, sender="", imports=True):
+        """What this action would do; `imports`: whether its rule puts the message in the spool."""
+        after = "after the spool commit" if imports else \
+            "without importing it (the rule has neither create_contact nor create_or_update_ticket)"
         if self.name == CREATE_CONTACT:
             return f"create_contact: the sender {sender or '(none)'} becomes a contact if not one yet"
         if self.name == CREATE_OR_UPDATE_TICKET:
@@ -46,9 +49,9 @@ class Action:
             how = f"ticket number by /{self.match}/ on the subject" if self.match else "ticket tag in the subject"
             return f"create_or_update_ticket: new ticket or follow-up ({how}); set {fields}"
         if self.name == MOVE_TO_FOLDER:
-            return f"move_to_folder: moved to {self.folder!r} after the spool commit"
+            return f"move_to_folder: moved to {self.folder!r} {after}"
         if self.name == DELETE_MESSAGE:
-            return "delete_message: deleted from the mailbox after the spool commit"
+            return f"delete_message: deleted from the mailbox {after}"
         if self.name == MARK_READ:
             return "mark_read: flagged \\Seen"
         return "stop: no further action"
@@ -130,11 +133,7 @@ def decide(scanner, folder, raw, parsed):
                 decision.move_to = action.folder
             elif action.name == DELETE_MESSAGE:
                 decision.delete = True
-            described = action.describe(parsed.from_addr)
-            if not decision.imports and action.name in (MOVE_TO_FOLDER, DELETE_MESSAGE):
-                described = described.replace("after the spool commit", "without importing it (the rule "
-                                              "has neither create_contact nor create_or_update_ticket)")
-            decision.described.append(described)
+            decision.described.append(action.describe(parsed.from_addr, decision.imports))
         return decision
     if scanner.unmatched == UNMATCHED_PIPELINE:
         return Decision(imports=True, hints=None,
