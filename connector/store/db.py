@@ -1,4 +1,4 @@
-"""Open the SQLite store: WAL, durable commits, schema creation.
+"""Open the SQLite store: WAL, durable commits, schema creation and migrations.
 
 `open_store(path)` binds the models to the file and creates missing tables.
 Commits use `synchronous=FULL`, so a commit that returned is on disk: the
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import peewee
 
+from connector.store.migrations import upgrade
 from connector.store.models import ALL_MODELS, database
 
 PRAGMAS = {
@@ -61,6 +62,7 @@ def open_store(path, synchronous="full"):
     database.initialize(db)
     db.connect(reuse_if_open=True)
     with db.atomic():
+        upgrade(db)  # older files gain their new columns first: create_tables indexes them
         db.create_tables(ALL_MODELS, safe=True)
     return db
 

@@ -1,0 +1,67 @@
+"""Schema migrations: an existing store upgrades and keeps its data.
+
+`open_store` calls `upgrade(db)` before it creates missing tables. Each
+migration has a name and a function; they run once each, in list order, and
+the names applied are recorded in the `schema_migration` table, so two lines
+of work that each add a migration merge by appending to `MIGRATIONS`.
+
+A migration must be safe on a store whose tables do not exist yet (a new
+store: `create_tables` then makes them with every column) and on one where
+its change is already there: use `add_column`, which does nothing in both
+cases. The models stay the one description of the schema; a migration only
+brings an older file up to them.
+"""
+
+import time
+
+TABLE = "schema_migration"
+
+
+def _columns(db, table, schema=None):
+    prefix = f'"{schema}".' if schema else ""
+    return {row[1] for row in db.execute_sql(f'PRAGMA {prefix}table_info("{table}")').fetchall()}
+
+
+def add_column(db, table, column, definition, schema=None):
+    """`ALTER TABLE table ADD COLUMN column definition` unless the table is missing or has it."""
+    columns = _columns(db, table, schema)
+    if not columns or column in columns:
+        return
+    prefix = f'"{schema}".' if schema else ""
+    db.execute_sql(f'ALTER TABLE {prefix}"{table}" ADD COLUMN "{column}" {definition}')
+
+
+def _baseline(db):
+    """The schema as released before migrations existed: nothing to change."""
+
+
+# (name, function(db)), oldest first. Append; never reorder, rename or remove.
+MIGRATIONS = (
+    ("0001_baseline", _baseline),
+)
+
+
+def applied(db):
+    db.execute_sql(f'CREATE TABLE IF NOT EXISTS "{TABLE}" ("name" TEXT PRIMARY KEY, "applied_at" REAL NOT NULL)')
+    return {row[0] for row in db.execute_sql(f'SELECT "name" FROM "{TABLE}"').fetchall()}
+
+
+def status(db):
+    """{version, latest, pending}: how many migrations are applied, how many exist, which are not."""
+    done = applied(db)
+    pending = [name for name, _ in MIGRATIONS if name not in done]
+    return {"version": len(MIGRATIONS) - len(pending), "latest": len(MIGRATIONS), "pending": pending}
+
+
+def upgrade(db, clock=time.time):
+    """Apply every pending migration in one transaction; returns the names applied."""
+    done = applied(db)
+    ran = []
+    for name, migrate in MIGRATIONS:
+        if name in done:
+            continue
+        migrate(db)
+        db.execute_sql(f'INSERT INTO "{TABLE}" ("name", "applied_at") VALUES (?, ?)', (name, clock()))
+        ran.append(name)
+    return ran
+
