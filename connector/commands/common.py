@@ -43,6 +43,17 @@ def iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def parse_since(text):
+    """An ISO 8601 date or date-time as a timestamp (naive means UTC), or None when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def emit(args, data, columns=None):
     """Print `data` (a list of dicts or a dict) as JSON with --json, else as a table."""
     if getattr(args, "json", False):

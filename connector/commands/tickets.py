@@ -2,8 +2,9 @@
 
 import sys
 
-from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
+from connector.commands.common import database_or_exit, emit, iso, parse_since, settings_or_exit
 from connector.store.db import open_store
+from connector.store.queries import ticket_page
 from connector.store.models import (
     SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
     SpoolEntry,
@@ -14,17 +15,22 @@ def _open(args):
     open_store(database_or_exit(args))
 
 
-def ticket_summary(ticket):
+def ticket_summary(ticket, message_count=None, contact=None):
+    """A ticket as the commands show it; `list` passes the count and contact it fetched in its one query."""
+    if message_count is None:
+        message_count = Message.select().where(Message.ticket == ticket).count()
+    if contact is None and ticket.contact_id:
+        contact = ticket.contact.email
     return {
         "number": ticket.number,
         "subject": ticket.subject,
         "status": ticket.status,
         "in_inbox": ticket.in_inbox,
-        "contact": ticket.contact.email if ticket.contact_id else None,
+        "contact": contact,
         "manager": ticket.manager,
         "account": ticket.account,
         "priority": ticket.priority,
-        "message_count": Message.select().where(Message.ticket == ticket).count(),
+        "message_count": message_count,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
     }
@@ -42,11 +48,18 @@ def message_json(message):
 
 
 def cmd_tickets_list(args):
+    """One query per page: the message count and the contact come in the same SELECT."""
     _open(args)
-    query = Ticket.select().order_by(Ticket.number)
-    if args.inbox:
-        query = query.where(Ticket.in_inbox == True)  # noqa: E712 (peewee expression)
-    emit(args, [ticket_summary(t) for t in query],
+    since = None
+    if args.since:
+        since = parse_since(args.since)
+        if since is None:
+            print(f"connector: --since {args.since!r} is not a date (hint: 2026-12-01 or 2026-12-01T08:00+01:00)",
+                  file=sys.stderr)
+            return 1
+    rows = ticket_page(in_inbox=args.inbox or None, status=args.status, since=since,
+                       after=args.after, limit=args.limit)
+    emit(args, [ticket_summary(t, message_count=count, contact=contact) for t, count, contact in rows],
          ["number", "status", "in_inbox", "contact", "manager", "message_count", "subject"])
     return 0
 
@@ -200,6 +213,11 @@ def register(subparsers):
     tickets = _sub(subparsers, "tickets", "list and show tickets")
     p = _json(tickets.add_parser("list", help="all tickets"))
     p.add_argument("--inbox", action="store_true", help="only tickets in the inbox")
+    p.add_argument("--status", help="only tickets with this status (e.g. New)")
+    p.add_argument("--since", help="only tickets updated at or after this date/time (ISO 8601)")
+    p.add_argument("--after", type=int, default=0, metavar="NUMBER",
+                   help="start after this ticket number (the next page: the last number shown)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many tickets")
     p.set_defaults(handler=cmd_tickets_list)
     p = _json(tickets.add_parser("show", help="one ticket with recipients and messages"))
     p.add_argument("number", type=int)

@@ -2,7 +2,9 @@
 
 import json
 
-from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, SpoolEntry, database
+import peewee
+
+from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, Message, SpoolEntry, Ticket, database
 
 DUPLICATE = "duplicate"
 SPOOL_FIELDS = SpoolEntry._meta.sorted_fields
@@ -62,3 +64,23 @@ def auto_responses_since(address, since):
     """How many auto-responses went to `address` since the time `since`."""
     return _one('SELECT COUNT(*) FROM "outbox" WHERE "kind" = ? AND "to" = ? AND "created_at" > ?',
                 ("auto_response", json.dumps([address]), since))
+
+
+def ticket_page(in_inbox=None, status=None, since=None, after=0, limit=None):
+    """Tickets by number after `after`, with their message count and contact email, in one query.
+
+    Returns (ticket, message_count, contact_email) triples; filters are ANDed.
+    """
+    count = (Message.select(peewee.fn.COUNT(Message.id)).where(Message.ticket == Ticket.id))
+    query = (Ticket.select(Ticket, count.alias("message_count"), Contact.email.alias("contact_email"))
+             .join(Contact, peewee.JOIN.LEFT_OUTER, on=(Ticket.contact == Contact.id))
+             .where(Ticket.number > (after or 0)).order_by(Ticket.number))
+    if in_inbox is not None:
+        query = query.where(Ticket.in_inbox == in_inbox)
+    if status:
+        query = query.where(Ticket.status == status)
+    if since is not None:
+        query = query.where(Ticket.updated_at >= since)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(t, t.message_count, t.contact_email) for t in query.objects()]
