@@ -192,6 +192,10 @@ def cmd_message_export(args):
     if raw is None:
         print(f"connector: no message {args.id}", file=sys.stderr)
         return 1
+    if not raw:
+        print(f"connector: the original bytes of message {args.id} were pruned ([retention] raw_days); "
+              "the ticket keeps its text", file=sys.stderr)
+        return 1
     sys.stdout.buffer.write(raw)
     sys.stdout.buffer.flush()
     return 0

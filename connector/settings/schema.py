@@ -85,6 +85,12 @@ KEYS = (
         "failed (default 5 days, like an MTA)."),
     Key("outbound", "timeout", "float", "30",
         "Seconds to wait for the relay before an attempt counts as failed."),
+    Key("retention", "raw_days", "count", "0",
+        "Days after which the original bytes of filed mail and the bodies of "
+        "delivered outgoing mail are dropped (the ticket's text, headers and "
+        "statuses stay; mail still in review, shunted or unfiled is never "
+        "touched). 0 keeps everything. `connector db vacuum` returns the "
+        "space to the disk."),
 )
 
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import peewee
 
-from connector.store.migrations import upgrade
+from connector.store import migrations
 from connector.store.models import ALL_MODELS, database
 
 PRAGMAS = {
@@ -61,9 +61,34 @@ def open_store(path, synchronous="full"):
     db = make_database(path, synchronous)
     database.initialize(db)
     db.connect(reuse_if_open=True)
+    if migrations.status(db)["pending"] and db.table_exists("ticket"):
+        backup(db, path)
     with db.atomic():
-        upgrade(db)  # older files gain their new columns first: create_tables indexes them
+        migrations.upgrade(db)  # older files gain their new columns first: create_tables indexes them
         db.create_tables(ALL_MODELS, safe=True)
+    return db
+
+
+def backup(db, path):
+    """Copy the main file (SQLite backup API) to `<db>.bak-<version>` before migrating it."""
+    target = Path(f"{path}.bak-{migrations.status(db)['version']}")
+    if target.exists():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    copy = peewee.SqliteDatabase(str(tmp))
+    copy.connect()
+    db.connection().backup(copy.connection())
+    copy.close()
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, target)
+    return target
+
+
+def open_without_upgrade(path):
+    """The store bound as it is, for `db status`: no table created, no migration run."""
+    db = make_database(path)
+    database.initialize(db)
+    db.connect(reuse_if_open=True)
     return db
 
 

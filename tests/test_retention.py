@@ -1,0 +1,91 @@
+"""Retention and the `db` commands on real SQLite files: what is pruned, what never is,
+and a store from before migrations upgrading with a backup."""
+
+import json
+import sqlite3
+import time
+
+from connector.cli import main
+from connector.store.db import open_store, spool_path
+from connector.store.models import (
+    OUTBOX_PENDING, OUTBOX_SENT, SPOOL_DONE, SPOOL_SHUNTED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, OutboxEntry,
+    Processing, TriageItem)
+from connector.store.retention import DAY, prune
+from connector.store.spool import store_message
+
+NOW = time.time()
+OLD, NEW = NOW - 40 * DAY, NOW - 5 * DAY
+
+
+def _ini(tmp_path, extra=""):
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[connector]\npublic_address = support@example.com\n"
+                   f"notifications_address = notifications@example.com\ndatabase = c.db\n{extra}")
+    return ini
+
+
+def _spooled(received, state, triage=None):
+    spool_id = store_message(b"Subject: x\r\n\r\nbody\r\n", intake="smtp", clock=lambda: received)
+    Processing.create(spool_id=spool_id, state=state, action="new_ticket", processed_at=received)
+    if triage:
+        TriageItem.create(spool_id=spool_id, status=triage, reason="unknown_sender", received_at=received)
+    return spool_id
+
+
+def _outbox(status, sent_at):
+    return OutboxEntry.create(kind="distribution", mail_from="support@example.com", rcpt=["a@x.example"],
+                              raw=b"Subject: y\r\n\r\nout\r\n", status=status, next_attempt_at=0,
+                              created_at=sent_at or OLD, sent_at=sent_at).id
+
+
+def _raw(db_path, table, row_id):
+    path = spool_path(db_path) if table == "spool" else db_path
+    return sqlite3.connect(path).execute(f'SELECT length(raw) FROM "{table}" WHERE id = ?', (row_id,)).fetchone()[0]
+
+
+def test_prune_keeps_what_may_still_be_needed(tmp_path):
+    path = tmp_path / "c.db"
+    open_store(path)
+    filed_old, filed_new = _spooled(OLD, SPOOL_DONE), _spooled(NEW, SPOOL_DONE)
+    shunted = _spooled(OLD, SPOOL_SHUNTED)
+    in_review = _spooled(OLD, SPOOL_DONE, triage=TRIAGE_AWAITING_REVIEW)
+    reviewed = _spooled(OLD, SPOOL_DONE, triage=TRIAGE_CLOSED)
+    unfiled = store_message(b"Subject: z\r\n\r\nwaiting\r\n", intake="smtp", clock=lambda: OLD)
+    sent_old, sent_new, pending = _outbox(OUTBOX_SENT, OLD), _outbox(OUTBOX_SENT, NEW), _outbox(OUTBOX_PENDING, None)
+
+    assert prune(30, now=NOW, batch=1) == {"spool": 2, "outbox": 1}
+    assert [_raw(path, "spool", i) == 0 for i in (filed_old, reviewed)] == [True, True]
+    assert [_raw(path, "spool", i) > 0 for i in (filed_new, shunted, in_review, unfiled)] == [True] * 4
+    assert [_raw(path, "outbox", i) for i in (sent_old, sent_new, pending)][0] == 0
+    assert _raw(path, "outbox", sent_new) > 0 and _raw(path, "outbox", pending) > 0
+    assert prune(0, now=NOW) == {"spool": 0, "outbox": 0}  # 0 keeps everything
+
+
+def test_export_of_a_pruned_message_says_so(tmp_path, capsys):
+    ini = _ini(tmp_path, "[retention]\nraw_days = 30\n")
+    open_store(tmp_path / "c.db")
+    spool_id = _spooled(OLD, SPOOL_DONE)
+    assert main(["-c", str(ini), "db", "prune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["spool"] == 1
+    assert main(["-c", str(ini), "message", "export", "--spool", str(spool_id)]) == 1
+    assert "pruned" in capsys.readouterr().err
+    assert main(["-c", str(ini), "db", "vacuum", "--json"]) == 0
+    sizes = json.loads(capsys.readouterr().out)
+    assert sizes["bytes_after"] <= sizes["bytes_before"]
+
+
+def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys):
+    ini = _ini(tmp_path)
+    db = open_store(tmp_path / "c.db")
+    _spooled(OLD, SPOOL_DONE)
+    db.execute_sql('DROP TABLE "schema_migration"')  # what the release before migrations wrote
+    db.close()
+    assert main(["-c", str(ini), "db", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["version"] == 0 and status["pending"][0] == "0001_baseline"
+    assert main(["-c", str(ini), "db", "upgrade", "--json"]) == 0
+    upgraded = json.loads(capsys.readouterr().out)
+    assert upgraded["pending"] == [] and upgraded["applied"][0] == "0001_baseline"
+    backup = tmp_path / "c.db.bak-0"
+    assert sqlite3.connect(backup).execute('SELECT COUNT(*) FROM "processing"').fetchone() == (1,)
+    assert (backup.stat().st_mode & 0o777) == 0o600
