@@ -35,9 +35,13 @@ system-deps:
 eval: venv
 	$(BIN)/python bench/eval_corpus.py
 
-# Throughput: connector vs a no-op aiosmtpd sink in the same run, and end to end.
+# Throughput and latency against a no-op aiosmtpd sink in the same run, end to end,
+# a large store (built once, cached in /var/tmp), and the IMAP first scan.
 bench: venv system-deps
 	$(BIN)/python bench/smtp_bench.py
+	$(BIN)/python bench/latency_bench.py
+	$(BIN)/python bench/store_bench.py
+	$(BIN)/python bench/imap_bench.py
 
 clean:
 	rm -rf $(VENV) var *.egg-info
