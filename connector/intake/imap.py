@@ -15,13 +15,9 @@ message: a crash in between makes the next scan see it again, and the
 pipeline files it as a `duplicate`. A message that cannot be fetched or
 decided is recorded `failed`, kept on the server and retried; it never
 blocks the rest of the folder.
-
-Test only: CONNECTOR_TEST_CRASH_AFTER_STORE=1 makes the process exit with
-137 right after a spool commit, before any flag (the kill -9 test).
 """
 
 import hashlib
-import os
 import ssl
 import subprocess
 import time
@@ -42,7 +38,6 @@ log = get_logger("imap")
 CHUNK = 200            # messages fetched, stored and flagged together
 TIMEOUT = 60.0         # socket timeout for IMAP commands, seconds
 TOKEN_TIMEOUT = 60.0   # token_command, seconds
-CRASH_ENV = "CONNECTOR_TEST_CRASH_AFTER_STORE"
 IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
 MAX_RECONNECTS = 5     # per scan, for messages whose fetch breaks the connection
 IDLE_POLL = 1.0        # seconds between looks at the stop event while idling
@@ -316,9 +311,6 @@ class Scanner:
         for uid in uids:
             log.info("imap.stored", scanner=self.cfg.name, folder=folder, uid=uid, spool_id=ids[uid],
                      rule=plans[uid][0].rule)
-        if os.environ.get(CRASH_ENV) == "1":
-            log.warning("imap.test_crash", scanner=self.cfg.name, env=CRASH_ENV)
-            os._exit(137)
         return ids
 
     def _act(self, client, folder, decisions):
