@@ -20,11 +20,12 @@ and the others wait `retry_initial` before the next try: a relay that is
 down delays mail, it never loses it.
 """
 
+import re
 import time
 
 from connector.log import get_logger
 from connector.outbound.maildir import MaildirTransport
-from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, no_reply
+from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
 from connector.store import bulk
 from connector.store.models import (
@@ -33,6 +34,10 @@ from connector.store.models import (
 log = get_logger("outbox")
 
 BATCH = 100  # rows looked up per round; each is still committed on its own
+# A line break or control character in an envelope address would smuggle SMTP commands
+# (smtplib sends it as is) or headers (maildir): such a recipient is refused, never sent.
+UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
+BAD_ADDRESS = "5.1.3 the address contains a space, a control character or <>"
 
 
 def make_transport(settings):
@@ -48,10 +53,13 @@ def recipients_to_try(entry):
 
 
 def problems(entry_rcpt, states):
-    """`address: reply` for each recipient not accepted, as one line (the row's last_error)."""
-    text = "; ".join(f"{a}: {states[a]['reply']}" for a in entry_rcpt
-                     if a in states and states[a]["state"] != ACCEPTED)
-    return text or None
+    """`address, address: reply` for the recipients not accepted, grouped by reply (the row's last_error)."""
+    by_reply = {}
+    for address in entry_rcpt:
+        state = states.get(address)
+        if state and state["state"] != ACCEPTED:
+            by_reply.setdefault(state["reply"], []).append(address)
+    return "; ".join(f"{', '.join(addresses)}: {reply}" for reply, addresses in by_reply.items()) or None
 
 
 class Delivery:
@@ -84,10 +92,14 @@ class Delivery:
 
     def _send(self, entry, todo):
         """{recipient: Reply}, and whether the relay could be reached."""
+        if UNSAFE_ADDRESS.search(entry.mail_from):
+            return dict.fromkeys(todo, Reply(553, f"{BAD_ADDRESS}: sender {entry.mail_from!r}")), True
+        unsafe = {a: Reply(553, BAD_ADDRESS) for a in todo if UNSAFE_ADDRESS.search(a)}
+        todo = [a for a in todo if a not in unsafe]
         if not todo:
-            return {}, True
+            return unsafe, True
         try:
-            return self.transport.send(entry.mail_from, todo, bytes(entry.raw)), True
+            return {**unsafe, **self.transport.send(entry.mail_from, todo, bytes(entry.raw))}, True
         except RelayUnavailable as exc:
             return dict.fromkeys(todo, no_reply(str(exc))), False
         except Exception as exc:  # a fault of ours with this one mail: it alone waits, the session restarts
