@@ -28,6 +28,7 @@ TLS_STARTTLS = "starttls"
 TLS_IMPLICIT = "tls"
 TLS_MODES = (TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT)
 
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # over TLS; what Microsoft 365, Gmail and Postfix/Dovecot offer
 CLOSING = 421                 # the relay ends the session after this reply
 NO_SMTPUTF8 = 550             # what Postfix answers itself in that case: 5.6.7
 DROPPED = (smtplib.SMTPServerDisconnected, OSError)  # socket errors, timeouts, resets, TLS
@@ -96,13 +97,21 @@ class SMTPTransport:
         except (OSError, UnicodeDecodeError) as exc:
             raise RelayUnavailable(f"password_file {self.password_file}: "
                                    f"{getattr(exc, 'strerror', None) or exc}") from None
-        try:
-            conn.login(self.username, password)
+        if not conn.has_extn("auth"):
+            raise RelayUnavailable(f"{self.where} does not offer AUTH (username is set)")
+        offered = conn.esmtp_features["auth"].upper().split()
+        mechanism = next((m for m in AUTH_MECHANISMS if m in offered), None)
+        if mechanism is None:
+            raise RelayUnavailable(f"{self.where} offers AUTH {' '.join(offered)}, none of "
+                                   f"{', '.join(AUTH_MECHANISMS)}")
+        conn.user, conn.password = self.username, password
+        try:  # one mechanism, once: smtplib's login() would try each in turn with the same password
+            conn.auth(mechanism, getattr(conn, f"auth_{mechanism.lower()}"), initial_response_ok=mechanism == "PLAIN")
         except smtplib.SMTPAuthenticationError as exc:
             raise RelayUnavailable(f"{self.where}: authentication as {self.username} failed: "
                                    f"{describe(exc)}") from None
-        except smtplib.SMTPNotSupportedError:
-            raise RelayUnavailable(f"{self.where} does not offer AUTH (username is set)") from None
+        finally:
+            conn.password = None
 
     def _session(self):
         """(connection, reused)."""
