@@ -162,3 +162,25 @@ def test_given_up_after_give_up_after(tmp_path, relay, clock):
     assert (entry.status, entry.attempts) == ("failed", 2)
     assert entry.last_error == "bob@example.com: not delivered within give_up_after (15 s): 451 4.3.0 try later"
     delivery.close()
+
+
+def test_store_from_before_per_recipient_state_opens_and_delivers(tmp_path, relay, clock):
+    import sqlite3
+
+    from connector.store.db import open_store
+    sink = relay()
+    settings = store_and_settings(tmp_path, sink.port)
+    [entry_id] = queue(["ann@acme.example"], clock.now)
+    database_path = settings.database
+    from connector.store.models import database
+    database.close()
+    with sqlite3.connect(database_path) as conn:   # the outbox as it was released
+        conn.execute('ALTER TABLE "outbox" DROP COLUMN "recipients"')
+        conn.execute('ALTER TABLE "outbox" DROP COLUMN "queued_at"')
+        conn.execute('DELETE FROM "schema_migration" WHERE "name" = ?', ("0002_outbox_recipient_state",))
+    open_store(database_path)
+    delivery = Delivery(settings, clock=clock)
+    assert delivery.run_once() == 1
+    assert row(entry_id).status == "sent"
+    assert sink.rcpt_counts() == {"ann@acme.example": 1}
+    delivery.close()
