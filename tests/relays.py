@@ -20,6 +20,10 @@ class ScriptedRelay(Sink):
 
     class Handler(Sink.Handler):
         async def handle_MAIL(self, server, session, envelope, address, mail_options):
+            if self.sink.mail_replies:
+                reply = self.sink.mail_replies.pop(0)
+                if reply:
+                    return reply
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
             self.sink.mail_options.append(list(mail_options))
@@ -38,8 +42,9 @@ class ScriptedRelay(Sink):
             self.sink.sessions.append(session)
             return await super().handle_DATA(server, session, envelope)
 
-    def __init__(self, port=None, replies=None, max_rcpts=None, **server):
+    def __init__(self, port=None, replies=None, max_rcpts=None, mail_replies=(), **server):
         super().__init__(port)
+        self.mail_replies = list(mail_replies)  # answers to MAIL FROM in turn (None: accept)
         self.replies = {a: list(r) for a, r in (replies or {}).items()}
         self.max_rcpts = max_rcpts
         self.server = {"enable_SMTPUTF8": False, **server}  # aiosmtpd's Controller offers it unless told

@@ -132,6 +132,16 @@ def test_address_with_a_line_break_is_refused_not_sent(tmp_path, relay, clock):
     delivery.close()
 
 
+def test_session_the_relay_closed_is_replaced_without_deferring(tmp_path, relay, clock):
+    sink = relay(mail_replies=[None, "421 4.4.2 Error: timeout exceeded"])
+    delivery = delivery_for(tmp_path, sink, clock)
+    ids = queue(["ann@acme.example"], clock.now, count=2)
+    assert delivery.run_once() == 2
+    assert [(row(i).status, row(i).attempts) for i in ids] == [("sent", 1), ("sent", 1)]
+    assert len({id(s) for s in sink.sessions}) == 2      # a new session for the second mail
+    delivery.close()
+
+
 def test_relay_down_delays_every_row_and_loses_none(tmp_path, clock):
     settings_port = free_port()
     sink = ScriptedRelay(port=settings_port)

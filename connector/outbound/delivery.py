@@ -80,7 +80,10 @@ class Delivery:
         if self.clock() < self.paused_until:
             return 0
         attempted = 0
-        for entry_id in self.due_ids():
+        due = self.due_ids()
+        if not due:
+            self.transport.close_idle()
+        for entry_id in due:
             # read again: the operator may have cancelled it since the lookup
             entry = OutboxEntry.get_or_none((OutboxEntry.id == entry_id) & OutboxEntry.status.in_(OUTBOX_ACTIVE))
             if entry is None:

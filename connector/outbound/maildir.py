@@ -33,5 +33,8 @@ class MaildirTransport:
             return {a: no_reply(f"maildir {self.path}: {exc}") for a in rcpts}
         return {a: ACCEPTED_LOCALLY for a in rcpts}
 
+    def close_idle(self):
+        pass
+
     def close(self):
         pass

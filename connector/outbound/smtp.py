@@ -19,6 +19,7 @@ with that reason (RFC 6531: it cannot be downgraded).
 
 import smtplib
 import ssl
+import time
 from pathlib import Path
 
 from connector.outbound.replies import ACCEPTED, Reply, as_text, from_smtp, no_reply
@@ -32,6 +33,7 @@ AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # over TLS; what Microsoft 365, Gmail and 
 CLOSING = 421                 # the relay ends the session after this reply
 NO_SMTPUTF8 = 550             # what Postfix answers itself in that case: 5.6.7
 DROPPED = (smtplib.SMTPServerDisconnected, OSError)  # socket errors, timeouts, resets, TLS
+IDLE_SESSION = 5.0            # seconds an unused session is kept open (Postfix caches them 2 s)
 
 
 class RelayUnavailable(Exception):
@@ -39,7 +41,7 @@ class RelayUnavailable(Exception):
 
 
 class _Dropped(Exception):
-    """The session ended before MAIL FROM was answered: nothing of this mail was sent."""
+    """The session ended before MAIL FROM was accepted: nothing of this mail was sent."""
 
 
 def describe(exc):
@@ -59,6 +61,7 @@ class SMTPTransport:
         self.username = settings.username
         self.password_file = settings.password_file
         self.conn = None
+        self.used_at = 0.0
 
     # -- the session ---------------------------------------------------------
 
@@ -115,10 +118,16 @@ class SMTPTransport:
 
     def _session(self):
         """(connection, reused)."""
+        self.used_at = time.monotonic()
         if self.conn is not None:
             return self.conn, True
         self.conn = self._open()
         return self.conn, False
+
+    def close_idle(self):
+        """Let go of a session nothing was sent on for a while (the relay would time it out)."""
+        if self.conn is not None and time.monotonic() - self.used_at > IDLE_SESSION:
+            self.close()
 
     def _reset(self, *replies):
         """After a refusal: RSET, or a new session next time when the relay is closing or RSET fails."""
@@ -177,6 +186,8 @@ class SMTPTransport:
             reply = from_smtp(*conn.mail(mail_from, options))
         except DROPPED as exc:
             raise _Dropped(describe(exc)) from None
+        if reply.code == CLOSING:  # e.g. "421 timeout exceeded" on a session left idle
+            raise _Dropped(str(reply))
         if reply.outcome != ACCEPTED:
             self._reset(reply)
             return dict.fromkeys(rcpts, reply)
