@@ -1,8 +1,9 @@
 """The operator's hand on the outbox: retry a row now, or cancel it (`connector outbox retry|cancel`).
 
 Both change one row in one statement that checks its status, so a running
-delivery process never undoes them: it re-reads a row before sending it, and
-records what the relay answered without reviving a row cancelled meanwhile.
+delivery process never undoes them: it records what the relay answered
+without reviving a row cancelled meanwhile. A row the delivery process had
+already picked up (its batch, at most a second or so) may still go out once.
 """
 
 import time

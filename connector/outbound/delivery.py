@@ -69,29 +69,22 @@ class Delivery:
         self.transport = transport or make_transport(settings)
         self.paused_until = 0.0  # the relay could not be reached: no new session before this
 
-    def due_ids(self, limit=BATCH):
-        query = (OutboxEntry.select(OutboxEntry.id)
-                 .where(OutboxEntry.status.in_(OUTBOX_ACTIVE) & (OutboxEntry.next_attempt_at <= self.clock()))
-                 .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
-        return [row.id for row in query]
+    def due(self, limit=BATCH):
+        return list(OutboxEntry.select()
+                    .where(OutboxEntry.status.in_(OUTBOX_ACTIVE) & (OutboxEntry.next_attempt_at <= self.clock()))
+                    .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
 
     def run_once(self):
         """Attempt the due rows one by one; returns how many were attempted."""
         if self.clock() < self.paused_until:
             return 0
-        attempted = 0
-        due = self.due_ids()
+        due = self.due()
         if not due:
             self.transport.close_idle()
-        for entry_id in due:
-            # read again: the operator may have cancelled it since the lookup
-            entry = OutboxEntry.get_or_none((OutboxEntry.id == entry_id) & OutboxEntry.status.in_(OUTBOX_ACTIVE))
-            if entry is None:
-                continue
-            attempted += 1
+        for attempted, entry in enumerate(due, 1):
             if not self.attempt(entry):
-                break
-        return attempted
+                return attempted
+        return len(due)
 
     def _send(self, entry, todo):
         """{recipient: Reply}, and whether the relay could be reached."""
@@ -143,11 +136,9 @@ class Delivery:
     def _record(self, entry, fields, replies, now):
         """The row's new state and the attempt, in one transaction, right after the relay answered."""
         with database.atomic():
-            changed = (OutboxEntry.update(**fields)
-                       .where((OutboxEntry.id == entry.id) & OutboxEntry.status.in_(OUTBOX_ACTIVE)).execute())
-            if not changed:  # cancelled while in flight: the operator's decision stands, what happened is kept
-                keep = {k: fields[k] for k in ("attempts", "recipients", "last_error")}
-                OutboxEntry.update(**keep).where(OutboxEntry.id == entry.id).execute()
+            if not bulk.update(OutboxEntry, entry.id, only_if=("status", OUTBOX_ACTIVE), **fields):
+                # cancelled while in flight: the operator's decision stands, what happened is kept
+                bulk.update(OutboxEntry, entry.id, **{k: fields[k] for k in ("attempts", "recipients", "last_error")})
             bulk.insert(DeliveryAttempt, outbox=entry.id, at=now,
                         ok=all(r.outcome == ACCEPTED for r in replies.values()),
                         detail="; ".join(f"{a}: {r}" for a, r in replies.items()))
