@@ -7,7 +7,8 @@ of `--refuse-every`; drops the connection at every `--drop-every`-th mail,
 alternately at MAIL FROM and at the end of DATA before keeping the mail;
 with `--hold-at N` never answers the N-th DATA (after keeping it). Each
 recipient of each mail kept is appended to LOG (one line, written before the
-250 goes out), so a test can count what was delivered even across kill -9.
+250 goes out), so a test can count what was delivered even across kill -9;
+each dropped connection adds a line `#drop`.
 """
 
 import argparse
@@ -32,6 +33,7 @@ class FaultyHandler:
 
     def _drop(self, server):
         self.drops += 1
+        os.write(self.log, b"#drop\n")
         server.transport.abort()
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):

@@ -60,7 +60,14 @@ def outbox(db):
 
 
 def delivered(log):
-    return Counter(log.read_text().split()) if log.exists() else Counter()
+    """How many copies each recipient got; the relay's `#drop` lines count as '#drop'."""
+    counts = Counter(log.read_text().split()) if log.exists() else Counter()
+    counts.pop("#drop", None)
+    return counts
+
+
+def drops(log):
+    return log.read_text().split().count("#drop")
 
 
 def test_thousand_mails_through_refusals_drops_and_two_relay_kills(tmp_path):
@@ -93,10 +100,12 @@ def test_thousand_mails_through_refusals_drops_and_two_relay_kills(tmp_path):
     print(f"\ndelivery fault test: {len(mails)} mails, {len(accepted)} accepted recipients, "
           f"{len(refused)} refused; delivered {sum(counts.values())} copies to {len(counts)} recipients; "
           f"missing {len(accepted - set(counts))}; mails sent twice {len(twice)}; relay kills {kills}; "
+          f"connections dropped {drops(log)}; "
           f"{elapsed:.1f} s")
     assert accepted <= set(counts)                        # every mail to every accepted recipient
     assert not refused & set(counts)
     assert max(counts.values()) <= 2 and len(twice) <= kills   # only the one in flight at a kill
+    assert drops(log) >= 15
     rows = outbox(settings.database)
     assert {status for _, status, _ in rows} == {"sent"}
     assert all('"refused"' in states for _, _, states in rows[::5])    # r<10k> is in every fifth mail
