@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from conftest import Sink, free_port
+from conftest import Sink
 from connector.settings import load_settings
 from connector.store import bulk
 from connector.store.db import open_store
@@ -106,5 +106,3 @@ def queue(rcpt, now, mail_from="support@example.com", subject="Hello", count=1):
 def row(entry_id):
     return OutboxEntry.get_by_id(entry_id)
 
-
-__all__ = ["ScriptedRelay", "Clock", "write_ini", "store_and_settings", "queue", "row", "free_port"]

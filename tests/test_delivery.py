@@ -8,7 +8,8 @@ batch, and a fault in one row rolled back the outcomes of all.
 import pytest
 
 from connector.outbound.delivery import Delivery
-from relays import Clock, ScriptedRelay, free_port, queue, row, store_and_settings
+from conftest import free_port
+from relays import Clock, ScriptedRelay, queue, row, store_and_settings
 
 
 @pytest.fixture
@@ -143,9 +144,9 @@ def test_session_the_relay_closed_is_replaced_without_deferring(tmp_path, relay,
 
 
 def test_relay_down_delays_every_row_and_loses_none(tmp_path, clock):
-    settings_port = free_port()
-    sink = ScriptedRelay(port=settings_port)
-    delivery = Delivery(store_and_settings(tmp_path, settings_port), clock=clock)
+    port = free_port()
+    sink = ScriptedRelay(port=port)            # not started yet: the relay is down
+    delivery = Delivery(store_and_settings(tmp_path, port), clock=clock)
     ids = queue(["ann@acme.example"], clock.now, count=3)
     assert delivery.run_once() == 1          # one row tried; the others wait for the relay
     assert delivery.run_once() == 0

@@ -12,7 +12,8 @@ import pytest
 from aiosmtpd.smtp import AuthResult
 
 from connector.outbound.delivery import Delivery
-from relays import Clock, ScriptedRelay, free_port, queue, row, store_and_settings, write_ini
+from conftest import free_port
+from relays import Clock, ScriptedRelay, queue, row, store_and_settings, write_ini
 
 LOGIN, PASSWORD = "support@example.com", "Pa55-w0rd-XYZ"
 
