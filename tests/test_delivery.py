@@ -195,3 +195,26 @@ def test_store_from_before_per_recipient_state_opens_and_delivers(tmp_path, rela
     assert row(entry_id).status == "sent"
     assert sink.rcpt_counts() == {"ann@acme.example": 1}
     delivery.close()
+
+
+def test_cancel_while_in_flight_is_not_undone(tmp_path, relay, clock):
+    from connector.outbound.control import cancel
+
+    class CancellingRelay(ScriptedRelay):
+        class Handler(ScriptedRelay.Handler):
+            async def handle_DATA(self, server, session, envelope):
+                cancel(self.sink.entry_id)               # the operator, while the relay has the mail
+                return "451 4.3.0 try again later"
+
+    sink = CancellingRelay().start()
+    try:
+        delivery = delivery_for(tmp_path, sink, clock)
+        [sink.entry_id] = queue(["ann@acme.example"], clock.now)
+        assert delivery.run_once() == 1
+        entry = row(sink.entry_id)
+        assert (entry.status, entry.attempts) == ("cancelled", 1)
+        assert entry.last_error == "ann@acme.example: 451 4.3.0 try again later"
+        clock.now += 3600
+        assert delivery.run_once() == 0
+    finally:
+        sink.stop()
