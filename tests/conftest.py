@@ -214,7 +214,7 @@ class Instance:
                         and all(row[1] != "queued" for row in s) and s, timeout, what=f"{count} processed")
 
     def wait_delivered(self, timeout=15):
-        return wait_for(lambda: all(o["status"] != "pending" for o in self.outbox()), timeout,
+        return wait_for(lambda: all(o["status"] not in ("pending", "deferred") for o in self.outbox()), timeout,
                         what="outbox delivered")
 
 

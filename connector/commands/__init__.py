@@ -9,7 +9,8 @@ import importlib
 MODULES = (
     "connector.commands.daemon",     # run, worker, check-config, example-config
     "connector.commands.intake",     # inject, replay
-    "connector.commands.tickets",    # tickets, inbound, outbox, message
+    "connector.commands.tickets",    # tickets, inbound, message
+    "connector.commands.outbox",     # outbox list|retry|cancel
     "connector.commands.mailtools",
     "connector.commands.scanners",   # scanners status|run|test
     "connector.commands.db",         # db status|upgrade|prune|vacuum

@@ -1,4 +1,4 @@
-"""Read the store: `tickets list|show`, `inbound list|replay|close`, `outbox list`, `message export`."""
+"""Read the store: `tickets list|show`, `inbound list|replay|close`, `message export`."""
 
 import sys
 
@@ -160,19 +160,6 @@ def cmd_inbound_close(args):
     return 0
 
 
-def cmd_outbox_list(args):
-    _open(args)
-    query = OutboxEntry.select().order_by(OutboxEntry.id)
-    if args.status:
-        query = query.where(OutboxEntry.status == args.status)
-    rows = [{"id": o.id, "ticket": o.ticket.number if o.ticket_id else None, "kind": o.kind, "to": o.to,
-             "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
-             "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at),
-             "sent_at": iso(o.sent_at)} for o in query]
-    emit(args, rows, ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject"])
-    return 0
-
-
 def cmd_message_export(args):
     _open(args)
     if args.spool:
@@ -245,11 +232,6 @@ def register(subparsers):
     p = inbound.add_parser("close", help="mark an item closed")
     p.add_argument("id", type=int)
     p.set_defaults(handler=cmd_inbound_close)
-
-    outbox = _sub(subparsers, "outbox", "outgoing mail and its delivery")
-    p = _json(outbox.add_parser("list", help="outbox rows"))
-    p.add_argument("--status", choices=("pending", "sent", "failed"))
-    p.set_defaults(handler=cmd_outbox_list)
 
     message = _sub(subparsers, "message", "messages")
     p = message.add_parser("export", help="write a message's original bytes to stdout")

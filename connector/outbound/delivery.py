@@ -1,114 +1,65 @@
-"""Deliver outbox rows to the relay (or a maildir), with retries and backoff.
+"""Deliver outbox rows to the relay (or a maildir): the last step of the flow.
 
-Every attempt is recorded. A temporary failure (connection refused, 4xx)
-reschedules the row after `retry_initial * 2**(attempts-1)` seconds, at most
-`retry_max`; a permanent refusal (5xx) or a mail older than `give_up_after`
-marks it failed. A relay that is down delays mail; it never loses it.
+Rows are attempted one at a time, and the outcome of each is committed as
+soon as the relay has answered for it, so a crash re-sends at most the one
+mail in flight. Each row stands alone: whatever goes wrong with one (a
+refusal, an address the relay cannot take, a fault of ours) affects only
+that row, and the SMTP session is reset before the next.
+
+Results are kept per envelope recipient (`OutboxEntry.recipients`), as
+Postfix does: a recipient accepted is never sent to again; one refused
+permanently (5xx) is recorded on the row; one refused temporarily (4xx,
+452 too many recipients, no answer) is retried alone after
+`retry_initial * 2**(attempts-1)` seconds, at most `retry_max`, until
+`give_up_after` (counted from `queued_at`, else `created_at`) turns it into
+a refusal. A row is `deferred` while a recipient waits, then `sent` when
+some recipient accepted it, else `failed`.
+
+When no session with the relay can be opened at all, that row is deferred
+and the others wait `retry_initial` before the next try: a relay that is
+down delays mail, it never loses it.
 """
 
-import os
-import smtplib
-import socket
+import re
 import time
-from pathlib import Path
 
 from connector.log import get_logger
+from connector.outbound.maildir import MaildirTransport
+from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
+from connector.outbound.smtp import RelayUnavailable, SMTPTransport
 from connector.store import bulk
 from connector.store.models import (
-    OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
+    OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
 log = get_logger("outbox")
 
-
-class TemporaryFailure(Exception):
-    pass
-
-
-class PermanentFailure(Exception):
-    pass
-
-
-class SMTPTransport:
-    """One reused connection to the relay."""
-
-    def __init__(self, host, port, timeout, local_hostname):
-        self.host, self.port, self.timeout, self.local_hostname = host, port, timeout, local_hostname
-        self.conn = None
-
-    def send(self, mail_from, rcpt, raw):
-        for attempt in (1, 2):  # a reused connection may have been closed by the relay
-            try:
-                if self.conn is None:
-                    self.conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout,
-                                             local_hostname=self.local_hostname)
-                refused = self.conn.sendmail(mail_from, rcpt, raw)
-                return "; ".join(f"{a}: {c} {m!r}" for a, (c, m) in refused.items())
-            except smtplib.SMTPServerDisconnected as exc:
-                self.close()
-                if attempt == 2:
-                    raise TemporaryFailure(f"relay disconnected: {exc}") from None
-            except smtplib.SMTPRecipientsRefused as exc:
-                codes = [code for code, _ in exc.recipients.values()]
-                detail = "; ".join(f"{a}: {c} {m!r}" for a, (c, m) in exc.recipients.items())
-                if all(code >= 500 for code in codes):
-                    raise PermanentFailure(detail) from None
-                raise TemporaryFailure(detail) from None
-            except smtplib.SMTPResponseException as exc:
-                self._reset()
-                cls = PermanentFailure if exc.smtp_code >= 500 else TemporaryFailure
-                raise cls(f"{exc.smtp_code} {exc.smtp_error!r}") from None
-            except (OSError, smtplib.SMTPException) as exc:
-                self.close()
-                raise TemporaryFailure(f"relay {self.host}:{self.port}: {exc}") from None
-        return ""
-
-    def _reset(self):
-        try:
-            self.conn.rset()
-        except Exception:
-            self.close()
-
-    def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.quit()
-            except Exception:
-                pass
-        self.conn = None
-
-
-class MaildirTransport:
-    """Writes each mail as a file in `maildir/new` (tmp, fsync, rename)."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        for sub in ("tmp", "new", "cur"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
-
-    def send(self, mail_from, rcpt, raw):
-        name = f"{time.time():.6f}.{os.getpid()}_{os.urandom(4).hex()}.{socket.gethostname()}"
-        envelope = (f"X-Envelope-From: <{mail_from}>\r\n"
-                    + "".join(f"X-Envelope-To: <{a}>\r\n" for a in rcpt)).encode()
-        data = (envelope + raw).replace(b"\r\n", b"\n")
-        tmp = self.path / "tmp" / name
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(tmp, self.path / "new" / name)
-        except OSError as exc:
-            raise TemporaryFailure(f"maildir {self.path}: {exc}") from None
-        return ""
-
-    def close(self):
-        pass
+BATCH = 100  # rows looked up per round; each is still committed on its own
+# A line break or control character in an envelope address would smuggle SMTP commands
+# (smtplib sends it as is) or headers (maildir): such a recipient is refused, never sent.
+UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
+BAD_ADDRESS = "5.1.3 the address contains a space, a control character or <>"
 
 
 def make_transport(settings):
     if settings.mode == "maildir":
         return MaildirTransport(settings.maildir)
-    return SMTPTransport(settings.relay_host, settings.relay_port, settings.timeout, settings.hostname)
+    return SMTPTransport(settings)
+
+
+def recipients_to_try(entry):
+    """The envelope recipients neither accepted nor refused yet."""
+    states = entry.recipients or {}
+    return [a for a in entry.rcpt if states.get(a, {}).get("state") not in (ACCEPTED, REFUSED)]
+
+
+def problems(entry_rcpt, states):
+    """`address, address: reply` for the recipients not accepted, grouped by reply (the row's last_error)."""
+    by_reply = {}
+    for address in entry_rcpt:
+        state = states.get(address)
+        if state and state["state"] != ACCEPTED:
+            by_reply.setdefault(state["reply"], []).append(address)
+    return "; ".join(f"{', '.join(addresses)}: {reply}" for reply, addresses in by_reply.items()) or None
 
 
 class Delivery:
@@ -116,60 +67,97 @@ class Delivery:
         self.settings = settings
         self.clock = clock
         self.transport = transport or make_transport(settings)
+        self.paused_until = 0.0  # the relay could not be reached: no new session before this
 
-    def due(self, limit=100):
-        return list(OutboxEntry.select().where((OutboxEntry.status == OUTBOX_PENDING)
-                                               & (OutboxEntry.next_attempt_at <= self.clock()))
+    def due(self, limit=BATCH):
+        return list(OutboxEntry.select()
+                    .where(OutboxEntry.status.in_(OUTBOX_ACTIVE) & (OutboxEntry.next_attempt_at <= self.clock()))
                     .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
 
     def run_once(self):
-        """Attempt every due row, then record the outcomes in one transaction.
+        """Attempt the due rows one by one; returns how many were attempted."""
+        if self.clock() < self.paused_until:
+            return 0
+        due = self.due()
+        if not due:
+            self.transport.close_idle()
+        for attempted, entry in enumerate(due, 1):
+            if not self.attempt(entry):
+                return attempted
+        return len(due)
 
-        Returns how many rows were attempted. A crash between a send and its
-        record means the mail is sent again later: at least once, never lost.
-        """
-        outcomes = []
-        for entry in self.due():
-            outcome = self.attempt(entry)
-            outcomes.append(outcome)
-            if outcome[1] == OUTBOX_PENDING:
-                break  # the relay is failing: keep the rest for the next round
-        if outcomes:
-            with database.atomic():
-                for entry, status, error, detail, now in outcomes:
-                    bulk.update(OutboxEntry, entry.id, status=status, attempts=entry.attempts,
-                                next_attempt_at=entry.next_attempt_at, last_error=entry.last_error,
-                                sent_at=entry.sent_at)
-                bulk.insert_many(DeliveryAttempt, [{"outbox": e.id, "at": now, "ok": error is None,
-                                                    "detail": error or detail}
-                                                   for e, status, error, detail, now in outcomes])
-        return len(outcomes)
+    def _send(self, entry, todo):
+        """{recipient: Reply}, and whether the relay could be reached."""
+        if UNSAFE_ADDRESS.search(entry.mail_from):
+            return dict.fromkeys(todo, Reply(553, f"{BAD_ADDRESS}: sender {entry.mail_from!r}")), True
+        unsafe = {a: Reply(553, BAD_ADDRESS) for a in todo if UNSAFE_ADDRESS.search(a)}
+        todo = [a for a in todo if a not in unsafe]
+        if not todo:
+            return unsafe, True
+        try:
+            return {**unsafe, **self.transport.send(entry.mail_from, todo, bytes(entry.raw))}, True
+        except RelayUnavailable as exc:
+            return dict.fromkeys(todo, no_reply(str(exc))), False
+        except Exception as exc:  # a fault of ours with this one mail: it alone waits, the session restarts
+            log.exception("outbox.error", outbox_id=entry.id, message_id=entry.message_id)
+            self.transport.close()
+            return dict.fromkeys(todo, no_reply(f"internal error: {type(exc).__name__}: {exc}")), True
 
     def attempt(self, entry):
-        """One delivery attempt: (entry, new status, error, detail, time); `entry` is updated."""
-        error, permanent, detail = None, False, ""
-        try:
-            detail = self.transport.send(entry.mail_from, entry.rcpt, bytes(entry.raw))
-        except PermanentFailure as exc:
-            error, permanent = str(exc), True
-        except TemporaryFailure as exc:
-            error = str(exc)
+        """Send `entry` to the recipients still to try and commit the outcome; False if the relay is down."""
+        replies, reachable = self._send(entry, recipients_to_try(entry))
         now = self.clock()
-        entry.attempts += 1
-        if error is None:
-            entry.status, entry.sent_at, entry.last_error = OUTBOX_SENT, now, detail or None
-            log.info("outbox.sent", outbox_id=entry.id, message_id=entry.message_id, ticket_id=entry.ticket_id,
-                     rcpt=entry.rcpt, kind=entry.kind, attempts=entry.attempts, refused=detail or None)
-        elif permanent or now - entry.created_at >= self.settings.give_up_after:
-            entry.status, entry.last_error = OUTBOX_FAILED, error
-            log.error("outbox.failed", outbox_id=entry.id, message_id=entry.message_id, rcpt=entry.rcpt,
-                      attempts=entry.attempts, error=error, permanent=permanent)
+        states = dict(entry.recipients or {})
+        for address, reply in replies.items():
+            states[address] = {"state": reply.outcome, "reply": str(reply), "at": now}
+        if now - (entry.queued_at or entry.created_at) >= self.settings.give_up_after:
+            for address, state in states.items():
+                if state["state"] == DEFERRED:
+                    state.update(state=REFUSED, reply=f"not delivered within give_up_after "
+                                                      f"({self.settings.give_up_after:g} s): {state['reply']}")
+        outcomes = {states[a]["state"] for a in entry.rcpt}
+        attempts = entry.attempts + 1
+        fields = {"attempts": attempts, "recipients": states, "last_error": problems(entry.rcpt, states)}
+        if DEFERRED in outcomes:
+            delay = min(self.settings.retry_initial * 2 ** (attempts - 1), self.settings.retry_max)
+            fields.update(status=OUTBOX_DEFERRED, next_attempt_at=now + delay)
         else:
-            delay = min(self.settings.retry_initial * 2 ** (entry.attempts - 1), self.settings.retry_max)
-            entry.next_attempt_at, entry.last_error = now + delay, error
-            log.warning("outbox.deferred", outbox_id=entry.id, message_id=entry.message_id, rcpt=entry.rcpt,
-                        attempts=entry.attempts, error=error, retry_in=round(delay, 3))
-        return entry, entry.status, error, detail, now
+            delay = None
+            fields.update(status=OUTBOX_SENT if ACCEPTED in outcomes else OUTBOX_FAILED,
+                          sent_at=now if ACCEPTED in outcomes else None)
+        self._record(entry, fields, replies, now)
+        self._log(entry, fields, replies, delay)
+        if not reachable:
+            self.paused_until = now + self.settings.retry_initial
+            log.warning("outbox.relay_unavailable", error=fields["last_error"],
+                        retry_in=round(self.settings.retry_initial, 3))
+        return reachable
+
+    def _record(self, entry, fields, replies, now):
+        """The row's new state and the attempt, in one transaction, right after the relay answered."""
+        with database.atomic():
+            if not bulk.update(OutboxEntry, entry.id, only_if=("status", OUTBOX_ACTIVE), **fields):
+                # cancelled while in flight: the operator's decision stands, what happened is kept
+                bulk.update(OutboxEntry, entry.id, **{k: fields[k] for k in ("attempts", "recipients", "last_error")})
+            bulk.insert(DeliveryAttempt, outbox=entry.id, at=now,
+                        ok=all(r.outcome == ACCEPTED for r in replies.values()),
+                        detail="; ".join(f"{a}: {r}" for a, r in replies.items()))
+
+    @staticmethod
+    def _log(entry, fields, replies, delay):
+        by_outcome = {}
+        for address, reply in replies.items():
+            by_outcome.setdefault(reply.outcome, {})[address] = str(reply)
+        common = {"outbox_id": entry.id, "message_id": entry.message_id, "ticket_id": entry.ticket_id,
+                  "kind": entry.kind, "attempts": fields["attempts"],
+                  "accepted": sorted(by_outcome.get(ACCEPTED, {})) or None,
+                  "refused": by_outcome.get(REFUSED), "error": fields["last_error"]}
+        if fields["status"] == OUTBOX_DEFERRED:
+            log.warning("outbox.deferred", **common, deferred=by_outcome.get(DEFERRED), retry_in=round(delay, 3))
+        elif fields["status"] == OUTBOX_SENT:
+            log.info("outbox.sent", **common)
+        else:
+            log.error("outbox.failed", **common)
 
     def close(self):
         self.transport.close()

@@ -103,7 +103,9 @@ class Settings:
             f"  intake {self.protocol} on {self.listen_host}:{self.listen_port}, "
             f"max {self.max_message_size} bytes",
             f"  outbound {self.mode}: "
-            + (f"relay {self.relay_host}:{self.relay_port}" if self.mode == "smtp" else str(self.maildir)),
+            + (f"relay {self.relay_host}:{self.relay_port}, tls {self.tls}"
+               + (f", login {self.username}" if self.username else "")
+               if self.mode == "smtp" else str(self.maildir)),
             f"  database {self.database}",
             f"  {len(self.staff)} staff ({sum(1 for s in self.staff if s.active)} active), "
             f"{len(self.accounts)} accounts",
@@ -163,6 +165,11 @@ def _convert(key, raw, ini_path):
     if key.kind == "path":
         if not value:
             raise ConfigError(ini_path, where, "is empty", "give a file or folder path")
+        path = Path(value)
+        return {key.name: path if path.is_absolute() else (ini_path.parent / path).resolve()}
+    if key.kind == "file":  # optional: empty means none
+        if not value:
+            return {key.name: None}
         path = Path(value)
         return {key.name: path if path.is_absolute() else (ini_path.parent / path).resolve()}
     if key.kind == "hostport":
@@ -227,6 +234,36 @@ def load_ini(ini_path):
     if not values["hostname"]:
         values["hostname"] = values["public_address"].rpartition("@")[2]
     return ini_path, values
+
+
+def _readable(ini_path, name, path, hint):
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ConfigError(ini_path, f"[outbound] {name}", f"cannot read {path}: {exc.strerror}", hint) from None
+
+
+def _check_relay(ini_path, values):
+    """The smarthost keys: a timeout, a login with its password file, over TLS."""
+    if values["timeout"] <= 0:
+        raise ConfigError(ini_path, "[outbound] timeout", "must be more than 0 seconds", "write e.g. 30")
+    if values["ca_file"]:
+        _readable(ini_path, "ca_file", values["ca_file"], "give the PEM file of the CA that signed the relay's certificate")
+    if values["password_file"] and not values["username"]:
+        raise ConfigError(ini_path, "[outbound] username", "is empty while password_file is set",
+                          "write the relay login, e.g. username = support@example.com")
+    if not values["username"]:
+        return
+    if not values["password_file"]:
+        raise ConfigError(ini_path, "[outbound] password_file", "is empty while username is set",
+                          "put the password in a file readable only by the connector and name it here")
+    _readable(ini_path, "password_file", values["password_file"],
+              "the connector's user must be able to read it (chown connector, chmod 600)")
+    if values["tls"] == "none":
+        raise ConfigError(ini_path, "[outbound] tls", "is none while username is set",
+                          "the password would cross the network in clear: use tls = starttls (port 587) "
+                          "or tls = tls (port 465)")
 
 
 def load_yaml(path, top_key):
@@ -341,6 +378,8 @@ def load_accounts(path, staff_index):
 def load_settings(ini_path, plugins=None):
     """Read the ini and config/*.yaml; each `plugins` callable may add to `settings.extra`."""
     ini_path, values = load_ini(ini_path)
+    if values["mode"] == "smtp":
+        _check_relay(ini_path, values)  # here, not in load_ini: `outbox list` needs no password
     settings = Settings(ini_path=ini_path, values=values)
     staff_path = settings.find("config", "staff.yaml")
     settings.staff = load_staff(staff_path) if staff_path.exists() else []

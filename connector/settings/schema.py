@@ -14,7 +14,7 @@ RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
 class Key:
     section: str
     name: str
-    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | float
+    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float
     default: str
     doc: str
     choices: tuple = ()
@@ -85,6 +85,19 @@ KEYS = (
         "failed (default 5 days, like an MTA)."),
     Key("outbound", "timeout", "float", "30",
         "Seconds to wait for the relay before an attempt counts as failed."),
+    Key("outbound", "tls", "choice", "none",
+        "Encryption to the relay: none; starttls (required: a relay that does "
+        "not offer it is not used; port 587); tls (implicit TLS, port 465). "
+        "The relay's certificate is always verified.", ("none", "starttls", "tls")),
+    Key("outbound", "ca_file", "file", "",
+        "CA certificate(s) (PEM) to verify the relay's certificate with. "
+        "Empty: the system's trusted CAs."),
+    Key("outbound", "username", "str", "",
+        "Log in to the relay (SMTP AUTH) as this user; needs password_file "
+        "and tls = starttls or tls. Empty: no login."),
+    Key("outbound", "password_file", "file", "",
+        "File holding the relay password (its first line); readable by the "
+        "connector only (chmod 600). Read at each connection, never logged."),
     Key("retention", "raw_days", "count", "0",
         "Days after which the original bytes of filed mail and the bodies of "
         "delivered outgoing mail are dropped (the ticket's text, headers and "

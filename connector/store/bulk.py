@@ -11,8 +11,8 @@ from connector.store.models import database
 _SQL = {}
 
 
-def _statement(kind, model, columns):
-    key = (kind, model, columns)
+def _statement(kind, model, columns, condition=None):
+    key = (kind, model, columns, condition)
     sql = _SQL.get(key)
     if sql is None:
         table = model._meta.table_name
@@ -25,6 +25,9 @@ def _statement(kind, model, columns):
         else:
             sets = ", ".join(f"{n} = ?" for n in names)
             sql = f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = ?'
+            if condition:
+                column, count = condition
+                sql += f' AND "{model._meta.fields[column].column_name}" IN ({", ".join("?" * count)})'
         _SQL[key] = sql
     return sql
 
@@ -65,7 +68,10 @@ def insert_many(model, rows, or_ignore=False, or_replace=False):
                                   [_values(model, columns, row) for row in rows])
 
 
-def update(model, pk, **fields):
-    """Set `fields` on the row whose primary key is `pk`."""
+def update(model, pk, only_if=None, **fields):
+    """Set `fields` on the row whose primary key is `pk` (and, with `only_if=(column, values)`,
+    whose `column` is one of `values`); returns how many rows changed."""
     columns = tuple(fields)
-    database.execute_sql(_statement("update", model, columns), _values(model, columns, fields) + [pk])
+    condition = (only_if[0], len(only_if[1])) if only_if else None
+    params = _values(model, columns, fields) + [pk] + (list(only_if[1]) if only_if else [])
+    return database.execute_sql(_statement("update", model, columns, condition), params).rowcount

@@ -35,9 +35,16 @@ def _baseline(db):
     """The schema as released before migrations existed: nothing to change."""
 
 
+def _outbox_recipient_state(db):
+    """Per-recipient delivery state, and the time a retried row's give-up clock restarts from."""
+    add_column(db, "outbox", "recipients", "TEXT")
+    add_column(db, "outbox", "queued_at", "REAL")
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
+    ("0002_outbox_recipient_state", _outbox_recipient_state),
 )
 
 

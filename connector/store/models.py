@@ -22,10 +22,14 @@ TRIAGE_NEEDS_ATTENTION = "needs_attention"
 TRIAGE_CLOSED = "closed"
 TRIAGE_STATUSES = (TRIAGE_AWAITING_REVIEW, TRIAGE_NEEDS_ATTENTION, TRIAGE_CLOSED)
 
-# Outbox statuses.
-OUTBOX_PENDING = "pending"
-OUTBOX_SENT = "sent"
-OUTBOX_FAILED = "failed"
+# Outbox statuses (`outbox list --status`).
+OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
+OUTBOX_DEFERRED = "deferred"    # a recipient was refused temporarily: retried with backoff
+OUTBOX_SENT = "sent"            # every recipient accepted, or refused permanently (see `recipients`)
+OUTBOX_FAILED = "failed"        # no recipient accepted: refused permanently or given up
+OUTBOX_CANCELLED = "cancelled"  # stopped by the operator (`outbox cancel`)
+OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DEFERRED, OUTBOX_SENT, OUTBOX_FAILED, OUTBOX_CANCELLED)
+OUTBOX_ACTIVE = (OUTBOX_PENDING, OUTBOX_DEFERRED)  # still to be delivered
 
 
 class JSONField(peewee.TextField):
@@ -186,6 +190,10 @@ class OutboxEntry(BaseModel):
     last_error = peewee.TextField(null=True)
     created_at = peewee.FloatField()
     sent_at = peewee.FloatField(null=True)
+    # per envelope recipient, once attempted: {address: {"state": accepted|refused|deferred,
+    # "reply": the relay's answer, "at": time}}; accepted ones are never sent again
+    recipients = JSONField(null=True)
+    queued_at = peewee.FloatField(null=True)  # give_up_after counts from here (a retry resets it), else created_at
 
     class Meta:
         table_name = "outbox"
@@ -193,6 +201,8 @@ class OutboxEntry(BaseModel):
 
 
 class DeliveryAttempt(BaseModel):
+    """One attempt to deliver an outbox row; `detail` has the relay's answer for each recipient tried."""
+
     outbox = peewee.ForeignKeyField(OutboxEntry, backref="delivery_attempts", on_delete="CASCADE")
     at = peewee.FloatField()
     ok = peewee.BooleanField()

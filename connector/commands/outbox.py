@@ -1,0 +1,63 @@
+"""`outbox list|retry|cancel`: outgoing mail, its delivery per recipient, and the operator's actions."""
+
+import sys
+
+from connector.commands.common import database_or_exit, emit, iso
+from connector.outbound.control import OutboxStateError, cancel, retry
+from connector.store.db import open_store
+from connector.store.models import OUTBOX_STATUSES, OutboxEntry
+
+COLUMNS = ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject", "last_error"]
+
+
+def outbox_json(o):
+    states = o.recipients or {}
+    return {"id": o.id, "ticket": o.ticket.number if o.ticket_id else None, "kind": o.kind, "to": o.to,
+            "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
+            "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at), "sent_at": iso(o.sent_at),
+            "created_at": iso(o.created_at), "mail_from": o.mail_from, "rcpt": o.rcpt,
+            "recipients": [{"address": a, "state": states.get(a, {}).get("state", "pending"),
+                            "reply": states.get(a, {}).get("reply")} for a in o.rcpt]}
+
+
+def cmd_outbox_list(args):
+    open_store(database_or_exit(args))
+    query = OutboxEntry.select().order_by(OutboxEntry.id)
+    if args.status:
+        query = query.where(OutboxEntry.status == args.status)
+    emit(args, [outbox_json(o) for o in query], COLUMNS)
+    return 0
+
+
+def _act(action):
+    def handler(args):
+        open_store(database_or_exit(args))
+        try:
+            entry = action(args.id)
+        except OutboxStateError as exc:
+            print(f"connector: {exc}", file=sys.stderr)
+            return 1
+        emit(args, outbox_json(entry), None if args.json else ["id", "status", "rcpt", "subject"])
+        return 0
+    return handler
+
+
+def _json(parser):
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("outbox", help="outgoing mail and its delivery")
+    outbox = parser.add_subparsers(dest="outbox_command", metavar="ACTION")
+    outbox.required = True
+    p = _json(outbox.add_parser("list", help="outbox rows"))
+    p.add_argument("--status", choices=OUTBOX_STATUSES)
+    p.set_defaults(handler=cmd_outbox_list)
+    p = _json(outbox.add_parser("retry", help="deliver a deferred or failed row now, to the recipients not "
+                                        "accepted yet (the give-up clock restarts)"))
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=_act(retry))
+    p = _json(outbox.add_parser("cancel", help="never deliver a row (pending, deferred, or failed to acknowledge it)"))
+    p.add_argument("id", type=int)
+    p.set_defaults(handler=_act(cancel))
