@@ -32,12 +32,13 @@ def readme_table(suffix):
 
 
 def readme_pipe_service(console_script, ini):
-    """The README's master.cf lines, pointed at the site's console script and this ini."""
+    """The README's master.cf lines, run by the site's console script, user and ini."""
     block = SECTION[SECTION.index("# /etc/postfix/master.cf\n"):].split("```")[0]
     service = block.split("\n", 1)[1]
-    service = service.replace("/usr/local/bin/connector", str(console_script))
-    service = service.replace("/etc/connector/connector.ini", str(ini))
-    return service.replace("user=connector", f"user={postfix.PIPE_USER}")
+    assert "argv=" in service and " -c " in service and "user=" in service, block
+    service = re.sub(r"argv=\S+", f"argv={console_script}", service)
+    service = re.sub(r" -c \S+", f" -c {ini}", service)
+    return re.sub(r"user=\S+", f"user={postfix.PIPE_USER}", service)
 
 
 @pytest.fixture(scope="module")
