@@ -271,3 +271,15 @@ def test_a_copy_only_to_notifications_stays_triage(daemon):
     assert [row[2:] for row in daemon.wait_processed(2)] == [("triage", "notifications_address"),
                                                             ("duplicate", "same Message-ID and bytes as spool entry 1")]
     assert daemon.tickets() == []
+
+
+def test_support_in_bcc_only_still_files_the_notifications_copy(daemon):
+    """The envelope decides, not To/Cc: support@ in Bcc shows in its copy's envelope only."""
+    raw = make_mail(subject="Bcc to support", to=NOTIFICATIONS).as_bytes()
+    deliver_copy(daemon, "pipe", raw, NOTIFICATIONS)
+    daemon.wait_processed(1)
+    deliver_copy(daemon, "pipe", raw, SUPPORT)
+    assert [row[2] for row in daemon.wait_processed(2)] == ["triage", "new_ticket"]
+    assert [t["subject"] for t in daemon.tickets()] == ["Bcc to support"]
+    closed = [i for i in daemon.inbound() if i["reason"] == "notifications_address"]
+    assert [i["status"] for i in closed] == ["closed"]

@@ -27,14 +27,14 @@ def run(ctx):
     parsed = ctx.parsed
     copies = filed_copies(parsed.message_id, ctx.spool.sha256, ctx.spool.id)
     if copies:
-        ctx.envelope = list(dict.fromkeys(a for rcpts in [ctx.spool.rcpt_to or []] + [c[3] for c in copies]
-                                          for a in rcpts))
-        filed = [c for c in copies if (c[1], c[2]) != (TRIAGE, R_NOTIFICATIONS)]
+        envelopes = [ctx.spool.rcpt_to or []] + [c.rcpt_to for c in copies]
+        ctx.envelope = list(dict.fromkeys(a for rcpts in envelopes for a in rcpts))
+        filed = [c for c in copies if (c.action, c.reason) != (TRIAGE, R_NOTIFICATIONS)]
         if filed or addressed_to_notifications_only(ctx):
             same = "same Message-ID and bytes" if parsed.message_id else "no Message-ID, same bytes"
-            ctx.finish(DUPLICATE, f"{same} as spool entry {(filed or copies)[0][0]}", distribute=False)
+            ctx.finish(DUPLICATE, f"{same} as spool entry {(filed or copies)[0].spool_id}", distribute=False)
             return
-        ctx.supersedes = [c[0] for c in copies]
+        ctx.supersedes = [c.spool_id for c in copies]
         ctx.notes.append(f"also delivered to {', '.join(ctx.envelope)}: supersedes the notifications "
                          f"triage of spool entry {', '.join(str(i) for i in ctx.supersedes)}")
     ctx.automatic = classify(parsed, ctx.spool.mail_from, own_loop_value=ctx.services.loop_value)

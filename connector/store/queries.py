@@ -1,6 +1,7 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
 import json
+from collections import namedtuple
 
 from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, SpoolEntry, database
 
@@ -23,16 +24,19 @@ def processing_state(spool_id):
     return _one('SELECT "state" FROM "processing" WHERE "spool_id" = ?', (spool_id,))
 
 
+Copy = namedtuple("Copy", "spool_id action reason rcpt_to")
+
+
 def filed_copies(message_id, sha256, spool_id=None):
     """Earlier processed copies of a message (same Message-ID and bytes, not themselves
-    duplicates), oldest first: [(spool_id, action, reason, rcpt_to)]. An MTA that delivers
+    duplicates), oldest first, as `Copy` tuples. An MTA that delivers
     one copy per recipient, or retries after a lost 250, leaves several."""
     rows = database.execute_sql(
         'SELECT p."spool_id", p."action", p."reason", s."rcpt_to" FROM "processing" p '
         'JOIN "spool"."spool" s ON s."id" = p."spool_id" WHERE p."message_id" = ? AND p."sha256" = ? '
         'AND p."state" = ? AND p."action" != ? AND p."spool_id" != ? ORDER BY p."spool_id"',
         (message_id, sha256, SPOOL_DONE, DUPLICATE, spool_id if spool_id is not None else -1)).fetchall()
-    return [(row[0], row[1], row[2], json.loads(row[3] or "[]")) for row in rows]
+    return [Copy(row[0], row[1], row[2], json.loads(row[3] or "[]")) for row in rows]
 
 
 def unprocessed_spool_ids(floor, limit):
