@@ -10,6 +10,7 @@ Postfix's queue.
 import re
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,16 @@ def test_pipe_argument_error_defers_then_delivers_once_fixed(site):
     inst.wait_processed(1, timeout=30)
     assert [t["subject"] for t in inst.tickets()] == ["Kept by Postfix"]
     assert mta.maildir(CUSTOMER) == []
+
+
+def test_readme_pipe_recipe_passes_a_null_return_path_as_empty(site):
+    """`null_sender=`: a bounce's `MAIL FROM:<>` reaches the spool as '' (a null path, so
+    automatic mail), not as Postfix's default word MAILER-DAEMON."""
+    mta, inst = site("pipe")
+    with smtplib.SMTP("127.0.0.1", mta.port, timeout=30) as smtp:
+        smtp.sendmail("", ["support@example.com"], make_mail(subject="Null path").as_bytes())
+    drained(mta)
+    inst.wait_processed(1, timeout=30)
+    with sqlite3.connect(inst.path / "var" / "connector-spool.db") as db:
+        assert db.execute("SELECT mail_from, rcpt_to FROM spool").fetchall() == [("", '["support@example.com"]')]
+    assert inst.tickets() == []
