@@ -137,10 +137,12 @@ class Instance:
                                     for s, keys in sections.items()))
         self.proc = None
         self.log = self.path / "daemon.log"
+        self.run_as = None  # a user name: the daemon and the CLI run as it (the site behind Postfix)
+        self.python = sys.executable
 
     def cli(self, *args, input=None, check=True):
-        result = subprocess.run([sys.executable, "-m", "connector", "-c", str(self.ini), *args],
-                                input=input, capture_output=True, cwd=self.path, timeout=60)
+        result = subprocess.run([self.python, "-m", "connector", "-c", str(self.ini), *args],
+                                input=input, capture_output=True, cwd=self.path, timeout=60, user=self.run_as)
         if check and result.returncode != 0:
             raise AssertionError(f"connector {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
         return result
@@ -149,9 +151,9 @@ class Instance:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(self.ini), "run"],
+        self.proc = subprocess.Popen([self.python, "-m", "connector", "-c", str(self.ini), "run"],
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     cwd=self.path, start_new_session=True)
+                                     cwd=self.path, start_new_session=True, user=self.run_as)
 
         def listening():
             if self.proc.poll() is not None:

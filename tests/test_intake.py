@@ -171,3 +171,115 @@ def test_replay_dry_run_changes_nothing(instance):
     assert [t["number"] for t in instance.tickets()] == [1]
     again = json.loads(instance.cli("replay", "--json", str(path)).stdout)
     assert again["action"] == "duplicate"
+
+
+SUPPORT, NOTIFICATIONS = "support@example.com", "notifications@example.com"
+
+
+def test_inject_takes_several_recipients_in_either_spelling(instance):
+    """Postfix expands `--recipient=${recipient}` to one word per recipient, the older
+    `--recipient ${recipient}` to one option followed by every recipient: both are one mail."""
+    for index, argv in enumerate((["--recipient", SUPPORT, NOTIFICATIONS],
+                                  [f"--recipient={SUPPORT}", f"--recipient={NOTIFICATIONS}"])):
+        mail = make_mail(subject=f"Both {index}", to=f"{SUPPORT}, {NOTIFICATIONS}").as_bytes()
+        result = instance.cli("inject", "--sender=ann@acme.example", *argv, input=mail, check=False)
+        assert result.returncode == 0, result.stderr
+    instance.start()
+    instance.wait_processed(2)
+    assert sorted(t["subject"] for t in instance.tickets()) == ["Both 0", "Both 1"]
+    assert [row[2] for row in instance.spool_states()] == ["new_ticket", "new_ticket"]
+
+
+def test_inject_stores_for_its_own_recipients_among_foreign_ones(instance):
+    mail = make_mail(subject="Mixed").as_bytes()
+    result = instance.cli("inject", "--recipient", "x@elsewhere.example", SUPPORT, input=mail, check=False)
+    assert result.returncode == 0, result.stderr
+    assert b"x@elsewhere.example is not an address of this connector" in result.stderr
+    instance.start()
+    instance.wait_processed(1)
+    assert [t["subject"] for t in instance.tickets()] == ["Mixed"]
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["--recipient"], ["--sender"], ["--recipient", SUPPORT, "-x"]])
+def test_inject_argument_errors_exit_75_not_2(instance, argv):
+    """argparse's exit 2 is a permanent failure to Postfix: the customer got a bounce."""
+    result = instance.cli("inject", *argv, input=make_mail().as_bytes(), check=False)
+    assert result.returncode == 75, result.stderr
+    assert b"the MTA keeps the mail and retries" in result.stderr
+    assert instance.spool_states() == []
+
+
+def test_inject_unexpected_error_exits_75(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port)
+    staff = tmp_path / "config" / "staff.yaml"
+    staff.unlink()
+    staff.mkdir()            # an IsADirectoryError while loading: whatever it is, never a bounce
+    result = inst.cli("inject", "--recipient", SUPPORT, input=make_mail().as_bytes(), check=False)
+    assert result.returncode == 75, result.stderr
+
+
+def deliver_copy(inst, via, raw, rcpt):
+    """One copy of `raw` for one recipient, as an MTA that splits the delivery makes it."""
+    if via == "pipe":
+        inst.cli("inject", "--sender=ann@acme.example", f"--recipient={rcpt}", input=raw)
+    else:
+        with smtplib.LMTP("127.0.0.1", inst.port) as lmtp:
+            lmtp.sendmail("ann@acme.example", [rcpt], raw)
+
+
+@pytest.mark.parametrize("via", ["pipe", "lmtp"])
+@pytest.mark.parametrize("first", [NOTIFICATIONS, SUPPORT])
+def test_one_copy_per_recipient_is_filed_once_by_all_recipients(tmp_path, sink, via, first):
+    """A mail to support@ and notifications@ delivered as two copies, each processed before
+    the next arrives, is one ticket whichever copy comes first; no triage item stays open."""
+    inst = Instance(tmp_path, sink.port, smtp__protocol=via if via == "lmtp" else "smtp").start()
+    try:
+        raw = make_mail(subject="Split delivery", to=f"{SUPPORT}, {NOTIFICATIONS}").as_bytes()
+        second = SUPPORT if first == NOTIFICATIONS else NOTIFICATIONS
+        deliver_copy(inst, via, raw, first)
+        inst.wait_processed(1)
+        deliver_copy(inst, via, raw, second)
+        states = inst.wait_processed(2)
+        assert [t["subject"] for t in inst.tickets()] == ["Split delivery"]
+        assert [row[2] for row in states] == (["triage", "new_ticket"] if first == NOTIFICATIONS
+                                              else ["new_ticket", "duplicate"])
+        assert [i["status"] for i in inst.inbound() if i["status"] == "awaiting_review"] == []
+        inst.wait_delivered()
+        assert len(sink.to("ann@acme.example")) == 1      # one auto-response
+        # A third copy (an MTA retrying) changes nothing.
+        deliver_copy(inst, via, raw, NOTIFICATIONS)
+        assert inst.wait_processed(3)[-1][2] == "duplicate"
+        assert len(inst.tickets()) == 1
+    finally:
+        inst.stop()
+
+
+def test_copies_spooled_before_the_worker_runs_are_filed_once(instance):
+    raw = make_mail(subject="Both waiting", to=f"{SUPPORT}, {NOTIFICATIONS}").as_bytes()
+    for rcpt in (NOTIFICATIONS, SUPPORT):
+        deliver_copy(instance, "pipe", raw, rcpt)
+    instance.start()
+    instance.wait_processed(2)
+    assert [t["subject"] for t in instance.tickets()] == ["Both waiting"]
+    assert [i for i in instance.inbound() if i["status"] == "awaiting_review"] == []
+
+
+def test_a_copy_only_to_notifications_stays_triage(daemon):
+    raw = make_mail(subject="Just notifications", to=NOTIFICATIONS).as_bytes()
+    for _ in range(2):
+        deliver_copy(daemon, "pipe", raw, NOTIFICATIONS)
+    assert [row[2:] for row in daemon.wait_processed(2)] == [("triage", "notifications_address"),
+                                                            ("duplicate", "same Message-ID and bytes as spool entry 1")]
+    assert daemon.tickets() == []
+
+
+def test_support_in_bcc_only_still_files_the_notifications_copy(daemon):
+    """The envelope decides, not To/Cc: support@ in Bcc shows in its copy's envelope only."""
+    raw = make_mail(subject="Bcc to support", to=NOTIFICATIONS).as_bytes()
+    deliver_copy(daemon, "pipe", raw, NOTIFICATIONS)
+    daemon.wait_processed(1)
+    deliver_copy(daemon, "pipe", raw, SUPPORT)
+    assert [row[2] for row in daemon.wait_processed(2)] == ["triage", "new_ticket"]
+    assert [t["subject"] for t in daemon.tickets()] == ["Bcc to support"]
+    closed = [i for i in daemon.inbound() if i["reason"] == "notifications_address"]
+    assert [i["status"] for i in closed] == ["closed"]

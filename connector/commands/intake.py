@@ -1,5 +1,13 @@
-"""`inject` (an MTA's pipe transport) and `replay` (process a file now, or show the decision)."""
+"""`inject` (an MTA's pipe transport) and `replay` (process a file now, or show the decision).
 
+`inject` speaks to an MTA through its exit code only: 0 once the message is
+in the spool, 65 (EX_DATAERR) for what can never be accepted (not a mail, too
+big, no recipient of ours), 75 (EX_TEMPFAIL) for everything else, argument
+errors and unexpected exceptions included, so that the MTA keeps the mail and
+retries instead of bouncing it to the customer.
+"""
+
+import argparse
 import json
 import re
 import sys
@@ -22,6 +30,16 @@ def strip_mbox_from(raw):
 
 
 def cmd_inject(args):
+    try:
+        return _inject(args)
+    except Exception as exc:  # whatever it is, the MTA keeps the mail and retries
+        print(f"connector: could not store the message, try again later: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        get_logger("intake").error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", intake="pipe")
+        return EX_TEMPFAIL
+
+
+def _inject(args):
     settings = settings_or_exit(args, EX_TEMPFAIL)  # a broken config is fixed, then the MTA retries
     log = get_logger("intake")
     raw = sys.stdin.buffer.read(settings.max_message_size + 1)
@@ -34,25 +52,44 @@ def cmd_inject(args):
         print("connector: input is not an email message (empty or no header)", file=sys.stderr)
         log.warning("intake.rejected", reason="not_a_message", size=len(raw), intake="pipe")
         return EX_DATAERR
+    from connector.pipeline.services import own_address_re
+    own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
+    recipients = list(dict.fromkeys(args.recipient or ()))
+    ours = [r for r in recipients if any(o.match(r) for o in own)]
+    for foreign in (r for r in recipients if r not in ours):
+        print(f"connector: {foreign} is not an address of this connector", file=sys.stderr)
+        log.warning("intake.rcpt_rejected", rcpt=foreign, intake="pipe")
+    if recipients and not ours:
+        return EX_DATAERR  # never acceptable: the MTA bounces it
+    from connector.store.db import open_store
+    from connector.store.spool import store_message
     try:
-        from connector.pipeline.services import own_address_re
-        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
-        if args.recipient and not any(r.match(args.recipient) for r in own):
-            print(f"connector: {args.recipient} is not an address of this connector", file=sys.stderr)
-            log.warning("intake.rcpt_rejected", rcpt=args.recipient, intake="pipe")
-            return EX_DATAERR  # never acceptable: the MTA bounces it (issue 2's three exit codes)
-        from connector.store.db import open_store
-        from connector.store.spool import store_message
         open_store(settings.database)
-        spool_id = store_message(strip_mbox_from(raw), mail_from=args.sender,
-                                 rcpt_to=[args.recipient] if args.recipient else [], intake="pipe")
+        spool_id = store_message(strip_mbox_from(raw), mail_from=args.sender, rcpt_to=ours, intake="pipe")
     except Exception as exc:
         print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)
         log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", intake="pipe")
         return EX_TEMPFAIL
     log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
-             intake="pipe", rcpt=args.recipient)
+             intake="pipe", rcpt=ours)
     return EX_OK
+
+
+class PipeArgumentParser(argparse.ArgumentParser):
+    """`inject`'s own parser: an argument it does not understand is a transport set up
+    wrong, to be fixed while the MTA keeps the mail, so it exits 75, never argparse's 2
+    (which Postfix takes for a permanent failure and bounces to the customer)."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"connector inject: {message} (exit 75: the MTA keeps the mail and retries)", file=sys.stderr)
+        raise SystemExit(EX_TEMPFAIL)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
 
 
 def cmd_replay(args):
@@ -89,7 +126,9 @@ def cmd_replay(args):
 
 def register(subparsers):
     p = subparsers.add_parser("inject", help="store a message from stdin (an MTA's pipe transport)")
-    p.add_argument("--recipient", help="envelope recipient (Postfix: ${recipient})")
+    p.__class__ = PipeArgumentParser  # add_parser takes no parser class of its own
+    p.add_argument("--recipient", action="extend", nargs="+", metavar="ADDRESS",
+                   help="envelope recipient, repeatable (Postfix: --recipient=${recipient}, one per recipient)")
     p.add_argument("--sender", help="envelope sender (Postfix: ${sender}); empty for a null path")
     p.set_defaults(handler=cmd_inject)
     p = subparsers.add_parser("replay", help="process FILE.eml now; --dry-run prints the decision only")

@@ -14,8 +14,8 @@ from connector.pipeline.distribute import AUTO_RESPONSE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
 from connector.store.models import (
-    SPOOL_DONE, Contact, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing, ThreadRef,
-    Ticket, TriageItem)
+    SPOOL_DONE, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient, Message,
+    OutboxEntry, Processing, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
 
 FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)
@@ -161,8 +161,16 @@ def apply_decision(ctx, templates):
                     ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
         _queue_notices(ctx, templates, now)
+    _close_superseded(ctx)
     record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id, now)
     return ticket
+
+
+def _close_superseded(ctx):
+    """An earlier copy's notifications triage, now filed with this copy (see `classify`)."""
+    if ctx.supersedes:
+        TriageItem.update(status=TRIAGE_CLOSED, detail=f"filed with spool entry {ctx.spool.id}").where(
+            TriageItem.spool_id.in_(ctx.supersedes) & (TriageItem.status == TRIAGE_AWAITING_REVIEW)).execute()
 
 
 def record_processing(spool, state, action, reason, message_id, now, attempts=0):

@@ -65,6 +65,8 @@ class Context:
     ticket_number: int = None   # referenced or to be created
     ticket: object = None       # the Ticket row, when it exists
     ref_via: str = ""           # subject | references | hint
+    envelope: list = field(default_factory=list)    # recipients of this copy and its earlier copies
+    supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one
     action: str = ""
     reason: str = ""
     triage_status: str = ""

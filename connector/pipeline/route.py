@@ -21,9 +21,14 @@ from connector.store.models import TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Extern
 from connector.store.queries import next_ticket_number
 
 
+def delivered_to(ctx):
+    """Who the message was delivered to: the envelope recipients of this copy and of its
+    earlier copies together (`classify` collects them), else the To/Cc headers (IMAP)."""
+    return ctx.envelope or ctx.spool.rcpt_to or (ctx.parsed.to + ctx.parsed.cc)
+
+
 def addressed_to_notifications_only(ctx):
-    services, spool = ctx.services, ctx.spool
-    rcpts = spool.rcpt_to or (ctx.parsed.to + ctx.parsed.cc)
+    services, rcpts = ctx.services, delivered_to(ctx)
     return any(services.is_notifications(a) for a in rcpts) and \
         not any(services.is_public(a) for a in rcpts)
 

@@ -1,6 +1,7 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
 import json
+from collections import namedtuple
 
 import peewee
 
@@ -25,11 +26,19 @@ def processing_state(spool_id):
     return _one('SELECT "state" FROM "processing" WHERE "spool_id" = ?', (spool_id,))
 
 
-def find_duplicate(message_id, sha256, spool_id=None):
-    """The spool id of a processed message with the same Message-ID and bytes (not itself a duplicate)."""
-    return _one('SELECT "spool_id" FROM "processing" WHERE "message_id" = ? AND "sha256" = ? AND "state" = ? '
-                'AND "action" != ? AND "spool_id" != ? LIMIT 1',
-                (message_id, sha256, SPOOL_DONE, DUPLICATE, spool_id if spool_id is not None else -1))
+Copy = namedtuple("Copy", "spool_id action reason rcpt_to")
+
+
+def filed_copies(message_id, sha256, spool_id=None):
+    """Earlier processed copies of a message (same Message-ID and bytes, not themselves
+    duplicates), oldest first, as `Copy` tuples. An MTA that delivers
+    one copy per recipient, or retries after a lost 250, leaves several."""
+    rows = database.execute_sql(
+        'SELECT p."spool_id", p."action", p."reason", s."rcpt_to" FROM "processing" p '
+        'JOIN "spool"."spool" s ON s."id" = p."spool_id" WHERE p."message_id" = ? AND p."sha256" = ? '
+        'AND p."state" = ? AND p."action" != ? AND p."spool_id" != ? ORDER BY p."spool_id"',
+        (message_id, sha256, SPOOL_DONE, DUPLICATE, spool_id if spool_id is not None else -1)).fetchall()
+    return [Copy(row[0], row[1], row[2], json.loads(row[3] or "[]")) for row in rows]
 
 
 def unprocessed_spool_ids(floor, limit):
