@@ -75,7 +75,7 @@ def test_broken_yaml_and_template(inst):
     template.parent.mkdir()
     template.write_text("Subject: {{ ticket.tag }\n\nbody\n")
     err = check(inst).stderr.decode()
-    assert f"{template}: -: cannot be rendered" in err
+    assert f"{template}: line 1: template syntax: unexpected" in err
 
 
 def test_run_refuses_to_start_with_the_same_message(tmp_path):
