@@ -78,7 +78,7 @@ def checked_or_wait(ini_path, process, sleep=time.sleep):
 def check_rules(settings):
     """The reply rules load and compile (a bad regex in quotes.local.yaml shows now)."""
     try:
-        load_extractor(settings.folder_candidates("rules"))
+        extractor = load_extractor(settings.folder_candidates("rules"))
     except RuleError as exc:
         file, sep, rest = str(exc).partition(": ")
         if not sep:
@@ -89,6 +89,7 @@ def check_rules(settings):
             key, problem = "-", rest
         raise ConfigError(file, key, problem, "fix the rule; `connector strip-reply --rules FOLDER FILE` "
                           "tries rules on a reply") from None
+    settings.files["reply rules"] = f"{extractor.version} ({', '.join(extractor.ruleset.files)})"
 
 
 def check_templates(settings):
@@ -106,6 +107,7 @@ def check_templates(settings):
         if name not in templates.files:
             raise ConfigError(settings.find("templates", name), "-", "is missing",
                               "the shipped templates are missing: reinstall connector")
+    settings.files["templates"] = ", ".join(str(path) for path in templates.files.values())
 
 
 def _check_template(templates, name, path, sample):
