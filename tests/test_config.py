@@ -293,18 +293,18 @@ def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_pat
     rules.write_text("rules: []\n")
     inst.start()
     try:
-        wait_for(lambda: '"worker.started"' in inst.log.read_text(), what="worker running")
+        wait_for(lambda: '"worker.started"' in inst.log.read_text(), timeout=30, what="worker running")
         rules.write_text(BAD_RULE)
         template.write_text("Subject: {{ broken\n\nNEW TEMPLATE\n")
         os.kill(inst.proc.pid, signals.SIGHUP)
-        wait_for(lambda: inst.log.read_text().count("bad regex") >= 3, what="failed reloads (3 processes)")
+        wait_for(lambda: inst.log.read_text().count("bad regex") >= 3, timeout=30, what="failed reloads (3 processes)")
         rules.write_text("rules: []\n")                        # the template is still broken
-        wait_for(lambda: inst.log.read_text().count("template syntax") >= 3, what="failed template reloads")
+        wait_for(lambda: inst.log.read_text().count("template syntax") >= 3, timeout=30, what="failed template reloads")
         assert '"config.reloaded"' not in inst.log.read_text()
         rules.write_text(BAD_RULE)
         inst.send(make_mail(subject="Filed with the old ones"))
-        inst.wait_processed(1)
-        inst.wait_delivered()
+        inst.wait_processed(1, timeout=30)
+        inst.wait_delivered(timeout=30)
         reply = sink.to("ann@acme.example")[0][2]
         assert b"OLD TEMPLATE" in reply and b"NEW TEMPLATE" not in reply
 
@@ -312,14 +312,14 @@ def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_pat
         worker_pid = [json.loads(line)["pid"] for line in inst.log.read_text().splitlines()
                       if '"child.spawned"' in line and '"worker"' in line][-1]
         os.kill(worker_pid, signals.SIGKILL)
-        wait_for(lambda: '"config.invalid"' in inst.log.read_text(), what="restarted worker waiting")
+        wait_for(lambda: '"config.invalid"' in inst.log.read_text(), timeout=30, what="restarted worker waiting")
         inst.send(make_mail(subject="Waits for the fix", sender="bert@beta.example"))
         time.sleep(3)                                            # a crash loop would spawn again and again
         assert inst.log.read_text().count('"child.spawned"') == 3  # worker, deliver, the one restart
         rules.write_text("rules: []\n")
         template.write_text(LOCAL_TEMPLATE.replace("OLD", "FIXED"))
-        inst.wait_processed(2)
-        inst.wait_delivered()
+        inst.wait_processed(2, timeout=30)
+        inst.wait_delivered(timeout=30)
         assert b"FIXED TEMPLATE" in sink.to("bert@beta.example")[0][2]
         assert inst.proc.poll() is None
     finally:
