@@ -185,6 +185,7 @@ def test_every_template_is_compiled(inst):
 
 
 @pytest.mark.parametrize("key,address", [("public_address", "support@example.com"),
+                                         ("public_address", "support+billing@example.com"),
                                          ("notifications_address", "notifications@example.com")])
 def test_own_address_listed_as_staff_refused(inst, key, address):
     path = inst.path / "config" / "staff.yaml"

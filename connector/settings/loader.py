@@ -291,9 +291,11 @@ def _refuse_own_addresses(path, staff, values):
     own = {values["public_address"]: "public_address", values["notifications_address"]: "notifications_address"}
     for index, member in enumerate(staff):
         for email in member.emails:
-            if email in own:
-                raise ConfigError(path, f"staff[{index}].emails",
-                                  f"{email} is the connector's own {own[email]} ({member.name})",
+            local, _, domain = email.partition("@")
+            bare = f"{local.partition('+')[0]}@{domain}"  # support+billing@ reaches us too
+            if bare in own:
+                raise ConfigError(path, f"staff[{index}].emails", f"{email} is the connector's own "
+                                  f"{own[bare]} ({member.name})",
                                   "staff write to this address from their own; list their personal address")
 
 
