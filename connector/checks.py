@@ -56,7 +56,7 @@ def load_checked(ini_path):
     return settings
 
 
-def checked_or_wait(ini_path, process, sleep=time.sleep):
+def checked_or_wait(ini_path, process):
     """`load_checked`, waiting while the configuration is bad: a background process
     (re)started while the files on disk are broken logs `config.invalid` once per
     distinct problem and starts when they are fixed, rather than exiting and being
@@ -72,7 +72,7 @@ def checked_or_wait(ini_path, process, sleep=time.sleep):
                 log.error("config.invalid", process=process, error=str(exc),
                           waiting="for a good configuration")
                 reported = str(exc)
-        sleep(RECHECK_EVERY)
+        time.sleep(RECHECK_EVERY)
 
 
 def check_rules(settings):
