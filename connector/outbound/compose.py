@@ -102,10 +102,11 @@ class Templates:
     def __init__(self, folders):
         self.files, sources = {}, {}
         for folder in map(Path, folders):
-            for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-                if path.is_file() and path.name not in sources:
-                    sources[path.name] = path.read_text(encoding="utf-8")
-                    self.files[path.name] = path
+            for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+                name = path.relative_to(folder).as_posix()  # parts/footer.j2 for {% include %}
+                if path.is_file() and name not in sources and not path.name.startswith("."):
+                    sources[name] = path.read_text(encoding="utf-8")
+                    self.files[name] = path
 
         def load(name):
             if name not in sources:

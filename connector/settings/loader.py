@@ -1,9 +1,11 @@
 """Load and validate `connector.ini` and the YAML files in `config/`.
 
 Files in `rules/` and `templates/` are looked up next to the ini first and
-fall back one by one to the ones shipped with the package (the repository's
-top-level folders); `config/` falls back only as a whole folder. Every problem raises `ConfigError` with the file, the key,
-what is wrong and a hint; unknown keys are errors, never silently ignored.
+fall back one by one to the ones shipped with the package
+(`connector.settings.shipped`); `config/` falls back only as a whole folder,
+and every file in a local `config/` must be one the connector reads. Every
+problem raises `ConfigError` with the file, the key, what is wrong and a
+hint; unknown keys are errors, never silently ignored.
 """
 
 import configparser
