@@ -11,6 +11,8 @@ import sys
 
 from connector import __version__
 from connector.commands import register_all
+from connector.commands.common import EX_CONFIG
+from connector.settings import ConfigError
 
 DEFAULT_CONFIG = "/etc/connector/connector.ini"
 
@@ -31,6 +33,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0
+    except ConfigError as exc:  # e.g. a database that cannot be opened: one line, no traceback
+        print(f"connector: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

@@ -14,11 +14,12 @@ import signal
 import threading
 import time
 
+from connector.checks import load_checked
 from connector.log import get_logger
 from connector.outbound.delivery import Delivery
 from connector.pipeline.runner import Runner
 from connector.pipeline.services import Services
-from connector.settings import ConfigError, load_settings
+from connector.settings import ConfigError
 from connector.settings.reload import fingerprint
 from connector.store.db import load_hmac_key, open_store
 
@@ -27,14 +28,6 @@ log = get_logger("worker")
 IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do
 CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
 FALLBACK_NICENESS = 19
-
-
-def load_checked(ini_path):
-    """Settings whose templates render too; raises ConfigError like check-config."""
-    from connector.commands.daemon import check_templates
-    settings = load_settings(ini_path)
-    check_templates(settings)
-    return settings
 
 
 class BackgroundLoop:

@@ -1,7 +1,11 @@
 """check-config and run: every problem names the file, the key, what is wrong, and a hint."""
 
+import json
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +79,7 @@ def test_broken_yaml_and_template(inst):
     template.parent.mkdir()
     template.write_text("Subject: {{ ticket.tag }\n\nbody\n")
     err = check(inst).stderr.decode()
-    assert f"{template}: -: cannot be rendered" in err
+    assert f"{template}: line 1: template syntax: unexpected" in err
 
 
 def test_run_refuses_to_start_with_the_same_message(tmp_path):
@@ -141,3 +145,184 @@ def test_receive_option_as_written_in_yaml(inst, value):
     result = check(inst)
     assert result.returncode == 0, result.stderr
     assert load_staff(path)[0].receive == value.lower()
+
+
+BAD_RULE = """\
+rules:
+  - name: broken_header
+    kind: header
+    regex: "^On (.* wrote:$"
+    samples: {match: ["On Monday Ann wrote:"], no_match: ["Hello"]}
+"""
+
+
+def test_bad_reply_rule_refused_by_check_config_and_run(inst):
+    rules = inst.path / "rules" / "quotes.local.yaml"
+    rules.parent.mkdir()
+    rules.write_text(BAD_RULE)
+    for command in ("check-config", "run"):
+        result = inst.cli(command, check=False)
+        err = result.stderr.decode()
+        assert result.returncode == 1, err
+        assert f"{rules}: rule 'broken_header': bad regex" in err and "hint:" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_template_render_error_names_file_and_line(inst):
+    template = inst.path / "templates" / "auto_response.txt.j2"
+    template.parent.mkdir()
+    template.write_text("Subject: {{ ticket.tag }}\n\nHello {{ sender.name }},\n{{ ticket.colour }}\n")
+    err = check(inst).stderr.decode()
+    assert f"{template}: line 4: cannot be rendered:" in err and "colour" in err
+
+
+def test_every_template_is_compiled(inst):
+    extra = inst.path / "templates" / "footer.txt.j2"
+    extra.parent.mkdir()
+    extra.write_text("Thanks\nSupport\n{{ x }\n")
+    err = check(inst).stderr.decode()
+    assert f"{extra}: line 3: template syntax:" in err
+
+
+@pytest.mark.parametrize("key,address", [("public_address", "support@example.com"),
+                                         ("public_address", "support+billing@example.com"),
+                                         ("notifications_address", "notifications@example.com")])
+def test_own_address_listed_as_staff_refused(inst, key, address):
+    path = inst.path / "config" / "staff.yaml"
+    path.write_text(path.read_text() + f"  - name: Desk\n    emails: [{address.upper()}]\n")
+    result = check(inst)
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert f"{path}: staff[6].emails: {address} is the connector's own {key}" in err and "hint:" in err
+
+
+@pytest.mark.parametrize("listen,relay", [("127.0.0.1:2600", "127.0.0.1:2600"), ("0.0.0.0:2600", "127.0.0.1:2600"),
+                                          ("127.0.0.1:2600", "localhost:2600"), ("[::]:2600", "[::1]:2600")])
+def test_relay_that_is_our_own_listen_address_refused(tmp_path, listen, relay):
+    inst = Instance(tmp_path, 2500, smtp__listen=listen, outbound__relay=relay)
+    err = check(inst).stderr.decode()
+    assert f"[outbound] relay: {relay} is the connector's own [smtp] listen address" in err and "hint:" in err
+
+
+def test_relay_on_another_port_or_host_is_fine(tmp_path):
+    inst = Instance(tmp_path, 2500, smtp__listen="0.0.0.0:2600", outbound__relay="mail.example.com:2600")
+    assert check(inst).returncode == 0
+
+
+def test_unknown_file_in_config_refused(inst):
+    typo = inst.path / "config" / "scanner.yaml"
+    typo.write_text("scanners: []\n")
+    result = check(inst)
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert f"{typo}: -: is not a file the connector reads (hint: did you mean scanners.yaml?" in err
+    typo.unlink()
+    for name in (".staff.yaml.swp", "staff.yaml~", "scanners.yaml.example", "accounts.yaml.bak"):
+        (inst.path / "config" / name).write_text("x")
+    assert check(inst).returncode == 0
+
+
+def as_other_user():
+    """A command prefix that runs as `nobody` when we are root (root may write anywhere)."""
+    import os
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+
+
+def test_data_dir_the_daemon_cannot_write_refused():
+    import os
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="connector-perm-"))
+    try:
+        base.chmod(0o755)                      # the config readable by the other user, the data dir not writable
+        inst = Instance(base, 2500)
+        (base / "var").mkdir(mode=0o755)
+        if not as_other_user():
+            (base / "var").chmod(0o555)
+        for command in ("check-config", "run"):
+            result = subprocess.run(as_other_user() + [sys.executable, "-m", "connector", "-c", str(inst.ini),
+                                                       command], capture_output=True, timeout=30, cwd="/")
+            err = result.stderr.decode()
+            assert result.returncode == 1, err
+            assert "[connector] database: user " in err and f"cannot write in {base / 'var'}" in err
+            assert "hint:" in err and "Traceback" not in err
+        inst.ini.write_text(inst.ini.read_text().replace("database = var/connector.db",
+                                                         "database = var/new/connector.db"))
+        result = subprocess.run(as_other_user() + [sys.executable, "-m", "connector", "-c", str(inst.ini),
+                                                   "check-config"], capture_output=True, timeout=30, cwd="/")
+        assert f"{base / 'var' / 'new'} does not exist and user " in result.stderr.decode()
+    finally:
+        os.chmod(base / "var", 0o755)
+        shutil.rmtree(base)
+
+
+def test_database_that_cannot_be_opened_is_one_line(inst):
+    db = inst.path / "var" / "connector.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not an SQLite database, it is a text file " * 40)
+    for args in (("tickets", "list"), ("run",)):
+        result = inst.cli(*args, check=False)
+        err = result.stderr.decode()
+        assert result.returncode == 1, err
+        assert f"{db}: [connector] database: cannot be opened: file is not a database (hint:" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_messages_and_example_speak_the_users_language(inst):
+    path = inst.path / "config" / "staff.yaml"
+    path.write_text(path.read_text() + "  - name: Jane Again\n    emails: [JANE@example.com]\n")
+    assert "seed" not in check(inst).stderr.decode().lower()
+    assert "seed" not in (ROOT / "connector.ini.example").read_text().lower()
+
+
+LOCAL_TEMPLATE = "Subject: We got it\n\nOLD TEMPLATE {{ ticket.tag }}\n"
+
+
+def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_path):
+    """A reload keeps the last good rules and templates; a worker restarted meanwhile waits
+    for a good configuration instead of crash-looping, and files the mail once it is fixed."""
+    import os
+    import signal as signals
+    from conftest import Sink, make_mail, wait_for
+    sink = Sink()
+    sink.start()
+    inst = Instance(tmp_path, sink.port)
+    template = inst.path / "templates" / "auto_response.txt.j2"
+    template.parent.mkdir()
+    template.write_text(LOCAL_TEMPLATE)
+    rules = inst.path / "rules" / "quotes.local.yaml"
+    rules.parent.mkdir()
+    rules.write_text("rules: []\n")
+    inst.start()
+    try:
+        wait_for(lambda: '"worker.started"' in inst.log.read_text(), timeout=30, what="worker running")
+        rules.write_text(BAD_RULE)
+        template.write_text("Subject: {{ broken\n\nNEW TEMPLATE\n")
+        os.kill(inst.proc.pid, signals.SIGHUP)
+        wait_for(lambda: inst.log.read_text().count("bad regex") >= 3, timeout=30, what="failed reloads (3 processes)")
+        rules.write_text("rules: []\n")                        # the template is still broken
+        wait_for(lambda: inst.log.read_text().count("template syntax") >= 3, timeout=30, what="failed template reloads")
+        assert '"config.reloaded"' not in inst.log.read_text()
+        rules.write_text(BAD_RULE)
+        inst.send(make_mail(subject="Filed with the old ones"))
+        inst.wait_processed(1, timeout=30)
+        inst.wait_delivered(timeout=30)
+        reply = sink.to("ann@acme.example")[0][2]
+        assert b"OLD TEMPLATE" in reply and b"NEW TEMPLATE" not in reply
+
+        # A worker that dies now restarts into the bad configuration: it waits, it does not loop.
+        worker_pid = [json.loads(line)["pid"] for line in inst.log.read_text().splitlines()
+                      if '"child.spawned"' in line and '"worker"' in line][-1]
+        os.kill(worker_pid, signals.SIGKILL)
+        wait_for(lambda: '"config.invalid"' in inst.log.read_text(), timeout=30, what="restarted worker waiting")
+        inst.send(make_mail(subject="Waits for the fix", sender="bert@beta.example"))
+        time.sleep(3)                                            # a crash loop would spawn again and again
+        assert inst.log.read_text().count('"child.spawned"') == 3  # worker, deliver, the one restart
+        rules.write_text("rules: []\n")
+        template.write_text(LOCAL_TEMPLATE.replace("OLD", "FIXED"))
+        inst.wait_processed(2, timeout=30)
+        inst.wait_delivered(timeout=30)
+        assert b"FIXED TEMPLATE" in sink.to("bert@beta.example")[0][2]
+        assert inst.proc.poll() is None
+    finally:
+        inst.stop()
+        sink.stop()

@@ -69,10 +69,20 @@ def test_permanent_refusal_marks_failed_without_retrying(no_relay_instance):
         relay.stop()
 
 
+def worker_reloads(daemon):
+    return sum(1 for line in daemon.log.read_text().splitlines()
+               if '"config.reloaded"' in line and '"process": "worker"' in line)
+
+
 def test_processing_error_is_kept_and_replayable(daemon, sink):
     template = daemon.path / "templates" / "auto_response.txt.j2"
     template.parent.mkdir()
-    template.write_text("Subject: {{ ticket.tag }}\n\n{{ no_such_variable }}\n")
+    # Passes the check (its sample sender has a name), raises for a sender without one: a
+    # template that fails the check is never used. Templates are read when (re)loaded.
+    wait_for(lambda: '"worker.started"' in daemon.log.read_text(), what="worker running")
+    reloads = worker_reloads(daemon)
+    template.write_text("Subject: {{ ticket.tag }}\n\n{{ 10 // sender.name | length }}\n")
+    wait_for(lambda: worker_reloads(daemon) > reloads, what="the worker to load the template")
     raw = make_mail(subject="Breaks the template").as_bytes()
     daemon.send(raw, "ann@acme.example", ["support@example.com"])
     wait_for(lambda: daemon.spool_states() and daemon.spool_states()[0][1] == "shunted", what="shunt")
@@ -82,7 +92,9 @@ def test_processing_error_is_kept_and_replayable(daemon, sink):
     assert daemon.tickets() == []                           # nothing half-written
     exported = daemon.cli("message", "export", "--spool", "1").stdout
     assert exported.rstrip() == raw.rstrip()                # the message is kept whole
+    reloads = worker_reloads(daemon)
     template.write_text("Subject: {{ ticket.tag }}\n\n{{ reply_above }}\nThanks.\n")
+    wait_for(lambda: worker_reloads(daemon) > reloads, what="the worker to load the fixed template")
     daemon.cli("inbound", "replay", str(items[0]["id"]))
     daemon.wait_processed(1)
     assert [t["subject"] for t in daemon.tickets()] == ["Breaks the template"]

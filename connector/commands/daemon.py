@@ -2,18 +2,14 @@
 
 import sys
 
-from connector.commands.common import EX_CONFIG, settings_or_exit
-from connector.settings import ConfigError, load_settings
+from connector.checks import checked_or_wait, load_checked
+from connector.commands.common import EX_CONFIG
+from connector.settings import ConfigError
 from connector.settings.schema import render_example
 
 
 def cmd_run(args):
-    settings = settings_or_exit(args, EX_CONFIG, log=False)
-    try:
-        check_templates(settings)
-    except ConfigError as exc:
-        print(f"connector: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    settings = checked_or_exit(args)
     from connector.app import run_daemon
     from connector.log import setup_logging
     setup_logging(settings.log_level)
@@ -21,8 +17,8 @@ def cmd_run(args):
 
 
 def _background(args, loop_name):
-    settings = settings_or_exit(args, EX_CONFIG, log=False)
     from connector import worker
+    settings = checked_or_wait(args.config, getattr(worker, loop_name).name)
     from connector.log import setup_logging
     setup_logging(settings.log_level)
     return worker.process_main(getattr(worker, loop_name), settings)
@@ -36,40 +32,17 @@ def cmd_deliver(args):
     return _background(args, "DeliveryWorker")
 
 
-TEMPLATE_SAMPLES = {
-    "auto_response.txt.j2": {
-        "ticket": {"number": 1, "subject": "Printer", "tag": "[Ticket #1]"},
-        "sender": {"name": "Ann", "address": "ann@example.org"}, "message": {"subject": "Printer"},
-        "settings": {"public_address": "support@example.com", "response_from_name": "Support"},
-        "reply_above": "##- Please type your reply above this line -##"},
-    "inbound_notice.txt.j2": {
-        "reason": "unknown_sender", "ticket_number": 1,
-        "message": {"subject": "Printer", "from_addr": "ann@example.org", "from_name": "Ann",
-                    "message_id": "<1@example.org>"},
-        "settings": {"public_address": "support@example.com", "notifications_address": "noreply@example.com"}},
-}
-
-
-def check_templates(settings):
-    """Render every mail template once with sample values, so a typo shows now, not on the first mail."""
-    from connector.outbound.compose import Templates
-    templates = Templates(settings.folder_candidates("templates"))
-    for name, sample in TEMPLATE_SAMPLES.items():
-        try:
-            templates.render(name, **sample)
-        except Exception as exc:
-            raise ConfigError(settings.find("templates", name), "-", f"cannot be rendered: {exc}",
-                              "check the jinja2 syntax and the variable names") from None
+def checked_or_exit(args):
+    """Everything `run` loads (connector.checks), or the one-line error and exit 1."""
+    try:
+        return load_checked(args.config)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
 
 
 def cmd_check_config(args):
-    try:
-        settings = load_settings(args.config)
-        check_templates(settings)
-    except ConfigError as exc:
-        print(f"connector: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    print(settings.summary())
+    print(checked_or_exit(args).summary())
     return 0
 
 

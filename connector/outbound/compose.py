@@ -11,6 +11,7 @@ import quopri
 import re
 from email.header import Header
 from email.utils import formataddr, formatdate
+from pathlib import Path
 
 import jinja2
 
@@ -90,12 +91,30 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
 
 
 class Templates:
-    """jinja2 mail templates: the first line is `Subject: ...`, then a blank line, then the body."""
+    """jinja2 mail templates: the first line is `Subject: ...`, then a blank line, then the body.
+
+    Every file of `folders` (the first folder holding a name wins) is read once,
+    here: a template edited later takes effect only through a reload, which
+    checks it first, never by jinja noticing the change by itself. `files`
+    maps each name to the path it was read from (errors name it).
+    """
 
     def __init__(self, folders):
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(f) for f in folders]),
-                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                      autoescape=False)
+        self.files, sources = {}, {}
+        for folder in map(Path, folders):
+            for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+                name = path.relative_to(folder).as_posix()  # parts/footer.j2 for {% include %}
+                if path.is_file() and name not in sources and not path.name.startswith("."):
+                    sources[name] = path.read_text(encoding="utf-8")
+                    self.files[name] = path
+
+        def load(name):
+            if name not in sources:
+                return None
+            return sources[name], str(self.files[name]), lambda: True
+
+        self.env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
+                                      keep_trailing_newline=True, autoescape=False, auto_reload=False)
 
     def render(self, name, **values):
         text = self.env.get_template(name).render(**values)

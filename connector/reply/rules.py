@@ -14,9 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from connector.settings.shipped import SHIPPED_DIR
+
 RULES_FILE = "quotes.yaml"
 LOCAL_FILE = "quotes.local.yaml"
-SHIPPED_RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+SHIPPED_RULES_DIR = SHIPPED_DIR / "rules"
 
 KINDS = ("reply_above", "header", "forward", "quote", "signature")
 RULE_KEYS = {"name", "kind", "regex", "samples", "doc", "requires"}

@@ -1,12 +1,15 @@
 """Load and validate `connector.ini` and the YAML files in `config/`.
 
 Files in `rules/` and `templates/` are looked up next to the ini first and
-fall back one by one to the ones shipped with the package (the repository's
-top-level folders); `config/` falls back only as a whole folder. Every problem raises `ConfigError` with the file, the key,
-what is wrong and a hint; unknown keys are errors, never silently ignored.
+fall back one by one to the ones shipped with the package
+(`connector.settings.shipped`); `config/` falls back only as a whole folder,
+and every file in a local `config/` must be one the connector reads. Every
+problem raises `ConfigError` with the file, the key, what is wrong and a
+hint; unknown keys are errors, never silently ignored.
 """
 
 import configparser
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +18,17 @@ import yaml
 
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
+from connector.settings.shipped import SHIPPED_DIR
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent
 ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@[A-Za-z0-9-]+$")
 SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
+CONFIG_FILES = ("staff.yaml", "accounts.yaml")
+IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
+                    ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,10 @@ def load_ini(ini_path):
         raise ConfigError(ini_path, "[connector] notifications_address",
                           "is the same as public_address",
                           "mail to the notifications address goes to review; use another address")
+    if values["mode"] == "smtp" and _same_endpoint(values):
+        raise ConfigError(ini_path, "[outbound] relay", f"{values['relay']} is the connector's own [smtp] listen "
+                          "address", "outgoing mail would come straight back in: point relay at your MTA "
+                          "(usually Postfix on 127.0.0.1:25)")
     if not values["hostname"]:
         values["hostname"] = values["public_address"].rpartition("@")[2]
     return ini_path, values
@@ -264,6 +275,16 @@ def _check_relay(ini_path, values):
         raise ConfigError(ini_path, "[outbound] tls", "is none while username is set",
                           "the password would cross the network in clear: use tls = starttls (port 587) "
                           "or tls = tls (port 465)")
+def _is_local(host):
+    return host.lower() in ("localhost", "::1", "localhost.localdomain") or host.startswith("127.")
+
+
+def _same_endpoint(values):
+    """Whether [outbound] relay is where [smtp] listen accepts mail."""
+    if values["relay_port"] != values["listen_port"]:
+        return False
+    relay, listen = values["relay_host"].lower(), values["listen_host"].lower()
+    return relay == listen or (_is_local(relay) and (_is_local(listen) or listen in WILDCARD_HOSTS))
 
 
 def load_yaml(path, top_key):
@@ -302,6 +323,41 @@ def _email_list(path, where, value):
     return tuple(out)
 
 
+def _refuse_own_addresses(path, staff, values):
+    """The connector's own addresses are not an employee's: their mail would be filed as staff mail."""
+    own = {values["public_address"]: "public_address", values["notifications_address"]: "notifications_address"}
+    for index, member in enumerate(staff):
+        for email in member.emails:
+            local, _, domain = email.partition("@")
+            bare = f"{local.partition('+')[0]}@{domain}"  # support+billing@ reaches us too
+            if bare in own:
+                raise ConfigError(path, f"staff[{index}].emails", f"{email} is the connector's own "
+                                  f"{own[bare]} ({member.name})",
+                                  "staff write to this address from their own; list their personal address")
+
+
+def check_config_folder(settings):
+    """Every file in the config/ folder next to the ini is one the connector reads.
+
+    A typo (scanner.yaml, staff.yml) would otherwise be ignored without a word.
+    Hidden files, editor backups and package-manager leftovers are let be.
+    """
+    folder = settings.base_dir / "config"
+    if not folder.is_dir():
+        return
+    from connector.settings.plugins import CONFIG_FILES as plugin_files
+    known = CONFIG_FILES + plugin_files
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name in known or path.is_dir() or name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
+            continue
+        close = difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(path, "-", "is not a file the connector reads",
+                          f"{hint}config/ holds {', '.join(known)}; rename the file, "
+                          "or move it out of config/ (names ending in .example or .bak are let be)")
+
+
 def load_staff(path):
     staff, seen = [], {}
     for index, entry in enumerate(load_yaml(path, "staff")):
@@ -319,7 +375,7 @@ def load_staff(path):
         for email in emails:
             if email in seen:
                 raise ConfigError(path, f"{where}.emails", f"{email} is already listed for {seen[email]}",
-                                  "an address must identify exactly one employee (seed 004)")
+                                  "an address must identify exactly one employee: remove one of the two")
             seen[email] = name
         active = entry.get("active", True)
         if not isinstance(active, bool):
@@ -381,15 +437,12 @@ def load_settings(ini_path, plugins=None):
     if values["mode"] == "smtp":
         _check_relay(ini_path, values)  # here, not in load_ini: `outbox list` needs no password
     settings = Settings(ini_path=ini_path, values=values)
+    check_config_folder(settings)
     staff_path = settings.find("config", "staff.yaml")
     settings.staff = load_staff(staff_path) if staff_path.exists() else []
     settings.files["staff"] = staff_path if staff_path.exists() else "(none)"
     index = {email: member for member in settings.staff for email in member.emails}
-    own = {values["public_address"], values["notifications_address"]}
-    for email in own & set(index):
-        if email == values["notifications_address"]:
-            raise ConfigError(staff_path, "emails", f"{email} is the notifications address",
-                              "the notifications address cannot belong to an employee")
+    _refuse_own_addresses(staff_path, settings.staff, values)
     settings.extra["_staff_index"] = {e: s for e, s in index.items() if s.active}
     accounts_path = settings.find("config", "accounts.yaml")
     settings.accounts = load_accounts(accounts_path, index) if accounts_path.exists() else []

@@ -6,3 +6,6 @@ core files are read. Each validates its own file and stores the result in
 PLUGINS = (
     __import__("connector.scanners.config", fromlist=["load_scanners"]).load_scanners,  # config/scanners.yaml
 )
+
+# The files of config/ the plug-ins read; any other file there is refused (a typo).
+CONFIG_FILES = ("scanners.yaml",)

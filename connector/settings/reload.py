@@ -1,6 +1,6 @@
 """Watch the configuration files and reload them while the daemon runs.
 
-A change to the ini, `config/` or `templates/` next to it (or SIGHUP, as
+A change to the ini, or to `config/`, `templates/` or `rules/` next to it (or SIGHUP, as
 `systemctl reload` sends) loads and validates everything again: watchdog
 reports changes in the two folders at once, and a look at the files'
 fingerprint once a second catches the ini. A good
@@ -17,20 +17,23 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 DEBOUNCE = 0.3  # editors write a file in several steps
+WATCHED = ("config", "templates", "rules")  # the folders beside the ini
 
 
 def is_config_file(settings, path):
-    """The ini, a YAML file in config/, or a template in templates/ next to the ini."""
+    """The ini, a file in config/ or templates/, or a rule file in rules/ next to the ini."""
     base = settings.base_dir
+    if path.name.startswith(".") or path.name.endswith("~"):
+        return False  # editors' swap and backup files
     return path == settings.ini_path \
-        or (path.parent == base / "config" and path.suffix in (".yaml", ".yml")) \
-        or (path.parent == base / "templates" and path.suffix == ".j2")
+        or path.parent in (base / "config", base / "templates") \
+        or (path.parent == base / "rules" and path.suffix in (".yaml", ".yml"))
 
 
 def fingerprint(settings):
     """(name, mtime, size) of every configuration file: changes when any of them does."""
     base = settings.base_dir
-    candidates = [settings.ini_path] + [p for folder in ("config", "templates") if (base / folder).is_dir()
+    candidates = [settings.ini_path] + [p for folder in WATCHED if (base / folder).is_dir()
                                         for p in sorted((base / folder).iterdir())]
     result = []
     for path in candidates:
@@ -61,7 +64,7 @@ class _Handler(FileSystemEventHandler):
 class ConfigWatcher:
     """Calls `on_change()` (from a timer thread) once a burst of file events has settled.
 
-    watchdog watches `config/` and `templates/`, which nothing else writes to.
+    watchdog watches `config/`, `templates/` and `rules/`, which nothing else writes to.
     The ini's own folder may be busy (a log file, the database) and every
     event there would cost the intake CPU, so the ini is not watched here:
     the daemon compares the files' `fingerprint` once a second instead.
@@ -73,7 +76,7 @@ class ConfigWatcher:
         self._timer = None
         self._lock = threading.Lock()
         handler = _Handler(self._changed, lambda path: is_config_file(settings, path))
-        for folder in ("config", "templates"):
+        for folder in WATCHED:
             path = settings.base_dir / folder
             if path.is_dir():
                 self.observer.schedule(handler, str(path), recursive=False)

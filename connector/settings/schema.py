@@ -41,7 +41,7 @@ KEYS = (
         "How a ticket number appears in subjects; must contain {number}. "
         "Incoming subjects are matched with a pattern derived from it."),
     Key("connector", "add_recipients_from_headers", "bool", "no",
-        "Seed 004's 'Automatically find and add Ticket Recipients': addresses in "
+        "Automatically find and add Ticket Recipients: addresses in "
         "To/Cc of filed mail join the ticket (employees as Employee Recipients, "
         "others as External Recipients), so a colleague a customer copied can "
         "reply and be filed.", ("yes", "no")),
@@ -53,9 +53,12 @@ KEYS = (
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
-    Key("connector", "database", "path", "var/connector.db",
-        "SQLite database file. Relative paths are relative to this file's "
-        "directory. The data directory (its folder) also holds the HMAC key."),
+    Key("connector", "database", "path", "/var/lib/connector/connector.db",
+        "SQLite database file (customer mail: created 0600). Its folder is the "
+        "data directory: it also holds the spool (connector-spool.db) and the "
+        "key that signs our Message-IDs (hmac.key), and the daemon's user must "
+        "be able to write it; the systemd unit lets the service write only in "
+        "/var/lib/connector. A relative path is relative to this file's folder."),
     Key("connector", "log_level", "choice", "info",
         "Lowest level of log events written to stdout.",
         ("debug", "info", "warning", "error")),
@@ -73,8 +76,9 @@ KEYS = (
         "(demo and testing).", ("smtp", "maildir")),
     Key("outbound", "relay", "hostport", "127.0.0.1:25",
         "SMTP relay that delivers outgoing mail (mode = smtp)."),
-    Key("outbound", "maildir", "path", "var/outgoing",
-        "Maildir that receives outgoing mail as files (mode = maildir)."),
+    Key("outbound", "maildir", "path", "/var/lib/connector/outgoing",
+        "Maildir that receives outgoing mail as files (mode = maildir). A "
+        "relative path is relative to this file's folder."),
     Key("outbound", "retry_initial", "float", "30",
         "Seconds before the first retry of a failed delivery; doubles after "
         "each failure."),
@@ -118,8 +122,16 @@ def render_example():
         "; /etc/connector/connector.ini and change what you need;",
         "; `connector check-config` tells you what is wrong, if anything.",
         ";",
-        "; rules/, templates/ and config/ are looked up next to this file",
-        "; first, then fall back to the ones shipped with connector.",
+        "; The server layout (README, \"Install on a server\"; systemd/connector.service):",
+        ";   /etc/connector/connector.ini   this file",
+        ";   /etc/connector/config/         staff.yaml, accounts.yaml, scanners.yaml",
+        ";   /etc/connector/templates/      your changed mail templates (optional)",
+        ";   /etc/connector/rules/          quotes.local.yaml (optional)",
+        ";   /var/lib/connector/            database, spool, key: the `connector` user's",
+        ";",
+        "; rules/ and templates/ are looked up next to this file first, then",
+        "; fall back file by file to the ones shipped with connector; config/",
+        "; falls back only as a whole folder.",
     ]
     for section in SECTIONS:
         lines += ["", f"[{section}]"]

@@ -2,7 +2,9 @@
 
 `open_store(path)` binds the models to the file and creates missing tables.
 Commits use `synchronous=FULL`, so a commit that returned is on disk: the
-intake answers 250 / exit 0 only after one.
+intake answers 250 / exit 0 only after one. The files are created 0600 (their
+WAL and SHM files follow), the data directory 0700; a file that cannot be
+opened raises `StoreUnavailable`, a `ConfigError` naming the path.
 """
 
 import os
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import peewee
 
+from connector.settings.errors import ConfigError
 from connector.store import migrations
 from connector.store.models import ALL_MODELS, database
 
@@ -22,6 +25,17 @@ PRAGMAS = {
     "cache_size": -16000,
 }
 KEY_FILE = "hmac.key"
+FILE_MODE = 0o600  # database, spool and key hold customer mail or secrets
+DIR_MODE = 0o700
+
+
+class StoreUnavailable(ConfigError):
+    """The database cannot be opened: one line naming the file, no traceback."""
+
+    def __init__(self, path, problem):
+        super().__init__(path, "[connector] database", f"cannot be opened: {problem}",
+                         "the folder must exist and be writable by the daemon's user, and the file be "
+                         "the connector's database; `connector check-config` checks both")
 
 
 def spool_path(path):
@@ -43,9 +57,23 @@ class StoreDatabase(peewee.SqliteDatabase):
         conn.execute("PRAGMA spool.synchronous=full")
 
 
+def _create_private(path):
+    """Create `path` empty with mode 0600 unless it exists: SQLite gives its WAL and
+    SHM files the database file's mode, so all of them hold customer mail privately."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
+
+
 def make_database(path, synchronous="full"):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        for name in (path, spool_path(path)):
+            _create_private(name)
+    except OSError as exc:
+        raise StoreUnavailable(path, exc.strerror or str(exc)) from None
     db = StoreDatabase(str(path), pragmas=dict(PRAGMAS, synchronous=synchronous), timeout=10)
     db.attach(str(spool_path(path)), "spool")
     return db
@@ -60,12 +88,17 @@ def open_store(path, synchronous="full"):
     """
     db = make_database(path, synchronous)
     database.initialize(db)
-    db.connect(reuse_if_open=True)
-    if migrations.status(db)["pending"] and db.table_exists("ticket"):
-        backup(db, path)
-    with db.atomic():
-        migrations.upgrade(db)  # older files gain their new columns first: create_tables indexes them
-        db.create_tables(ALL_MODELS, safe=True)
+    try:
+        db.connect(reuse_if_open=True)
+        if migrations.status(db)["pending"] and db.table_exists("ticket"):
+            backup(db, path)
+        with db.atomic():
+            migrations.upgrade(db)  # older files gain their new columns first: create_tables indexes them
+            db.create_tables(ALL_MODELS, safe=True)
+    except (peewee.OperationalError, peewee.DatabaseError) as exc:
+        if "locked" in str(exc):
+            raise  # busy, not broken: the caller's retry or restart deals with it
+        raise StoreUnavailable(path, str(exc)) from None
     return db
 
 
@@ -79,7 +112,7 @@ def backup(db, path):
     copy.connect()
     db.connection().backup(copy.connection())
     copy.close()
-    os.chmod(tmp, 0o600)
+    os.chmod(tmp, FILE_MODE)
     os.rename(tmp, target)
     return target
 
@@ -99,10 +132,10 @@ def load_hmac_key(data_dir):
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.write(fd, key)
         os.fsync(fd)
