@@ -68,6 +68,14 @@ KEYS = (
         "Largest message accepted, in bytes; larger ones are refused with 552."),
     Key("smtp", "hostname", "str", "",
         "Name used in the SMTP greeting. Empty: the domain of public_address."),
+    Key("smtp", "backlog", "count", "1024",
+        "Connections the kernel queues while the intake is busy (listen backlog, "
+        "as Postfix sizes it; capped by net.core.somaxconn). A burst of senders "
+        "beyond it waits for the kernel's SYN retries."),
+    Key("smtp", "idle_timeout", "float", "300",
+        "Seconds a client may stay silent, in a command or inside DATA, before "
+        "it gets 421 and is disconnected. A slow sender that keeps sending is "
+        "never cut off (at least 1)."),
     Key("outbound", "mode", "choice", "smtp",
         "smtp: hand outgoing mail to the relay; maildir: write it as files "
         "(demo and testing).", ("smtp", "maildir")),
