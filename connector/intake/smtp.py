@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP
 
 from connector.intake import header_message_id
 from connector.log import get_logger
+from connector.store.faults import describe, transient_fault
 
 log = get_logger("intake")
 
@@ -82,7 +83,7 @@ class IntakeHandler:
                 asyncio.get_running_loop(), raw, mail_from=null_path(envelope.mail_from),
                 rcpt_to=list(envelope.rcpt_tos), intake=self.protocol)
         except Exception as exc:
-            log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", size=len(raw))
+            log.error("intake.store_failed", error=describe(transient_fault(exc) or exc), size=len(raw))
             return R_TEMPFAIL
         log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
                  mail_from=envelope.mail_from, rcpt=envelope.rcpt_tos, intake=self.protocol)
