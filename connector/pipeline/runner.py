@@ -14,11 +14,18 @@ database locked past the busy timeout, I/O error; `connector.store.faults`)
 leaves the entry queued: the runner logs `storage.fault` with the real
 cause, stops the batch and tries again after a backoff (RETRY_INITIAL,
 doubling up to RETRY_MAX) until the fault is gone (`storage.recovered`).
+
+Each message is decided under its time budget (`[connector]
+message_time_budget`, see `connector.budget`): the pure steps that can be
+slow on hostile mail give up at the deadline, and the message is filed with
+what is known (full text kept, reply text marked as not extracted) instead
+of holding up the queue.
 """
 
 import time
 import traceback
 
+from connector import budget
 from connector.log import bind_message, clear_message, get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
@@ -57,7 +64,11 @@ class Runner:
 
     def dry_run(self, spool):
         """The decision for an unsaved spool entry; writes nothing."""
-        return decide(Context(self.services, spool))
+        return self._decide(spool)
+
+    def _decide(self, spool):
+        with budget.limit(self.services.settings.message_time_budget):
+            return decide(Context(self.services, spool))
 
     def process(self, spool_id):
         """Process one entry; returns the Context, or None when it was not waiting."""
@@ -67,7 +78,7 @@ class Runner:
             if spool is None or state not in (None, SPOOL_QUEUED):
                 return None
             bind_message(spool_id=spool_id)
-            ctx = decide(Context(self.services, spool))
+            ctx = self._decide(spool)
             bind_message(message_id=ctx.parsed.message_id)
             with database.atomic(lock_type="IMMEDIATE"):
                 if processing_state(spool_id) != state:

@@ -76,6 +76,11 @@ KEYS = (
         "Seconds a client may stay silent, in a command or inside DATA, before "
         "it gets 421 and is disconnected. A slow sender that keeps sending is "
         "never cut off (at least 1)."),
+    Key("connector", "message_time_budget", "float", "10",
+        "Seconds the worker spends at most on the expensive pure steps of one "
+        "message (HTML to text, reply extraction); past it the message is filed "
+        "with its full text as reply text, rules_version 'not-extracted', and the "
+        "queue moves on. 0: no budget."),
     Key("outbound", "mode", "choice", "smtp",
         "smtp: hand outgoing mail to the relay; maildir: write it as files "
         "(demo and testing).", ("smtp", "maildir")),
