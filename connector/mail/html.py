@@ -244,19 +244,21 @@ def _convert(html):
 
 
 class _Last:
-    """The last complete conversion, so that the second text of the same HTML costs nothing."""
+    """The last complete conversion, so that the second text of the same HTML costs nothing.
+    One tuple, replaced whole: IMAP scanner threads parse too, and must never pair one
+    mail's HTML with another's text."""
 
-    html = None
-    texts = ("", "")
+    entry = (None, "", "")  # (html, text, text without quotes)
 
 
 def html_to_text(html, drop_quotes=False):
     """Readable text of `html`; with `drop_quotes`, without the quoted history clients mark."""
     if not html:
         return ""
-    if html is not _Last.html and html != _Last.html:
+    entry = _Last.entry
+    if html is not entry[0] and html != entry[0]:
         text, unquoted, complete = _convert(html)
-        if not complete:
-            return unquoted if drop_quotes else text
-        _Last.html, _Last.texts = html, (text, unquoted)
-    return _Last.texts[1 if drop_quotes else 0]
+        entry = (html, text, unquoted)
+        if complete:
+            _Last.entry = entry
+    return entry[2 if drop_quotes else 1]
