@@ -67,6 +67,8 @@ def test_a_full_disk_delays_filing_and_shunts_nothing(tmp_path, small_disk, caps
 
 
 def test_a_database_locked_past_the_busy_timeout_delays_filing_and_shunts_nothing(daemon):
+    wait_for(lambda: all(e in daemon.log.read_text() for e in ("daemon.started", "worker.started")), 30,
+             what="the daemon to finish starting (it opens the store)")
     locker = sqlite3.connect(daemon.path / "var" / "connector.db", timeout=1)
     locker.execute("BEGIN EXCLUSIVE")        # the worker's write waits 10 s (busy timeout), then fails
     try:
