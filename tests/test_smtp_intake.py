@@ -111,8 +111,9 @@ def test_500_simultaneous_connects_are_all_greeted(daemon):
     def connect():
         try:
             start.wait(timeout=30)
-            with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=20) as sock:
                 greeted.append(sock.makefile("rb").readline())
+                time.sleep(2)                   # senders hold their sessions (backlog 100: 108 never greeted)
                 sock.sendall(b"QUIT\r\n")
         except Exception as exc:                # noqa: BLE001 - counted below
             errors.append(repr(exc))
