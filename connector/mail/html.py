@@ -234,11 +234,11 @@ def _convert(html):
             return tuple("\n\n".join(filter(None, (w.text(), rest))) for w in writers) + (False,)
         try:
             parser.feed(html[start:start + CHUNK])
-        except etree.LxmlError:  # libxml2 recovers from broken markup; never let it stop a message
+        except Exception:  # libxml2 recovers from broken markup, but never let markup stop a message
             break
     try:
         parser.close()
-    except etree.LxmlError:
+    except Exception:
         target.close()
     return writers[0].text(), writers[1].text(), True
 
