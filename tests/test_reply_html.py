@@ -78,3 +78,28 @@ def test_html_only_forward_keeps_the_forwarded_mail(extractor, html):
     raw = ("From: a@example.com\nSubject: Fwd: Broken\nContent-Type: text/html; charset=utf-8\n\n" + html).encode()
     reply = extractor.extract_message(parse_message(raw))
     assert reply.startswith("Please handle this.") and "My device is broken." in reply
+
+
+def test_text_after_an_unclosed_head_is_kept():
+    # html.parser skipped everything after a <head> nobody closed (bounce reports write it)
+    html = "<html><head><title>Test Bounce Message</title>\n<body><b>Test HTML part here.</b></body></html>"
+    assert html_to_text(html) == "Test HTML part here."
+
+
+def test_hostile_unclosed_tags_convert_and_keep_the_text_around_them():
+    # 60 KB of '<a ' took 74 s in html.parser (quadratic); the text before it is what a reader sees
+    assert html_to_text("<p>Hello</p>" + "<a " * 20_000) == "Hello"
+    assert html_to_text("<p>Hello</p>" + "<div>" * 50_000 + "deep") == "Hello\n\ndeep"
+
+
+def test_html_only_mail_is_parsed_once_for_both_texts(extractor, monkeypatch):
+    import connector.mail.html as html_module
+    runs = []
+    convert = html_module._convert
+    monkeypatch.setattr(html_module, "_convert", lambda html: runs.append(len(html)) or convert(html))
+    raw = (b"From: a@example.com\nContent-Type: text/html\n\n<div>New words</div>"
+           b"<blockquote type=\"cite\">Old words</blockquote>")
+    parsed = parse_message(raw)
+    assert extractor.extract_message(parsed) == "New words"
+    assert "Old words" in parsed.text
+    assert len(runs) == 1

@@ -4,6 +4,21 @@ RCPT is accepted only for our own addresses (public, notifications and their
 +tag forms): never an open relay. DATA is answered 250 only after the spool
 has committed the raw bytes and the envelope; an internal error answers 451
 so the sender retries. aiosmtpd itself answers 552 above max_message_size.
+
+Sessions, as Postfix's smtpd treats them:
+
+- lines of any length are accepted and stored as received (RFC 5322's 998
+  is what senders should write; broken clients write longer ones every day):
+  aiosmtpd's `line_length_limit` is raised to the message size limit, so
+  only a mail too big to be accepted at all is refused (permanently);
+- the session times out after `[smtp] idle_timeout` seconds of silence, in
+  a command or inside DATA (aiosmtpd's own timer counts from the last
+  command, which cut a slow DATA while bytes kept arriving), with a 421;
+- the listen backlog is `[smtp] backlog`, not asyncio's 100;
+- `IntakeServer.close()` (shutdown) answers every open session
+  `421 4.3.2 Service shutting down` instead of dropping it; a DATA whose
+  spool commit is under way is first answered (250, or 451), within
+  SHUTDOWN_GRACE seconds.
 """
 
 import asyncio
@@ -13,6 +28,7 @@ from aiosmtpd.smtp import SMTP
 
 from connector.intake import header_message_id
 from connector.log import get_logger
+from connector.store.faults import describe, transient_fault
 
 log = get_logger("intake")
 
@@ -21,6 +37,11 @@ R_OK = "250 2.1.5 OK"
 R_NOT_OURS = "550 5.1.1 <{}>: recipient not accepted here (this is not a relay)"
 R_QUEUED = "250 2.0.0 OK: queued as {}"
 R_TEMPFAIL = "451 4.3.0 Temporary failure storing the message; try again later"
+R_SHUTDOWN = "421 4.3.2 Service shutting down"
+R_IDLE = "421 4.4.2 Error: timeout exceeded"
+
+SHUTDOWN_GRACE = 30.0   # seconds a DATA whose commit is under way may take to be answered at shutdown
+LINE_SLACK = 1024       # a line may be as long as the largest message, plus its CRLF and dot-stuffing
 
 
 def null_path(mail_from):
@@ -45,31 +66,116 @@ class IntakeHandler:
         return R_OK
 
     async def handle_DATA(self, server, session, envelope):
+        server.storing = True   # a shutdown waits for this answer (aiosmtpd writes it as we return)
+        try:
+            reply = await self._store(envelope)
+        finally:
+            server.storing = False
+        if self.protocol == "lmtp":  # one reply per accepted recipient
+            return "\r\n".join([reply] * len(envelope.rcpt_tos))
+        return reply
+
+    async def _store(self, envelope):
+        """The spool commit of one DATA; returns the reply."""
         raw = envelope.original_content or envelope.content
         try:
             spool_id = await self.committer.submit(
                 asyncio.get_running_loop(), raw, mail_from=null_path(envelope.mail_from),
                 rcpt_to=list(envelope.rcpt_tos), intake=self.protocol)
         except Exception as exc:
-            log.error("intake.store_failed", error=f"{type(exc).__name__}: {exc}", size=len(raw))
-            reply = R_TEMPFAIL
-        else:
-            log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
-                     mail_from=envelope.mail_from, rcpt=envelope.rcpt_tos, intake=self.protocol)
-            reply = R_QUEUED.format(spool_id)
-        if self.protocol == "lmtp":  # one reply per accepted recipient
-            return "\r\n".join([reply] * len(envelope.rcpt_tos))
-        return reply
+            log.error("intake.store_failed", error=describe(transient_fault(exc) or exc), size=len(raw))
+            return R_TEMPFAIL
+        log.info("intake.accepted", spool_id=spool_id, message_id=header_message_id(raw), size=len(raw),
+                 mail_from=envelope.mail_from, rcpt=envelope.rcpt_tos, intake=self.protocol)
+        return R_QUEUED.format(spool_id)
+
+
+class _Session:
+    """What the intake adds to aiosmtpd's SMTP and LMTP sessions (mixed in before them)."""
+
+    def __init__(self, handler, *, sessions, idle_timeout, data_size_limit, **options):
+        # aiosmtpd sizes its stream reader and its DATA line check by this attribute
+        self.line_length_limit = data_size_limit + LINE_SLACK
+        super().__init__(handler, data_size_limit=data_size_limit, timeout=idle_timeout, **options)
+        self.sessions = sessions
+        self.storing = False
+        self.last_heard = self.loop.time()
+
+    def connection_made(self, transport):
+        self.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        self.sessions.discard(self)
+        super().connection_lost(error)
+
+    def data_received(self, data):
+        self.last_heard = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self):
+        """aiosmtpd's timer, counted from the last bytes heard instead of the last command."""
+        silent = self.loop.time() - self.last_heard
+        if self.storing or silent < self._timeout_duration:
+            self._reset_timeout(max(self._timeout_duration - silent, 0.01))
+            return
+        log.info("intake.idle_timeout", peer=self.session.peer[0] if self.session.peer else None,
+                 seconds=self._timeout_duration)
+        self.goodbye(R_IDLE)
+
+    def goodbye(self, reply):
+        """Send `reply` and close: the client sees why the session ends."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply.encode("ascii") + b"\r\n")
+            self.transport.close()
+
+
+class IntakeSMTP(_Session, SMTP):
+    pass
+
+
+class IntakeLMTP(_Session, LMTP):
+    pass
+
+
+class IntakeServer:
+    """The listening socket and the sessions open on it; app.py closes it on shutdown."""
+
+    def __init__(self, server, sessions):
+        self.server = server
+        self.sessions = sessions
+
+    def close(self):
+        """Stop listening; every session not waiting for its spool commit gets 421 now."""
+        self.server.close()
+        for session in list(self.sessions):
+            if not session.storing:
+                session.goodbye(R_SHUTDOWN)
+
+    async def wait_closed(self):
+        """Answer the DATAs whose commit is under way (bounded), then 421 to what is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while any(session.storing for session in self.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = list(self.sessions)
+        for session in left:
+            session.goodbye(R_SHUTDOWN)
+        log.info("intake.closed", sessions=len(left))
+        await self.server.wait_closed()
 
 
 async def start_server(settings, handler):
-    """Listen on [smtp] listen; returns the asyncio server."""
-    cls = LMTP if settings.protocol == "lmtp" else SMTP
+    """Listen on [smtp] listen; returns the `IntakeServer`."""
+    cls = IntakeLMTP if settings.protocol == "lmtp" else IntakeSMTP
     loop = asyncio.get_running_loop()
+    sessions = set()
 
     def factory():
-        return cls(handler, data_size_limit=settings.max_message_size, hostname=settings.hostname,
+        return cls(handler, sessions=sessions, idle_timeout=max(settings.idle_timeout, 1.0),
+                   data_size_limit=settings.max_message_size, hostname=settings.hostname,
                    ident="connector", enable_SMTPUTF8=True, decode_data=False)
 
-    return await loop.create_server(factory, host=settings.listen_host, port=settings.listen_port,
-                                    reuse_address=True)
+    server = await loop.create_server(factory, host=settings.listen_host, port=settings.listen_port,
+                                      reuse_address=True, backlog=settings.backlog)
+    return IntakeServer(server, sessions)

@@ -9,7 +9,7 @@ from email.utils import make_msgid
 
 from connector.outbound import compose
 from connector.pipeline.context import (
-    CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, TRIAGE)
+    CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
@@ -86,7 +86,8 @@ def _file_message(ctx, ticket_id):
     bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction="in", from_addr=parsed.from_addr,
                 from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
                 public=ctx.public, internal=ctx.internal, text=parsed.text, reply_text=ctx.reply_text,
-                rules_version=ctx.services.extractor.version, message_id=parsed.message_id,
+                rules_version=ctx.services.extractor.version if ctx.reply_extracted else REPLY_NOT_EXTRACTED,
+                message_id=parsed.message_id,
                 attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)
 
 

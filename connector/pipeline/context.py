@@ -27,6 +27,9 @@ R_KEYWORD = "internal_keyword"
 R_CC_ONLY = "public_address_not_in_to"
 R_NEW = "no_ticket_reference"
 
+# The rules_version of a message whose reply text is its full text: the time budget ran out.
+REPLY_NOT_EXTRACTED = "not-extracted"
+
 
 @dataclass
 class Sender:
@@ -75,6 +78,7 @@ class Context:
     distribute: bool = True
     set_inbox: bool = False
     reply_text: str = ""
+    reply_extracted: bool = True  # False: reply_text is the full text (time budget spent)
     outgoing: list = field(default_factory=list)
     employee_defaults: list = field(default_factory=list)  # new ticket's employee recipients
     notes: list = field(default_factory=list)  # what else was decided, for the log line

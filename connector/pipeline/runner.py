@@ -8,16 +8,31 @@ never file the same entry twice. An exception rolls the transaction back
 and records the entry `shunted` with its reason; a triage item
 (`needs_attention`, `processing_error`) makes it visible, and `connector
 inbound replay ID` queues it again.
+
+Only what the message itself causes is shunted. A storage fault (disk full,
+database locked past the busy timeout, I/O error; `connector.store.faults`)
+leaves the entry queued: the runner logs `storage.fault` with the real
+cause, stops the batch and tries again after a backoff (RETRY_INITIAL,
+doubling up to RETRY_MAX) until the fault is gone (`storage.recovered`).
+
+Each message is decided under its time budget (`[connector]
+message_time_budget`, see `connector.budget`): the pure steps that can be
+slow on hostile mail give up at the deadline, and the message is filed with
+what is known (full text kept, reply text marked as not extracted) instead
+of holding up the queue.
 """
 
+import time
 import traceback
 
+from connector import budget
 from connector.log import bind_message, clear_message, get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
 from connector.pipeline.apply import apply_decision, record_processing
 from connector.pipeline.context import R_PROCESSING_ERROR, Context
 from connector.store import bulk
+from connector.store.faults import describe, transient_fault
 from connector.store.models import (
     SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Processing, TriageItem, database)
 from connector.store.queries import processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids
@@ -34,6 +49,8 @@ EVENTS = {
     "contact_only": "contact.created",
 }
 BATCH = 200
+RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
+RETRY_MAX = 30.0      # the longest wait between two retries
 
 
 class Runner:
@@ -41,10 +58,17 @@ class Runner:
         self.services = services
         self.templates = Templates(services.settings.folder_candidates("templates"))
         self.floor = 0  # every spool id below it has been processed
+        self.monotonic = time.monotonic
+        self.retry_at = 0.0   # after a storage fault: nothing is tried before this (monotonic clock)
+        self.retry_delay = 0.0
 
     def dry_run(self, spool):
         """The decision for an unsaved spool entry; writes nothing."""
-        return decide(Context(self.services, spool))
+        return self._decide(spool)
+
+    def _decide(self, spool):
+        with budget.limit(self.services.settings.message_time_budget):
+            return decide(Context(self.services, spool))
 
     def process(self, spool_id):
         """Process one entry; returns the Context, or None when it was not waiting."""
@@ -54,7 +78,7 @@ class Runner:
             if spool is None or state not in (None, SPOOL_QUEUED):
                 return None
             bind_message(spool_id=spool_id)
-            ctx = decide(Context(self.services, spool))
+            ctx = self._decide(spool)
             bind_message(message_id=ctx.parsed.message_id)
             with database.atomic(lock_type="IMMEDIATE"):
                 if processing_state(spool_id) != state:
@@ -64,12 +88,33 @@ class Runner:
                     TriageItem.update(status=TRIAGE_CLOSED).where(
                         (TriageItem.spool_id == spool_id) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
             self._log(ctx)
+            self._recovered()
             return ctx
         except Exception as exc:
-            self._shunt(spool_id, exc)
+            if not self._deferred(spool_id, exc):
+                self._shunt(spool_id, exc)
             return None
         finally:
             clear_message()
+
+    def _deferred(self, spool_id, exc):
+        """Whether `exc` is a storage fault: then the entry stays queued and a retry is planned."""
+        fault = transient_fault(exc)
+        if fault is None:
+            return False
+        self.retry_delay = min(max(self.retry_delay * 2, RETRY_INITIAL), RETRY_MAX)
+        self.retry_at = self.monotonic() + self.retry_delay
+        log.warning("storage.fault", spool_id=spool_id, cause=describe(fault), retry_in=self.retry_delay)
+        return True
+
+    def _recovered(self):
+        if self.retry_delay:
+            log.info("storage.recovered", after=self.retry_delay)
+            self.retry_delay = 0.0
+
+    @property
+    def waiting_for_storage(self):
+        return self.monotonic() < self.retry_at
 
     def _log(self, ctx):
         summary = ctx.summary()
@@ -79,8 +124,16 @@ class Runner:
 
     def _shunt(self, spool_id, exc):
         reason = f"{type(exc).__name__}: {exc}"
-        log.error("message.shunted", spool_id=spool_id, reason=reason,
-                  traceback=traceback.format_exc(limit=8))
+        trace = traceback.format_exc(limit=8)
+        try:
+            self._record_shunt(spool_id, reason)
+        except Exception as fault:
+            if not self._deferred(spool_id, fault):  # the message is tried again, and shunted then
+                raise
+            return
+        log.error("message.shunted", spool_id=spool_id, reason=reason, traceback=trace)
+
+    def _record_shunt(self, spool_id, reason):
         spool = spool_entry(spool_id)
         subject, from_addr = "", spool.mail_from or ""
         try:  # best effort, so that `inbound list` shows what the mail was
@@ -107,12 +160,17 @@ class Runner:
     def drain(self, stop=lambda: False):
         """Process everything waiting now; returns how many entries were looked at."""
         count = 0
-        while not stop():
-            ids = self.waiting_ids()
+        while not stop() and not self.waiting_for_storage:
+            try:
+                ids = self.waiting_ids()
+            except Exception as exc:
+                if not self._deferred(None, exc):
+                    raise
+                return count
             if not ids:
                 return count
             for spool_id in ids:
-                if stop():
+                if stop() or self.waiting_for_storage:  # a storage fault: the rest would fail too
                     return count
                 self.process(spool_id)
                 count += 1

@@ -71,6 +71,19 @@ KEYS = (
         "Largest message accepted, in bytes; larger ones are refused with 552."),
     Key("smtp", "hostname", "str", "",
         "Name used in the SMTP greeting. Empty: the domain of public_address."),
+    Key("smtp", "backlog", "count", "1024",
+        "Connections the kernel queues while the intake is busy (listen backlog, "
+        "as Postfix sizes it; capped by net.core.somaxconn). A burst of senders "
+        "beyond it waits for the kernel's SYN retries."),
+    Key("smtp", "idle_timeout", "float", "300",
+        "Seconds a client may stay silent, in a command or inside DATA, before "
+        "it gets 421 and is disconnected. A slow sender that keeps sending is "
+        "never cut off (at least 1)."),
+    Key("connector", "message_time_budget", "float", "10",
+        "Seconds the worker spends at most on the expensive pure steps of one "
+        "message (HTML to text, reply extraction); past it the message is filed "
+        "with its full text as reply text, rules_version 'not-extracted', and the "
+        "queue moves on. 0: no budget."),
     Key("outbound", "mode", "choice", "smtp",
         "smtp: hand outgoing mail to the relay; maildir: write it as files "
         "(demo and testing).", ("smtp", "maildir")),

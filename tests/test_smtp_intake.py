@@ -1,0 +1,165 @@
+"""SMTP sessions as Postfix's smtpd keeps them, over real SMTP to the real daemon:
+long lines stored as received, an idle (not a total) timeout, a listen backlog
+that greets a burst of senders, and 421 to open sessions on shutdown."""
+
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+
+from conftest import Instance, make_mail, wait_for
+
+
+class Client:
+    """A raw SMTP client on a socket: says lines, reads replies (multi-line as one list)."""
+
+    def __init__(self, port, timeout=20):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.stream = self.sock.makefile("rwb")
+
+    def say(self, data):
+        self.stream.write(data if data.endswith(b"\r\n") else data + b"\r\n")
+        self.stream.flush()
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self.stream.readline()
+            if not line:
+                return lines or [b""]
+            lines.append(line)
+            if line[3:4] != b"-":
+                return lines
+
+    def envelope(self):
+        assert self.reply()[0].startswith(b"220")
+        for command in (b"EHLO client.example", b"MAIL FROM:<ann@acme.example>", b"RCPT TO:<support@example.com>"):
+            self.say(command)
+            assert self.reply()[-1].startswith(b"250"), command
+        self.say(b"DATA")
+        assert self.reply()[0].startswith(b"354")
+
+    def close(self):
+        self.sock.close()
+
+
+def spool_raw(inst):
+    with sqlite3.connect(inst.path / "var" / "connector-spool.db") as conn:
+        return [bytes(row[0]) for row in conn.execute("select raw from spool order by id")]
+
+
+def test_a_5000_character_line_is_accepted_and_stored_byte_exact(daemon):
+    line = b"<p>" + b"x" * 4993 + b"</p>"      # 5,000 characters, no CRLF inside
+    raw = (b"From: ann@acme.example\r\nTo: support@example.com\r\nSubject: Long line\r\n"
+           b"Message-ID: <long@acme.example>\r\nContent-Type: text/html\r\n\r\n" + line + b"\r\n.dot first\r\n")
+    client = Client(daemon.port)
+    client.envelope()
+    client.say(raw.replace(b"\r\n.", b"\r\n..") + b".")
+    assert client.reply()[0].startswith(b"250")
+    client.close()
+    assert spool_raw(daemon) == [raw]
+
+
+def test_a_line_longer_than_the_size_limit_is_refused_552_and_not_stored(daemon):
+    client = Client(daemon.port)
+    client.envelope()
+    client.say(b"Subject: huge\r\n\r\n" + b"y" * 300_000 + b"\r\n.")    # max_message_size is 200000
+    assert client.reply()[0][:3] in (b"552", b"500")                   # can never be accepted
+    client.close()
+    assert spool_raw(daemon) == []
+
+
+def test_a_slow_sender_that_never_goes_silent_is_accepted(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port, smtp__idle_timeout="1.5").start()
+    try:
+        client = Client(inst.port)
+        client.envelope()
+        body = make_mail(subject="Trickled").as_bytes().replace(b"\n", b"\r\n")
+        started = time.monotonic()
+        for start in range(0, len(body), max(1, len(body) // 12)):
+            client.stream.write(body[start:start + max(1, len(body) // 12)])
+            client.stream.flush()
+            time.sleep(0.4)                  # never silent for 1.5 s, 5 s in DATA in all
+        assert time.monotonic() - started > 4
+        client.say(b"\r\n.")
+        assert client.reply()[0].startswith(b"250")
+        client.close()
+        assert len(spool_raw(inst)) == 1
+
+        idle = Client(inst.port)             # a client that goes silent is told, then closed
+        assert idle.reply()[0].startswith(b"220")
+        idle.say(b"EHLO client.example")
+        idle.reply()
+        assert idle.reply()[0].startswith(b"421 4.4.2")
+        assert idle.stream.readline() == b""
+        idle.close()
+    finally:
+        inst.stop()
+
+
+def listen_backlog(port):
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return int(out.split()[2])
+
+
+def test_500_simultaneous_connects_are_all_greeted(daemon):
+    assert listen_backlog(daemon.port) >= 1024
+    count, greeted, errors = 500, [], []
+    start = threading.Barrier(count)
+
+    def connect():
+        try:
+            start.wait(timeout=30)
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=20) as sock:
+                greeted.append(sock.makefile("rb").readline())
+                time.sleep(2)                   # senders hold their sessions (backlog 100: 108 never greeted)
+                sock.sendall(b"QUIT\r\n")
+        except Exception as exc:                # noqa: BLE001 - counted below
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=connect) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(greeted) == count and all(g.startswith(b"220") for g in greeted)
+
+
+def test_shutdown_answers_421_and_an_inflight_commit_still_gets_its_250(daemon):
+    idle = Client(daemon.port)
+    assert idle.reply()[0].startswith(b"220")
+    idle.say(b"EHLO client.example")
+    idle.reply()
+
+    locker = sqlite3.connect(daemon.path / "var" / "connector-spool.db", timeout=1)
+    locker.execute("BEGIN EXCLUSIVE")           # the commit of the next DATA waits for this lock
+    busy = Client(daemon.port)
+    busy.envelope()
+    busy.say(make_mail(subject="In flight").as_bytes().replace(b"\n", b"\r\n") + b"\r\n.")
+    answers = []
+    reader = threading.Thread(target=lambda: answers.extend([busy.reply(), busy.reply()]))
+    reader.start()
+    time.sleep(0.5)
+    daemon.proc.send_signal(15)
+    assert idle.reply()[0].startswith(b"421 4.3.2 Service shutting down")
+    time.sleep(1.0)
+    locker.rollback()
+    locker.close()
+    reader.join(timeout=20)
+    assert answers and answers[0][0].startswith(b"250"), answers
+    assert answers[1][0].startswith(b"421 4.3.2"), answers
+    wait_for(lambda: daemon.proc.poll() is not None, 30, what="daemon to stop")
+    assert len(spool_raw(daemon)) == 1
+    idle.close()
+    busy.close()
+
+
+def test_lmtp_sessions_get_421_on_shutdown_too(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port, smtp__protocol="lmtp").start()
+    client = Client(inst.port)
+    assert client.reply()[0].startswith(b"220")
+    inst.proc.send_signal(15)
+    assert client.reply()[0].startswith(b"421 4.3.2")
+    inst.proc.wait(timeout=30)
+    client.close()
