@@ -2,7 +2,8 @@
 
 An entry is to be processed while it has no `Processing` row (or one a
 replay set back to `queued`). Each entry is decided without holding the
-write lock, then written in one IMMEDIATE transaction that first re-reads
+write lock, then written in one transaction (holding the main file's write
+lock only, so the intake's spool commits never wait for it) that first re-reads
 its processing state, so two processes (the daemon's worker and a `replay`)
 never file the same entry twice. An exception rolls the transaction back
 and records the entry `shunted` with its reason; a triage item
@@ -35,7 +36,8 @@ from connector.store import bulk
 from connector.store.faults import describe, transient_fault
 from connector.store.models import (
     SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Processing, TriageItem, database)
-from connector.store.queries import processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids
+from connector.store.queries import (
+    filing_transaction, last_spool_id, processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids)
 
 log = get_logger("pipeline")
 
@@ -80,7 +82,7 @@ class Runner:
             bind_message(spool_id=spool_id)
             ctx = self._decide(spool)
             bind_message(message_id=ctx.parsed.message_id)
-            with database.atomic(lock_type="IMMEDIATE"):
+            with filing_transaction(spool_id):
                 if processing_state(spool_id) != state:
                     return None  # another process got there first
                 apply_decision(ctx, self.templates)
@@ -152,9 +154,11 @@ class Runner:
                         received_at=spool.received_at)
 
     def waiting_ids(self):
+        """What to process next. The floor moves past everything seen processed, so an idle
+        worker's look costs an index lookup, not a scan of the whole spool."""
+        top = last_spool_id()  # before the scan: an id committed later is higher
         ids = unprocessed_spool_ids(self.floor, BATCH)
-        if ids:
-            self.floor = ids[0]
+        self.floor = ids[0] if ids else max(self.floor, top + 1)
         return sorted(set(ids) | set(requeued_spool_ids(BATCH)))
 
     def drain(self, stop=lambda: False):

@@ -1,5 +1,6 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
+import contextlib
 import json
 from collections import namedtuple
 
@@ -48,6 +49,27 @@ def unprocessed_spool_ids(floor, limit):
         'WHERE s."id" >= ? AND (p."spool_id" IS NULL OR p."state" = ?) ORDER BY s."id" LIMIT ?',
         (floor, SPOOL_QUEUED, limit)).fetchall()
     return [row[0] for row in rows]
+
+
+def last_spool_id():
+    """The highest spool id committed so far (0 for an empty spool); an index lookup."""
+    return _one('SELECT MAX("id") FROM "spool"."spool"') or 0
+
+
+@contextlib.contextmanager
+def filing_transaction(spool_id):
+    """The transaction that files one spool entry, holding the write lock of the main file only.
+
+    `BEGIN IMMEDIATE` would write-lock every attached file, the spool included,
+    so each filing would make the intake's spool commit wait. A deferred
+    transaction whose first statement writes to the main file takes only that
+    file's lock, and, being a write from the start, waits for it through the
+    busy timeout instead of failing with "database is locked" as a transaction
+    that read first would.
+    """
+    with database.atomic():
+        database.execute_sql('UPDATE "processing" SET "attempts" = "attempts" WHERE "spool_id" = ?', (spool_id,))
+        yield
 
 
 def requeued_spool_ids(limit):
