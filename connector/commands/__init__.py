@@ -12,6 +12,7 @@ MODULES = (
     "connector.commands.tickets",    # tickets, inbound, outbox, message
     "connector.commands.mailtools",
     "connector.commands.scanners",   # scanners status|run|test
+    "connector.commands.status",     # status (health check)
 )
 
 

@@ -14,10 +14,14 @@ def cmd_run(args):
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    from connector.app import run_daemon
+    from connector.app import ListenError, run_daemon
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
+    try:
+        return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
+    except ListenError as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
 
 def _background(args, loop_name):

@@ -35,9 +35,16 @@ def _baseline(db):
     """The schema as released before migrations existed: nothing to change."""
 
 
+def _processing_processed_at_index(db):
+    """`/metrics` counts the messages filed since its last scrape by `processing.processed_at`."""
+    if _columns(db, "processing"):
+        db.execute_sql('CREATE INDEX IF NOT EXISTS "processing_processed_at" ON "processing" ("processed_at")')
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
+    ("processing_processed_at_index", _processing_processed_at_index),
 )
 
 
