@@ -58,7 +58,7 @@ class ListenError(Exception):
         if isinstance(exc, socket.gaierror):
             what, hint = "cannot resolve the host", "write an IP address, or a name this machine resolves"
         else:
-            what = exc.strerror or str(exc)
+            what = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
             hint = LISTEN_HINTS.get(exc.errno, f"check {key}")
         super().__init__(f"{ini_path}: {key}: cannot listen on {address}: {what.lower()} (hint: {hint})")
 
@@ -152,7 +152,7 @@ class Daemon:
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode,
                  metrics="%s:%s" % settings.extra["metrics_listen"] if metrics else None)
-        self.fingerprint = fingerprint(settings)
+        self.fingerprint = self.in_force = fingerprint(settings)
         tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat())]
         await stopped.wait()
         self.notifier.send(STOPPING)
@@ -206,7 +206,10 @@ class Daemon:
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
         settings.extra["metrics_listen"] = self.settings.extra.get("metrics_listen")  # in force until restart
         self.settings = settings
-        self.config.update(generation=self.config["generation"] + 1, loaded_at=self.clock(), reload_error=None)
+        if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
+            self.in_force = self.fingerprint
+            self.config.update(generation=self.config["generation"] + 1, loaded_at=self.clock())
+        self.config["reload_error"] = None
         self.children.signal_running(signal.SIGHUP)
         self.publish()
         log.info("config.reloaded", process="daemon", generation=self.config["generation"])

@@ -32,6 +32,7 @@ STABLE_AFTER = 30.0        # a child that ran this long was not crash-looping
 CRASH_LOOP_AFTER = 3       # quick deaths in a row that make a crash loop
 STOP_TIMEOUT = 15.0
 READY_FD_ENV = "CONNECTOR_READY_FD"
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 BOOTSTRAP = ("import sys; root = {root!r}; root in sys.path or sys.path.insert(0, root); "
@@ -103,7 +104,8 @@ class Children:
     def _spawn(self, child):
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
-        env = dict(os.environ, **{READY_FD_ENV: str(write_fd)})
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}  # only the daemon speaks to systemd
+        env[READY_FD_ENV] = str(write_fd)
         try:
             # SIGHUP asks a running child to reload; ignored until its handler is in place.
             child.proc = subprocess.Popen(child_argv(self.ini_path, child.command), env=env, pass_fds=(write_fd,),
