@@ -81,6 +81,7 @@ class Daemon:
         self.config = {"generation": 1, "loaded_at": self.started_at, "reload_error": None}
         self.stopped_at = None
         self.ready = False
+        self.state_failed = False
 
     def state(self):
         """What the state file holds (and /metrics, /healthz read in-process)."""
@@ -93,7 +94,12 @@ class Daemon:
         try:
             write_state(self.settings.data_dir, self.state())
         except OSError as exc:
-            log.error("daemon.state_failed", error=f"{type(exc).__name__}: {exc}")
+            if not self.state_failed:  # once, not every heartbeat
+                log.error("daemon.state_failed", error=f"{type(exc).__name__}: {exc}",
+                          hint="connector status cannot see this daemon; check the data directory")
+            self.state_failed = True
+        else:
+            self.state_failed = False
 
     async def _check_files(self):
         """The ini is not watched by watchdog (its folder may be busy): compare fingerprints."""
