@@ -82,17 +82,19 @@ class Daemon:
         self.stopped_at = None
         self.ready = False
         self.state_failed = False
+        self.listen = settings.listen      # what is bound and opened: a change of either needs a restart
+        self.data_dir = settings.data_dir
 
     def state(self):
         """What the state file holds (and /metrics, /healthz read in-process)."""
         return {"pid": os.getpid(), "started_at": self.started_at, "updated_at": self.clock(),
-                "stopped_at": self.stopped_at, "listen": self.settings.listen,
+                "stopped_at": self.stopped_at, "listen": self.listen,
                 "protocol": self.settings.protocol, "ready": self.ready, "config": dict(self.config),
                 "children": self.children.snapshot()}
 
     def publish(self):
         try:
-            write_state(self.settings.data_dir, self.state())
+            write_state(self.data_dir, self.state())
         except OSError as exc:
             if not self.state_failed:  # once, not every heartbeat
                 log.error("daemon.state_failed", error=f"{type(exc).__name__}: {exc}",
@@ -114,8 +116,8 @@ class Daemon:
                 self.publish()
             if not self.ready and self.children.all_running():
                 self.ready = True
-                self.notifier.send(READY, f"STATUS=accepting mail on {self.settings.listen}")
-                log.info("daemon.ready", listen=self.settings.listen)
+                self.notifier.send(READY, f"STATUS=accepting mail on {self.listen}")
+                log.info("daemon.ready", listen=self.listen)
                 self.publish()
             await asyncio.sleep(SUPERVISE_EVERY)
 

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import smtplib
-import sqlite3
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -95,16 +94,6 @@ def test_healthz(metered):
     code, body = get(url + "/healthz")
     assert code == 200 and json.loads(body)["state"] == "healthy"
     assert get(url + "/nothing")[0] == 404
-
-
-def test_scanner_last_success(metered):
-    inst, url = metered
-    with sqlite3.connect(inst.path / "var" / "connector.db") as conn:   # what a scanner records on each scan
-        conn.execute('CREATE TABLE IF NOT EXISTS scanner_status (id INTEGER PRIMARY KEY, scanner TEXT UNIQUE, '
-                     'last_success REAL, last_error TEXT, last_error_at REAL, imported INTEGER)')
-        conn.execute("INSERT INTO scanner_status (scanner, last_success, imported) VALUES ('support', 1700000000, 0)")
-    m = scrape(url)
-    assert m[("connector_scanner_last_success_timestamp_seconds", (("scanner", "support"),))] == 1700000000
 
 
 def test_an_old_store_gains_the_processed_at_index(tmp_path):

@@ -138,6 +138,8 @@ class Children:
         return changed
 
     def _read_ready(self, child):
+        if child.ready_fd is None:  # closed without a byte: its exit is reaped next
+            return False
         try:
             data = os.read(child.ready_fd, 1)
         except BlockingIOError:
