@@ -137,14 +137,7 @@ class Daemon:
         handler = IntakeHandler(services.is_own, committer, settings.protocol)
         self.handler = handler
         try:
-            metrics = self._start_metrics()
-            smtp_handler = handler if metrics is None else metrics_handler(handler, metrics)
-            try:
-                server = await start_server(settings, smtp_handler)
-            except OSError as exc:
-                if metrics:
-                    metrics.stop()
-                raise ListenError(self.ini_path, "[smtp] listen", settings.listen, exc) from None
+            server, metrics = await self._listen(handler)
         except ListenError:
             committer.close()
             raise
@@ -180,6 +173,18 @@ class Daemon:
         self.stopped_at = self.clock()
         self.publish()
         log.info("daemon.stopped")
+
+    async def _listen(self, handler):
+        """The metrics endpoint, then SMTP; ListenError, with nothing left bound, when either cannot bind."""
+        metrics = self._start_metrics()
+        try:
+            smtp_handler = handler if metrics is None else metrics_handler(handler, metrics)
+            server = await start_server(self.settings, smtp_handler)
+        except OSError as exc:
+            if metrics:
+                metrics.stop()
+            raise ListenError(self.ini_path, "[smtp] listen", self.settings.listen, exc) from None
+        return server, metrics
 
     def _start_metrics(self):
         listen = self.settings.extra.get("metrics_listen")

@@ -3,12 +3,13 @@
 import signal
 import sqlite3
 import stat
+import sys
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from conftest import Instance, free_port, make_mail, wait_for
-from health import children_running, events, status
+from health import children_running, events, start_from, status
 
 from connector.health.state import FILE
 
@@ -50,9 +51,7 @@ def test_down_when_never_started_stopped_or_killed(instance):
 
 def test_backlog_counts_unfiled_and_degrades_when_old(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
-    inst.proc = __import__("subprocess").Popen(
-        [__import__("sys").executable, "-m", "connector", "-c", str(inst.ini), "run", "--no-worker"],
-        stdout=open(inst.log, "ab"), stderr=__import__("subprocess").STDOUT, cwd=inst.path, start_new_session=True)
+    start_from(inst, inst.path, [sys.executable, "-m", "connector", "-c", str(inst.ini), "run", "--no-worker"])
     try:
         wait_for(lambda: status(inst)[0] == 0, 20, what="healthy")
         for number in range(3):
