@@ -8,16 +8,22 @@
 
 Separate processes, so that filing and delivering never take the intake's
 interpreter lock. They share the SQLite files; the spool and the outbox are
-the hand-overs.
+the hand-overs. `connector.health` holds how the daemon is watched: the
+children's supervision, the state file `connector status` reads, the
+metrics endpoint and systemd's notify protocol.
 """
 
 import asyncio
+import errno
+import os
 import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
 
+from connector.health.children import Children
+from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
+from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
@@ -35,9 +41,26 @@ SERVICES = (
     __import__("connector.scanners.service", fromlist=["start"]).start,  # IMAP mail scanners
 )
 
-CHILD_RESTART_DELAY = 1.0
+SUPERVISE_EVERY = 0.2   # seconds between looks at the children
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 CHILDREN = ("worker", "deliver")  # background processes, each restarted when it dies
+LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there (`ss -ltnp` names it); stop it or choose another port",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's; use 127.0.0.1 or an address `ip addr` lists",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit)",
+}
+
+
+class ListenError(Exception):
+    """A listen address the daemon cannot bind: one line for the operator, no traceback."""
+
+    def __init__(self, ini_path, key, address, exc):
+        if isinstance(exc, socket.gaierror):
+            what, hint = "cannot resolve the host", "write an IP address, or a name this machine resolves"
+        else:
+            what = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror repeats the address
+            hint = LISTEN_HINTS.get(exc.errno, f"check {key}")
+        super().__init__(f"{ini_path}: {key}: cannot listen on {address}: {what.lower()} (hint: {hint})")
 
 
 def open_services(settings, clock=time.time, synchronous="full"):
@@ -47,19 +70,38 @@ def open_services(settings, clock=time.time, synchronous="full"):
 
 
 class Daemon:
-    def __init__(self, settings, ini_path, with_worker=True):
+    def __init__(self, settings, ini_path, with_worker=True, clock=time.time):
         self.settings = settings
         self.ini_path = ini_path
-        self.with_worker = with_worker
+        self.clock = clock
         self.stop_event = threading.Event()
-        self.children = {}
+        self.children = Children(ini_path, CHILDREN if with_worker else ())
+        self.notifier = Notifier()
+        self.started_at = clock()
+        self.config = {"generation": 1, "loaded_at": self.started_at, "reload_error": None}
+        self.stopped_at = None
+        self.ready = False
+        self.state_failed = False
+        self.listen = settings.listen      # what is bound and opened: a change of either needs a restart
+        self.data_dir = settings.data_dir
 
-    def _spawn(self, command):
-        cmd = [sys.executable, "-m", "connector", "-c", str(self.ini_path), command]
-        # SIGHUP asks a running child to reload; ignored until its handler is in place.
-        child = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-        self.children[command] = child
-        log.info("child.spawned", command=command, pid=child.pid)
+    def state(self):
+        """What the state file holds (and /metrics, /healthz read in-process)."""
+        return {"pid": os.getpid(), "started_at": self.started_at, "updated_at": self.clock(),
+                "stopped_at": self.stopped_at, "listen": self.listen,
+                "protocol": self.settings.protocol, "ready": self.ready, "config": dict(self.config),
+                "children": self.children.snapshot()}
+
+    def publish(self):
+        try:
+            write_state(self.data_dir, self.state())
+        except OSError as exc:
+            if not self.state_failed:  # once, not every heartbeat
+                log.error("daemon.state_failed", error=f"{type(exc).__name__}: {exc}",
+                          hint="connector status cannot see this daemon; check the data directory")
+            self.state_failed = True
+        else:
+            self.state_failed = False
 
     async def _check_files(self):
         """The ini is not watched by watchdog (its folder may be busy): compare fingerprints."""
@@ -70,13 +112,23 @@ class Daemon:
 
     async def _supervise(self):
         while not self.stop_event.is_set():
-            for command, child in list(self.children.items()):
-                if child.poll() is not None:
-                    log.error("child.exited", command=command, returncode=child.returncode)
-                    await asyncio.sleep(CHILD_RESTART_DELAY)
-                    if not self.stop_event.is_set():
-                        self._spawn(command)
-            await asyncio.sleep(0.2)
+            if self.children.poll():
+                self.publish()
+            if not self.ready and self.children.all_running():
+                self.ready = True
+                self.notifier.send(READY, f"STATUS=accepting mail on {self.listen}")
+                log.info("daemon.ready", listen=self.listen)
+                self.publish()
+            await asyncio.sleep(SUPERVISE_EVERY)
+
+    async def _heartbeat(self):
+        """From the intake's event loop: the state file's heartbeat and systemd's watchdog."""
+        interval = min(HEARTBEAT, self.notifier.watchdog_interval or HEARTBEAT)
+        while not self.stop_event.is_set():
+            self.publish()
+            if self.notifier.watchdog_interval:
+                self.notifier.send(WATCHDOG)
+            await asyncio.sleep(interval)
 
     async def main(self):
         settings = self.settings
@@ -84,7 +136,11 @@ class Daemon:
         committer = GroupCommitter()
         handler = IntakeHandler(services.is_own, committer, settings.protocol)
         self.handler = handler
-        server = await start_server(settings, handler)
+        try:
+            server, metrics = await self._listen(handler)
+        except ListenError:
+            committer.close()
+            raise
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,28 +148,56 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
         watcher.start()
-        if self.with_worker:
-            for command in CHILDREN:
-                self._spawn(command)
+        self.children.start_all()
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
-                 protocol=settings.protocol, database=str(settings.database), outbound=settings.mode)
-        self.fingerprint = fingerprint(settings)
-        supervisor = asyncio.create_task(self._supervise())
-        checker = asyncio.create_task(self._check_files())
+                 protocol=settings.protocol, database=str(settings.database), outbound=settings.mode,
+                 metrics="%s:%s" % settings.extra["metrics_listen"] if metrics else None)
+        self.fingerprint = self.in_force = fingerprint(settings)
+        tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat())]
         await stopped.wait()
+        self.notifier.send(STOPPING)
         log.info("daemon.stopping")
         watcher.stop()
         self.stop_event.set()
         server.close()
         await server.wait_closed()
-        supervisor.cancel()
-        checker.cancel()
+        for task in tasks:
+            task.cancel()
         committer.close()
-        self._stop_children()
+        self.children.stop()
         for thread in threads:
             thread.join(timeout=10)
+        if metrics:
+            metrics.stop()
+        self.stopped_at = self.clock()
+        self.publish()
         log.info("daemon.stopped")
+
+    async def _listen(self, handler):
+        """The metrics endpoint, then SMTP; ListenError, with nothing left bound, when either cannot bind."""
+        metrics = self._start_metrics()
+        try:
+            smtp_handler = handler if metrics is None else metrics_handler(handler, metrics)
+            server = await start_server(self.settings, smtp_handler)
+        except OSError as exc:
+            if metrics:
+                metrics.stop()
+            raise ListenError(self.ini_path, "[smtp] listen", self.settings.listen, exc) from None
+        return server, metrics
+
+    def _start_metrics(self):
+        listen = self.settings.extra.get("metrics_listen")
+        if listen is None:
+            return None
+        from connector.health.metrics import MetricsServer
+        host, port = listen
+        try:
+            server = MetricsServer(host, port, self.state, clock=self.clock)
+        except OSError as exc:
+            raise ListenError(self.ini_path, "[metrics] listen", f"{host}:{port}", exc) from None
+        server.start()
+        return server
 
     def reload(self):
         """Load the configuration again; apply it if good, keep the running one if not."""
@@ -122,32 +206,33 @@ class Daemon:
             settings = load_checked(self.ini_path)
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc), keeping="last good configuration")
+            self.config["reload_error"] = {"error": str(exc), "at": self.clock()}
+            self.publish()
             return
         restart = [k for k in ("listen", "protocol", "max_message_size", "hostname", "database")
                    if getattr(settings, k) != getattr(self.settings, k)]
+        if settings.extra.get("metrics_listen") != self.settings.extra.get("metrics_listen"):
+            restart.append("metrics_listen")
         if restart:
             log.warning("config.restart_needed", keys=restart)
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
+        settings.extra["metrics_listen"] = self.settings.extra.get("metrics_listen")  # in force until restart
         self.settings = settings
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGHUP)
-        log.info("config.reloaded", process="daemon")
+        if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
+            self.in_force = self.fingerprint
+            self.config.update(generation=self.config["generation"] + 1, loaded_at=self.clock())
+        self.config["reload_error"] = None
+        self.children.signal_running(signal.SIGHUP)
+        self.publish()
+        log.info("config.reloaded", process="daemon", generation=self.config["generation"])
 
-    def _stop_children(self):
-        for child in self.children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in self.children.values():
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+
+def metrics_handler(handler, metrics):
+    from connector.health.metrics import CountingHandler
+    return CountingHandler(handler, metrics.intake)
 
 
 def run_daemon(settings, ini_path, with_worker=True):
     asyncio.run(Daemon(settings, ini_path, with_worker).main())
     return 0
-
-

@@ -15,6 +15,7 @@ import threading
 import time
 
 from connector.checks import load_checked
+from connector.health.children import announce_ready
 from connector.log import get_logger
 from connector.outbound.delivery import Delivery
 from connector.pipeline.runner import Runner
@@ -143,5 +144,6 @@ def process_main(loop_class, settings):
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
     worker = loop_class(settings, stop)
     signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    announce_ready()  # store open, configuration loaded: the daemon may tell systemd READY
     worker.run()
     return 0

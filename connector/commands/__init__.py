@@ -14,6 +14,7 @@ MODULES = (
     "connector.commands.mailtools",
     "connector.commands.scanners",   # scanners status|run|test
     "connector.commands.db",         # db status|upgrade|prune|vacuum
+    "connector.commands.status",     # status (health check)
 )
 
 

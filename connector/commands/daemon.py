@@ -10,10 +10,14 @@ from connector.settings.schema import render_example
 
 def cmd_run(args):
     settings = checked_or_exit(args)
-    from connector.app import run_daemon
+    from connector.app import ListenError, run_daemon
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
+    try:
+        return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
+    except ListenError as exc:
+        print(f"connector: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
 
 def _background(args, loop_name):

@@ -62,6 +62,11 @@ KEYS = (
     Key("connector", "log_level", "choice", "info",
         "Lowest level of log events written to stdout.",
         ("debug", "info", "warning", "error")),
+    # Declared before [smtp] listen: the loader's values are one flat namespace of key
+    # names and `settings.listen` must stay the intake's; connector.health.config reads this one.
+    Key("metrics", "listen", "str", "",
+        "Address and port serving Prometheus metrics on /metrics and a health check on "
+        "/healthz, e.g. 127.0.0.1:9325. Empty serves neither."),
     Key("smtp", "listen", "hostport", "127.0.0.1:2525",
         "Address and port the SMTP/LMTP intake listens on."),
     Key("smtp", "protocol", "choice", "smtp",

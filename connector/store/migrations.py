@@ -39,12 +39,17 @@ def _outbox_recipient_state(db):
     """Per-recipient delivery state, and the time a retried row's give-up clock restarts from."""
     add_column(db, "outbox", "recipients", "TEXT")
     add_column(db, "outbox", "queued_at", "REAL")
+def _processing_processed_at_index(db):
+    """`/metrics` counts the messages filed since its last scrape by `processing.processed_at`."""
+    if _columns(db, "processing"):
+        db.execute_sql('CREATE INDEX IF NOT EXISTS "processing_processed_at" ON "processing" ("processed_at")')
 
 
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
     ("0002_outbox_recipient_state", _outbox_recipient_state),
+    ("0003_processing_processed_at_index", _processing_processed_at_index),
 )
 
 

@@ -81,7 +81,7 @@ class Processing(BaseModel):
     message_id = peewee.TextField(null=True)  # '' for a mail without one
     sha256 = peewee.CharField(null=True)
     attempts = peewee.IntegerField(default=0)
-    processed_at = peewee.FloatField(null=True)
+    processed_at = peewee.FloatField(null=True, index=True)  # metrics read what was filed since a scrape
 
     class Meta:
         # dedupe looks up (Message-ID, bytes); mail without a Message-ID all shares '',

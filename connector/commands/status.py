@@ -1,0 +1,117 @@
+"""`connector status [--json]`: is the daemon healthy? Usable as a Nagios/Icinga check.
+
+Reads the state file the running daemon publishes in the data directory and
+counts from the store (`connector.health`); needs only the ini, so it works
+while a YAML file is broken. Exit 0 healthy, 1 degraded, 2 down (the levels
+are defined in `connector.health.report`); the first line of the text form is
+the plugin's one-line summary with performance data.
+"""
+
+import json
+import time
+
+from connector.commands.common import database_or_exit, iso
+from connector.health.report import EXIT, daemon_problems, judge, store_figures
+from connector.health.state import read_state
+from connector.store.db import open_store, spool_path
+
+
+def gather(database, now):
+    state = read_state(database.parent)
+    store = None
+    if database.exists() and spool_path(database).exists():
+        try:
+            open_store(database)
+            store = store_figures(now)
+        except Exception as exc:  # a locked, unreadable or foreign file: the check must still answer
+            store_error = f"{type(exc).__name__}: {exc}"
+        else:
+            store_error = None
+    else:
+        store_error = f"no database at {database}"
+    verdict = judge(state, store, now)
+    if store_error:
+        verdict["problems"].append(store_error)
+    return verdict, state, store
+
+
+def report_json(verdict, state, store, now):
+    daemon = None
+    if state is not None:
+        daemon = {"pid": state["pid"], "running": not daemon_problems(state, now),
+                  "started_at": iso(state["started_at"]), "updated_at": iso(state["updated_at"]),
+                  "listen": state["listen"], "ready": state["ready"]}
+    children = {name: {"pid": c["pid"], "state": c["state"], "restarts": c["restarts"],
+                       "crash_loop": c["crash_loop"], "retry_in": c["retry_in"]}
+                for name, c in (state or {}).get("children", {}).items()}
+    config = (state or {}).get("config")
+    return {
+        "state": verdict["state"], "exit": verdict["exit"], "problems": verdict["problems"],
+        "daemon": daemon, "children": children,
+        "config": {"generation": config["generation"], "loaded_at": iso(config["loaded_at"]),
+                   "reload_error": config["reload_error"] and dict(config["reload_error"],
+                                                                   at=iso(config["reload_error"]["at"]))}
+        if config else None,
+        "spool": store and store["spool"],
+        "outbox": store and {k: v for k, v in store["outbox"].items() if k != "by_status"},
+        "needs_attention": store and store["needs_attention"],
+        "scanners": [{"name": s["name"], "last_success": iso(s["last_success"]),
+                      "last_error": s["last_error"] and {"text": s["last_error"]["text"],
+                                                         "time": iso(s["last_error"]["at"])}}
+                     for s in (store or {}).get("scanners", [])],
+    }
+
+
+def _age(seconds):
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def print_text(data):
+    summary = "; ".join(data["problems"]) or "accepting, filing and delivering"
+    spool, outbox = data["spool"], data["outbox"]
+    perf = ""
+    if spool:
+        perf = (f" | unfiled={spool['unfiled']} unfiled_age={spool['oldest_unfiled_age'] or 0:.0f}s "
+                f"outbox_pending={outbox['pending']} outbox_failed={outbox['failed']}")
+    print(f"CONNECTOR {data['state'].upper()} - {summary}{perf}")
+    daemon = data["daemon"]
+    if daemon:
+        config = data["config"]
+        print(f"daemon    pid {daemon['pid']}, listening on {daemon['listen']}, since {daemon['started_at']}, "
+              f"config generation {config['generation']} (loaded {config['loaded_at']})")
+    for name, child in data["children"].items():
+        extra = f", restart in {child['retry_in']} s" if child["retry_in"] is not None else ""
+        loop = ", CRASH-LOOPING" if child["crash_loop"] else ""
+        print(f"{name:<9} pid {child['pid'] or '-'}, {child['state']}{loop}, {child['restarts']} restarts{extra}")
+    if spool:
+        print(f"spool     {spool['unfiled']} unfiled (oldest {_age(spool['oldest_unfiled_age'])}), "
+              f"{spool['shunted']} shunted")
+        print(f"outbox    {outbox['pending']} pending ({outbox['deferred']} deferred, oldest "
+              f"{_age(outbox['oldest_pending_age'])}), {outbox['failed']} failed")
+    for scanner in data["scanners"]:
+        error = scanner["last_error"]
+        print(f"scanner   {scanner['name']}: last success {scanner['last_success'] or '-'}, last error "
+              + (f"{error['time']}: {error['text']}" if error else "-"))
+
+
+def cmd_status(args):
+    now = time.time()
+    verdict, state, store = gather(database_or_exit(args), now)
+    data = report_json(verdict, state, store, now)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print_text(data)
+    return EXIT[verdict["state"]]
+
+
+def register(subparsers):
+    p = subparsers.add_parser("status", help="health of the daemon, its processes, spool, outbox and scanners "
+                                             "(exit 0 healthy, 1 degraded, 2 down)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)

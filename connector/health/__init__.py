@@ -1,0 +1,11 @@
+"""The daemon's health: how it is seen from outside while mail flows.
+
+    children   start the background processes independently of the working
+               directory, restart them with capped backoff, spot a crash loop
+    sdnotify   systemd's notify protocol: READY, STOPPING, WATCHDOG
+    state      the state file the daemon publishes in the data directory
+    figures    cheap, indexed counts from the store (backlog, outbox, scanners)
+    report     status = state file + figures -> healthy / degraded / down
+    metrics    Prometheus `/metrics` and `/healthz`, served by the daemon
+    config     the [metrics] section, as a settings plug-in
+"""

@@ -1,0 +1,121 @@
+"""`connector status [--json]`: a Nagios/Icinga check of the running daemon (exit 0, 1, 2)."""
+
+import signal
+import sqlite3
+import stat
+import sys
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from conftest import Instance, free_port, make_mail, wait_for
+from health import children_running, events, start_from, status
+
+from connector.health.state import FILE
+
+
+def test_healthy_daemon(daemon):
+    report = wait_for(lambda: children_running(daemon), 20, what="children running")
+    code, report = status(daemon)
+    assert code == 0 and report["state"] == "healthy" and report["problems"] == []
+    assert report["daemon"]["running"] is True and report["daemon"]["pid"] == daemon.proc.pid
+    assert report["daemon"]["listen"] == f"127.0.0.1:{daemon.port}"
+    assert set(report["children"]) == {"worker", "deliver"}
+    assert all(c["pid"] and c["restarts"] == 0 for c in report["children"].values())
+    assert report["spool"] == {"unfiled": 0, "oldest_unfiled_age": None, "shunted": 0}
+    assert report["outbox"] == {"pending": 0, "deferred": 0, "failed": 0, "oldest_pending_age": None}
+    assert report["config"]["generation"] == 1 and report["config"]["reload_error"] is None
+    assert report["scanners"] == []
+    state_file = daemon.path / "var" / FILE
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    text = daemon.cli("status").stdout.decode()
+    assert text.startswith("CONNECTOR HEALTHY - ") and "worker" in text
+
+
+def test_down_when_never_started_stopped_or_killed(instance):
+    code, report = status(instance)
+    assert code == 2 and report["state"] == "down"
+    instance.start()
+    wait_for(lambda: children_running(instance), 20, what="children running")
+    instance.stop()
+    code, report = status(instance)
+    assert code == 2 and report["problems"] == ["the daemon is stopped"]
+    instance.start()
+    wait_for(lambda: children_running(instance), 20, what="children running")
+    pid = instance.proc.pid
+    instance.kill9()
+    code, report = status(instance)
+    assert code == 2 and report["problems"] == [f"the daemon (pid {pid}) is gone"]
+    assert instance.cli("status", check=False).stdout.decode().startswith("CONNECTOR DOWN - ")
+
+
+def test_backlog_counts_unfiled_and_degrades_when_old(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port)
+    start_from(inst, inst.path, [sys.executable, "-m", "connector", "-c", str(inst.ini), "run", "--no-worker"])
+    try:
+        wait_for(lambda: status(inst)[0] == 0, 20, what="healthy")
+        for number in range(3):
+            inst.send(make_mail(subject=f"Waiting {number}"))
+        code, report = status(inst)
+        assert code == 0 and report["spool"]["unfiled"] == 3
+        assert 0 <= report["spool"]["oldest_unfiled_age"] < 300
+        with sqlite3.connect(inst.path / "var" / "connector-spool.db") as conn:
+            conn.execute("UPDATE spool SET received_at = received_at - 900 WHERE id = 1")
+        code, report = status(inst)
+        assert code == 1 and report["spool"]["unfiled"] == 3 and report["spool"]["oldest_unfiled_age"] > 900
+        assert any("3 messages unfiled" in p for p in report["problems"])
+    finally:
+        inst.stop()
+
+
+class RefusingRelay:
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            return "550 5.1.1 <%s>: no such user" % address
+
+
+@pytest.fixture
+def refusing_relay():
+    port = free_port()
+    controller = Controller(RefusingRelay.Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port
+    controller.stop()
+
+
+def test_failed_outgoing_mail_degrades(tmp_path, refusing_relay):
+    inst = Instance(tmp_path, refusing_relay).start()
+    try:
+        inst.send(make_mail(subject="Nobody gets this"))
+        inst.wait_processed(1)
+        wait_for(lambda: status(inst)[1]["outbox"]["failed"] >= 1, 20, what="failed outbox rows")
+        code, report = status(inst)
+        assert code == 1 and report["state"] == "degraded"
+        assert report["outbox"]["pending"] == 0
+        assert any("outgoing mails failed" in p for p in report["problems"])
+    finally:
+        inst.stop()
+
+
+def test_configuration_generation_and_refused_reload(daemon):
+    wait_for(lambda: children_running(daemon), 20, what="children running")
+    ini = daemon.ini.read_text()
+    daemon.ini.write_text(ini.replace("[connector]\n", "[connector]\nauto_responses_per_hour = 5\n"))
+    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 2, 15, what="generation 2")
+    assert status(daemon)[0] == 0
+    def daemon_reloads():
+        return [e for e in events(daemon, "config.reloaded") if e["process"] == "daemon"]
+    before = len(daemon_reloads())
+    daemon.proc.send_signal(signal.SIGHUP)           # a reload of the same files: the same generation
+    wait_for(lambda: len(daemon_reloads()) > before, 15, what="reloaded again")
+    assert status(daemon)[1]["config"]["generation"] == 2
+    staff = daemon.path / "config" / "staff.yaml"
+    good = staff.read_text()
+    staff.write_text(good.replace("receive: all", "receive: everybody", 1))
+    wait_for(lambda: status(daemon)[1]["config"]["reload_error"], 15, what="reload refused")
+    code, report = status(daemon)       # status needs only the ini: it works while a YAML file is bad
+    assert code == 1 and report["config"]["generation"] == 2
+    assert "everybody" in report["config"]["reload_error"]["error"]
+    staff.write_text(good)
+    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 3, 15, what="generation 3")
+    assert status(daemon)[0] == 0
