@@ -29,6 +29,7 @@ from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
 from connector.settings import ConfigError
 from connector.settings.reload import ConfigWatcher, fingerprint
+from connector.settings.schema import RESTART_FIELDS
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 from connector.worker import load_checked
@@ -152,7 +153,7 @@ class Daemon:
         threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode,
-                 metrics="%s:%s" % settings.extra["metrics_listen"] if metrics else None)
+                 metrics=settings.metrics_listen or None)
         self.fingerprint = self.in_force = fingerprint(settings)
         tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat())]
         await stopped.wait()
@@ -187,11 +188,10 @@ class Daemon:
         return server, metrics
 
     def _start_metrics(self):
-        listen = self.settings.extra.get("metrics_listen")
-        if listen is None:
+        if not self.settings.metrics_listen:
             return None
         from connector.health.metrics import MetricsServer
-        host, port = listen
+        host, port = self.settings.metrics_listen_host, self.settings.metrics_listen_port
         try:
             server = MetricsServer(host, port, self.state, clock=self.clock)
         except OSError as exc:
@@ -209,15 +209,14 @@ class Daemon:
             self.config["reload_error"] = {"error": str(exc), "at": self.clock()}
             self.publish()
             return
-        restart = [k for k in ("listen", "protocol", "max_message_size", "hostname", "database")
-                   if getattr(settings, k) != getattr(self.settings, k)]
-        if settings.extra.get("metrics_listen") != self.settings.extra.get("metrics_listen"):
-            restart.append("metrics_listen")
+        restart = [k for k in RESTART_FIELDS if getattr(settings, k) != getattr(self.settings, k)]
         if restart:
             log.warning("config.restart_needed", keys=restart)
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
-        settings.extra["metrics_listen"] = self.settings.extra.get("metrics_listen")  # in force until restart
+        for name, value in self.settings.values.items():  # in force until the restart (with listen_host, …)
+            if any(name == key or name.startswith(key + "_") for key in restart):
+                settings.values[name] = value
         self.settings = settings
         if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
             self.in_force = self.fingerprint

@@ -326,3 +326,18 @@ def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_pat
     finally:
         inst.stop()
         sink.stop()
+
+
+def test_metrics_listen_and_smtp_listen_are_separate_keys(tmp_path):
+    """Both sections have a `listen`: each keeps its own, whatever their order in the file."""
+    from connector.settings import load_settings
+    from connector.settings.schema import RESTART_FIELDS
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[metrics]\nlisten = 127.0.0.1:9325\n[smtp]\nlisten = 127.0.0.1:2600\n"
+                   "[connector]\ndatabase = var/c.db\n")
+    settings = load_settings(ini)
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 2600)
+    assert (settings.metrics_listen_host, settings.metrics_listen_port) == ("127.0.0.1", 9325)
+    ini.write_text("[connector]\ndatabase = var/c.db\n")
+    assert load_settings(ini).metrics_listen == ""   # empty: no metrics served
+    assert {"listen", "metrics_listen", "database", "backlog"} <= set(RESTART_FIELDS)

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from connector.health import figures
 from connector.health.report import DOWN, EXIT, judge, store_figures
 from connector.log import get_logger
-from connector.store.models import SPOOL_DONE, SPOOL_SHUNTED, database
+from connector.store.models import OUTBOX_DEFERRED, SPOOL_DONE, SPOOL_SHUNTED, database
 
 log = get_logger("metrics")
 
@@ -183,7 +183,7 @@ class StoreMetrics:
             self.outbox.labels(status).set(0)
         for status, count in outbox["by_status"].items():
             self.outbox.labels(status).set(count)
-        self.outbox.labels(figures.OUTBOX_DEFERRED).set(outbox["deferred"])
+        self.outbox.labels(OUTBOX_DEFERRED).set(outbox["deferred"])
         self.outbox.labels("pending").set(outbox["pending"] - outbox["deferred"])
         for scanner in store["scanners"]:
             if scanner["last_success"] is not None:

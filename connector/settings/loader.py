@@ -126,40 +126,40 @@ def _convert(key, raw, ini_path):
     where = f"[{key.section}] {key.name}"
     value = raw.strip()
     if key.kind == "str":
-        return {key.name: value}
+        return {key.field: value}
     if key.kind == "address":
         if not ADDRESS_RE.match(value):
             raise ConfigError(ini_path, where, f"{value!r} is not an email address",
                               "write a plain address such as support@example.com")
-        return {key.name: value.lower()}
+        return {key.field: value.lower()}
     if key.kind == "addresses":
         addresses = [a.strip().lower() for a in value.replace(";", ",").split(",") if a.strip()]
         for address in addresses:
             if not ADDRESS_RE.match(address):
                 raise ConfigError(ini_path, where, f"{address!r} is not an email address",
                                   "write plain addresses separated by commas")
-        return {key.name: addresses}
+        return {key.field: addresses}
     if key.kind == "bool":
         truth = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False,
                  "0": False}
         if value.lower() not in truth:
             raise ConfigError(ini_path, where, f"{value!r} is not yes or no", "write yes or no")
-        return {key.name: truth[value.lower()]}
+        return {key.field: truth[value.lower()]}
     if key.kind == "count":
         if not value.isdigit():
             raise ConfigError(ini_path, where, f"{value!r} is not a whole number", "write 0 or more, e.g. 5")
-        return {key.name: int(value)}
+        return {key.field: int(value)}
     if key.kind == "choice":
         if value not in key.choices:
             raise ConfigError(ini_path, where, f"{value!r} is not one of {', '.join(key.choices)}",
                               f"use one of: {', '.join(key.choices)}")
-        return {key.name: value}
+        return {key.field: value}
     if key.kind == "size":
         match = SIZE_RE.match(value)
         if not match or int(match.group(1)) <= 0:
             raise ConfigError(ini_path, where, f"{value!r} is not a positive size in bytes",
                               "write a number of bytes such as 26214400, or 25M")
-        return {key.name: int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]}
+        return {key.field: int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]}
     if key.kind == "float":
         try:
             number = float(value)
@@ -168,25 +168,26 @@ def _convert(key, raw, ini_path):
         if number < 0:
             raise ConfigError(ini_path, where, f"{value!r} is not a number of seconds",
                               "write a number such as 30 or 0.5")
-        return {key.name: number}
+        return {key.field: number}
     if key.kind == "path":
         if not value:
             raise ConfigError(ini_path, where, "is empty", "give a file or folder path")
         path = Path(value)
-        return {key.name: path if path.is_absolute() else (ini_path.parent / path).resolve()}
+        return {key.field: path if path.is_absolute() else (ini_path.parent / path).resolve()}
     if key.kind == "file":  # optional: empty means none
         if not value:
-            return {key.name: None}
+            return {key.field: None}
         path = Path(value)
-        return {key.name: path if path.is_absolute() else (ini_path.parent / path).resolve()}
+        return {key.field: path if path.is_absolute() else (ini_path.parent / path).resolve()}
     if key.kind == "hostport":
+        if not value and not key.default:  # optional, e.g. [metrics] listen: empty turns it off
+            return {f"{key.field}_host": None, f"{key.field}_port": None, key.field: ""}
         match = re.match(r"^\[?([^\[\]]*?)\]?:(\d+)$", value)
         port = int(match.group(2)) if match else 0
         if not match or not match.group(1) or not 0 < port < 65536:
             raise ConfigError(ini_path, where, f"{value!r} is not HOST:PORT",
                               "write it as 127.0.0.1:2525 or [::1]:2525")
-        prefix = "listen" if key.name == "listen" else key.name
-        return {f"{prefix}_host": match.group(1), f"{prefix}_port": port, key.name: value}
+        return {f"{key.field}_host": match.group(1), f"{key.field}_port": port, key.field: value}
     raise AssertionError(key.kind)
 
 

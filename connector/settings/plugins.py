@@ -5,7 +5,6 @@ core files are read. Each validates its own file and stores the result in
 
 PLUGINS = (
     __import__("connector.scanners.config", fromlist=["load_scanners"]).load_scanners,  # config/scanners.yaml
-    __import__("connector.health.config", fromlist=["load_metrics"]).load_metrics,  # [metrics] listen
 )
 
 # The files of config/ the plug-ins read; any other file there is refused (a typo).

@@ -18,6 +18,12 @@ class Key:
     default: str
     doc: str
     choices: tuple = ()
+    attr: str = ""         # the settings attribute, when the bare name would clash (e.g. metrics_listen)
+    restart: bool = False  # read once at start: a change needs a restart (config.restart_needed)
+
+    @property
+    def field(self):
+        return self.attr or self.name
 
 
 KEYS = (
@@ -53,42 +59,41 @@ KEYS = (
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
-    Key("connector", "database", "path", "/var/lib/connector/connector.db",
-        "SQLite database file (customer mail: created 0600). Its folder is the "
-        "data directory: it also holds the spool (connector-spool.db) and the "
-        "key that signs our Message-IDs (hmac.key), and the daemon's user must "
-        "be able to write it; the systemd unit lets the service write only in "
-        "/var/lib/connector. A relative path is relative to this file's folder."),
-    Key("connector", "log_level", "choice", "info",
-        "Lowest level of log events written to stdout.",
-        ("debug", "info", "warning", "error")),
-    # Declared before [smtp] listen: the loader's values are one flat namespace of key
-    # names and `settings.listen` must stay the intake's; connector.health.config reads this one.
-    Key("metrics", "listen", "str", "",
-        "Address and port serving Prometheus metrics on /metrics and a health check on "
-        "/healthz, e.g. 127.0.0.1:9325. Empty serves neither."),
-    Key("smtp", "listen", "hostport", "127.0.0.1:2525",
-        "Address and port the SMTP/LMTP intake listens on."),
-    Key("smtp", "protocol", "choice", "smtp",
-        "smtp for an MTA relaying to us, lmtp for Postfix's lmtp transport.",
-        ("smtp", "lmtp")),
-    Key("smtp", "max_message_size", "size", "26214400",
-        "Largest message accepted, in bytes; larger ones are refused with 552."),
-    Key("smtp", "hostname", "str", "",
-        "Name used in the SMTP greeting. Empty: the domain of public_address."),
-    Key("smtp", "backlog", "count", "1024",
-        "Connections the kernel queues while the intake is busy (listen backlog, "
-        "as Postfix sizes it; capped by net.core.somaxconn). A burst of senders "
-        "beyond it waits for the kernel's SYN retries."),
-    Key("smtp", "idle_timeout", "float", "300",
-        "Seconds a client may stay silent, in a command or inside DATA, before "
-        "it gets 421 and is disconnected. A slow sender that keeps sending is "
-        "never cut off (at least 1)."),
     Key("connector", "message_time_budget", "float", "10",
         "Seconds the worker spends at most on the expensive pure steps of one "
         "message (HTML to text, reply extraction); past it the message is filed "
         "with its full text as reply text, rules_version 'not-extracted', and the "
         "queue moves on. 0: no budget."),
+    Key("connector", "database", "path", "/var/lib/connector/connector.db",
+        "SQLite database file (customer mail: created 0600). Its folder is the "
+        "data directory: it also holds the spool (connector-spool.db) and the "
+        "key that signs our Message-IDs (hmac.key), and the daemon's user must "
+        "be able to write it; the systemd unit lets the service write only in "
+        "/var/lib/connector. A relative path is relative to this file's folder.", restart=True),
+    Key("connector", "log_level", "choice", "info",
+        "Lowest level of log events written to stdout.",
+        ("debug", "info", "warning", "error")),
+    Key("smtp", "listen", "hostport", "127.0.0.1:2525",
+        "Address and port the SMTP/LMTP intake listens on.", restart=True),
+    Key("smtp", "protocol", "choice", "smtp",
+        "smtp for an MTA relaying to us, lmtp for Postfix's lmtp transport.",
+        ("smtp", "lmtp"), restart=True),
+    Key("smtp", "max_message_size", "size", "26214400",
+        "Largest message accepted, in bytes; larger ones are refused with 552.", restart=True),
+    Key("smtp", "hostname", "str", "",
+        "Name used in the SMTP greeting. Empty: the domain of public_address.", restart=True),
+    Key("smtp", "backlog", "count", "1024",
+        "Connections the kernel queues while the intake is busy (listen backlog, "
+        "as Postfix sizes it; capped by net.core.somaxconn). A burst of senders "
+        "beyond it waits for the kernel's SYN retries.", restart=True),
+    Key("smtp", "idle_timeout", "float", "300",
+        "Seconds a client may stay silent, in a command or inside DATA, before "
+        "it gets 421 and is disconnected. A slow sender that keeps sending is "
+        "never cut off (at least 1).", restart=True),
+    Key("metrics", "listen", "hostport", "",
+        "Address and port serving Prometheus metrics on /metrics and a health check on "
+        "/healthz, e.g. 127.0.0.1:9325. Empty serves neither.",
+        attr="metrics_listen", restart=True),
     Key("outbound", "mode", "choice", "smtp",
         "smtp: hand outgoing mail to the relay; maildir: write it as files "
         "(demo and testing).", ("smtp", "maildir")),
@@ -128,6 +133,7 @@ KEYS = (
         "space to the disk."),
 )
 
+RESTART_FIELDS = tuple(k.field for k in KEYS if k.restart)
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
 BY_NAME = {(k.section, k.name): k for k in KEYS}
 
