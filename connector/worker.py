@@ -23,10 +23,11 @@ from connector.pipeline.services import Services
 from connector.settings import ConfigError
 from connector.settings.reload import fingerprint
 from connector.store.db import load_hmac_key, open_store
+from connector.store.wakeup import IDLE_POLL, Waker
 
 log = get_logger("worker")
 
-IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do
+IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do and no wake-up socket
 CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
 FALLBACK_NICENESS = 19
 
@@ -44,6 +45,7 @@ class BackgroundLoop:
         self.fingerprint = fingerprint(settings)
         self.checked_at = time.monotonic()
         open_store(settings.database, synchronous="normal")
+        self.waker = Waker(settings.data_dir, self.name)
         self.configure(settings)
 
     def configure(self, settings):
@@ -58,6 +60,18 @@ class BackgroundLoop:
 
     def request_reload(self):
         self.reload_requested.set()
+        self.waker.poke()
+
+    def request_stop(self):
+        self.stop.set()
+        self.waker.poke()
+
+    def idle(self):
+        """Nothing to do: wait for a wake-up (new work, stop, reload), at most until the next look."""
+        if self.waker.sock is None:
+            self.stop.wait(IDLE_WAIT)
+        else:
+            self.waker.wait(min(IDLE_POLL, CHECK_EVERY))
 
     def _files_changed(self):
         """A SIGHUP can arrive before the handler exists; the files' fingerprint cannot be missed."""
@@ -92,8 +106,9 @@ class BackgroundLoop:
                 self.stop.wait(1.0)
                 continue
             if not busy:
-                self.stop.wait(IDLE_WAIT)
+                self.idle()
         self.close()
+        self.waker.close()
         log.info(f"{self.name}.stopped")
 
 
@@ -131,8 +146,9 @@ def process_main(loop_class, settings):
     except (AttributeError, OSError):
         os.nice(FALLBACK_NICENESS)
     stop = threading.Event()
+    worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: worker.request_stop() if worker else stop.set())
     parent = os.getppid()
 
     def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
@@ -140,6 +156,8 @@ def process_main(loop_class, settings):
             if os.getppid() != parent:
                 log.warning(f"{loop_class.name}.orphaned", parent=parent)
                 stop.set()
+                if worker:
+                    worker.waker.poke()
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
     worker = loop_class(settings, stop)

@@ -9,6 +9,7 @@ already picked up (its batch, at most a second or so) may still go out once.
 import time
 
 from connector.outbound.replies import ACCEPTED
+from connector.store import wakeup
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_CANCELLED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, OutboxEntry)
 
@@ -40,6 +41,7 @@ def retry(entry_id, clock=time.time):
                .where((OutboxEntry.id == entry_id) & (OutboxEntry.status == entry.status)).execute())
     if not changed:
         raise OutboxStateError(f"outbox row {entry_id} changed meanwhile; look again with `outbox list`")
+    wakeup.notify(wakeup.DELIVER)
     return _get(entry_id)
 
 
@@ -53,4 +55,5 @@ def cancel(entry_id):
                .where((OutboxEntry.id == entry_id) & OutboxEntry.status.in_(CANCELLABLE)).execute())
     if not changed:
         raise OutboxStateError(f"outbox row {entry_id} changed meanwhile; look again with `outbox list`")
+    wakeup.notify(wakeup.DELIVER)
     return _get(entry_id)

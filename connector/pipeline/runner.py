@@ -32,7 +32,7 @@ from connector.outbound.compose import Templates
 from connector.pipeline import decide
 from connector.pipeline.apply import apply_decision, record_processing
 from connector.pipeline.context import R_PROCESSING_ERROR, Context
-from connector.store import bulk
+from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
 from connector.store.models import (
     SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Processing, TriageItem, database)
@@ -89,6 +89,8 @@ class Runner:
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
                     TriageItem.update(status=TRIAGE_CLOSED).where(
                         (TriageItem.spool_id == spool_id) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
+            if ctx.outgoing:
+                wakeup.notify(wakeup.DELIVER)
             self._log(ctx)
             self._recovered()
             return ctx
@@ -183,4 +185,6 @@ class Runner:
 
 def requeue(spool_id):
     """Ask for an entry to be processed again; the worker picks it up next."""
-    return Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
+    queued = Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
+    wakeup.notify(wakeup.WORKER)
+    return queued

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 
+from connector.store import wakeup
 from connector.store.models import SpoolEntry, database
 
 
@@ -25,7 +26,10 @@ def unsaved_entry(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=
 def store_message(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
     """Commit one message to the spool and return its id (durable on return)."""
     with database.atomic():
-        return _insert_returning([_values(raw, mail_from, rcpt_to, intake, hints, clock())])[0]
+        spool_id = _insert_returning([_values(raw, mail_from, rcpt_to, intake, hints, clock())])[0]
+    if not database.in_transaction():  # committed now (inside a caller's transaction: it notifies)
+        wakeup.notify(wakeup.WORKER)
+    return spool_id
 
 
 class GroupCommitter:
@@ -87,6 +91,7 @@ class GroupCommitter:
             for loop, batch in batches:
                 loop.call_soon_threadsafe(_resolve, batch, None, exc)
             return
+        wakeup.notify(wakeup.WORKER)
         results, start = [], 0
         for _, batch in batches:
             results.append(ids[start:start + len(batch)])

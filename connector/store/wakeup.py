@@ -1,0 +1,85 @@
+"""Wake-ups: tell the worker (or delivery) at once that the store has new work for it.
+
+Whoever commits work for a background process sends it one datagram on an
+abstract unix socket named after the data directory and the process
+(`worker`: a spool entry; `deliver`: outbox rows). The process waits on its
+socket between two looks at the store, so new mail is picked up at once and
+an idle process looks at the store only every IDLE_POLL seconds (which also
+covers a lost datagram, or work a writer did not announce). A datagram says
+only "look now": it carries nothing, and anybody sending one costs one look.
+
+Abstract sockets (Linux) need no file, so nothing is left behind and the
+data directory's permissions do not matter; they belong to the network
+namespace, which the daemon, its children and `connector inject` share.
+"""
+
+import hashlib
+import socket
+from pathlib import Path
+
+from connector.store.models import database
+
+WORKER, DELIVER = "worker", "deliver"
+IDLE_POLL = 1.0  # seconds: the longest an idle process waits before looking at the store anyway
+
+
+def address(data_dir, role):
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    return f"\0connector-{digest}-{role}"
+
+
+def _data_dir():
+    return Path(database.database).parent
+
+
+def notify(role, data_dir=None):
+    """Send `role` a wake-up; never fails, never blocks (nobody listening: nothing happens)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(b"!", address(data_dir or _data_dir(), role))
+    except OSError:
+        pass
+
+
+class Waker:
+    """The receiving end, bound by the process that does `role`'s work."""
+
+    def __init__(self, data_dir, role):
+        self.name = address(data_dir, role)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(self.name)
+        except OSError:  # another process of this role runs: it gets the wake-ups, we poll
+            self.sock.close()
+            self.sock = None
+
+    def wait(self, timeout=IDLE_POLL):
+        """Until a wake-up arrives or `timeout` passes; swallows every wake-up waiting."""
+        if self.sock is None:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.recv(16)
+        except (TimeoutError, OSError):
+            return False
+        self.sock.setblocking(False)
+        try:
+            while self.sock.recv(16):
+                pass
+        except OSError:
+            pass
+        return True
+
+    def poke(self):
+        """Wake our own wait (from a signal handler: stop or reload now)."""
+        if self.sock is not None:
+            try:
+                self.sock.sendto(b"!", self.name)
+            except OSError:
+                pass
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
