@@ -205,21 +205,6 @@ def test_inbox_flag_not_set_by_employee_update(daemon, sink):
     assert daemon.ticket(ticket["number"])["in_inbox"] is False
 
 
-def test_auto_responses_are_limited_per_address_and_hour(tmp_path, sink):
-    from conftest import Instance
-    inst = Instance(tmp_path, sink.port, connector__auto_responses_per_hour="2").start()
-    try:
-        for index in range(4):
-            inst.send(make_mail(subject=f"Robot says {index}", sender="robot@acme.example"))
-        inst.wait_processed(4)
-        inst.wait_delivered()
-        assert len(inst.tickets()) == 4                      # every mail is still filed
-        assert len(sink.to("robot@acme.example")) == 2       # but only two answers went out
-        assert "auto-response suppressed" in inst.log.read_text()
-    finally:
-        inst.stop()
-
-
 def test_everybody_on_the_ticket_gets_the_copy_from_support_even_when_addressed_directly(daemon, sink):
     ticket, _ = new_ticket(daemon, sink, subject="Copies")
     sink.messages.clear()

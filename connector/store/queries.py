@@ -1,10 +1,9 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
-import json
-
 from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, SpoolEntry, database
 
 DUPLICATE = "duplicate"
+SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
 SPOOL_FIELDS = SpoolEntry._meta.sorted_fields
 SPOOL_SELECT = 'SELECT %s FROM "spool"."spool"' % ", ".join('"%s"' % f.column_name for f in SPOOL_FIELDS)
 
@@ -58,7 +57,9 @@ def spool_entry(spool_id):
     return SpoolEntry(**{f.name: f.python_value(v) for f, v in zip(SPOOL_FIELDS, row)})
 
 
-def auto_responses_since(address, since):
-    """How many auto-responses went to `address` since the time `since`."""
-    return _one('SELECT COUNT(*) FROM "outbox" WHERE "kind" = ? AND "to" = ? AND "created_at" > ?',
-                ("auto_response", json.dumps([address]), since))
+def sent_since(since, **columns):
+    """How many `sent_mail` rows since the time `since` match `columns` (address, domain,
+    ticket, kind, budgeted): the loop and flood budgets, each an indexed COUNT."""
+    assert set(columns) <= SENT_COLUMNS, columns
+    where = "".join(f' AND "{name}" = ?' for name in columns)
+    return _one(f'SELECT COUNT(*) FROM "sent_mail" WHERE "at" > ?{where}', (since, *columns.values()))
