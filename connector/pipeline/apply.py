@@ -17,12 +17,13 @@ from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
 from connector.store.models import (
     SPOOL_DONE, Contact, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing, SentMail,
-    ThreadRef, Ticket, TriageItem)
+    ThreadRef, Ticket, TriageItem, database)
 from connector.store.queries import next_ticket_number
 
 log = get_logger("pipeline")
 
 FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)
+SENT_MAIL_KEPT = 2 * 3600  # seconds
 SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed"}
 TICKET_FIELDS = ("status", "manager", "priority")
 
@@ -148,7 +149,8 @@ def _marked(raw, services):
 
 
 def _record_sent(outgoing, ticket_number, now):
-    """One `sent_mail` row per recipient: what the budgets count."""
+    """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
+    database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (now - SENT_MAIL_KEPT,))
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": a.rpartition("@")[2].lower(),
                                  "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
                                 for out in outgoing for a in out.rcpt])

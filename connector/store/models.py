@@ -206,7 +206,7 @@ class SentMail(BaseModel):
     ticket = peewee.IntegerField(null=True)   # the ticket number; None for notices
     kind = peewee.CharField()                 # auto_response | distribution | notice
     budgeted = peewee.BooleanField(default=False)
-    at = peewee.FloatField()
+    at = peewee.FloatField(index=True)       # rows older than the budgets' hour are pruned
 
     class Meta:
         table_name = "sent_mail"
