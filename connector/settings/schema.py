@@ -60,12 +60,12 @@ KEYS = (
         "this many seconds before is treated as a possible loop (a robot "
         "without automatic-mail headers answers in seconds, a person rarely)."),
     Key("connector", "loop_mails_per_ticket_per_hour", "count", "2",
-        "At most this many copies caused by a possible loop (see "
-        "loop_reply_seconds) to one address for one ticket per hour; the mail "
-        "is still filed, later copies are not sent."),
+        "At most this many automatic or loop-caused mails (auto-response, "
+        "copies of a possible loop, see loop_reply_seconds) to one address for "
+        "one ticket per hour; the mail is still filed, later copies are not sent."),
     Key("connector", "loop_mails_per_address_per_hour", "count", "10",
-        "At most this many copies caused by a possible loop to one address per "
-        "hour, over all tickets."),
+        "At most this many automatic or loop-caused mails to one address per "
+        "hour, over all tickets, before a loop-caused copy is held back."),
     Key("connector", "notices_per_hour", "count", "30",
         "At most this many New Inbound Message Notices to one address per hour "
         "(the triage list keeps every item)."),
