@@ -9,10 +9,13 @@ Counted from `sent_mail` rows, one per recipient of every mail we queue
                     none when the sender asked for none (X-Auto-Response-
                     Suppress) or the site's own MTA says the From domain
                     failed DMARC or SPF (spam relay protection)
-    loop copy       a mail from an address we wrote to about the same ticket
-                    less than `loop_reply_seconds` before is a possible loop
-                    (a robot without RFC 3834 headers answers in seconds):
-                    its copies count, per (address, ticket) and per address
+    loop copy       a mail that repeats its sender's earlier text on the same
+                    ticket within the hour (an out-of-office says the same
+                    each time), or comes from an address we wrote to about
+                    the same ticket less than `loop_reply_seconds` before
+                    (a robot without RFC 3834 headers answers in seconds),
+                    is a possible loop: its copies count, per (address,
+                    ticket) and per address
     notice          per address; never about a reply to one of our notices
                     or about mail from a notice recipient itself
 
@@ -21,7 +24,7 @@ A suppressed mail is noted on the decision and logged by `apply`
 """
 
 from connector.mail.automatic import failed_authentication
-from connector.store.queries import sent_since
+from connector.store.queries import same_text_since, sent_since
 
 HOUR = 3600
 
@@ -36,6 +39,7 @@ FROM_NOTICE_RECIPIENT = "from_notice_recipient"
 
 # Why a mail's copies count against the loop budget.
 QUICK_REPLY = "quick_reply"
+REPEATED_TEXT = "repeated_text"
 
 
 def domain_of(address):
@@ -76,13 +80,16 @@ def auto_response_allowed(ctx, kind, address):
 
 
 def loop_cause(ctx):
-    """QUICK_REPLY when we wrote to the sender about this ticket moments before it arrived; else ''."""
-    window = ctx.services.settings.loop_reply_seconds
-    if ctx.ticket is None or not window or not ctx.sender.address:
+    """Why this mail may be part of a loop (REPEATED_TEXT, QUICK_REPLY), or ''."""
+    window, address = ctx.services.settings.loop_reply_seconds, ctx.sender.address
+    if ctx.ticket is None or not address:
         return ""
-    recent = sent_since(ctx.spool.received_at - window, address=ctx.sender.address.lower(),
-                        ticket=ctx.ticket_number)
-    return QUICK_REPLY if recent else ""
+    if ctx.reply_text.strip() and same_text_since(ctx.ticket_number, ctx.parsed.from_addr, ctx.reply_text,
+                                ctx.spool.received_at - HOUR):
+        return REPEATED_TEXT
+    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.ticket_number):
+        return QUICK_REPLY
+    return ""
 
 
 def within_loop_budget(ctx, kind, addresses):

@@ -55,10 +55,12 @@ KEYS = (
     Key("connector", "auto_responses_total_per_hour", "count", "100",
         "At most this many auto-responses in all per hour: a flood of forged "
         "senders cannot turn the public address into a spam relay."),
-    Key("connector", "loop_reply_seconds", "float", "120",
+    Key("connector", "loop_reply_seconds", "float", "30",
         "A mail from an address we sent a mail of the same ticket to less than "
-        "this many seconds before is treated as a possible loop (a robot "
-        "without automatic-mail headers answers in seconds, a person rarely)."),
+        "this many seconds before is a possible loop (a robot without "
+        "automatic-mail headers answers in seconds, a person hardly ever); so "
+        "is a mail repeating its sender's text on the ticket within the hour. "
+        "0 leaves only the repeated text."),
     Key("connector", "loop_mails_per_ticket_per_hour", "count", "2",
         "At most this many automatic or loop-caused mails (auto-response, "
         "copies of a possible loop, see loop_reply_seconds) to one address for "

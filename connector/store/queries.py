@@ -63,3 +63,10 @@ def sent_since(since, **columns):
     assert set(columns) <= SENT_COLUMNS, columns
     where = "".join(f' AND "{name}" = ?' for name in columns)
     return _one(f'SELECT COUNT(*) FROM "sent_mail" WHERE "at" > ?{where}', (since, *columns.values()))
+
+
+def same_text_since(ticket_number, from_addr, text, since):
+    """Whether `from_addr` already wrote `text` on the ticket since `since` (an out-of-office repeats itself)."""
+    return _one('SELECT 1 FROM "message" m JOIN "ticket" t ON t."id" = m."ticket_id" WHERE t."number" = ? '
+                'AND m."direction" = ? AND m."from_addr" = ? AND m."received_at" > ? AND m."reply_text" = ? LIMIT 1',
+                (ticket_number, "in", from_addr, since, text)) is not None
