@@ -9,6 +9,7 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.outbound import compose
 from connector.outbound.msgid import LOOP_HEADER
+from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
@@ -151,7 +152,7 @@ def _marked(raw, services):
 def _record_sent(outgoing, ticket_number, now):
     """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
     database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (now - SENT_MAIL_KEPT,))
-    bulk.insert_many(SentMail, [{"address": a.lower(), "domain": a.rpartition("@")[2].lower(),
+    bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
                                  "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
                                 for out in outgoing for a in out.rcpt])
 
