@@ -109,9 +109,10 @@ def write_config(workdir, port, relay_port):
     (workdir / "connector.ini").write_text(
         "[connector]\npublic_address = support@example.test\nnotifications_address = notify@example.test\n"
         "database = var/connector.db\n"
-        # smtp-source sends everything from one address: lift the per-address limit so
+        # smtp-source sends everything from one address: lift the auto-response limits so
         # every message still gets its auto-response (two outgoing mails per message).
-        "auto_responses_per_hour = 1000000\n"
+        "auto_responses_per_hour = 1000000\nauto_responses_per_domain_per_hour = 1000000\n"
+        "auto_responses_total_per_hour = 1000000\n"
         f"[smtp]\nlisten = 127.0.0.1:{port}\n"
         f"[outbound]\nmode = smtp\nrelay = 127.0.0.1:{relay_port}\n")
 

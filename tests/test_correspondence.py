@@ -205,21 +205,6 @@ def test_inbox_flag_not_set_by_employee_update(daemon, sink):
     assert daemon.ticket(ticket["number"])["in_inbox"] is False
 
 
-def test_auto_responses_are_limited_per_address_and_hour(tmp_path, sink):
-    from conftest import Instance
-    inst = Instance(tmp_path, sink.port, connector__auto_responses_per_hour="2").start()
-    try:
-        for index in range(4):
-            inst.send(make_mail(subject=f"Robot says {index}", sender="robot@acme.example"))
-        inst.wait_processed(4)
-        inst.wait_delivered()
-        assert len(inst.tickets()) == 4                      # every mail is still filed
-        assert len(sink.to("robot@acme.example")) == 2       # but only two answers went out
-        assert "auto-response suppressed" in inst.log.read_text()
-    finally:
-        inst.stop()
-
-
 def test_everybody_on_the_ticket_gets_the_copy_from_support_even_when_addressed_directly(daemon, sink):
     ticket, _ = new_ticket(daemon, sink, subject="Copies")
     sink.messages.clear()
@@ -310,3 +295,66 @@ def test_without_a_ticket_manager_the_other_employees_are_in_cc(daemon, sink):
     assert len(dist) == 1
     out = parsed(dist[0][2])
     assert out["Cc"] == "bob@example.com" and "bob@example.com" not in str(out["To"])
+
+
+def spool_with_hints(daemon, msg, hints):
+    """A mail stored the way an IMAP scanner stores it: with its rule's hints on the spool entry."""
+    from connector.store.db import open_store
+    from connector.store.spool import store_message
+    db = open_store(daemon.path / "var" / "connector.db")
+    try:
+        store_message(msg.as_bytes(), intake="imap:support-mailbox", hints=hints)
+    finally:
+        db.close()
+
+
+def test_a_scanner_rules_manager_receives_the_mail(daemon, sink):
+    """Issue 8.6: `create_or_update_ticket: {manager: jane@...}` made Jane the manager, but
+    Jane (receive: manager) got no copy: she was not among the employee recipients."""
+    rule = {"scanner": "support-mailbox", "rule": "partners", "ticket_fields": {"manager": "jane@example.com"}}
+    spool_with_hints(daemon, make_mail(subject="Partner order", sender="orders@partner.example"), rule)
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    ticket = daemon.tickets()[0]
+    assert ticket["manager"] == "jane@example.com"
+    dist = [parsed(raw) for _, rcpts, raw in sink.messages if "jane@example.com" in rcpts]
+    assert len(dist) == 1 and dist[0]["To"] == "jane@example.com"      # the manager in To (seed 004)
+    # A follow-up whose rule names the manager: the new manager gets it too.
+    sink.messages.clear()
+    rule["ticket_fields"] = {"manager": "amy@example.com"}           # receive: account_manager
+    spool_with_hints(daemon, make_mail(subject=f"Re: [Ticket #{ticket['number']}] Partner order",
+                                       sender="orders@partner.example"), rule)
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    assert daemon.ticket(ticket["number"])["manager"] == "amy@example.com"
+    assert any("amy@example.com" in m[1] for m in sink.messages)
+    assert not any("jane@example.com" in m[1] for m in sink.messages)  # no longer the manager
+
+
+def test_the_accounts_main_contact_is_the_customer(tmp_path, sink):
+    """Issue 8.6: the account's main_contact replying to a ticket of that account went to
+    triage as unknown_sender; it is the customer's follow-up."""
+    from conftest import ACCOUNTS_YAML, Instance
+    inst = Instance(tmp_path, sink.port)
+    inst.path.joinpath("config", "accounts.yaml").write_text(
+        ACCOUNTS_YAML.replace("    manager: jane@example.com\n",
+                              "    manager: jane@example.com\n    main_contact: boss@acme-holding.example\n", 1))
+    inst.start()
+    try:
+        ticket, _ = new_ticket(inst, sink, subject="Invoice wrong")
+        sink.messages.clear()
+        inst.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Invoice wrong",
+                            sender="boss@acme-holding.example", body="Please fix this quickly.\n"))
+        inst.wait_processed(2)
+        inst.wait_delivered()
+        assert inst.spool_states()[-1][2:] == ("follow_up", "customer")
+        assert inst.inbound() == []
+        last = inst.ticket(ticket["number"])["messages"][-1]
+        assert last["from"] == "boss@acme-holding.example" and last["public"] is True
+        assert sorted(sink.messages[0][1]) == ["bob@example.com", "jane@example.com"]
+        # Somebody else at another domain still goes to triage.
+        inst.send(make_mail(subject=f"Re: [Ticket #{ticket['number']}] Invoice wrong", sender="x@acme-holding.example"))
+        inst.wait_processed(3)
+        assert inst.spool_states()[-1][2:] == ("triage", "unknown_sender")
+    finally:
+        inst.stop()

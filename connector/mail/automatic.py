@@ -2,10 +2,17 @@
 
 RFC 3834 `Auto-Submitted`, `Precedence`, the X-Autoreply family, `List-Id`,
 a null return path, mailer-daemon/postmaster senders and delivery reports.
+Also: our own mail coming back (`own_mail`), and what the site's own MTA
+says about the sender's authentication (`failed_authentication`), which
+decides whether an auto-response may go out.
 """
 
 import re
 from dataclasses import dataclass
+
+import authres
+
+from connector.outbound.msgid import LOOP_HEADER
 
 # Reasons, as logged and stored.
 BOUNCE = "bounce"
@@ -16,6 +23,10 @@ MAILING_LIST = "mailing_list"
 NULL_RETURN_PATH = "null_return_path"
 SYSTEM_SENDER = "system_sender"
 LOOP = "loop"
+
+# Why the sender's own MTA says the From domain is forged (Authentication-Results).
+DMARC_FAIL = "dmarc_fail"
+SPF_FAIL = "spf_fail"
 
 SYSTEM_SENDER_RE = re.compile(
     r"^\"?(mailer-daemon|postmaster|mail-daemon|mailer_daemon|mdaemon|mail\.delivery\.system|ndr|"
@@ -109,3 +120,42 @@ def suppress_auto_response(parsed, mail_from=None):
     """True when no automatic answer may go to `parsed`: it is automatic, or its sender
     asked for none (Exchange's X-Auto-Response-Suppress)."""
     return classify(parsed, mail_from).is_automatic or parsed.has_header("x-auto-response-suppress")
+
+
+def own_mail(parsed, signer):
+    """Our own mail came back: it carries our loop marker (kept on every copy, also
+    by another connector), or its Message-ID is one we wrote."""
+    return signer.carries_marker(parsed.header_all(LOOP_HEADER)) or signer.is_ours(parsed.message_id)
+
+
+def _domain(address):
+    return (address or "").rpartition("@")[2].strip().lower()
+
+
+def failed_authentication(parsed, trusted_ids):
+    """DMARC_FAIL or SPF_FAIL when an Authentication-Results header added by one of
+    `trusted_ids` (the site's own MTA) says the From domain failed; '' otherwise.
+
+    Headers from any other authserv-id are ignored (anybody can write one), and
+    so is a header that does not parse. SPF counts only when it was checked for
+    the From domain (smtp.mailfrom in that domain); `softfail` is not a failure.
+    """
+    from_domain = _domain(parsed.from_addr)
+    if not trusted_ids or not from_domain:
+        return ""
+    for value in parsed.header_all("authentication-results"):
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(value)
+        except (authres.AuthResError, ValueError, IndexError):
+            continue
+        if (header.authserv_id or "").lower() not in trusted_ids:
+            continue
+        for result in header.results:
+            props = {f"{p.type}.{p.name}".lower(): p.value for p in result.properties}
+            if result.method == "dmarc" and result.result == "fail" and \
+                    _domain("@" + props.get("header.from", from_domain)) == from_domain:
+                return DMARC_FAIL
+            if result.method == "spf" and result.result == "fail" and \
+                    _domain("@" + props.get("smtp.mailfrom", "")) == from_domain:
+                return SPF_FAIL
+    return ""

@@ -2,23 +2,30 @@
 the spool state, all in one transaction (the caller holds it).
 
 Inserts go through `connector.store.bulk` (SQL built once): this is the
-hottest path of the daemon.
+hottest path of the daemon. Every mail queued carries our loop marker and
+leaves one `sent_mail` row per recipient, which the budgets count.
 """
 
-from email.utils import make_msgid
-
+from connector.log import get_logger
 from connector.outbound import compose
+from connector.outbound.msgid import LOOP_HEADER
+from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
+from connector.pipeline.notify import NOTICE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
 from connector.store.models import (
     SPOOL_DONE, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient, Message,
-    OutboxEntry, Processing, ThreadRef, Ticket, TriageItem)
+    OutboxEntry, Processing, SentMail, ThreadRef, Ticket, TriageItem, database)
 from connector.store.queries import next_ticket_number
 
+log = get_logger("pipeline")
+
 FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)
+SENT_MAIL_KEPT = 2 * 3600  # seconds
+SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed"}
 TICKET_FIELDS = ("status", "manager", "priority")
 
 
@@ -113,9 +120,11 @@ def _queue(ctx, ticket, templates, now):
             raw = compose.redistribution(bytes(ctx.spool.raw), parsed, out, services, message_id, original)
         rows.append({"ticket": ticket.id, "cause_id": ctx.spool.id, "kind": out.kind,
                      "mail_from": settings.public_address, "rcpt": out.rcpt, "to": out.to, "cc": out.cc,
-                     "bcc": out.bcc, "subject": subject, "message_id": message_id, "raw": raw,
-                     "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+                     "bcc": out.bcc, "subject": subject, "message_id": message_id,
+                     "raw": _marked(raw, services), "status": "pending", "attempts": 0, "next_attempt_at": now,
+                     "created_at": now})
     bulk.insert_many(OutboxEntry, rows)
+    _record_sent(ctx.outgoing, ticket.number, now)
     return [row["message_id"] for row in rows]
 
 
@@ -123,14 +132,35 @@ def _queue_notices(ctx, templates, now):
     services = ctx.services
     rows = []
     for out in ctx.outgoing:  # only notices are planned for triage
-        message_id = make_msgid(domain=services.settings.notifications_address.rpartition("@")[2])
+        message_id = services.signer.make_notice()  # recognised when an answer to it comes back
         subject, _, raw = compose.inbound_notice(ctx.parsed, out, services, templates, ctx.reason,
                                                  ctx.ticket_number, message_id)
         rows.append({"ticket": None, "cause_id": ctx.spool.id, "kind": out.kind,
                      "mail_from": services.settings.notifications_address, "rcpt": out.rcpt, "to": out.to,
-                     "cc": [], "bcc": [], "subject": subject, "message_id": message_id, "raw": raw,
-                     "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+                     "cc": [], "bcc": [], "subject": subject, "message_id": message_id,
+                     "raw": _marked(raw, services), "status": "pending", "attempts": 0, "next_attempt_at": now,
+                     "created_at": now})
     bulk.insert_many(OutboxEntry, rows)
+    _record_sent(ctx.outgoing, None, now)
+
+
+def _marked(raw, services):
+    """`raw` with our loop marker, so our mail is recognised when it comes back; the
+    markers of other connectors on a redistributed original are kept."""
+    return f"{LOOP_HEADER}: {services.signer.loop_token}\r\n".encode("ascii") + raw
+
+
+def _record_sent(outgoing, ticket_number, now):
+    """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
+    database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (now - SENT_MAIL_KEPT,))
+    bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
+                                 "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
+                                for out in outgoing for a in out.rcpt])
+
+
+def _log_suppressed(ctx):
+    for item in ctx.suppressed:
+        log.info(SUPPRESSED_EVENTS.get(item["kind"], "loop.suppressed"), ticket=ctx.ticket_number, **item)
 
 
 def _remember_threads(message_ids, ticket_id):
@@ -164,6 +194,7 @@ def apply_decision(ctx, templates):
         _queue_notices(ctx, templates, now)
     _close_superseded(ctx)
     record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id, now)
+    _log_suppressed(ctx)
     return ticket
 
 

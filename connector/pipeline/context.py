@@ -55,7 +55,12 @@ class Outgoing:
     bcc: list = field(default_factory=list)
     from_name: str = ""
     subject: str = ""
-    automatic: bool = False
+    automatic: bool = False     # auto-response, notice: counted by the budgets
+    loop: bool = False          # a copy caused by a possible loop: counted too
+
+    @property
+    def budgeted(self):
+        return self.automatic or self.loop
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Context:
     outgoing: list = field(default_factory=list)
     employee_defaults: list = field(default_factory=list)  # new ticket's employee recipients
     notes: list = field(default_factory=list)  # what else was decided, for the log line
+    suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
     done: bool = False          # decision final; later steps skipped
 
     @property

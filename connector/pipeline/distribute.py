@@ -15,11 +15,15 @@ connector, and the copy that threads with the ticket is the one from it).
     from an employee (public): external recipients with their To/Cc/Bcc,
                                other employees in Bcc
     internal: employees only (from an employee: Bcc; from a customer: To/Cc)
+
+A scanner rule's `manager` is the ticket's manager for this mail already.
+Copies of a mail that may be a loop, and auto-responses, are held to the
+budgets of `connector.pipeline.budget`.
 """
 
+from connector.pipeline import budget
 from connector.pipeline.context import FOLLOW_UP, INTERNAL, NEW_TICKET, Outgoing
 from connector.store.models import EmployeeRecipient, ExternalRecipient
-from connector.store.queries import auto_responses_since
 
 AUTO_RESPONSE = "auto_response"
 DISTRIBUTION = "distribution"
@@ -64,16 +68,18 @@ def employee_recipients(ctx, manager, account_name, subscribed):
 
 
 def _ticket_state(ctx):
+    """(manager, account name, subscribed employees, external recipients) as this mail leaves them."""
+    rule_manager = (ctx.hints.get("ticket_fields") or {}).get("manager")  # apply sets it on the ticket
     if ctx.action == NEW_TICKET:
         account = ctx.sender.account
-        manager = account.manager if account and account.manager else None
+        manager = rule_manager or (account.manager if account and account.manager else None)
         return manager, account.name if account else None, ctx.employee_defaults, \
             [(ctx.sender.address, "to")]
     ticket = ctx.ticket
     subscribed = [r.email for r in EmployeeRecipient.select().where(EmployeeRecipient.ticket == ticket)]
     external = [(r.address, r.kind) for r in
                 ExternalRecipient.select().where(ExternalRecipient.ticket == ticket).order_by(ExternalRecipient.id)]
-    return ticket.manager, ticket.account, subscribed, external
+    return rule_manager or ticket.manager, ticket.account, subscribed, external
 
 
 def _from_name(ctx):
@@ -101,8 +107,22 @@ def own_name(name, address):
 
 def run(ctx):
     _plan(ctx)
+    cause = budget.loop_cause(ctx)
+    if cause:
+        ctx.notes.append(f"possible loop ({cause}): copies count against the loop budget")
+        ctx.outgoing = [kept for out in ctx.outgoing if (kept := _within_loop_budget(ctx, out))]
     for out in ctx.outgoing:
         out.subject = ctx.services.subject_with_tag(ctx.parsed.subject, ctx.ticket_number)
+
+
+def _within_loop_budget(ctx, out):
+    """`out` without the recipients whose loop budget is spent (None when nobody is left)."""
+    kept = set(budget.within_loop_budget(ctx, out.kind, out.rcpt))
+    if not kept:
+        return None
+    out.rcpt, out.to, out.cc, out.bcc = ([a for a in group if a in kept] for group in (out.rcpt, out.to, out.cc, out.bcc))
+    out.loop = True
+    return out
 
 
 def _plan(ctx):
@@ -131,20 +151,7 @@ def _plan(ctx):
             ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
     if ctx.action == NEW_TICKET and not ctx.automatic.is_automatic:
         address = ctx.sender.address
-        if ctx.parsed.has_header("x-auto-response-suppress"):
-            ctx.notes.append("auto-response suppressed: the sender asked for none (X-Auto-Response-Suppress)")
-        elif address and not ctx.services.is_own(address) and within_auto_response_limit(ctx, address):
+        if address and not ctx.services.is_own(address) and budget.auto_response_allowed(ctx, AUTO_RESPONSE, address):
             ctx.outgoing.append(Outgoing(AUTO_RESPONSE, [address], [address],
                                          from_name=ctx.services.settings.response_from_name,
                                          automatic=True))
-
-
-def within_auto_response_limit(ctx, address):
-    """At most `auto_responses_per_hour` auto-responses to one address: a loop with
-    another robot that slipped past the automatic-mail checks ends here."""
-    limit = ctx.services.settings.auto_responses_per_hour
-    sent = auto_responses_since(address, ctx.services.clock() - 3600) if limit else 0
-    if sent >= limit:
-        ctx.notes.append(f"auto-response suppressed: {sent} sent to {address} in the last hour (limit {limit})")
-        return False
-    return True

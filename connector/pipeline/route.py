@@ -1,18 +1,22 @@
 """Step 5: the decision. Seed 004 (customer / employee correspondence, internal
 mail, public flag) and seed 000 (what cannot be routed goes to triage).
 
-    to the notifications address only          -> triage notifications_address
+    our own mail come back (loop marker, our Message-ID) counts as automatic
+    to the notifications address only          -> triage notifications_address,
+                                                  ignored_automatic when automatic (no notice)
     automatic, ticket known, sender associated -> follow_up, filed, not distributed
     automatic otherwise                        -> ignored_automatic (kept, listed closed)
     reference to a ticket that does not exist  -> triage unknown_ticket
     reference, employee                        -> follow_up, or internal (keyword / not in To)
-    reference, external recipient or contact   -> follow_up (public), internal with keyword
+    reference, contact, external recipient or
+      the main_contact of the ticket's account -> follow_up (public), internal with keyword
     reference by a scanner rule's own `match`  -> follow_up (public): the rule vouches (seed 003)
     reference, anybody else                    -> triage unknown_sender (never append a stranger)
     no reference, employee                     -> triage staff_without_ticket
     no reference, anybody else                 -> new_ticket
 """
 
+from connector.mail.automatic import LOOP, Automatic, own_mail
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, R_CC_ONLY, R_CUSTOMER,
     R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_UNKNOWN_SENDER,
@@ -39,9 +43,12 @@ def has_keyword(ctx):
 
 
 def associated(ctx):
-    """The sender is the ticket's contact or one of its external recipients."""
+    """The sender is the ticket's contact, its account's main contact, or one of its external recipients."""
     ticket, address = ctx.ticket, ctx.sender.address
     if ticket.contact_id is not None and ticket.contact.email == address:
+        return True
+    if address and ticket.account and any(a.name == ticket.account and a.main_contact == address.lower()
+                                          for a in ctx.services.settings.accounts):
         return True
     return ExternalRecipient.select().where(
         (ExternalRecipient.ticket == ticket) & (ExternalRecipient.address == address)).exists()
@@ -63,16 +70,22 @@ def triage(ctx, reason, status=TRIAGE_AWAITING_REVIEW):
     ctx.finish(TRIAGE, reason, triage_status=status, distribute=False)
 
 
+def ignore_automatic(ctx):
+    ctx.finish(IGNORED_AUTOMATIC, ctx.automatic.reason, triage_status=TRIAGE_CLOSED, distribute=False)
+
+
 def run(ctx):
     sender = ctx.sender
+    if not ctx.automatic.is_automatic and own_mail(ctx.parsed, ctx.services.signer):
+        ctx.automatic = Automatic(True, False, LOOP)
+    automatic = ctx.automatic.is_automatic
     if addressed_to_notifications_only(ctx):
-        return triage(ctx, R_NOTIFICATIONS)
+        # Automatic first: a notice answering an autoresponder behind triage_notice_to loops.
+        return ignore_automatic(ctx) if automatic else triage(ctx, R_NOTIFICATIONS)
     if ctx.hints.get("create_ticket") is False:
         return ctx.finish(CONTACT_ONLY, "scanner rule creates the contact only", distribute=False)
-    automatic = ctx.automatic.is_automatic
     if automatic and not (ctx.ticket and (sender.is_staff or associated(ctx))):
-        return ctx.finish(IGNORED_AUTOMATIC, ctx.automatic.reason, triage_status=TRIAGE_CLOSED,
-                          distribute=False)
+        return ignore_automatic(ctx)
     keyword = has_keyword(ctx)
     if ctx.ticket_number is not None:
         if ctx.ticket is None:

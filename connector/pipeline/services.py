@@ -1,5 +1,6 @@
 """What every pipeline step may use, built once per process: settings, the
-reply extractor, the Message-ID signer, the clock, and address/tag matching."""
+reply extractor, the Message-ID signer (which also makes our loop marker),
+the clock, and address/tag matching."""
 
 import re
 import time
@@ -35,6 +36,7 @@ class Services:
         self.notifications_re = own_address_re(settings.notifications_address)
         self.tag_re = ticket_tag_re(settings.ticket_tag)
         self.loop_value = settings.public_address
+        self.trusted_authserv_ids = {i.strip().lower() for i in settings.trusted_authserv_ids.split(",") if i.strip()}
 
     def is_public(self, address):
         return bool(self.public_re.match(address or ""))

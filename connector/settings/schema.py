@@ -52,10 +52,31 @@ KEYS = (
         "others as External Recipients), so a colleague a customer copied can "
         "reply and be filed.", ("yes", "no")),
     Key("connector", "auto_responses_per_hour", "count", "20",
-        "At most this many auto-responses to one address per hour (loop and "
-        "flood protection: a customer opening many tickets still gets each "
-        "answer, a robot answering every answer is cut off); 0 never sends "
-        "auto-responses."),
+        "At most this many auto-responses to one address per hour (a customer "
+        "opening many tickets still gets each answer, a robot answering every "
+        "answer is cut off); 0 never sends auto-responses."),
+    Key("connector", "auto_responses_per_domain_per_hour", "count", "10",
+        "At most this many auto-responses to the addresses of one domain per "
+        "hour: forged senders at one victim domain get few answers."),
+    Key("connector", "auto_responses_total_per_hour", "count", "100",
+        "At most this many auto-responses in all per hour: a flood of forged "
+        "senders cannot turn the public address into a spam relay."),
+    Key("connector", "loop_reply_seconds", "float", "30",
+        "A mail from an address we sent a mail of the same ticket to less than "
+        "this many seconds before is a possible loop (a robot without "
+        "automatic-mail headers answers in seconds, a person hardly ever); so "
+        "is a mail repeating its sender's text on the ticket within the hour. "
+        "0 leaves only the repeated text."),
+    Key("connector", "loop_mails_per_ticket_per_hour", "count", "2",
+        "At most this many automatic or loop-caused mails (auto-response, "
+        "copies of a possible loop, see loop_reply_seconds) to one address for "
+        "one ticket per hour; the mail is still filed, later copies are not sent."),
+    Key("connector", "loop_mails_per_address_per_hour", "count", "10",
+        "At most this many automatic or loop-caused mails to one address per "
+        "hour, over all tickets, before a loop-caused copy is held back."),
+    Key("connector", "notices_per_hour", "count", "30",
+        "At most this many New Inbound Message Notices to one address per hour "
+        "(the triage list keeps every item)."),
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
@@ -73,6 +94,12 @@ KEYS = (
     Key("connector", "log_level", "choice", "info",
         "Lowest level of log events written to stdout.",
         ("debug", "info", "warning", "error")),
+    Key("security", "trusted_authserv_ids", "str", "",
+        "Comma-separated authserv-ids of your own MTA (the first word of the "
+        "Authentication-Results headers it adds, e.g. mx.example.com). When "
+        "such a header says the From domain failed DMARC or SPF, no "
+        "auto-response is sent; headers from other hosts are ignored. Empty "
+        "trusts none."),
     Key("smtp", "listen", "hostport", "127.0.0.1:2525",
         "Address and port the SMTP/LMTP intake listens on.", restart=True),
     Key("smtp", "protocol", "choice", "smtp",

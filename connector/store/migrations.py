@@ -12,6 +12,7 @@ cases. The models stay the one description of the schema; a migration only
 brings an older file up to them.
 """
 
+import json
 import time
 
 TABLE = "schema_migration"
@@ -39,10 +40,33 @@ def _outbox_recipient_state(db):
     """Per-recipient delivery state, and the time a retried row's give-up clock restarts from."""
     add_column(db, "outbox", "recipients", "TEXT")
     add_column(db, "outbox", "queued_at", "REAL")
+
+
 def _processing_processed_at_index(db):
     """`/metrics` counts the messages filed since its last scrape by `processing.processed_at`."""
     if _columns(db, "processing"):
         db.execute_sql('CREATE INDEX IF NOT EXISTS "processing_processed_at" ON "processing" ("processed_at")')
+
+
+def _sent_mail(db, clock=time.time):
+    """Budgets count `sent_mail` rows, no longer JSON text in the outbox: the old
+    query compared json.dumps([address]) with a column written with
+    ensure_ascii=False, so a non-ASCII address was never limited. Carry the
+    last hour over, so an upgrade does not reset the limits."""
+    from connector.store.models import SentMail
+    if not _columns(db, "outbox"):
+        return  # a new store: create_tables makes sent_mail
+    db.execute_sql('DROP INDEX IF EXISTS "outbox_kind_to_created_at"')
+    SentMail.create_table(safe=True)
+    rows = db.execute_sql(
+        'SELECT t."number", o."kind", o."rcpt", o."created_at" FROM "outbox" o '
+        'LEFT JOIN "ticket" t ON t."id" = o."ticket_id" WHERE o."created_at" > ?', (clock() - 3600,)).fetchall()
+    carried = [
+        {"address": address.lower(), "domain": address.rpartition("@")[2].lower(), "ticket": number,
+         "kind": kind, "budgeted": kind != "distribution", "at": at}
+        for number, kind, rcpt, at in rows for address in json.loads(rcpt or "[]")]
+    if carried:
+        SentMail.insert_many(carried).execute()
 
 
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
@@ -50,6 +74,7 @@ MIGRATIONS = (
     ("0001_baseline", _baseline),
     ("0002_outbox_recipient_state", _outbox_recipient_state),
     ("0003_processing_processed_at_index", _processing_processed_at_index),
+    ("0004_sent_mail", _sent_mail),
 )
 
 

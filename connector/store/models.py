@@ -197,7 +197,29 @@ class OutboxEntry(BaseModel):
 
     class Meta:
         table_name = "outbox"
-        indexes = ((("kind", "to", "created_at"), False),)  # auto-responses per address and hour
+
+
+class SentMail(BaseModel):
+    """One recipient of one mail we queued: what the loop and flood budgets count.
+
+    Plain columns (address and domain lower-cased), never JSON, so every
+    budget is an indexed COUNT. `budgeted` marks mail sent automatically
+    (auto-responses, notices) or redistributed because of a looping mail;
+    a copy of a person's mail is recorded too (unbudgeted): a quick answer
+    to it is how a robot without RFC 3834 headers is recognised.
+    """
+
+    address = peewee.CharField()
+    domain = peewee.CharField()
+    ticket = peewee.IntegerField(null=True)   # the ticket number; None for notices
+    kind = peewee.CharField()                 # auto_response | distribution | notice
+    budgeted = peewee.BooleanField(default=False)
+    at = peewee.FloatField(index=True)       # rows older than the budgets' hour are pruned
+
+    class Meta:
+        table_name = "sent_mail"
+        indexes = ((("address", "ticket", "at"), False), (("address", "kind", "at"), False),
+                   (("domain", "kind", "at"), False), (("kind", "at"), False))
 
 
 class DeliveryAttempt(BaseModel):
@@ -220,4 +242,4 @@ class Meta_(BaseModel):
 
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, DeliveryAttempt, Meta_)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, Meta_)

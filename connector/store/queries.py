@@ -9,6 +9,7 @@ import peewee
 from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, Message, SpoolEntry, Ticket, database
 
 DUPLICATE = "duplicate"
+SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
 SPOOL_FIELDS = SpoolEntry._meta.sorted_fields
 SPOOL_SELECT = 'SELECT %s FROM "spool"."spool"' % ", ".join('"%s"' % f.column_name for f in SPOOL_FIELDS)
 
@@ -91,10 +92,19 @@ def spool_entry(spool_id):
     return SpoolEntry(**{f.name: f.python_value(v) for f, v in zip(SPOOL_FIELDS, row)})
 
 
-def auto_responses_since(address, since):
-    """How many auto-responses went to `address` since the time `since`."""
-    return _one('SELECT COUNT(*) FROM "outbox" WHERE "kind" = ? AND "to" = ? AND "created_at" > ?',
-                ("auto_response", json.dumps([address]), since))
+def sent_since(since, **columns):
+    """How many `sent_mail` rows since the time `since` match `columns` (address, domain,
+    ticket, kind, budgeted): the loop and flood budgets, each an indexed COUNT."""
+    assert set(columns) <= SENT_COLUMNS, columns
+    where = "".join(f' AND "{name}" = ?' for name in columns)
+    return _one(f'SELECT COUNT(*) FROM "sent_mail" WHERE "at" > ?{where}', (since, *columns.values()))
+
+
+def same_text_since(ticket_number, from_addr, text, since):
+    """Whether `from_addr` already wrote `text` on the ticket since `since` (an out-of-office repeats itself)."""
+    return _one('SELECT 1 FROM "message" m JOIN "ticket" t ON t."id" = m."ticket_id" WHERE t."number" = ? '
+                'AND m."direction" = ? AND m."from_addr" = ? AND m."received_at" > ? AND m."reply_text" = ? LIMIT 1',
+                (ticket_number, "in", from_addr, since, text)) is not None
 
 
 def ticket_page(in_inbox=None, status=None, since=None, after=0, limit=None):

@@ -1,0 +1,124 @@
+"""Budgets on what we send without a person deciding to: auto-responses,
+notices, and copies caused by a possible loop (used by `distribute` and
+`notify`, before anything is queued).
+
+Counted from `sent_mail` rows, one per recipient of every mail we queue
+(`apply` writes them in the same transaction as the outbox rows):
+
+    auto-response   per address, per recipient domain and in all, per hour;
+                    none when the sender asked for none (X-Auto-Response-
+                    Suppress) or the site's own MTA says the From domain
+                    failed DMARC or SPF (spam relay protection)
+    loop copy       a mail that repeats its sender's earlier text on the same
+                    ticket within the hour (an out-of-office says the same
+                    each time), or comes from an address we wrote to about
+                    the same ticket less than `loop_reply_seconds` before
+                    (a robot without RFC 3834 headers answers in seconds),
+                    is a possible loop: its copies count, per (address,
+                    ticket) and per address
+    notice          per address; never about a reply to one of our notices
+                    or about mail from a notice recipient itself
+
+A suppressed mail is noted on the decision and logged by `apply`
+(`auto_response.suppressed`, `loop.suppressed`, `notice.suppressed`).
+"""
+
+from connector.mail.automatic import failed_authentication
+from connector.store.queries import same_text_since, sent_since
+
+HOUR = 3600
+
+# Reasons a mail is not sent, as logged.
+ASKED_FOR_NONE = "x_auto_response_suppress"
+ADDRESS_LIMIT = "address_limit"
+DOMAIN_LIMIT = "domain_limit"
+TOTAL_LIMIT = "total_limit"
+TICKET_LIMIT = "ticket_limit"
+REPLY_TO_NOTICE = "reply_to_notice"
+FROM_NOTICE_RECIPIENT = "from_notice_recipient"
+
+# Why a mail's copies count against the loop budget.
+QUICK_REPLY = "quick_reply"
+REPEATED_TEXT = "repeated_text"
+
+
+def domain_of(address):
+    return address.rpartition("@")[2].lower()
+
+
+def suppress(ctx, kind, address, reason, detail):
+    """Record that `kind` to `address` is not sent, and why."""
+    ctx.suppressed.append({"kind": kind, "address": address, "reason": reason, "detail": detail})
+    ctx.notes.append(f"{kind} to {address} suppressed: {reason} ({detail})")
+
+
+def _over(ctx, limits):
+    """The first (reason, detail) whose hourly count reached its limit; a limit of 0 allows none."""
+    since = ctx.services.clock() - HOUR
+    for reason, limit, columns in limits:
+        sent = sent_since(since, **columns) if limit else 0
+        if sent >= limit:
+            return reason, f"{sent} in the last hour, limit {limit}"
+    return None
+
+
+def auto_response_allowed(ctx, kind, address):
+    settings, parsed = ctx.services.settings, ctx.parsed
+    refusal = None
+    if parsed.has_header("x-auto-response-suppress"):
+        refusal = ASKED_FOR_NONE, "the sender asked for no automatic answer"
+    elif auth := failed_authentication(parsed, ctx.services.trusted_authserv_ids):
+        refusal = auth, f"Authentication-Results of a trusted host: {domain_of(address)} failed"
+    else:
+        refusal = _over(ctx, (
+            (ADDRESS_LIMIT, settings.auto_responses_per_hour, {"kind": kind, "address": address.lower()}),
+            (DOMAIN_LIMIT, settings.auto_responses_per_domain_per_hour, {"kind": kind, "domain": domain_of(address)}),
+            (TOTAL_LIMIT, settings.auto_responses_total_per_hour, {"kind": kind})))
+    if refusal:
+        suppress(ctx, kind, address, *refusal)
+    return refusal is None
+
+
+def loop_cause(ctx):
+    """Why this mail may be part of a loop (REPEATED_TEXT, QUICK_REPLY), or ''."""
+    window, address = ctx.services.settings.loop_reply_seconds, ctx.sender.address
+    if ctx.ticket is None or not address:
+        return ""
+    if ctx.reply_text.strip() and same_text_since(ctx.ticket_number, ctx.parsed.from_addr, ctx.reply_text,
+                                ctx.spool.received_at - HOUR):
+        return REPEATED_TEXT
+    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.ticket_number):
+        return QUICK_REPLY
+    return ""
+
+
+def within_loop_budget(ctx, kind, addresses):
+    """The `addresses` that may still get a loop-caused copy of this ticket."""
+    settings, number = ctx.services.settings, ctx.ticket_number
+    kept = []
+    for address in addresses:
+        key = address.lower()
+        refusal = _over(ctx, (
+            (TICKET_LIMIT, settings.loop_mails_per_ticket_per_hour, {"address": key, "ticket": number,
+                                                                     "budgeted": True}),
+            (ADDRESS_LIMIT, settings.loop_mails_per_address_per_hour, {"address": key, "budgeted": True})))
+        if refusal:
+            suppress(ctx, kind, address, *refusal)
+        else:
+            kept.append(address)
+    return kept
+
+
+def notice_allowed(ctx, kind, address):
+    parsed, signer = ctx.parsed, ctx.services.signer
+    refusal = None
+    if any(signer.is_notice(m) for m in parsed.in_reply_to + parsed.references):
+        refusal = REPLY_TO_NOTICE, "a notice about an answer to a notice would feed itself"
+    elif (parsed.from_addr or "").lower() == address.lower():
+        refusal = FROM_NOTICE_RECIPIENT, "the mail is the recipient's own"
+    else:
+        refusal = _over(ctx, ((ADDRESS_LIMIT, ctx.services.settings.notices_per_hour,
+                               {"kind": kind, "address": address.lower()}),))
+    if refusal:
+        suppress(ctx, kind, address, *refusal)
+    return refusal is None
