@@ -120,7 +120,7 @@ def measure_sink(rate, args):
 def measure_connector(rate, args):
     workdir = Path(tempfile.mkdtemp(prefix="connector-latency-"))
     port, relay_port = free_port(), free_port()
-    write_config(workdir, port, relay_port)
+    write_config(workdir, port, relay_port, args.python)
     sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{relay_port}", "256"])
     daemon = subprocess.Popen([str(Path(args.python).absolute()), "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
                               stdout=open(workdir / "daemon.log", "wb"), stderr=subprocess.STDOUT, cwd=workdir)

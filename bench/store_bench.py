@@ -58,7 +58,7 @@ async def send_all(port, mails):
 
 def start_daemon(python, workdir, port):
     relay_port = free_port()
-    write_config(workdir, port, relay_port)
+    write_config(workdir, port, relay_port, python)
     sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{relay_port}", "256"])
     daemon = subprocess.Popen([python, "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
                               stdout=open(workdir / "daemon.log", "ab"), stderr=subprocess.STDOUT, cwd=workdir)
