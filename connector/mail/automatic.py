@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import authres
 
-from connector.outbound.msgid import LOOP_HEADER
+# Our loop marker: every mail we send carries it, signed (connector.outbound.msgid).
+LOOP_HEADER = "X-Connector-Loop"
 
 # Reasons, as logged and stored.
 BOUNCE = "bounce"

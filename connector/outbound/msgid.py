@@ -14,7 +14,6 @@ import secrets
 
 ID_RE = re.compile(r"^<t(\d+)\.([0-9a-f]+)\.([0-9a-f]+)@([^>]+)>$")
 NOTICE_ID_RE = re.compile(r"^<n\.([0-9a-f]+)\.([0-9a-f]+)@([^>]+)>$")
-LOOP_HEADER = "X-Connector-Loop"
 
 
 class MessageIdSigner:

@@ -8,7 +8,7 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 
 from connector.log import get_logger
 from connector.outbound import compose
-from connector.outbound.msgid import LOOP_HEADER
+from connector.mail.automatic import LOOP_HEADER
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGE)
