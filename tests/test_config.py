@@ -341,3 +341,31 @@ def test_metrics_listen_and_smtp_listen_are_separate_keys(tmp_path):
     ini.write_text("[connector]\ndatabase = var/c.db\n")
     assert load_settings(ini).metrics_listen == ""   # empty: no metrics served
     assert {"listen", "metrics_listen", "database", "backlog"} <= set(RESTART_FIELDS)
+
+
+def test_unreadable_or_non_utf8_files_are_one_line(tmp_path):
+    """An ini or YAML file the process may not read, or that is not UTF-8: one line, no traceback."""
+    import subprocess
+    import sys
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[connector]\ndatabase = var/c.db\n")
+    (tmp_path / "config").mkdir()
+    staff = tmp_path / "config" / "staff.yaml"
+    staff.write_bytes(b"staff: []\n# J\xf6ran\n")
+
+    def check():
+        done = subprocess.run([sys.executable, "-m", "connector", "-c", str(ini), "check-config"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        return done.returncode, done.stderr
+
+    code, err = check()
+    assert code == 1 and "Traceback" not in err and "staff.yaml" in err and "UTF-8" in err
+    staff.unlink()
+    staff.mkdir()          # open() fails with an OSError, as it does for a file of mode 0600 root
+    code, err = check()
+    assert code == 1 and "Traceback" not in err and "staff.yaml: -: cannot be read" in err
+    staff.rmdir()
+    ini.unlink()
+    ini.mkdir()
+    code, err = check()
+    assert code == 1 and "Traceback" not in err and "connector.ini: -: cannot be read" in err

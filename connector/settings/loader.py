@@ -191,6 +191,13 @@ def _convert(key, raw, ini_path):
     raise AssertionError(key.kind)
 
 
+def unreadable_hint():
+    """What to do about a configuration file this process may not read, in the user's words."""
+    import getpass
+    return (f"it must be readable by the user the connector runs as (here: {getpass.getuser()}), "
+            "e.g. chgrp connector FILE && chmod 0640 FILE")
+
+
 def _read_ini(ini_path):
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",),
                                        comment_prefixes=(";", "#"), strict=True)
@@ -204,6 +211,8 @@ def _read_ini(ini_path):
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError(ini_path, "-", f"cannot be read as INI: {exc}".replace("\n", " "),
                           "sections look like [connector], keys like name = value") from None
+    except OSError as exc:
+        raise ConfigError(ini_path, "-", f"cannot be read: {exc.strerror}", unreadable_hint()) from None
     return parser
 
 
@@ -293,6 +302,11 @@ def load_yaml(path, top_key):
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "-", f"is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot be read: {exc.strerror}", unreadable_hint()) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "-"
