@@ -11,6 +11,7 @@ import sys
 
 from connector import __version__
 from connector.commands import register_all
+from connector.commands.common import printable_stdout
 
 DEFAULT_CONFIG = "/etc/connector/connector.ini"
 
@@ -30,7 +31,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        with printable_stdout():
+            return args.handler(args) or 0
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:

@@ -5,6 +5,13 @@ seed 004: "distributed ... in its original form"); only the header block is
 rewritten: From is `Name <public_address>`, Reply-To the public address, the
 subject carries the ticket tag, transport and authentication headers of the
 original are dropped, and a fresh Message-ID threads with the original.
+
+No header we write carries a control character: values decoded from mail are
+clean already (`connector.mail.decode.clean_text`); every value is cleaned
+once more here, display names before they are encoded (an encoded CR/LF is
+still a CR/LF to the reader), and a bare CR or NUL in a kept header line of the
+original becomes a space. A value that needed cleaning here is logged
+(`outbound.header_cleaned`): it means a path around the parser.
 """
 
 import quopri
@@ -13,6 +20,11 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 
 import jinja2
+
+from connector.log import get_logger
+from connector.mail.decode import clean_text
+
+log = get_logger("outbound")
 
 # Headers of the original that must not travel with the redistributed copy.
 DROP_HEADERS = {
@@ -27,6 +39,7 @@ DROP_HEADERS = {
 CRLF = "\r\n"
 SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
 HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+BARE_CONTROL_RE = re.compile(rb"\r(?!\n)|\x00")
 REPLY_ABOVE = "##- Please type your reply above this line -##"
 
 
@@ -43,8 +56,17 @@ def split_message(raw):
     return headers, body
 
 
+def header_value(name, value):
+    """`value` fit for header `name`: one line, no control character."""
+    cleaned = clean_text(value).strip()
+    if cleaned != value.strip():
+        log.warning("outbound.header_cleaned", header=name)
+    return cleaned
+
+
 def _encode(name, value):
     """One header line, RFC 2047-encoded when not ASCII, folded by email.header."""
+    value = header_value(name, value)
     try:
         value.encode("ascii")
         if len(value) + len(name) < 76:
@@ -55,7 +77,7 @@ def _encode(name, value):
 
 
 def _header_block(fields):
-    return b"".join(_encode(name, value) for name, value in fields if value)
+    return b"".join(_encode(name, value) for name, value in fields if value and value.strip())
 
 
 def _threading(parsed, message_id):
@@ -65,14 +87,19 @@ def _threading(parsed, message_id):
             ("References", " ".join(refs[-20:]))]
 
 
+def mailbox(name, address):
+    """`Name <address>` with a clean display name (encoded when not ASCII)."""
+    return formataddr((header_value("From", name or ""), address), charset="utf-8")
+
+
 def public_from(services, name):
-    return formataddr((name or "", services.settings.public_address), charset="utf-8")
+    return mailbox(name, services.settings.public_address)
 
 
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
     """The original mail, re-addressed for `out` (an `Outgoing`)."""
     headers, body = split_message(raw)
-    kept = [h for h in headers
+    kept = [BARE_CONTROL_RE.sub(b" ", h) for h in headers
             if (m := HEADER_LINE_RE.match(h)) and m.group(1).decode("ascii").lower() not in DROP_HEADERS]
     fields = [
         ("From", public_from(services, out.from_name)),
@@ -150,7 +177,7 @@ def inbound_notice(parsed, out, services, templates, reason, ticket_number, mess
     }
     subject, body = templates.render("inbound_notice.txt.j2", **values)
     fields = [
-        ("From", formataddr((out.from_name or "", services.settings.notifications_address), charset="utf-8")),
+        ("From", mailbox(out.from_name, services.settings.notifications_address)),
         ("To", ", ".join(out.to)),
         ("Subject", subject or out.subject),
         ("Date", formatdate(localtime=True)),
