@@ -80,7 +80,9 @@ class _Unfolded(policy.Compat32):
     does, so a boundary folded over two lines still matches."""
 
     def header_fetch_parse(self, name, value):
-        return super().header_fetch_parse(name, FOLD_RE.sub("", value))
+        """Always text: compat32 gives raw 8-bit values as Header objects, which the
+        bounce detectors cannot read."""
+        return header_bytes_text(FOLD_RE.sub("", value))
 
 
 LEGACY = _Unfolded()
@@ -203,7 +205,13 @@ def _mailboxes(value, hint, defects):
 
 
 def _bare_address(address):
-    """An address as we store and write it: lower case, no space or control character."""
+    """An address as we store and write it: lower case, no space or control character.
+    An encoded word is no address (a reader would show it decoded): decoded, it counts
+    when it is one, else the mailbox has no usable address."""
+    if "=?" in address:
+        address = decode_words(address)
+        if "=?" in address or "?=" in address:
+            return ""
     address = SPACE_CONTROLS_RE.sub("", CONTROLS_RE.sub("", address)).strip().lower()
     return address.replace(" ", "")
 

@@ -64,10 +64,20 @@ def header_value(name, value):
     return cleaned
 
 
+# Fields that hold bare addresses: an encoded word there is read as a name, not as
+# the address, so an internationalized address is written in UTF-8 (RFC 6532).
+ADDRESS_FIELDS = {"To", "Cc", "Reply-To", "X-Connector-Original-From"}
+
+
 def _encode(name, value):
-    """One header line, RFC 2047-encoded when not ASCII, folded by email.header."""
+    """One header line, RFC 2047-encoded when not ASCII (or when it holds what a reader
+    would decode as an encoded word: '=?'), folded by email.header."""
     value = header_value(name, value)
+    if name in ADDRESS_FIELDS and not value.isascii():
+        return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
     try:
+        if "=?" in value and name not in ADDRESS_FIELDS:
+            raise UnicodeEncodeError("ascii", value, 0, 1, "a literal '=?' is encoded")
         value.encode("ascii")
         if len(value) + len(name) < 76:
             return f"{name}: {value}\r\n".encode("ascii")
@@ -99,7 +109,8 @@ def public_from(services, name):
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
     """The original mail, re-addressed for `out` (an `Outgoing`)."""
     headers, body = split_message(raw)
-    kept = [BARE_CONTROL_RE.sub(b" ", h) for h in headers
+    # 'Name :' (obsolete syntax) is kept as 'Name:': a strict reader ends the header block there
+    kept = [m.group(1) + b":" + BARE_CONTROL_RE.sub(b" ", h[m.end():]) for h in headers
             if (m := HEADER_LINE_RE.match(h)) and m.group(1).decode("ascii").lower() not in DROP_HEADERS]
     fields = [
         ("From", public_from(services, out.from_name)),
