@@ -36,6 +36,19 @@ def many_parts(count=20_000):
                 parts + b"--b--\r\n")
 
 
+def named_attachments(count=20_000):
+    parts = b"".join(b'--b\r\nContent-Type: application/octet-stream; name="f%d.bin"\r\n'
+                     b'Content-Disposition: attachment; filename="f%d.bin"\r\n\r\nAAAA\r\n' % (i, i)
+                     for i in range(count))
+    return mail("attachments", b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n",
+                parts + b"--b--\r\n")
+
+
+def nested_forwards(depth=1_000):
+    return mail("forwards", b"Content-Type: message/rfc822\r\n",
+                b"Content-Type: message/rfc822\r\n\r\n" * depth + b"Subject: inner\r\n\r\ntext\r\n")
+
+
 def nesting(depth=1_000):
     body = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
                     for i in range(depth))
@@ -90,10 +103,13 @@ def injection_long():
 
 CASES = {
     "parts_20000": many_parts,
+    "attachments_20000_named": named_attachments,
     "nesting_1000": nesting,
+    "nested_forwards_1000": nested_forwards,
     "uuencode_6.4MB": uuencoded,
     "uuencode_6.4MB_no_end": lambda: uuencoded(end=False),
     "uuencode_100_begins_no_end": lambda: uuencoded(size=64_000, end=False, begins=100),
+    "uuencode_20000_begins_no_end": lambda: mail("uub", body=b"begin 644 x\r\nM\r\n" * 20_000),
     "references_100000": references,
     "headers_50000": many_headers,
     "ticket_5000_digits": long_ticket_number,

@@ -228,7 +228,7 @@ def _strict_headers(raw, whole):
     return msg, [(name.lower(), str(value)) for name, value in msg.items()]
 
 
-def assert_sound_outgoing(raw, subject, to, whole):
+def assert_sound_outgoing(raw, subject, to, whole, from_name):
     head = raw[:raw.index(b"\r\n\r\n")] if b"\r\n\r\n" in raw else raw
     lines = head.split(b"\r\n")
     names = [line.split(b":", 1)[0].decode("ascii", "replace").lower() for line in lines if line[:1] not in b" \t"]
@@ -239,6 +239,7 @@ def assert_sound_outgoing(raw, subject, to, whole):
                                                "in-reply-to", "references", "x-loop", "auto-submitted")]
     assert not [(n, v) for n, v in ours if BREAKS_RE.search(v)], ours
     assert str(msg["subject"]) == subject
+    assert msg["from"].addresses[0].display_name.split() == from_name.split()   # a phrase: runs of space are one
     if to and all(ADDR_SPEC_RE.match(a) for a in to):
         unquoted = [a.replace('"', "") for a in to]   # "a b"@x and a b@x are one address to the reader
         assert [a.addr_spec.replace('"', "") for a in msg["to"].addresses] == unquoted
@@ -254,26 +255,27 @@ def compose_all(world, ctx, raw):
         message_id = services.signer.make(ticket.number)
         if out.kind == AUTO_RESPONSE:
             subject, _, mail = compose.auto_response(parsed, out, services, world.templates, ticket, message_id)
-            yield mail, subject, out.to, True
+            yield mail, subject, out.to, True, out.from_name
         elif out.kind == DISTRIBUTION:
             mail = compose.redistribution(raw, parsed, out, services, message_id, parsed.from_addr)
-            yield mail, compose.header_value("Subject", out.subject), out.to, False
+            yield mail, compose.header_value("Subject", out.subject), out.to, False, out.from_name
         else:
             subject, _, mail = compose.inbound_notice(parsed, out, services, world.templates, ctx.reason,
                                                       ctx.ticket_number, f"<n{index}@example.com>")
-            yield mail, compose.header_value("Subject", subject), out.to, True
+            yield mail, compose.header_value("Subject", subject), out.to, True, out.from_name
 
 
 def check(world, raw):
     """Every property on one input; returns the seconds it took (parse, decide, compose)."""
+    from connector.outbound import compose
     from connector.store.spool import unsaved_entry
     start = time.perf_counter()
     with hang_guard():
         assert_clean_parse(parse_message(raw))
         rcpt = ["support@example.com"] if len(raw) % 3 else ["notifications@example.com"]
         ctx = world.runner.dry_run(unsaved_entry(raw, mail_from=None, rcpt_to=rcpt, intake="fuzz"))
-        for mail, subject, to, whole in compose_all(world, ctx, raw):
-            assert_sound_outgoing(mail, subject, to, whole)
+        for mail, subject, to, whole, from_name in compose_all(world, ctx, raw):
+            assert_sound_outgoing(mail, subject, to, whole, compose.header_value("From", from_name))
     return time.perf_counter() - start
 
 

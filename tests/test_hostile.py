@@ -253,3 +253,15 @@ def test_console_logs_show_control_characters_escaped():
     get_logger("test").warning("message.shunted", reason="HeaderParseError: \x1b]0;owned\x07\r\nX-Injected: 1")
     line = stream.getvalue()
     assert "\x1b" not in line and "\x07" not in line and "\r" not in line and "\\u001b]0;owned" in line
+
+
+def test_what_the_parse_capped_is_in_the_decision(tmp_path):
+    from connector.app import open_services
+    from connector.pipeline.runner import Runner
+    from connector.settings import load_settings
+    from connector.store.spool import unsaved_entry
+    runner = Runner(open_services(load_settings(Instance(tmp_path, 2500).ini)))
+    refs = " ".join(f"<r{i}@acme.example>" for i in range(MAX_REFERENCES + 1)).encode()
+    spool = unsaved_entry(mail(headers=b"References: " + refs + b"\n"), rcpt_to=["support@example.com"],
+                          intake="test")
+    assert f"parse capped: references {MAX_REFERENCES + 1}" in runner.dry_run(spool).summary()["notes"]

@@ -146,7 +146,7 @@ class ParsedMessage:
     defects: list = field(default_factory=list)
     html: str = ""                 # the chosen HTML part (when the mail has one), as text
     text_from_html: bool = False   # `text` was converted from `html` (no real text/plain)
-    capped: dict = field(default_factory=dict)   # {limit reached: how many there were}, e.g. {"parts": 500}
+    capped: dict = field(default_factory=dict)   # {limit reached: how many were seen}, e.g. {"parts": 20000}
     headers: dict = field(default_factory=dict, repr=False)   # {lower-case name: [raw values]}
 
     def header(self, name):
@@ -200,8 +200,8 @@ def _mailboxes(value, hint, defects):
         except Exception as exc:
             defects.append(f"address: {exc}")
             pairs = []
-    return [(clean_text(decode_words(name, defects)).strip(), _bare_address(address))
-            for name, address in pairs if _bare_address(address)]
+    mailboxes = ((name, _bare_address(address)) for name, address in pairs)
+    return [(clean_text(decode_words(name, defects)).strip(), address) for name, address in mailboxes if address]
 
 
 def _bare_address(address):

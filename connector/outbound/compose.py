@@ -64,9 +64,10 @@ def header_value(name, value):
     return cleaned
 
 
-# Fields that hold bare addresses: an encoded word there is read as a name, not as
-# the address, so an internationalized address is written in UTF-8 (RFC 6532).
-ADDRESS_FIELDS = {"To", "Cc", "Reply-To", "X-Connector-Original-From"}
+# Fields that hold addresses: an encoded word there is read as a name, not as the
+# address, so an internationalized address is written in UTF-8 (RFC 6532); display
+# names are encoded by `mailbox` already.
+ADDRESS_FIELDS = {"From", "To", "Cc", "Reply-To", "X-Connector-Original-From"}
 
 
 def _encode(name, value):
@@ -98,8 +99,12 @@ def _threading(parsed, message_id):
 
 
 def mailbox(name, address):
-    """`Name <address>` with a clean display name (encoded when not ASCII)."""
-    return formataddr((header_value("From", name or ""), address), charset="utf-8")
+    """`Name <address>` with a clean display name (encoded when not ASCII, or when it
+    holds a literal '=?' that a reader would decode)."""
+    name = header_value("From", name or "")
+    if "=?" in name:
+        return f"{Header(name, 'utf-8').encode()} <{address}>"
+    return formataddr((name, address), charset="utf-8")
 
 
 def public_from(services, name):
