@@ -99,7 +99,7 @@ def injection_subject():
 
 
 def injection_long():
-    return mail("inject2", subject=b"=?utf-8?q?" + b"x" * 200 + b"=0D=0A=0D=0AClick_http://evil.example?=")
+    return mail("inject2", subject=b"=?utf-8?q?" + b"x" * 200 + b"=0D=0AX-Injected:_1=0D=0A=0D=0AClick_http://evil.example?=")
 
 
 CASES = {

@@ -181,7 +181,8 @@ COPY_HEADERS = {"from", "reply-to", "subject", "message-id", "x-loop"}
 
 
 def test_encoded_crlf_in_subjects_and_names_never_reach_the_relay(daemon, sink):
-    long_subject = b"=?utf-8?q?" + b"y" * 120 + b"=0D=0A=0D=0AClick_http://evil.example?="
+    # long enough for email.header to fold it: its CR/LF + 'Name:' raised HeaderParseError (a shunt)
+    long_subject = b"=?utf-8?q?" + b"y" * 120 + b"=0D=0AX-Injected:_1=0D=0A=0D=0AClick_http://evil.example?="
     daemon.send(mail(b"=?utf-8?q?hi=0D=0A=0D=0AClick_http://evil.example?=").replace(b"\n", b"\r\n"),
                 "ann@acme.example", ["support@example.com"])
     daemon.send(mail(long_subject, b"Ann <ann@beta.example>").replace(b"\n", b"\r\n"),
