@@ -71,20 +71,16 @@ ADDRESS_FIELDS = {"From", "To", "Cc", "Reply-To", "X-Connector-Original-From"}
 
 
 def _encode(name, value):
-    """One header line, RFC 2047-encoded when not ASCII (or when it holds what a reader
-    would decode as an encoded word: '=?'), folded by email.header."""
+    """One header line, RFC 2047-encoded when not ASCII (or when it holds a literal '=?'
+    that a reader would decode), folded by email.header."""
     value = header_value(name, value)
     if name in ADDRESS_FIELDS and not value.isascii():
         return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
-    try:
-        if "=?" in value and name not in ADDRESS_FIELDS:
-            raise UnicodeEncodeError("ascii", value, 0, 1, "a literal '=?' is encoded")
-        value.encode("ascii")
+    if value.isascii() and ("=?" not in value or name in ADDRESS_FIELDS):
         if len(value) + len(name) < 76:
             return f"{name}: {value}\r\n".encode("ascii")
         return f"{name}: {Header(value, header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
-    except UnicodeEncodeError:
-        return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
 
 
 def _header_block(fields):
