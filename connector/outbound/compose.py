@@ -16,6 +16,7 @@ original becomes a space. A value that needed cleaning here is logged
 
 import quopri
 import re
+from email.charset import Charset
 from email.header import Header
 from email.utils import formataddr, formatdate
 
@@ -41,6 +42,7 @@ SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
 HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 BARE_CONTROL_RE = re.compile(rb"\r(?!\n)|\x00")
 REPLY_ABOVE = "##- Please type your reply above this line -##"
+UTF8 = Charset("utf-8")
 
 
 def split_message(raw):
@@ -98,8 +100,8 @@ def mailbox(name, address):
     """`Name <address>` with a clean display name (encoded when not ASCII, or when it
     holds a literal '=?' that a reader would decode)."""
     name = header_value("From", name or "")
-    if "=?" in name:
-        return f"{Header(name, 'utf-8').encode()} <{address}>"
+    if "=?" in name:   # one encoded word, as formataddr writes a non-ASCII name
+        return f"{UTF8.header_encode(name)} <{address}>"
     return formataddr((name, address), charset="utf-8")
 
 
