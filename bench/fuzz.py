@@ -41,6 +41,7 @@ def main():
     parser.add_argument("--minutes", type=float, default=1.0, help="how long to run (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one, printed)")
     parser.add_argument("--no-save", action="store_true", help="do not write failing inputs as fixtures")
+    parser.add_argument("--keep-slowest", metavar="FILE", help="write the slowest input there (to profile it)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2 ** 32)
     rnd = random.Random(seed)
@@ -69,6 +70,8 @@ def main():
                         path.write_bytes(raw)
                         print(f"     saved {path.relative_to(REPO)} ({len(raw)} bytes)", flush=True)
                 continue
+            if args.keep_slowest and (not slowest or took > slowest[0][0]):
+                Path(args.keep_slowest).write_bytes(raw)
             slowest = sorted(slowest + [(took, len(raw), origin)], reverse=True)[:5]
     print(f"seed {seed}: {runs} inputs in {args.minutes:g} min, {sum(failures.values())} failures "
           f"({len(failures)} kinds)")

@@ -102,6 +102,12 @@ def injection_long():
     return mail("inject2", subject=b"=?utf-8?q?" + b"x" * 200 + b"=0D=0AX-Injected:_1=0D=0A=0D=0AClick_http://evil.example?=")
 
 
+def quote_headers(count=1_000):
+    """Many 'On ... wrote:' blocks (found by bench/fuzz.py): reply extraction rescans the rest per block."""
+    block = b"On 2012-10-16 at 17:02 , Someone <someone@example.com> wrote:\r\n\r\n> Some quoted text\r\n\r\n"
+    return mail("quotes", body=b"Hello world.\r\n\r\n" + block * count)
+
+
 CASES = {
     "parts_20000": many_parts,
     "attachments_20000_named": named_attachments,
@@ -120,6 +126,8 @@ CASES = {
     "uuencode_non_ascii": uu_non_ascii,
     "injection_subject": injection_subject,
     "injection_long_subject": injection_long,
+    "quote_headers_1000": quote_headers,
+    "quote_headers_2000": lambda: quote_headers(2_000),
 }
 
 
