@@ -109,11 +109,20 @@ def public_from(services, name):
     return mailbox(name, services.settings.public_address)
 
 
+def _kept_line(match, line):
+    """A header line of the original as the copy carries it: 'Name :' (obsolete syntax) as
+    'Name:', where a strict reader would end the header block; MIME-Version as plain 1.0
+    (its comments are noise, and thousands of nested ones crash readers that recurse)."""
+    name = match.group(1)
+    if name.lower() == b"mime-version":
+        return b"MIME-Version: 1.0"
+    return name + b":" + BARE_CONTROL_RE.sub(b" ", line[match.end():])
+
+
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
     """The original mail, re-addressed for `out` (an `Outgoing`)."""
     headers, body = split_message(raw)
-    # 'Name :' (obsolete syntax) is kept as 'Name:': a strict reader ends the header block there
-    kept = [m.group(1) + b":" + BARE_CONTROL_RE.sub(b" ", h[m.end():]) for h in headers
+    kept = [_kept_line(m, h) for h in headers
             if (m := HEADER_LINE_RE.match(h)) and m.group(1).decode("ascii").lower() not in DROP_HEADERS]
     fields = [
         ("From", public_from(services, out.from_name)),
