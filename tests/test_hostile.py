@@ -266,3 +266,13 @@ def test_what_the_parse_capped_is_in_the_decision(tmp_path):
     spool = unsaved_entry(mail(headers=b"References: " + refs + b"\n"), rcpt_to=["support@example.com"],
                           intake="test")
     assert f"parse capped: references {MAX_REFERENCES + 1}" in runner.dry_run(spool).summary()["notes"]
+
+
+def test_a_huge_subject_is_cut_where_we_write_it(daemon, sink):
+    from connector.outbound.compose import MAX_SUBJECT_CHARS
+    daemon.send(make_mail(subject="big " * 30_000))
+    daemon.wait_processed(1)
+    daemon.wait_delivered()
+    for _, _, raw in sink.messages:
+        subject = str(BytesParser(policy=STRICT).parsebytes(header_block(raw) + b"\r\n\r\n")["subject"])
+        assert len(subject) == MAX_SUBJECT_CHARS and subject.endswith("…")
