@@ -11,7 +11,7 @@ import sys
 
 from connector import __version__
 from connector.commands import register_all
-from connector.commands.common import EX_CONFIG
+from connector.commands.common import EX_CONFIG, printable_stdout
 from connector.settings import ConfigError
 
 DEFAULT_CONFIG = "/etc/connector/connector.ini"
@@ -32,7 +32,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args) or 0
+        with printable_stdout():
+            return args.handler(args) or 0
     except ConfigError as exc:  # e.g. a database that cannot be opened: one line, no traceback
         print(f"connector: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -127,3 +127,20 @@ def test_plain_4k_message_parses_fast():
     for _ in range(50):
         parse_message(raw)
     assert (time.perf_counter() - start) / 50 < 0.005   # ~0.2 ms here; generous for slow CI
+
+
+def test_a_boundary_folded_over_two_lines_still_splits_the_parts():
+    raw = (b"From: a@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n"
+           b"    boundary=\"----=_NextPart\r\n _000_0002\"\r\n\r\n------=_NextPart _000_0002\r\n"
+           b"Content-Type: text/plain\r\n\r\nThe text.\r\n------=_NextPart _000_0002\r\n"
+           b"Content-Type: image/png; name=a.png\r\nContent-Disposition: attachment\r\n\r\nPNG\r\n"
+           b"------=_NextPart _000_0002--\r\n")
+    parsed = parse_message(raw)
+    assert parsed.text.strip() == "The text." and [a.name for a in parsed.attachments] == ["a.png"]
+
+
+def test_raw_8bit_header_values_reach_other_readers_as_text():
+    """The bounce detectors read `parsed.msg` directly: they get text, never Header objects."""
+    parsed = parse_message(b"From: J\xc3\xb6rg <mailer-daemon@example.com>\nSubject: Dr\xfccker\n\nbody\n")
+    assert parsed.msg.get("from") == "Jörg <mailer-daemon@example.com>"
+    assert isinstance(parsed.msg.get("subject"), str)

@@ -1,10 +1,17 @@
-"""What several commands share: loading settings with a clear error, printing JSON or tables."""
+"""What several commands share: loading settings with a clear error, printing JSON or tables.
 
+Every command prints through `printable_stdout` (installed by `connector.cli.main`): a
+subject or body a stranger wrote never sends an ESC sequence to the operator's
+terminal; control characters print as \\u001b escapes (valid in JSON output too).
+`message export` writes the original bytes to the binary stream, untouched.
+"""
+
+import contextlib
 import json
 import sys
 from datetime import datetime, timezone
 
-from connector.log import setup_logging
+from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
 
@@ -35,6 +42,30 @@ def database_or_exit(args):
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
     return values["database"]
+
+
+class PrintableStream:
+    """A text stream that writes through `printable`; everything else is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        return self._stream.write(printable(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def printable_stdout():
+    """sys.stdout as a `PrintableStream` for the duration of one command."""
+    previous = sys.stdout
+    sys.stdout = PrintableStream(previous)
+    try:
+        yield
+    finally:
+        sys.stdout = previous
 
 
 def iso(timestamp):

@@ -11,6 +11,14 @@ function falls back to a best effort and appends what it worked around to a
   Microsoft/NEC extensions (circled digits) that Japanese mailers send.
 - `decode_header(value)`: unfolds, decodes raw 8-bit bytes, then RFC 2047
   encoded words (also unseparated or inside quotes, with any charset above).
+- `clean_text(text)`: what every decoded header value goes through before
+  anyone reads it: no control character (an encoded CR/LF, NUL, ESC) ever
+  leaves this module, so none reaches an outgoing header, a template, a log
+  line or a terminal (issue 9).
+
+Only text codecs that read arbitrary bytes count as charsets: `hex`, `uu`,
+`base64`, `zlib`, `rot13` (bytes-to-bytes codecs), `idna`, `punycode` and
+`undefined` are labels an attacker chose, read as undeclared 8-bit text.
 """
 
 import base64
@@ -36,16 +44,37 @@ FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
 QP_WORD_RE = re.compile(r"=([0-9A-Fa-f]{2})")
 
 
+# Text codecs of Python that are no mail charset: they refuse most bytes or the
+# 'replace' error handler, or decode escapes (a charset label is the sender's choice).
+NOT_CHARSETS = {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "mbcs", "oem"}
+SPACE_CONTROLS_RE = re.compile("[\t\n\v\f\r\x1c-\x1f\x85\u2028\u2029]+")
+CONTROLS_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]+")
+
+
+def clean_text(text):
+    """`text` without control characters: line breaks, tabs and separators become one
+    space, the others (NUL, ESC, DEL, C1) are dropped."""
+    if text.isprintable():
+        return text
+    return CONTROLS_RE.sub("", SPACE_CONTROLS_RE.sub(" ", text))
+
+
 def charset_codec(charset):
-    """A Python codec name for a MIME charset label, or None when unknown or 'guess'."""
+    """A Python codec name for a MIME charset label, or None when unknown, 'guess' or no text charset."""
     label = (charset or "").strip().strip("\"'").lower()
     if label in GUESS:
         return None
     label = ALIASES.get(label, label)
+    if label == "iso-2022-jp":
+        return label
     try:
-        return codecs.lookup(label).name if label != "iso-2022-jp" else label
-    except LookupError:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError):   # ValueError: a NUL in the label
         return None
+    # _is_text_encoding is False for the bytes-to-bytes codecs (hex, base64, zlib, rot13...)
+    if not getattr(info, "_is_text_encoding", True) or info.name in NOT_CHARSETS:
+        return None
+    return info.name
 
 
 C1_RE = re.compile("[\x80-\x9f]")
@@ -122,12 +151,15 @@ def decode_bytes(data, charset, defects=None, where="body"):
             return _iso2022jp_ms(data)
     try:
         return data.decode(codec)
-    except UnicodeDecodeError:
+    except (UnicodeError, LookupError, ValueError):
         if codec == "ascii":
             return _guess_8bit(data)[0]
         if defects is not None:
             defects.append(f"{where}: bytes invalid in {charset!r}, replaced")
-        return data.decode(codec, "replace")
+        try:
+            return data.decode(codec, "replace")
+        except (UnicodeError, LookupError, ValueError):   # a codec without 'replace'
+            return _guess_8bit(data)[0]
 
 
 def _word_bytes(encoding, payload):
@@ -185,11 +217,11 @@ def header_bytes_text(value, hint=None, defects=None):
 
 
 def decode_header(value, hint=None, defects=None):
-    """Unfolded, fully decoded text of a raw header value."""
+    """Unfolded, fully decoded text of a raw header value, without control characters."""
     if not value:
         return ""
     value = FOLD_RE.sub("", value).replace("\r", "").replace("\n", " ")
-    return decode_words(header_bytes_text(value, hint, defects), defects).strip()
+    return clean_text(decode_words(header_bytes_text(value, hint, defects), defects)).strip()
 
 
 PARAM_RE = re.compile(r';\s*([\w.-]+?)(\*\d+)?(\*)?\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
@@ -215,7 +247,8 @@ def header_params(value, defects=None):
     for name, parts in pieces.items():
         parts.sort(key=lambda p: p[0])
         if not any(extended for _, extended, _ in parts):
-            params[name] = decode_words(header_bytes_text("".join(p[2] for p in parts), None, defects), defects)
+            params[name] = clean_text(
+                decode_words(header_bytes_text("".join(p[2] for p in parts), None, defects), defects))
             continue
         charset, data = None, bytearray()
         for number, (index, extended, raw) in enumerate(parts):
@@ -225,5 +258,5 @@ def header_params(value, defects=None):
                 data += PERCENT_RE.sub(lambda m: chr(int(m.group(1), 16)), raw).encode("latin-1", "replace")
             else:
                 data += raw.encode("utf-8", "surrogateescape")
-        params[name] = decode_bytes(bytes(data), charset or "utf-8", defects, "parameter")
+        params[name] = clean_text(decode_bytes(bytes(data), charset or "utf-8", defects, "parameter"))
     return params

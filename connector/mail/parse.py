@@ -9,28 +9,45 @@ mail. The body is chosen the way a person reads the mail: text/plain when it
 is real, the HTML (converted by `connector.mail.html`) when it is the only or
 the richer part; several inline text parts of a multipart/mixed are joined.
 Attachments are every other leaf part, at any depth.
+
+What a stranger's mail costs stays linear and small (issue 9): the work per
+message is capped by the named limits below (nesting depth, leaf parts
+read, headers per part, References kept); the parse notes in
+`ParsedMessage.capped` which limits a message reached, and the raw bytes
+are never touched (the spool keeps them whole). A parser failure still
+yields From, Subject and the other headers (a headers-only parse).
 """
 
+import bisect
+import binascii
 import re
 from dataclasses import dataclass, field
-import binascii
 from email import policy
-from email.message import EmailMessage, Message
+from email.feedparser import FeedParser
 from email.headerregistry import HeaderRegistry
-from email.parser import BytesParser
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
-from connector.mail.decode import decode_bytes, decode_header, decode_words, header_bytes_text, header_params
+from connector.mail.decode import (
+    CONTROLS_RE, FOLD_RE, SPACE_CONTROLS_RE, clean_text, decode_bytes, decode_header, decode_words, header_bytes_text,
+    header_params)
 from connector.mail.html import html_to_text
 
-MSGID_RE = re.compile(r"<[^<>\s]+>")
+# Work caps per message (issue 9). Real mail stays far below each of them.
+MAX_DEPTH = 30             # nesting of multipart and message/* parts; deeper ones are one opaque part
+MAX_PARTS = 500            # leaf parts read (body pieces and attachments); later ones are not looked at
+MAX_HEADERS = 1000         # header fields kept per part; later ones are not looked at
+MAX_REFERENCES = 100       # References kept: the first (the thread's root) and the last 99
+MAX_MESSAGE_ID = 998       # longest Message-ID read (the line length limit of RFC 5322)
+
+MSGID_RE = re.compile(r"<[^<>\s]{1,%d}>" % MAX_MESSAGE_ID)
 CHARSET_RE = re.compile(rb"charset\s*=\s*\"?([-\w.:]+)", re.I)
 SINGLE_MAILBOX_RE = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<>",]*?))\s*<\s*([^<>\s]*)\s*>\s*$')
 HEADER_LINE_RE = re.compile(rb"^[!-9;-~]+:", re.M)
 OBS_HEADER_RE = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
-UUENCODE_RE = re.compile(r"^begin [0-7]{3,4} ([^\r\n]+)\r?\n(.*?)^end[ \t\r]*$\n?", re.M | re.S)
+UU_BEGIN_RE = re.compile(r"begin [0-7]{3,4} ([^\r\n]+)\r?")
 SIGNATURE_TYPES = ("application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature")
-MAX_DEPTH = 30
 
 
 class _CachedHeaderRegistry(HeaderRegistry):
@@ -54,6 +71,53 @@ class _CachedHeaderRegistry(HeaderRegistry):
 
 
 POLICY = policy.default.clone(header_factory=_CachedHeaderRegistry())
+
+
+class _Unfolded(policy.Compat32):
+    """The legacy policy, which the parser reads first: its header values are plain
+    strings, where policy.default parses every Content-Type into objects (20,000
+    parts with distinct names took 18 s). Values are unfolded as policy.default
+    does, so a boundary folded over two lines still matches."""
+
+    def header_fetch_parse(self, name, value):
+        """Always text: compat32 gives raw 8-bit values as Header objects, which the
+        bounce detectors cannot read."""
+        return header_bytes_text(FOLD_RE.sub("", value))
+
+
+LEGACY = _Unfolded()
+
+
+class _BoundedParser(FeedParser):
+    """The stdlib parser with the depth and header caps: a multipart or message/* part
+    nested deeper than MAX_DEPTH is read as one application/octet-stream part (the
+    stdlib recurses once per level: 1,000 levels raised RecursionError), and header
+    fields past MAX_HEADERS in one part are not stored."""
+
+    def __init__(self, policy):
+        super().__init__(policy=policy)
+        self.capped = {}
+
+    def _parse_headers(self, lines):
+        starts = [i for i, line in enumerate(lines) if line[:1] not in (" ", "\t")]
+        if len(starts) > MAX_HEADERS:
+            self.capped["headers"] = max(self.capped.get("headers", 0), len(starts))
+            lines = lines[:starts[MAX_HEADERS]]
+        super()._parse_headers(lines)
+        if len(self._msgstack) > MAX_DEPTH and self._cur.get_content_maintype() in ("multipart", "message"):
+            self.capped["depth"] = MAX_DEPTH
+            self._cur.replace_header("Content-Type", "application/octet-stream")
+
+
+def _parse(raw, parse_policy, capped):
+    """`raw` through the bounded parser (fed in chunks like `email.parser.Parser`)."""
+    parser = _BoundedParser(parse_policy)
+    text = raw.decode("ascii", "surrogateescape")
+    for start in range(0, len(text), 8192):
+        parser.feed(text[start:start + 8192])
+    msg = parser.close()
+    capped.update(parser.capped)
+    return msg
 
 
 @dataclass
@@ -82,20 +146,20 @@ class ParsedMessage:
     defects: list = field(default_factory=list)
     html: str = ""                 # the chosen HTML part (when the mail has one), as text
     text_from_html: bool = False   # `text` was converted from `html` (no real text/plain)
+    capped: dict = field(default_factory=dict)   # {limit reached: how many were seen}, e.g. {"parts": 20000}
+    headers: dict = field(default_factory=dict, repr=False)   # {lower-case name: [raw values]}
 
     def header(self, name):
         """A header's decoded value ('' when absent)."""
-        for key, value in _raw_items(self.msg):
-            if key.lower() == name.lower():
-                return decode_header(value)
-        return ""
+        values = self.headers.get(name.lower())
+        return decode_header(values[0]) if values else ""
 
     def header_all(self, name):
         """Every value of a header, decoded, in order."""
-        return [decode_header(v) for k, v in _raw_items(self.msg) if k.lower() == name.lower()]
+        return [decode_header(v) for v in self.headers.get(name.lower(), ())]
 
     def has_header(self, name):
-        return any(key.lower() == name.lower() for key, _ in _raw_items(self.msg))
+        return name.lower() in self.headers
 
 
 def _raw_items(msg):
@@ -136,8 +200,20 @@ def _mailboxes(value, hint, defects):
         except Exception as exc:
             defects.append(f"address: {exc}")
             pairs = []
-    return [(decode_words(name, defects).strip(), address.strip().lower())
-            for name, address in pairs if address.strip()]
+    mailboxes = ((name, _bare_address(address)) for name, address in pairs)
+    return [(clean_text(decode_words(name, defects)).strip(), address) for name, address in mailboxes if address]
+
+
+def _bare_address(address):
+    """An address as we store and write it: lower case, no space or control character.
+    An encoded word is no address (a reader would show it decoded): decoded, it counts
+    when it is one, else the mailbox has no usable address."""
+    if "=?" in address:
+        address = decode_words(address)
+        if "=?" in address or "?=" in address:
+            return ""
+    address = SPACE_CONTROLS_RE.sub("", CONTROLS_RE.sub("", address)).strip().lower()
+    return address.replace(" ", "")
 
 
 def _addresses(msg_headers, name, hint, defects):
@@ -213,8 +289,10 @@ def _children(part, defects):
 class _Walker:
     """Collects the body pieces and the attachments of one message."""
 
-    def __init__(self, defects):
+    def __init__(self, defects, capped):
         self.defects = defects
+        self.capped = capped
+        self.leaves = 0         # leaf parts seen, read or not (MAX_PARTS)
         self.pieces = []        # [(content_type, text)]
         self.attachments = []
         self.inline_texts = []  # (attachment index, text) of inline named text parts
@@ -247,6 +325,8 @@ class _Walker:
                 for index, child in enumerate(children):
                     self.walk(child, wants_body, depth + 1, signed=subtype == "signed" and index > 0)
             return
+        if not self._counted():
+            return
         name = _filename(part, self.defects)
         disposition = _disposition(part)
         if ctype in ("text/plain", "text/html") and not name and disposition != "attachment":
@@ -267,6 +347,8 @@ class _Walker:
         if depth == 0 and inner:     # the whole mail is an encapsulated message: read that one
             self.walk(inner[0], wants_body, depth + 1)
             return
+        if not self._counted():
+            return
         name = _filename(part, self.defects)
         if not name and inner:
             name = (decode_header(_first_raw(inner[0], "subject")) or "message") + ".eml"
@@ -277,6 +359,14 @@ class _Walker:
         self.attachments.append(Attachment(name, ctype, size, _disposition(part) == "inline"))
         for message in inner:        # files inside a forwarded message are attachments too
             self.walk(message, False, depth + 1)
+
+    def _counted(self):
+        """Count one more leaf (or attached message); False past MAX_PARTS: not to be read."""
+        self.leaves += 1
+        if self.leaves > MAX_PARTS:
+            self.capped["parts"] = self.leaves
+            return False
+        return True
 
     def promote_inline_text(self):
         """No body found: the first inline, named text part is the body (a text sent 'as inline file')."""
@@ -314,20 +404,42 @@ def _pick_alternative(children):
     return children[-1] if children else None
 
 
+def _uu_size(name, lines, defects):
+    """The decoded size of a uuencoded file's lines (a bad line counts for nothing)."""
+    size, bad = 0, 0
+    for line in lines:
+        line = line.strip()
+        if not line or line == "`":
+            continue
+        try:
+            size += len(binascii.a2b_uu(line.encode("ascii", "replace")))
+        except (binascii.Error, ValueError):
+            bad += 1
+    if bad:
+        defects.append(f"uuencode: {bad} bad lines in {name!r}")
+    return size
+
+
 def _uudecode(text, attachments, defects):
-    """Move uuencoded files (Outlook Express, old Unix mailers) out of a text body."""
-    def extract(match):
-        data = bytearray()
-        for line in match.group(2).splitlines():
-            if not line.strip() or line.strip() == "`":
-                continue
-            try:
-                data += binascii.a2b_uu(line)
-            except binascii.Error:
-                defects.append("uuencode: bad line")
-        attachments.append(Attachment(match.group(1).strip(), "application/octet-stream", len(data)))
-        return ""
-    return UUENCODE_RE.sub(extract, text)
+    """Move uuencoded files (Outlook Express, old Unix mailers) out of a text body.
+
+    One pass over the lines: a `begin` line opens a file only when an `end` line
+    follows it somewhere (looked up in the list of `end` lines, so many `begin`
+    lines without an `end` stay linear)."""
+    lines = text.split("\n")
+    ends = [i for i, line in enumerate(lines) if line[:3] == "end" and not line[3:].strip(" \t\r")]
+    kept, i = [], 0
+    while i < len(lines):
+        begin = UU_BEGIN_RE.fullmatch(lines[i]) if lines[i][:6] == "begin " else None
+        following = bisect.bisect_right(ends, i) if begin else len(ends)
+        if following == len(ends):
+            kept.append(lines[i])
+            i += 1
+            continue
+        end, name = ends[following], begin.group(1).strip()
+        attachments.append(Attachment(name, "application/octet-stream", _uu_size(name, lines[i + 1:end], defects)))
+        i = end + 1
+    return "\n".join(kept)
 
 
 def _body(pieces):
@@ -347,19 +459,11 @@ def _body(pieces):
 
 def parse_message(raw):
     """Parse `raw` (bytes) into a `ParsedMessage`; never raises on malformed mail."""
-    defects = []
+    defects, capped = [], {}
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
     raw = _repair_header_block(bytes(raw), defects)
-    try:
-        msg = BytesParser(policy=POLICY).parsebytes(raw)
-    except Exception as exc:  # a header the default policy cannot decode while parsing
-        defects.append(f"parse: {type(exc).__name__}: {exc}; parsed without header decoding")
-        try:
-            msg = BytesParser(policy=policy.compat32).parsebytes(raw)
-        except Exception as exc2:
-            defects.append(f"parse: {exc2}")
-            msg = EmailMessage()
+    msg = _message(raw, defects, capped)
     defects.extend(type(d).__name__ for d in msg.defects)
     headers = {}
     for key, value in _raw_items(msg):
@@ -375,15 +479,21 @@ def parse_message(raw):
     # two mailboxes, "müller" and "hans@x"; the sender is the second.
     senders = [pair for pair in senders if "@" in pair[1]] or senders
     from_name, from_addr = senders[0] if senders else ("", "")
-    walker = _Walker(defects)
+    walker = _Walker(defects, capped)
     try:
         walker.walk(msg)
         walker.promote_inline_text()
     except Exception as exc:  # a part the walker cannot read: keep what it found
         defects.append(f"body: {type(exc).__name__}: {exc}")
     text, html, text_from_html = _body(walker.pieces)
-    if "begin " in text and UUENCODE_RE.search(text):
+    if "begin " in text:
         text = _uudecode(text, walker.attachments, defects)
+    references = MSGID_RE.findall(text_header("references"))
+    if len(references) > MAX_REFERENCES:
+        capped["references"] = len(references)
+        references = references[:1] + references[1 - MAX_REFERENCES:]
+    if capped:
+        defects.append("capped: " + ", ".join(f"{name} {count}" for name, count in capped.items()))
     return ParsedMessage(
         msg=msg,
         subject=text_header("subject"),
@@ -393,14 +503,31 @@ def parse_message(raw):
         cc=[a for _, a in _addresses(headers, "cc", hint, defects)],
         reply_to=[a for _, a in _addresses(headers, "reply-to", hint, defects)],
         message_id=(MSGID_RE.findall(text_header("message-id")) or [""])[0],
-        in_reply_to=MSGID_RE.findall(text_header("in-reply-to")),
-        references=MSGID_RE.findall(text_header("references")),
+        in_reply_to=MSGID_RE.findall(text_header("in-reply-to"))[-MAX_REFERENCES:],
+        references=references,
         text=text,
         attachments=walker.attachments,
         defects=defects,
         html=html,
         text_from_html=text_from_html,
+        capped=capped,
+        headers=headers,
     )
+
+
+def _message(raw, defects, capped):
+    """The message tree of `raw`; never raises. When the parser fails (a header the
+    default policy cannot decode, say), the legacy policy, then the headers alone."""
+    for parse_policy in (LEGACY, POLICY):
+        try:
+            return _parse(raw, parse_policy, capped)
+        except Exception as exc:
+            defects.append(f"parse: {type(exc).__name__}: {exc}")
+    try:
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    except Exception as exc:
+        defects.append(f"parse: headers: {type(exc).__name__}: {exc}")
+        return EmailMessage()
 
 
 def _charset_hint(raw):

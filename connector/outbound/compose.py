@@ -5,15 +5,28 @@ seed 004: "distributed ... in its original form"); only the header block is
 rewritten: From is `Name <public_address>`, Reply-To the public address, the
 subject carries the ticket tag, transport and authentication headers of the
 original are dropped, and a fresh Message-ID threads with the original.
+
+No header we write carries a control character: values decoded from mail are
+clean already (`connector.mail.decode.clean_text`); every value is cleaned
+once more here, display names before they are encoded (an encoded CR/LF is
+still a CR/LF to the reader), and a bare CR or NUL in a kept header line of the
+original becomes a space. A value that needed cleaning here is logged
+(`outbound.header_cleaned`): it means a path around the parser.
 """
 
 import quopri
 import re
+from email.charset import Charset
 from email.header import Header
 from email.utils import formataddr, formatdate
 from pathlib import Path
 
 import jinja2
+
+from connector.log import get_logger
+from connector.mail.decode import clean_text
+
+log = get_logger("outbound")
 
 # Headers of the original that must not travel with the redistributed copy.
 DROP_HEADERS = {
@@ -28,7 +41,12 @@ DROP_HEADERS = {
 CRLF = "\r\n"
 SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
 HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+BARE_CONTROL_RE = re.compile(rb"\r(?!\n)|\x00")
 REPLY_ABOVE = "##- Please type your reply above this line -##"
+UTF8 = Charset("utf-8")
+# Longest subject we write: email.header's encoding is slow on huge values (a 200 KB
+# subject took 1.6 s) and no mail client shows more.
+MAX_SUBJECT_CHARS = 1000
 
 
 def split_message(raw):
@@ -44,19 +62,42 @@ def split_message(raw):
     return headers, body
 
 
+def header_value(name, value):
+    """`value` fit for header `name`: one line, no control character."""
+    cleaned = clean_text(value).strip()
+    if cleaned != value.strip():
+        log.warning("outbound.header_cleaned", header=name)
+    return cleaned
+
+
+# Fields that hold addresses: an encoded word there is read as a name, not as the
+# address, so an internationalized address is written in UTF-8 (RFC 6532); display
+# names are encoded by `mailbox` already.
+ADDRESS_FIELDS = {"From", "To", "Cc", "Reply-To", "X-Connector-Original-From"}
+
+
+def capped_subject(subject):
+    """`subject` as we write it: at most MAX_SUBJECT_CHARS, an ellipsis marking the cut."""
+    return subject if len(subject) <= MAX_SUBJECT_CHARS else subject[:MAX_SUBJECT_CHARS - 1] + "…"
+
+
 def _encode(name, value):
-    """One header line, RFC 2047-encoded when not ASCII, folded by email.header."""
-    try:
-        value.encode("ascii")
+    """One header line, RFC 2047-encoded when not ASCII (or when it holds a literal '=?'
+    that a reader would decode), folded by email.header."""
+    value = header_value(name, value)
+    if name == "Subject":
+        value = capped_subject(value)
+    if name in ADDRESS_FIELDS and not value.isascii():
+        return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+    if value.isascii() and ("=?" not in value or name in ADDRESS_FIELDS):
         if len(value) + len(name) < 76:
             return f"{name}: {value}\r\n".encode("ascii")
         return f"{name}: {Header(value, header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
-    except UnicodeEncodeError:
-        return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}\r\n".encode("ascii")
 
 
 def _header_block(fields):
-    return b"".join(_encode(name, value) for name, value in fields if value)
+    return b"".join(_encode(name, value) for name, value in fields if value and value.strip())
 
 
 def _threading(parsed, message_id):
@@ -66,14 +107,33 @@ def _threading(parsed, message_id):
             ("References", " ".join(refs[-20:]))]
 
 
+def mailbox(name, address):
+    """`Name <address>` with a clean display name (encoded when not ASCII, or when it
+    holds a literal '=?' that a reader would decode)."""
+    name = header_value("From", name or "")
+    if "=?" in name:   # one encoded word, as formataddr writes a non-ASCII name
+        return f"{UTF8.header_encode(name)} <{address}>"
+    return formataddr((name, address), charset="utf-8")
+
+
 def public_from(services, name):
-    return formataddr((name or "", services.settings.public_address), charset="utf-8")
+    return mailbox(name, services.settings.public_address)
+
+
+def _kept_line(match, line):
+    """A header line of the original as the copy carries it: 'Name :' (obsolete syntax) as
+    'Name:', where a strict reader would end the header block; MIME-Version as plain 1.0
+    (its comments are noise, and thousands of nested ones crash readers that recurse)."""
+    name = match.group(1)
+    if name.lower() == b"mime-version":
+        return b"MIME-Version: 1.0"
+    return name + b":" + BARE_CONTROL_RE.sub(b" ", line[match.end():])
 
 
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
     """The original mail, re-addressed for `out` (an `Outgoing`)."""
     headers, body = split_message(raw)
-    kept = [h for h in headers
+    kept = [_kept_line(m, h) for h in headers
             if (m := HEADER_LINE_RE.match(h)) and m.group(1).decode("ascii").lower() not in DROP_HEADERS]
     fields = [
         ("From", public_from(services, out.from_name)),
@@ -169,7 +229,7 @@ def inbound_notice(parsed, out, services, templates, reason, ticket_number, mess
     }
     subject, body = templates.render("inbound_notice.txt.j2", **values)
     fields = [
-        ("From", formataddr((out.from_name or "", services.settings.notifications_address), charset="utf-8")),
+        ("From", mailbox(out.from_name, services.settings.notifications_address)),
         ("To", ", ".join(out.to)),
         ("Subject", subject or out.subject),
         ("Date", formatdate(localtime=True)),

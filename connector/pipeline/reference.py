@@ -18,7 +18,7 @@ def from_subject(ctx):
     if not match:
         return None
     digits = re.search(r"\d+", match.group(1) if match.groups() else match.group(0))
-    return int(digits.group(0)) if digits else None
+    return ticket_number(digits.group(0)) if digits else None
 
 
 def from_references(ctx):
@@ -37,6 +37,14 @@ def from_references(ctx):
 
 # The largest number SQLite stores; a subject tag beyond it names no ticket we could have.
 MAX_TICKET_NUMBER = 2 ** 63 - 1
+TOO_LARGE = MAX_TICKET_NUMBER + 1   # what a longer number reads as: no ticket, never converted
+
+
+def ticket_number(digits):
+    """The number a string of digits names, or TOO_LARGE beyond any ticket: Python refuses
+    to convert more than 4,300 digits, and a stranger's subject may carry 5,000."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= len(str(MAX_TICKET_NUMBER)) else TOO_LARGE
 
 
 def find_ticket(number):

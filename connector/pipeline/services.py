@@ -61,7 +61,7 @@ class Services:
     def subject_with_tag(self, subject, number):
         """`subject` carrying this ticket's tag exactly once (prefixed when missing)."""
         match = self.tag_re.search(subject or "")
-        if match and int(match.group(1)) == number:
+        if match and (match.group(1).lstrip("0") or "0") == str(number):   # no int(): 5,000 digits raise
             return subject
         if match:
             subject = (subject[:match.start()] + subject[match.end():]).strip()
