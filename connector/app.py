@@ -29,7 +29,7 @@ from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
 from connector.settings import ConfigError
 from connector.settings.reload import ConfigWatcher, fingerprint
-from connector.settings.schema import RESTART_FIELDS
+from connector.settings.schema import RESTART_FIELDS, WHERE
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 from connector.worker import load_checked
@@ -211,7 +211,7 @@ class Daemon:
             return
         restart = [k for k in RESTART_FIELDS if getattr(settings, k) != getattr(self.settings, k)]
         if restart:
-            log.warning("config.restart_needed", keys=restart)
+            log.warning("config.restart_needed", keys=restart, where=[WHERE[k] for k in restart])
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
         for name, value in self.settings.values.items():  # in force until the restart (with listen_host, …)

@@ -197,15 +197,18 @@ def test_own_address_listed_as_staff_refused(inst, key, address):
 
 
 @pytest.mark.parametrize("listen,relay", [("127.0.0.1:2600", "127.0.0.1:2600"), ("0.0.0.0:2600", "127.0.0.1:2600"),
-                                          ("127.0.0.1:2600", "localhost:2600"), ("[::]:2600", "[::1]:2600")])
+                                          ("127.0.0.1:2600", "localhost:2600"), ("[::]:2600", "[::1]:2600"),
+                                          ("127.0.0.1:2600", "0.0.0.0:2600")])
 def test_relay_that_is_our_own_listen_address_refused(tmp_path, listen, relay):
     inst = Instance(tmp_path, 2500, smtp__listen=listen, outbound__relay=relay)
     err = check(inst).stderr.decode()
     assert f"[outbound] relay: {relay} is the connector's own [smtp] listen address" in err and "hint:" in err
 
 
-def test_relay_on_another_port_or_host_is_fine(tmp_path):
-    inst = Instance(tmp_path, 2500, smtp__listen="0.0.0.0:2600", outbound__relay="mail.example.com:2600")
+@pytest.mark.parametrize("listen,relay", [("0.0.0.0:2600", "mail.example.com:2600"),
+                                          ("127.0.0.1:2600", "[::1]:2600")])   # another socket
+def test_relay_on_another_port_or_host_is_fine(tmp_path, listen, relay):
+    inst = Instance(tmp_path, 2500, smtp__listen=listen, outbound__relay=relay)
     assert check(inst).returncode == 0
 
 
@@ -369,3 +372,30 @@ def test_unreadable_or_non_utf8_files_are_one_line(tmp_path):
     ini.mkdir()
     code, err = check()
     assert code == 1 and "Traceback" not in err and "connector.ini: -: cannot be read" in err
+
+
+def test_check_config_reads_the_database_and_warns_of_a_readable_password(tmp_path):
+    """A file that is no database fails check-config as it would fail `run`; a password file
+    every user can read is said, not refused."""
+    import subprocess
+    import sys
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "c.db").write_text("this is not a database\n" * 100)
+    secret = tmp_path / "relay.pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[connector]\ndatabase = var/c.db\n")
+
+    def check():
+        done = subprocess.run([sys.executable, "-m", "connector", "-c", str(ini), "check-config"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        return done.returncode, done.stderr
+
+    code, err = check()
+    assert code == 1 and "c.db: [connector] database: cannot be opened" in err and "Traceback" not in err
+    (tmp_path / "var" / "c.db").unlink()
+    ini.write_text("[connector]\ndatabase = var/c.db\n[outbound]\nrelay = smtp.example.net:587\n"
+                   f"tls = starttls\nusername = support\npassword_file = {secret}\n")
+    code, err = check()
+    assert code == 0 and "warning:" in err and "chmod 0600" in err and "s3cret" not in err

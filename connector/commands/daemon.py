@@ -6,6 +6,7 @@ from connector.checks import checked_or_wait, load_checked
 from connector.commands.common import EX_CONFIG
 from connector.settings import ConfigError
 from connector.settings.schema import render_example
+from connector.store.db import probe
 
 
 def cmd_run(args):
@@ -46,8 +47,24 @@ def checked_or_exit(args):
 
 
 def cmd_check_config(args):
-    print(checked_or_exit(args).summary())
+    settings = checked_or_exit(args)
+    try:
+        probe(settings.database)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    for warning in warnings(settings):
+        print(f"connector: warning: {warning}", file=sys.stderr)
+    print(settings.summary())
     return 0
+
+
+def warnings(settings):
+    """What works but should be changed, in the user's words."""
+    secret = settings.password_file
+    if secret and secret.exists() and secret.stat().st_mode & 0o004:
+        yield (f"{secret} ([outbound] password_file) can be read by every user of this machine; "
+               f"chmod 0600 it (or 0640 with group connector)")
 
 
 def cmd_example_config(args):

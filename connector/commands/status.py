@@ -13,7 +13,8 @@ import time
 from connector.commands.common import database_or_exit, iso
 from connector.health.report import EXIT, daemon_problems, judge, store_figures
 from connector.health.state import read_state
-from connector.store.db import open_store, spool_path
+from connector.settings import ConfigError
+from connector.store.db import open_without_upgrade, spool_path
 
 
 def gather(database, now):
@@ -21,10 +22,12 @@ def gather(database, now):
     store = None
     if database.exists() and spool_path(database).exists():
         try:
-            open_store(database)
+            open_without_upgrade(database)  # a check changes nothing: no migration, no table made
             store = store_figures(now)
+        except ConfigError as exc:
+            store_error = str(exc)
         except Exception as exc:  # a locked, unreadable or foreign file: the check must still answer
-            store_error = f"{type(exc).__name__}: {exc}"
+            store_error = f"the database cannot be read: {exc}"
         else:
             store_error = None
     else:

@@ -178,6 +178,7 @@ class StoreMetrics:
         spool, outbox = store["spool"], store["outbox"]
         self.backlog.set(spool["unfiled"])
         self.backlog_age.set(spool["oldest_unfiled_age"] or 0)
+        self.outbox_age.set(outbox["oldest_pending_age"] or 0)
         self.outbox.clear()
         for status in figures.WAITING + ("failed",):
             self.outbox.labels(status).set(0)

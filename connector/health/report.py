@@ -70,7 +70,9 @@ def degraded_problems(state, store, now):
         problems.append(f"{outbox['pending']} outgoing mails waiting, the oldest for "
                         f"{outbox['oldest_pending_age']:.0f} s")
     if outbox["failed"]:
-        problems.append(f"{outbox['failed']} outgoing mails failed (connector outbox list --status failed)")
+        failed = outbox["failed"]
+        problems.append(f"{failed} outgoing {'mail' if failed == 1 else 'mails'} failed "
+                        "(connector outbox list --status failed)")
     for scanner in store["scanners"]:
         error = scanner["last_error"]
         if error and (scanner["last_success"] or 0) < error["at"]:

@@ -186,7 +186,7 @@ def _convert(key, raw, ini_path):
         port = int(match.group(2)) if match else 0
         if not match or not match.group(1) or not 0 < port < 65536:
             raise ConfigError(ini_path, where, f"{value!r} is not HOST:PORT",
-                              "write it as 127.0.0.1:2525 or [::1]:2525")
+                              f"write it as HOST:PORT, e.g. {key.default or '127.0.0.1:9325'}, or [::1]:PORT")
         return {f"{key.field}_host": match.group(1), f"{key.field}_port": port, key.field: value}
     raise AssertionError(key.kind)
 
@@ -285,16 +285,41 @@ def _check_relay(ini_path, values):
         raise ConfigError(ini_path, "[outbound] tls", "is none while username is set",
                           "the password would cross the network in clear: use tls = starttls (port 587) "
                           "or tls = tls (port 465)")
-def _is_local(host):
-    return host.lower() in ("localhost", "::1", "localhost.localdomain") or host.startswith("127.")
+
+
+LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
+
+
+def _loopback_family(host):
+    """4 or 6 for a loopback address or a name for one (localhost: both), else None."""
+    if host in LOCALHOST_NAMES:
+        return {4, 6}
+    if host.startswith("127."):
+        return {4}
+    if host == "::1":
+        return {6}
+    return None
 
 
 def _same_endpoint(values):
-    """Whether [outbound] relay is where [smtp] listen accepts mail."""
+    """Whether [outbound] relay reaches the socket [smtp] listen accepts mail on.
+
+    Equal hosts; a wildcard listen (any address) and a relay on this machine; a
+    wildcard relay (connecting to 0.0.0.0 reaches this machine) and a loopback or
+    wildcard listen; or loopback addresses of the same family (localhost is both).
+    127.0.0.1 and ::1 are different sockets.
+    """
     if values["relay_port"] != values["listen_port"]:
         return False
     relay, listen = values["relay_host"].lower(), values["listen_host"].lower()
-    return relay == listen or (_is_local(relay) and (_is_local(listen) or listen in WILDCARD_HOSTS))
+    if relay == listen:
+        return True
+    relay_loop, listen_loop = _loopback_family(relay), _loopback_family(listen)
+    if listen in WILDCARD_HOSTS:
+        return relay in WILDCARD_HOSTS or relay_loop is not None
+    if relay in WILDCARD_HOSTS:
+        return listen_loop is not None
+    return bool(relay_loop and listen_loop and relay_loop & listen_loop)
 
 
 def load_yaml(path, top_key):

@@ -161,6 +161,7 @@ KEYS = (
 )
 
 RESTART_FIELDS = tuple(k.field for k in KEYS if k.restart)
+WHERE = {k.field: f"[{k.section}] {k.name}" for k in KEYS}  # a key as the ini spells it
 SECTIONS = tuple(dict.fromkeys(k.section for k in KEYS))
 BY_NAME = {(k.section, k.name): k for k in KEYS}
 

@@ -38,6 +38,23 @@ class StoreUnavailable(ConfigError):
                          "the connector's database; `connector check-config` checks both")
 
 
+def probe(path):
+    """Read-only look at an existing database and spool (`check-config`): StoreUnavailable when
+    either is not an SQLite file we can read. Writes nothing, creates nothing."""
+    import sqlite3
+    for file in (Path(path), spool_path(path)):
+        if not file.exists():
+            continue
+        try:
+            conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                conn.execute("PRAGMA schema_version").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(file, str(exc)) from None
+
+
 def spool_path(path):
     """The spool's own file, beside the database: connector.db -> connector-spool.db."""
     path = Path(path)
