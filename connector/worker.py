@@ -11,6 +11,7 @@ current configuration when the new one is bad.
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -27,15 +28,21 @@ from connector.store.wakeup import IDLE_POLL, Waker
 
 log = get_logger("worker")
 
+EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
 IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do and no wake-up socket
 CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
 FALLBACK_NICENESS = 19
+
+
+class AlreadyRunning(Exception):
+    """A process of this kind already serves this data directory."""
 
 
 class BackgroundLoop:
     """Do `step()` until stopped; reload the configuration between two steps."""
 
     name = "background"
+    exclusive = False  # whether a second process of this kind must not run (the filing worker may)
 
     def __init__(self, settings, stop, clock=time.time):
         self.stop = stop
@@ -46,6 +53,9 @@ class BackgroundLoop:
         self.checked_at = time.monotonic()
         open_store(settings.database, synchronous="normal")
         self.waker = Waker(settings.data_dir, self.name)
+        if self.waker.sock is None and self.exclusive:
+            raise AlreadyRunning(f"another `connector {self.name}` process runs for {settings.data_dir}; "
+                                 "stop it first (the daemon starts its own)")
         self.configure(settings)
 
     def configure(self, settings):
@@ -129,11 +139,16 @@ class DeliveryWorker(BackgroundLoop):
 
     name = "deliver"
 
+    exclusive = True  # two delivery processes on one outbox could both send a row
+
     def configure(self, settings):
+        previous = getattr(self, "delivery", None)
         self.delivery = Delivery(settings, clock=self.clock)
+        if previous is not None:  # a reload: an outcome still to record is not forgotten
+            self.delivery.unrecorded = previous.unrecorded
 
     def step(self):
-        return self.delivery.run_once()
+        return self.delivery.run_once(lambda: self.stop.is_set() or self.reload_requested.is_set())
 
     def close(self):
         self.delivery.close()
@@ -160,7 +175,12 @@ def process_main(loop_class, settings):
                     worker.waker.poke()
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
-    worker = loop_class(settings, stop)
+    try:
+        worker = loop_class(settings, stop)
+    except AlreadyRunning as exc:
+        log.error(f"{loop_class.name}.already_running", error=str(exc))
+        print(f"connector: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
     announce_ready()  # store open, configuration loaded: the daemon may tell systemd READY
     worker.run()

@@ -218,3 +218,29 @@ def test_cancel_while_in_flight_is_not_undone(tmp_path, relay, clock):
         assert delivery.run_once() == 0
     finally:
         sink.stop()
+
+
+def test_an_outcome_the_store_refuses_is_recorded_before_anything_is_sent_again(tmp_path, relay, clock):
+    """The relay accepted; the store was locked by another writer past the busy timeout. The
+    next rounds send nothing until that outcome is on the row: the mail arrives once."""
+    import sqlite3
+
+    import peewee
+
+    from connector.store.models import database
+    sink = relay()
+    delivery = delivery_for(tmp_path, sink, clock)
+    [first, second] = queue(["jane@example.com"], clock.now) + queue(["bob@example.com"], clock.now)
+    database.execute_sql("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(tmp_path / "var" / "connector.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")          # another process holds the main file's write lock
+    with pytest.raises(peewee.OperationalError, match="locked"):
+        delivery.run_once()
+    with pytest.raises(peewee.OperationalError, match="locked"):
+        delivery.run_once()                    # still locked: the outcome waits, nothing is sent
+    assert [m[1] for m in sink.messages] == [["jane@example.com"]]
+    other.execute("ROLLBACK")
+    delivery.run_once()
+    assert (row(first).status, row(second).status) == ("sent", "sent")
+    assert sink.rcpt_counts() == {"jane@example.com": 1, "bob@example.com": 1}
+    delivery.close()

@@ -254,6 +254,22 @@ def test_one_copy_per_recipient_is_filed_once_by_all_recipients(tmp_path, sink, 
         inst.stop()
 
 
+def test_an_automatic_reply_split_by_the_mta_reaches_its_ticket(daemon):
+    """An out-of-office from the ticket's contact to support@ and notifications@: the copy
+    for notifications alone would be ignored as automatic mail there; the support copy
+    that follows files it on the ticket, as one delivery of both would."""
+    deliver_copy(daemon, "pipe", make_mail(subject="Printer").as_bytes(), SUPPORT)
+    daemon.wait_processed(1)
+    raw = make_mail(subject="Re: [Ticket #1] Printer", to=f"{SUPPORT}, {NOTIFICATIONS}",
+                    headers={"Auto-Submitted": "auto-replied"}, body="I am out of the office.\n").as_bytes()
+    deliver_copy(daemon, "pipe", raw, NOTIFICATIONS)
+    daemon.wait_processed(2)
+    deliver_copy(daemon, "pipe", raw, SUPPORT)
+    actions = [row[2] for row in daemon.wait_processed(3)]
+    assert actions == ["new_ticket", "ignored_automatic", "follow_up"]
+    assert daemon.ticket(1)["message_count"] == 3   # request, auto-response, the out-of-office
+
+
 def test_copies_spooled_before_the_worker_runs_are_filed_once(instance):
     raw = make_mail(subject="Both waiting", to=f"{SUPPORT}, {NOTIFICATIONS}").as_bytes()
     for rcpt in (NOTIFICATIONS, SUPPORT):

@@ -62,26 +62,46 @@ def problems(entry_rcpt, states):
     return "; ".join(f"{', '.join(addresses)}: {reply}" for reply, addresses in by_reply.items()) or None
 
 
+def still_active(entry_id):
+    """Whether the row is still to be delivered (an index lookup by its id)."""
+    return OutboxEntry.select(OutboxEntry.id).where(
+        (OutboxEntry.id == entry_id) & OutboxEntry.status.in_(OUTBOX_ACTIVE)).exists()
+
+
 class Delivery:
     def __init__(self, settings, clock=time.time, transport=None):
         self.settings = settings
         self.clock = clock
         self.transport = transport or make_transport(settings)
         self.paused_until = 0.0  # the relay could not be reached: no new session before this
+        self.unrecorded = None   # an outcome the relay gave that the store refused to record (see run_once)
 
     def due(self, limit=BATCH):
         return list(OutboxEntry.select()
                     .where(OutboxEntry.status.in_(OUTBOX_ACTIVE) & (OutboxEntry.next_attempt_at <= self.clock()))
                     .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
 
-    def run_once(self):
-        """Attempt the due rows one by one; returns how many were attempted."""
+    def run_once(self, stop=lambda: False):
+        """Attempt the due rows one by one; returns how many were attempted.
+
+        Nothing new is sent while an outcome is unrecorded: a mail the relay
+        accepted whose outcome the store could not take (disk full, locked
+        past the busy timeout) would otherwise be sent again at every round.
+        That outcome is recorded first; until it can be, this raises again.
+        """
+        if self.unrecorded is not None:
+            self._record(*self.unrecorded)
+            self.unrecorded = None
         if self.clock() < self.paused_until:
             return 0
         due = self.due()
         if not due:
             self.transport.close_idle()
         for attempted, entry in enumerate(due, 1):
+            if stop():
+                return attempted - 1
+            if not still_active(entry.id):  # cancelled (or done by another) since the batch was read
+                continue
             if not self.attempt(entry):
                 return attempted
         return len(due)
@@ -125,7 +145,11 @@ class Delivery:
             delay = None
             fields.update(status=OUTBOX_SENT if ACCEPTED in outcomes else OUTBOX_FAILED,
                           sent_at=now if ACCEPTED in outcomes else None)
-        self._record(entry, fields, replies, now)
+        try:
+            self._record(entry, fields, replies, now)
+        except Exception:
+            self.unrecorded = (entry, fields, replies, now)
+            raise
         self._log(entry, fields, replies, delay)
         if not reachable:
             self.paused_until = now + self.settings.retry_initial

@@ -6,10 +6,10 @@ recipients. An MTA makes copies when it delivers one recipient at a time
 (a pipe with a recipient limit, LMTP in separate transactions) or retries
 after a lost 250. The first copy processed is filed; a later copy is a
 duplicate (logged, not filed again) unless it changes the one decision the
-envelope makes: a message filed to triage only because it went to the
-notifications address, whose later copy went to the public address too, is
-filed now by the rules for the union, and the earlier triage item is closed
-(`supersedes`). The same Message-ID with other bytes is a different message;
+envelope makes: a message decided on the notifications address alone (to
+triage, or ignored as automatic mail there), whose later copy went to the
+public address too, is filed now by the rules for the union, and the
+earlier triage item, if any, is closed (`supersedes`). The same Message-ID with other bytes is a different message;
 mail without a Message-ID is keyed by its bytes alone.
 
 Automatic mail (bounces, auto-replies, lists) is never answered; a bounce
@@ -17,8 +17,8 @@ never creates a ticket.
 """
 
 from connector.mail.automatic import LOOP, Automatic, classify
-from connector.pipeline.context import DUPLICATE, R_BOUNCE, R_NOTIFICATIONS, TRIAGE
-from connector.pipeline.route import addressed_to_notifications_only
+from connector.pipeline.context import DUPLICATE, R_BOUNCE, TRIAGE
+from connector.pipeline.route import addressed_to_notifications_only, notifications_only
 from connector.store.models import TRIAGE_AWAITING_REVIEW
 from connector.store.queries import filed_copies
 
@@ -29,7 +29,9 @@ def run(ctx):
     if copies:
         envelopes = [ctx.spool.rcpt_to or []] + [c.rcpt_to for c in copies]
         ctx.envelope = list(dict.fromkeys(a for rcpts in envelopes for a in rcpts))
-        filed = [c for c in copies if (c.action, c.reason) != (TRIAGE, R_NOTIFICATIONS)]
+        # a copy decided on the notifications address alone (triage, or an automatic mail there
+        # ignored) is superseded by a copy to the public address; any other decision stands
+        filed = [c for c in copies if not notifications_only(ctx.services, c.rcpt_to)]
         if filed or addressed_to_notifications_only(ctx):
             same = "same Message-ID and bytes" if parsed.message_id else "no Message-ID, same bytes"
             ctx.finish(DUPLICATE, f"{same} as spool entry {(filed or copies)[0].spool_id}", distribute=False)

@@ -32,9 +32,12 @@ def delivered_to(ctx):
 
 
 def addressed_to_notifications_only(ctx):
-    services, rcpts = ctx.services, delivered_to(ctx)
-    return any(services.is_notifications(a) for a in rcpts) and \
-        not any(services.is_public(a) for a in rcpts)
+    return notifications_only(ctx.services, delivered_to(ctx))
+
+
+def notifications_only(services, rcpts):
+    """Whether these recipients include the notifications address and not the public one."""
+    return any(services.is_notifications(a) for a in rcpts) and not any(services.is_public(a) for a in rcpts)
 
 
 def has_keyword(ctx):
