@@ -27,15 +27,18 @@ from imapclient import DELETED, SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from connector.log import get_logger
-from connector.mail.parse import parse_message
 from connector.scanners.rules import Decision, decide
 from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
 from connector.store.models import database
-from connector.store.spool import store_message
+# the spool's own row builder and multi-row insert (what its GroupCommitter uses): a chunk
+# is one statement, not a savepoint per message
+from connector.store.spool import _insert_returning, _values
 
 log = get_logger("imap")
 
-CHUNK = 200            # messages fetched, stored and flagged together
+CHUNK = 1000           # messages fetched, stored and flagged together, at most
+CHUNK_FIRST = 100      # the first chunk of a folder, before the size of its mail is known
+CHUNK_BYTES = 64 << 20  # later chunks hold about this many bytes: large mail, fewer messages
 TIMEOUT = 60.0         # socket timeout for IMAP commands, seconds
 TOKEN_TIMEOUT = 60.0   # token_command, seconds
 IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
@@ -63,6 +66,9 @@ class ScanResult:
 
 
 def tls_context(cfg):
+    """None for `security: none` (loading the CA certificates costs ~40 ms a connection)."""
+    if cfg.security == "none":
+        return None
     context = ssl.create_default_context()
     if not cfg.verify_certificate:
         context.check_hostname = False
@@ -141,9 +147,9 @@ def _logout(client):
             pass
 
 
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _next_chunk(fetched_bytes, count):
+    """Messages in the next chunk: about CHUNK_BYTES, after `count` messages of `fetched_bytes`."""
+    return max(1, min(CHUNK, CHUNK_BYTES * max(count, 1) // max(fetched_bytes, 1)))
 
 
 class Scanner:
@@ -155,6 +161,7 @@ class Scanner:
         self.connector = connector or connect
         self.client = None
         self.reconnects = 0
+        self.acted = []  # outcome rows of the last chunk's mailbox actions, recorded with the next chunk's
 
     def scan(self, client):
         """One pass over every folder. A message whose fetch breaks the connection costs a
@@ -194,8 +201,17 @@ class Scanner:
             final = self.state.final_uids(folder, uidvalidity)
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
-        for chunk in _chunks(todo, CHUNK):
-            self._chunk(folder, uidvalidity, chunk, result)
+        start, size = 0, CHUNK_FIRST
+        try:
+            while start < len(todo):
+                chunk = todo[start:start + size]
+                start += len(chunk)
+                size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
+        finally:
+            if self.acted:
+                with database.atomic():
+                    self.state.record(folder, uidvalidity, self.acted)
+                self.acted = []
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
@@ -241,6 +257,7 @@ class Scanner:
         return bodies, errors
 
     def _chunk(self, folder, uidvalidity, uids, result):
+        """Fetch, decide, store, record and act on `uids`; returns the bytes fetched."""
         name = self.cfg.name
         bodies, errors = self._fetch(folder, uids)
         result.fetched += len(bodies)
@@ -248,7 +265,7 @@ class Scanner:
         plans = {}  # uid -> (decision, sha256)
         for uid, raw in bodies.items():
             try:
-                plans[uid] = (decide(self.cfg, folder, raw, parse_message(raw)), hashlib.sha256(raw).hexdigest())
+                plans[uid] = (decide(self.cfg, folder, raw), hashlib.sha256(raw).hexdigest())
                 log.info("imap.fetched", scanner=name, folder=folder, uid=uid, size=len(raw),
                          rule=plans[uid][0].rule)
             except Exception as exc:  # a message the rules cannot read is kept and reported
@@ -287,27 +304,30 @@ class Scanner:
         result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
         with database.atomic():
-            self.state.record(folder, uidvalidity, rows)
+            self.state.record(folder, uidvalidity, self.acted + rows)
             self.state.advance(folder, uidvalidity, max(uids))
             self.state.count_imported(len(store))
+        self.acted = []
         act += store
         if act:
             outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
             result.acted += sum(1 for error in outcome.values() if error is None)
-            with database.atomic():
-                self.state.record(folder, uidvalidity, [
-                    {"uid": uid, "state": FAILED, "error": error} if error else
-                    {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
-                    for uid, error in outcome.items()])
+            # Recorded in the next chunk's transaction (one commit less a chunk): lost in a crash,
+            # the rows stay `imported` and the next scan repeats the actions, as before a commit.
+            self.acted = [
+                {"uid": uid, "state": FAILED, "error": error} if error else
+                {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
+                for uid, error in outcome.items()]
+        return sum(len(raw) for raw in bodies.values())
 
     def _store(self, folder, uids, bodies, plans):
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""
         if not uids:
             return {}
-        ids = {}
+        now = time.time()
         with database.atomic():
-            for uid in uids:
-                ids[uid] = store_message(bodies[uid], intake=self.cfg.intake, hints=plans[uid][0].hints)
+            ids = dict(zip(uids, _insert_returning([
+                _values(bodies[uid], None, (), self.cfg.intake, plans[uid][0].hints, now) for uid in uids])))
         for uid in uids:
             log.info("imap.stored", scanner=self.cfg.name, folder=folder, uid=uid, spool_id=ids[uid],
                      rule=plans[uid][0].rule)
