@@ -14,6 +14,7 @@ computed on first use. The body and attachments still need the whole parse
 import re
 from email import policy
 from email.parser import BytesParser
+from functools import cached_property
 
 from connector.mail.decode import decode_header
 from connector.mail.parse import _addresses, _charset_hint, _repair_header_block
@@ -49,8 +50,7 @@ class Headers:
     """The header part of a `ParsedMessage`: subject, from_addr, to, cc, header(), header_all()."""
 
     def __init__(self, raw):
-        raw = _repair_header_block(bytes(raw), [])
-        self.hint = _charset_hint(raw)
+        raw = self.source = _repair_header_block(bytes(raw), [])
         end = HEADER_END_RE.search(raw)
         head = raw[:end.end()] if end else raw
         items = header_items(head)
@@ -64,6 +64,14 @@ class Headers:
             self.raw.setdefault(name.lower(), []).append(value)
         self._fields = {}
 
+    @cached_property
+    def hint(self):
+        """The charset raw 8-bit header bytes are read in (looked for only when there are some)."""
+        return _charset_hint(self.source)
+
+    def _hint(self, values):
+        return None if all(value.isascii() for value in values) else self.hint
+
     def _raw(self, name):
         """Every raw value of a header, in order (name lower case)."""
         return self.raw.get(name, [])
@@ -71,13 +79,13 @@ class Headers:
     def _addresses(self, name):
         found = self._fields.get(name)
         if found is None:
-            found = self._fields[name] = _addresses(self.raw, name, self.hint, [])
+            found = self._fields[name] = _addresses(self.raw, name, self._hint(self._raw(name)), [])
         return found
 
     @property
     def subject(self):
         values = self._raw("subject")
-        return decode_header(values[0], self.hint, []) if values else ""
+        return decode_header(values[0], self._hint(values[:1]), []) if values else ""
 
     @property
     def from_addr(self):
