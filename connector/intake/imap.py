@@ -201,17 +201,17 @@ class Scanner:
             final = self.state.final_uids(folder, uidvalidity)
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
-        start, size = 0, CHUNK_FIRST
+        start, size, self.acted = 0, CHUNK_FIRST, []
         try:
             while start < len(todo):
                 chunk = todo[start:start + size]
                 start += len(chunk)
                 size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
         finally:
-            if self.acted:
+            acted, self.acted = self.acted, []
+            if acted:
                 with database.atomic():
-                    self.state.record(folder, uidvalidity, self.acted)
-                self.acted = []
+                    self.state.record(folder, uidvalidity, acted)
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
