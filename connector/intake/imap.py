@@ -208,10 +208,9 @@ class Scanner:
                 start += len(chunk)
                 size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
         finally:
-            acted, self.acted = self.acted, []
-            if acted:
+            if self.acted:
                 with database.atomic():
-                    self.state.record(folder, uidvalidity, acted)
+                    self._record_acted(folder, uidvalidity)
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
@@ -303,10 +302,10 @@ class Scanner:
         result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
         with database.atomic():
-            self.state.record(folder, uidvalidity, self.acted + rows)
+            self._record_acted(folder, uidvalidity)
+            self.state.record(folder, uidvalidity, rows)
             self.state.advance(folder, uidvalidity, max(uids))
             self.state.count_imported(len(store))
-        self.acted = []
         act += store
         if act:
             outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
@@ -318,6 +317,12 @@ class Scanner:
                 {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
                 for uid, error in outcome.items()]
         return sum(map(len, bodies.values()))
+
+    def _record_acted(self, folder, uidvalidity):
+        """The outcomes of the last chunk's mailbox actions (inside the caller's transaction)."""
+        acted, self.acted = self.acted, []
+        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == DONE])
+        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != DONE])
 
     def _store(self, mlog, uids, bodies, plans):
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""

@@ -176,6 +176,17 @@ class ScannerState:
                 (ScannerMessage.scanner == self.name) & (ScannerMessage.state == FAILED)
                 & (ScannerMessage.attempts >= MAX_ATTEMPTS)).execute()
 
+    def finish(self, folder, uidvalidity, uids):
+        """Imported messages whose mailbox actions are done (their rows exist): `done`, their
+        rule, spool id and sha256 kept. An UPDATE: an upsert's conflict path costs ~6x more."""
+        now = self.clock()
+        for start in range(0, len(uids), RECORD_ROWS):
+            part = uids[start:start + RECORD_ROWS]
+            database.execute_sql(
+                'UPDATE "scanner_message" SET state = ?, error = NULL, updated_at = ? WHERE scanner = ? '
+                f'AND folder = ? AND uidvalidity = ? AND uid IN ({", ".join("?" * len(part))})',
+                [DONE, now, self.name, folder, uidvalidity, *part])
+
     def count_imported(self, count):
         if count:
             self._status().execute()
