@@ -414,15 +414,21 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
     if not (cfg.idle and client.has_capability("IDLE")):
         stop.wait(wait)
         return "interval"
+    folder = server_folder_name(client, cfg.folders[0])
     try:
-        client.select_folder(server_folder_name(client, cfg.folders[0]))
+        info = client.select_folder(folder)
     except IMAPClientAbortError:
         raise
     except IMAPClientError:  # reported by the scan; poll the other folders every `interval`
         stop.wait(wait)
         return "interval"
-    if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
-        return "pending"
+    if int(info.get(b"UIDNEXT") or 0) != last_uid + 1:
+        # Maybe mail above last_uid (or UIDs given up since): look. Mail that comes during
+        # the SEARCH is announced in its answer (EXISTS), which IDLE never repeats: select
+        # again, so that IDLE reports whatever came after the look.
+        if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
+            return "pending"
+        client.select_folder(folder)
     client.idle()
     deadline = time.monotonic() + min(wait, IDLE_MAX)
     reason = "interval"
