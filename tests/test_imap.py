@@ -434,3 +434,26 @@ def test_a_scan_in_several_chunks_acts_on_and_records_every_message(tmp_path, do
     assert all(SEEN in flags for flags in inbox.values())
     assert len(dovecot.flags(user, "Processed")) == 2
     assert site.scan().fetched == 0
+
+
+def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dovecot):
+    """Mail delivered after the SELECT that precedes IDLE is announced by the server in the
+    answer to the next command; IDLE never repeats it, so no command may come in between."""
+    import threading
+    from connector.intake.imap import _logout, connect, wait_for_mail
+    user = dovecot.new_user()
+    dovecot.append(user, mail("before"))
+    site = Site(tmp_path, [scanner(dovecot, user, idle=True)])
+    last_uid = site.scan().fetched
+    client = connect(site.cfg())
+    select = client.select_folder
+
+    def select_then_mail_arrives(folder):
+        info = select(folder)
+        dovecot.append(user, mail("while looking"))
+        return info
+    client.select_folder = select_then_mail_arrives
+    try:
+        assert wait_for_mail(client, site.cfg(), threading.Event(), last_uid, max_wait=10) == "idle"
+    finally:
+        _logout(client)
