@@ -7,8 +7,11 @@ Messages are addressed by UID only, never by sequence number. Per folder:
            -> candidates: `all_since_last` = UIDs above the last one scanned;
                           `unread` = UNSEEN UIDs not already decided;
                           plus earlier failures and unfinished imports
-           -> per chunk: FETCH BODY.PEEK[] (never sets \\Seen by itself) -> rules
-              -> spool commit (synchronous=FULL) -> state rows -> \\Seen, move, delete
+           -> per chunk (CHUNK_FIRST messages, then about CHUNK_BYTES, at most CHUNK):
+              FETCH BODY.PEEK[] (never sets \\Seen by itself) -> rules (the headers
+              alone unless a rule reads the body) -> spool commit (synchronous=FULL)
+              -> state rows, with the outcomes of the previous chunk's actions
+              -> \\Seen, move, delete (a command per group)
 
 Flags, moves and deletes happen only after the spool has committed the
 message: a crash in between makes the next scan see it again, and the
