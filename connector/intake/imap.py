@@ -26,7 +26,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from imapclient import DELETED, SEEN, IMAPClient
+from imapclient import SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from connector.log import get_logger
