@@ -1,10 +1,16 @@
 """IMAP scanner benchmark against a private Dovecot (needs root and dovecot-imapd).
 
-    .venv/bin/python bench/imap_bench.py [--messages 10000] [--new 10]
+    .venv/bin/python bench/imap_bench.py [--messages 10000] [--new 10] [--chunk 500]
 
-1. fills a mailbox with N messages (written straight into Dovecot's maildir),
-2. times the first scan: fetch, rules, spool commit, \\Seen for every message,
-3. delivers `--new` more messages over IMAP and times the incremental scan,
+1. fills two identical mailboxes with N messages each (written straight into
+   Dovecot's maildir),
+2. the ceiling: a raw imapclient client logs in to the second mailbox, selects
+   it, runs UID SEARCH and, per `--chunk` UIDs, FETCH BODY.PEEK[] then
+   STORE +FLAGS.SILENT \\Seen -- the least any scanner must do,
+3. times the scanner's first scan of the first mailbox: fetch, rules, spool
+   commit, state rows, \\Seen for every message; prints scanner/ceiling (the
+   scanner's rate as a share of the raw client's, 1.0 = as fast),
+4. delivers `--new` more messages over IMAP and times the incremental scan,
    which must fetch only the new UIDs (it exits 1 otherwise).
 
 The pipeline (filing tickets) is not part of the figures: it runs in the
@@ -48,16 +54,20 @@ def message(number):
     return msg.as_bytes(policy=SMTP)
 
 
-def fill_maildir(dovecot, user, count):
-    """Write `count` messages into the user's maildir new/, as the dovecot user owns it."""
-    box = dovecot.maildir(user)
-    for sub in ("new", "cur", "tmp"):
-        (box / sub).mkdir(parents=True, exist_ok=True)
+def fill_maildirs(dovecot, users, count):
+    """Write the same `count` messages into each user's maildir new/, as the dovecot user owns it."""
+    boxes = [dovecot.maildir(user) for user in users]
+    for box in boxes:
+        for sub in ("new", "cur", "tmp"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
     stamp = int(time.time())
     for number in range(count):
-        (box / "new" / f"{stamp}.M{number}P{os.getpid()}.bench").write_bytes(message(number))
-    for path in [box, *box.rglob("*")]:
-        shutil.chown(path, "dovecot", "dovecot")
+        raw = message(number)
+        for box in boxes:
+            (box / "new" / f"{stamp}.M{number}P{os.getpid()}.bench").write_bytes(raw)
+    for box in boxes:
+        for path in [box, *box.rglob("*")]:
+            shutil.chown(path, "dovecot", "dovecot")
 
 
 def site(root, dovecot, user):
@@ -78,6 +88,24 @@ def site(root, dovecot, user):
     return ini
 
 
+def ceiling_scan(dovecot, user, chunk):
+    """The raw client: (seconds, messages fetched and flagged \\Seen)."""
+    from imapclient import SEEN, IMAPClient
+    start = time.perf_counter()
+    client = IMAPClient("127.0.0.1", dovecot.port, ssl=False, timeout=60)
+    client.login(user, PASSWORD)
+    client.select_folder("INBOX")
+    uids = client.search(["UID", "1:*"])
+    fetched = 0
+    for first in range(0, len(uids), chunk):
+        part = uids[first:first + chunk]
+        data = client.fetch(part, [b"BODY.PEEK[]"])
+        fetched += sum(1 for item in data.values() if item.get(b"BODY[]"))
+        client.add_flags(part, [SEEN], silent=True)
+    client.logout()
+    return time.perf_counter() - start, fetched
+
+
 def timed_scan(settings):
     from connector.intake.imap import Scanner, _logout, connect
     cfg = settings.extra["scanners"][0]
@@ -95,6 +123,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--new", type=int, default=10)
+    parser.add_argument("--chunk", type=int, default=500, help="UIDs per FETCH and STORE of the raw client")
     args = parser.parse_args()
     reason = available()
     if reason:
@@ -109,25 +138,33 @@ def main():
     dovecot = Dovecot().start()
     work = tempfile.mkdtemp(prefix="imap-bench-")
     try:
-        user = dovecot.new_user()
+        user, raw_user = dovecot.new_user(), dovecot.new_user()
         started = time.perf_counter()
-        fill_maildir(dovecot, user, args.messages)
-        print(f"mailbox filled with {args.messages} messages in {time.perf_counter() - started:.1f}s")
+        fill_maildirs(dovecot, (user, raw_user), args.messages)
+        print(f"two mailboxes filled with {args.messages} messages each in {time.perf_counter() - started:.1f}s"
+              f"  (load average {os.getloadavg()[0]:.2f})")
+        ceiling_time, ceiling_count = ceiling_scan(dovecot, raw_user, args.chunk)
+        print(f"ceiling (raw imapclient, {args.chunk} per FETCH/STORE): {ceiling_time:7.2f}s  "
+              f"fetched {ceiling_count:6d}  ({ceiling_count / ceiling_time:,.0f} messages/s)")
         settings = load_settings(site(work, dovecot, user))
         open_store(settings.database)
         create_tables()
         first_time, first = timed_scan(settings)
         print(f"first scan:       {first_time:7.2f}s  fetched {first.fetched:6d}  imported {first.imported:6d}  "
               f"({first.fetched / first_time:,.0f} messages/s)")
+        print(f"scanner/ceiling:  {ceiling_time / first_time:.2f}")
         for number in range(args.new):
             dovecot.append(user, message(args.messages + number))
         second_time, second = timed_scan(settings)
         print(f"incremental scan: {second_time:7.2f}s  fetched {second.fetched:6d}  imported {second.imported:6d}")
         stored = SpoolEntry.select().count()
-        print(f"spool entries: {stored}")
+        print(f"spool entries: {stored}  (load average {os.getloadavg()[0]:.2f})")
         ok = first.fetched == args.messages and second.fetched == args.new and stored == args.messages + args.new
         if not ok:
             print("imap_bench: FAILED: the incremental scan must fetch only the new UIDs", file=sys.stderr)
+        if ceiling_count != args.messages:
+            print(f"imap_bench: FAILED: the raw client fetched {ceiling_count} of {args.messages}", file=sys.stderr)
+            ok = False
         return 0 if ok else 1
     finally:
         dovecot.stop()

@@ -405,3 +405,55 @@ def test_custom_match_on_a_number_too_large_for_the_store_makes_a_new_ticket(tmp
     site.scan()
     site.file()
     assert [s["action"] for s in site.spool()] == ["new_ticket"]
+
+
+def test_a_scan_in_several_chunks_acts_on_and_records_every_message(tmp_path, dovecot, monkeypatch):
+    """Chunks of 2, then 3: each chunk's actions are recorded with the next chunk's rows, the
+    last ones at the end of the folder; a copy in a later chunk is known by its sha256."""
+    from connector.intake import imap
+    monkeypatch.setattr(imap, "CHUNK_FIRST", 2)
+    monkeypatch.setattr(imap, "CHUNK", 3)
+    user = dovecot.new_user()
+    rules = [{"name": "billing", "conditions": {"field": "subject", "op": "contains", "value": "billing"},
+              "actions": ["create_or_update_ticket", {"move_to_folder": "Processed"}]},
+             {"name": "fyi", "conditions": {"field": "subject", "op": "starts_with", "value": "fyi"},
+              "actions": ["mark_read"]}]
+    site = Site(tmp_path, [scanner(dovecot, user, rules=rules)])
+    copy = mail("question twice")
+    subjects = ["question twice", "billing 1", "fyi 1", "question 2", "billing 2", "question twice", "fyi 2",
+                "question 3"]
+    uids = {dovecot.append(user, copy if subject == "question twice" else mail(subject)): subject
+            for subject in subjects}
+    result = site.scan()
+    assert (result.fetched, result.imported, result.known, result.acted) == (8, 5, 1, 8)
+    assert len(site.spool()) == 5
+    states = {row.uid: row.state for row in ScannerMessage.select()}
+    assert states == {uid: "left" if uids[uid].startswith("fyi") else "done" for uid in uids}
+    inbox = dovecot.flags(user)
+    assert sorted(uids[uid] for uid in inbox) == sorted(s for s in subjects if not s.startswith("billing"))
+    assert all(SEEN in flags for flags in inbox.values())
+    assert len(dovecot.flags(user, "Processed")) == 2
+    assert site.scan().fetched == 0
+
+
+def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dovecot):
+    """Mail delivered after the SELECT that precedes IDLE is announced by the server in the
+    answer to the next command; IDLE never repeats it, so no command may come in between."""
+    import threading
+    from connector.intake.imap import _logout, connect, wait_for_mail
+    user = dovecot.new_user()
+    dovecot.append(user, mail("before"))
+    site = Site(tmp_path, [scanner(dovecot, user, idle=True)])
+    last_uid = site.scan().fetched
+    client = connect(site.cfg())
+    select = client.select_folder
+
+    def select_then_mail_arrives(folder):
+        info = select(folder)
+        dovecot.append(user, mail("while looking"))
+        return info
+    client.select_folder = select_then_mail_arrives
+    try:
+        assert wait_for_mail(client, site.cfg(), threading.Event(), last_uid, max_wait=10) == "idle"
+    finally:
+        _logout(client)

@@ -2,7 +2,9 @@
 `check-config` errors that name file, scanner and rule, and `scanners test`."""
 
 import json
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,49 @@ from connector.settings import ConfigError, load_settings
 def fields(msg):
     raw = msg.as_bytes()
     return MessageFields(raw, parse_message(raw))
+
+
+CORPUS = Path(os.environ.get("CONNECTOR_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+# header blocks the parser repairs or reads oddly: each must read the same without the body's parse
+ODD_HEADERS = [
+    b"From ann@acme.example Mon Jan  1 00:00:00 2024\nFrom: Ann <ann@acme.example>\nSubject: mbox\n\nbody\n",
+    b" folded first\r\nSubject: continuation first\r\n\r\nbody",
+    b"Subject: no separator\r\nthis line is body\r\nTo: bob@beta.example\r\n\r\nbody",
+    b"Subject : obsolete syntax\r\nFrom : ann@acme.example\r\n\r\nbody",
+    b"Subject: bare CR\rFrom: ann@acme.example\r\rbody",
+    b"Subject: LF then CRLF\nFrom: ann@acme.example\n\r\nbody",
+    b"Subject: =?utf-8?q?caf=C3=A9?=\n\tfolded\nTo: a@acme.example, \"Lee, Bob\" <bob@beta.example>\n"
+    b"Cc: c@acme.example\nCc: d@beta.example\nList-Id: <news.acme.example>\n\nbody",
+    "Subject: Grüße\nFrom: Jürgen <j@acme.example>\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+    "Content-Type: text/plain; charset=iso-8859-1\n\nx\n--b--\n".encode("latin-1"),
+    b"Subject: no body at all\r\nFrom: ann@acme.example",
+    b"Subject: form feed\x0cin a header\r\nFrom: ann@acme.example\r\n\r\n",
+    b"Subject: empty name\r\n: oops\r\nTo: bob@beta.example\r\n\r\n",
+    b"Sender: Sam <sam@acme.example>\r\nFrom: undisclosed\r\n\r\n",
+    b"",
+]
+
+
+def header_values(fields_of, raw):
+    parsed = parse_message(raw)
+    names = {key.lower() for key, _ in parsed.msg.raw_items()} | {"x-absent"}
+    return {field: fields_of(raw).values(field) for field in
+            ["from", "to", "cc", "subject"] + [f"header:{name}" for name in sorted(names)]}
+
+
+@pytest.mark.parametrize("raw", ODD_HEADERS)
+def test_rules_read_headers_without_parsing_the_body_as_the_whole_parse_does(raw):
+    assert header_values(MessageFields, raw) == header_values(lambda r: MessageFields(r, parse_message(r)), raw)
+
+
+@pytest.mark.skipif(not (CORPUS / "mime").is_dir(), reason=f"no corpus at {CORPUS}")
+def test_header_fields_equal_the_whole_parse_on_the_corpus():
+    differ = []
+    for path in sorted(CORPUS.rglob("*.eml")):
+        raw = path.read_bytes()
+        if header_values(MessageFields, raw) != header_values(lambda r: MessageFields(r, parse_message(r)), raw):
+            differ.append(path.name)
+    assert differ == []
 
 
 def matches(condition, msg, case_sensitive=False):

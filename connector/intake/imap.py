@@ -7,8 +7,11 @@ Messages are addressed by UID only, never by sequence number. Per folder:
            -> candidates: `all_since_last` = UIDs above the last one scanned;
                           `unread` = UNSEEN UIDs not already decided;
                           plus earlier failures and unfinished imports
-           -> per chunk: FETCH BODY.PEEK[] (never sets \\Seen by itself) -> rules
-              -> spool commit (synchronous=FULL) -> state rows -> \\Seen, move, delete
+           -> per chunk (CHUNK_FIRST messages, then about CHUNK_BYTES, at most CHUNK):
+              FETCH BODY.PEEK[] (never sets \\Seen by itself) -> rules (the headers
+              alone unless a rule reads the body) -> spool commit (synchronous=FULL)
+              -> state rows, with the outcomes of the previous chunk's actions
+              -> \\Seen, move, delete (a command per group)
 
 Flags, moves and deletes happen only after the spool has committed the
 message: a crash in between makes the next scan see it again, and the
@@ -23,19 +26,22 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from imapclient import DELETED, SEEN, IMAPClient
+from imapclient import SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from connector.log import get_logger
-from connector.mail.parse import parse_message
 from connector.scanners.rules import Decision, decide
 from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
 from connector.store.models import database
-from connector.store.spool import store_message
+# the spool's own row builder and multi-row insert (what its GroupCommitter uses): a chunk
+# is one statement, not a savepoint per message
+from connector.store.spool import _insert_returning, _values
 
 log = get_logger("imap")
 
-CHUNK = 200            # messages fetched, stored and flagged together
+CHUNK = 1000           # messages fetched, stored and flagged together, at most
+CHUNK_FIRST = 100      # the first chunk of a folder, before the size of its mail is known
+CHUNK_BYTES = 64 << 20  # later chunks hold about this many bytes: large mail, fewer messages
 TIMEOUT = 60.0         # socket timeout for IMAP commands, seconds
 TOKEN_TIMEOUT = 60.0   # token_command, seconds
 IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
@@ -63,6 +69,9 @@ class ScanResult:
 
 
 def tls_context(cfg):
+    """None for `security: none` (loading the CA certificates costs ~40 ms a connection)."""
+    if cfg.security == "none":
+        return None
     context = ssl.create_default_context()
     if not cfg.verify_certificate:
         context.check_hostname = False
@@ -141,9 +150,9 @@ def _logout(client):
             pass
 
 
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _next_chunk(fetched_bytes, count):
+    """Messages in the next chunk: about CHUNK_BYTES, after `count` messages of `fetched_bytes`."""
+    return max(1, min(CHUNK, CHUNK_BYTES * max(count, 1) // max(fetched_bytes, 1)))
 
 
 class Scanner:
@@ -155,6 +164,7 @@ class Scanner:
         self.connector = connector or connect
         self.client = None
         self.reconnects = 0
+        self.acted = []  # outcome rows of the last chunk's mailbox actions, recorded with the next chunk's
 
     def scan(self, client):
         """One pass over every folder. A message whose fetch breaks the connection costs a
@@ -194,8 +204,16 @@ class Scanner:
             final = self.state.final_uids(folder, uidvalidity)
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
-        for chunk in _chunks(todo, CHUNK):
-            self._chunk(folder, uidvalidity, chunk, result)
+        start, size, self.acted = 0, CHUNK_FIRST, []
+        try:
+            while start < len(todo):
+                chunk = todo[start:start + size]
+                start += len(chunk)
+                size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
+        finally:
+            if self.acted:
+                with database.atomic():
+                    self._record_acted(folder, uidvalidity)
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
@@ -241,16 +259,16 @@ class Scanner:
         return bodies, errors
 
     def _chunk(self, folder, uidvalidity, uids, result):
-        name = self.cfg.name
+        """Fetch, decide, store, record and act on `uids`; returns the bytes fetched."""
+        mlog = log.bind(scanner=self.cfg.name, folder=folder)  # bound once: a proxy's bind per line costs
         bodies, errors = self._fetch(folder, uids)
         result.fetched += len(bodies)
         existing = self.state.rows(folder, uidvalidity, uids=uids)
         plans = {}  # uid -> (decision, sha256)
         for uid, raw in bodies.items():
             try:
-                plans[uid] = (decide(self.cfg, folder, raw, parse_message(raw)), hashlib.sha256(raw).hexdigest())
-                log.info("imap.fetched", scanner=name, folder=folder, uid=uid, size=len(raw),
-                         rule=plans[uid][0].rule)
+                plans[uid] = (decide(self.cfg, folder, raw), hashlib.sha256(raw).hexdigest())
+                mlog.info("imap.fetched", uid=uid, size=len(raw), rule=plans[uid][0].rule)
             except Exception as exc:  # a message the rules cannot read is kept and reported
                 errors[uid] = f"cannot decide: {type(exc).__name__}: {exc}"
         known = self.state.known_imports({sha for d, sha in plans.values() if d.imports})
@@ -262,7 +280,7 @@ class Scanner:
                 act.append(uid)
             elif decision.imports and sha in known:
                 result.known += 1
-                log.info("imap.already_imported", scanner=name, folder=folder, uid=uid, spool_id=known[sha])
+                mlog.info("imap.already_imported", uid=uid, spool_id=known[sha])
                 # flagged \\Seen like any import, but not moved or deleted again: the copy in
                 # another scanned folder must not travel in a loop
                 plans[uid] = (Decision(rule=decision.rule, imports=True), sha)
@@ -276,17 +294,18 @@ class Scanner:
             else:
                 result.left += 1
                 rows.append({"uid": uid, "state": LEFT, "rule": decision.rule})
-        spool_ids = self._store(folder, store, bodies, plans)
+        spool_ids = self._store(mlog, store, bodies, plans)
         for uid in store:
             rows.append({"uid": uid, "state": IMPORTED, "rule": plans[uid][0].rule, "sha256": plans[uid][1],
                          "spool_id": spool_ids[uid]})
         for uid, error in errors.items():
-            log.error("imap.message_failed", scanner=name, folder=folder, uid=uid, error=error)
+            mlog.error("imap.message_failed", uid=uid, error=error)
             rows.append({"uid": uid, "state": FAILED, "error": error})
         result.imported += len(store)
         result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
         with database.atomic():
+            self._record_acted(folder, uidvalidity)
             self.state.record(folder, uidvalidity, rows)
             self.state.advance(folder, uidvalidity, max(uids))
             self.state.count_imported(len(store))
@@ -294,23 +313,30 @@ class Scanner:
         if act:
             outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
             result.acted += sum(1 for error in outcome.values() if error is None)
-            with database.atomic():
-                self.state.record(folder, uidvalidity, [
-                    {"uid": uid, "state": FAILED, "error": error} if error else
-                    {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
-                    for uid, error in outcome.items()])
+            # Recorded in the next chunk's transaction (one commit less a chunk): lost in a crash,
+            # the rows stay `imported` and the next scan repeats the actions, as before a commit.
+            self.acted = [
+                {"uid": uid, "state": FAILED, "error": error} if error else
+                {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
+                for uid, error in outcome.items()]
+        return sum(map(len, bodies.values()))
 
-    def _store(self, folder, uids, bodies, plans):
+    def _record_acted(self, folder, uidvalidity):
+        """The outcomes of the last chunk's mailbox actions (inside the caller's transaction)."""
+        acted, self.acted = self.acted, []
+        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == DONE])
+        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != DONE])
+
+    def _store(self, mlog, uids, bodies, plans):
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""
         if not uids:
             return {}
-        ids = {}
+        now = time.time()
         with database.atomic():
-            for uid in uids:
-                ids[uid] = store_message(bodies[uid], intake=self.cfg.intake, hints=plans[uid][0].hints)
+            ids = dict(zip(uids, _insert_returning([
+                _values(bodies[uid], None, (), self.cfg.intake, plans[uid][0].hints, now) for uid in uids])))
         for uid in uids:
-            log.info("imap.stored", scanner=self.cfg.name, folder=folder, uid=uid, spool_id=ids[uid],
-                     rule=plans[uid][0].rule)
+            mlog.info("imap.stored", uid=uid, spool_id=ids[uid], rule=plans[uid][0].rule)
         return ids
 
     def _act(self, client, folder, decisions):
@@ -391,15 +417,21 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
     if not (cfg.idle and client.has_capability("IDLE")):
         stop.wait(wait)
         return "interval"
+    folder = server_folder_name(client, cfg.folders[0])
     try:
-        client.select_folder(server_folder_name(client, cfg.folders[0]))
+        info = client.select_folder(folder)
     except IMAPClientAbortError:
         raise
     except IMAPClientError:  # reported by the scan; poll the other folders every `interval`
         stop.wait(wait)
         return "interval"
-    if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
-        return "pending"
+    if int(info.get(b"UIDNEXT") or 0) != last_uid + 1:
+        # Maybe mail above last_uid (or UIDs given up since): look. Mail that comes during
+        # the SEARCH is announced in its answer (EXISTS), which IDLE never repeats: select
+        # again, so that IDLE reports whatever came after the look.
+        if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
+            return "pending"
+        client.select_folder(folder)
     client.idle()
     deadline = time.monotonic() + min(wait, IDLE_MAX)
     reason = "interval"

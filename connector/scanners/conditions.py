@@ -16,6 +16,9 @@ times is treated the same way.
 import re
 from dataclasses import dataclass
 
+from connector.mail.parse import parse_message
+from connector.scanners.headers import Headers
+
 STRING_OPS = ("contains", "not_contains", "equals", "starts_with", "ends_with", "matches", "not_matches")
 SIZE_OPS = ("equals", "greater_than", "less_than")
 FIELDS = ("from", "to", "cc", "subject", "body", "has_attachment", "size")
@@ -177,14 +180,34 @@ def _known_field(field):
 
 
 class MessageFields:
-    """What conditions read from one message, computed on first use."""
+    """What conditions read from one message, computed on first use: the headers alone
+    (`Headers`) unless a rule reads the body or the attachments, or `parsed` is given."""
 
-    def __init__(self, raw, parsed):
+    def __init__(self, raw, parsed=None):
         self.raw = raw
-        self.parsed = parsed
+        self._parsed = parsed
+        self._head = parsed
+
+    @property
+    def size(self):
         # the size on the wire, as IMAP's RFC822.SIZE counts it: lines end in CRLF, so a
         # .eml saved with bare LF (`scanners test`) measures what the scan would see
-        self.size = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+        raw = self.raw
+        return len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+
+    @property
+    def parsed(self):
+        """The whole message (`parse_message`)."""
+        if self._parsed is None:
+            self._parsed = parse_message(self.raw)
+        return self._parsed
+
+    @property
+    def head(self):
+        """Subject, addresses and headers: the whole parse when there is one, else `Headers`."""
+        if self._head is None:
+            self._head = Headers(self.raw)
+        return self._head
 
     @property
     def has_attachment(self):
@@ -193,14 +216,14 @@ class MessageFields:
         return any((a.name or not a.inline) and not a.embedded for a in self.parsed.attachments)
 
     def values(self, field):
-        parsed = self.parsed
-        if field == "subject":
-            return [parsed.subject or ""]
         if field == "body":
-            return [parsed.text or ""]
+            return [self.parsed.text or ""]
+        head = self.head
+        if field == "subject":
+            return [head.subject or ""]
         if field == "from":
-            return [parsed.from_addr or "", parsed.header("From")]
+            return [head.from_addr or "", head.header("From")]
         if field in ("to", "cc"):
-            return list(getattr(parsed, field)) + [parsed.header(field)]
-        values = parsed.header_all(field[len(HEADER_PREFIX):])
+            return list(getattr(head, field)) + [head.header(field)]
+        values = head.header_all(field[len(HEADER_PREFIX):])
         return values or [""]

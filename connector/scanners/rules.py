@@ -116,8 +116,9 @@ def hints_for(scanner_name, rule):
     return hints
 
 
-def decide(scanner, folder, raw, parsed):
-    """The decision for `raw` found in `folder` of `scanner` (a ScannerConfig)."""
+def decide(scanner, folder, raw, parsed=None):
+    """The decision for `raw` found in `folder` of `scanner` (a ScannerConfig); the message is
+    parsed only as far as the rules read it, unless `parsed` (`parse_message`) is given."""
     message = MessageFields(raw, parsed)
     for rule in scanner.rules:
         if not rule.applies_to(folder) or not rule.conditions.test(message):
@@ -133,7 +134,7 @@ def decide(scanner, folder, raw, parsed):
                 decision.move_to = action.folder
             elif action.name == DELETE_MESSAGE:
                 decision.delete = True
-            decision.described.append(action.describe(parsed.from_addr, decision.imports))
+            decision.described.append(action.describe(message.head.from_addr, decision.imports))
         return decision
     if scanner.unmatched == UNMATCHED_PIPELINE:
         return Decision(imports=True, hints=None,
