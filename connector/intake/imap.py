@@ -409,6 +409,17 @@ def server_folder_name(client, name):
     return name.replace("/", delimiter)
 
 
+def _announced_before_idle(client):
+    """Whether the server announced new mail with its answer to IDLE (before "+ idling").
+
+    A server tells of mail that came since the last command in the next
+    command's answer; for IDLE, imaplib files those untagged lines away while
+    it waits for the continuation, and idle_check() never sees them.
+    """
+    pending = client._imap.untagged_responses  # imaplib's store of untagged answers (no public API)
+    return any([pending.pop(key, None) for key in ("EXISTS", "RECENT")])
+
+
 def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
     """Until new mail may be there: IMAP IDLE on the first folder when the server offers
     it and the scanner allows it, else sleep `interval`. Returns early when `stop` is set,
@@ -436,6 +447,9 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
     deadline = time.monotonic() + min(wait, IDLE_MAX)
     reason = "interval"
     try:
+        if _announced_before_idle(client):
+            log.info("imap.idle_wakeup", scanner=cfg.name, folder=cfg.folders[0])
+            return "idle"
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
