@@ -163,3 +163,15 @@ def test_lmtp_sessions_get_421_on_shutdown_too(tmp_path, sink):
     assert client.reply()[0].startswith(b"421 4.3.2")
     inst.proc.wait(timeout=30)
     client.close()
+
+
+def test_a_command_line_cannot_buffer_a_message_worth_of_memory(daemon):
+    """Outside DATA a line is a command: a megabyte without a newline gets 500, the session goes on."""
+    import socket
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        sock.sendall(b"EHLO " + b"x" * 1_000_000 + b"\r\n")
+        assert reader.readline().startswith(b"500")
+        sock.sendall(b"NOOP\r\n")
+        assert reader.readline().startswith(b"250")

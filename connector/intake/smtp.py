@@ -9,8 +9,9 @@ Sessions, as Postfix's smtpd treats them:
 
 - lines of any length are accepted and stored as received (RFC 5322's 998
   is what senders should write; broken clients write longer ones every day):
-  aiosmtpd's `line_length_limit` is raised to the message size limit, so
-  only a mail too big to be accepted at all is refused (permanently);
+  inside DATA the line limit is the message size limit, so only a mail too
+  big to be accepted at all is refused (permanently); outside DATA a command
+  line may buffer COMMAND_LINE_LIMIT bytes, so an idle stranger holds little;
 - the session times out after `[smtp] idle_timeout` seconds of silence, in
   a command or inside DATA (aiosmtpd's own timer counts from the last
   command, which cut a slow DATA while bytes kept arriving), with a 421;
@@ -40,8 +41,9 @@ R_TEMPFAIL = "451 4.3.0 Temporary failure storing the message; try again later"
 R_SHUTDOWN = "421 4.3.2 Service shutting down"
 R_IDLE = "421 4.4.2 Error: timeout exceeded"
 
-SHUTDOWN_GRACE = 30.0   # seconds a DATA whose commit is under way may take to be answered at shutdown
+SHUTDOWN_GRACE = 10.0   # seconds a DATA whose commit is under way may take to be answered at shutdown
 LINE_SLACK = 1024       # a line may be as long as the largest message, plus its CRLF and dot-stuffing
+COMMAND_LINE_LIMIT = 4096  # bytes a command line may buffer (RFC 5321: 512; extensions add some)
 
 
 def null_path(mail_from):
@@ -104,6 +106,19 @@ class _Session:
     def connection_made(self, transport):
         self.sessions.add(self)
         super().connection_made(transport)
+        self._command_lines()
+
+    def _command_lines(self):
+        """Outside DATA a line buffers at most COMMAND_LINE_LIMIT bytes: a stranger must not make
+        every session hold a message's worth of memory before it even said RCPT."""
+        self._reader._limit = COMMAND_LINE_LIMIT  # asyncio.StreamReader's buffer limit (aiosmtpd reads lines)
+
+    async def smtp_DATA(self, arg):
+        self._reader._limit = self.line_length_limit  # any line a message may hold, stored as received
+        try:
+            return await super().smtp_DATA(arg)
+        finally:
+            self._command_lines()
 
     def connection_lost(self, error):
         self.sessions.discard(self)
