@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 
+from connector.checks import load_checked
 from connector.health.children import Children
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
@@ -28,11 +29,10 @@ from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
 from connector.settings import ConfigError
-from connector.settings.reload import ConfigWatcher, fingerprint
-from connector.settings.schema import RESTART_FIELDS, WHERE
+from connector.settings.reload import ConfigWatcher, fingerprint, keep_in_force
+from connector.settings.schema import WHERE
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
-from connector.worker import load_checked
 
 log = get_logger("daemon")
 
@@ -209,14 +209,11 @@ class Daemon:
             self.config["reload_error"] = {"error": str(exc), "at": self.clock()}
             self.publish()
             return
-        restart = [k for k in RESTART_FIELDS if getattr(settings, k) != getattr(self.settings, k)]
+        restart = keep_in_force(self.settings, settings)
         if restart:
             log.warning("config.restart_needed", keys=restart, where=[WHERE[k] for k in restart])
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
         self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
-        for name, value in self.settings.values.items():  # in force until the restart (with listen_host, …)
-            if any(name == key or name.startswith(key + "_") for key in restart):
-                settings.values[name] = value
         self.settings = settings
         if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
             self.in_force = self.fingerprint

@@ -22,7 +22,7 @@ from connector.outbound.delivery import Delivery
 from connector.pipeline.runner import Runner
 from connector.pipeline.services import Services
 from connector.settings import ConfigError
-from connector.settings.reload import fingerprint
+from connector.settings.reload import fingerprint, keep_in_force
 from connector.store.db import load_hmac_key, open_store
 from connector.store.wakeup import IDLE_POLL, Waker
 
@@ -99,10 +99,17 @@ class BackgroundLoop:
             log.error("config.reload_failed", process=self.name, error=str(exc),
                       keeping="last good configuration")
             return
+        restart = keep_in_force(self.settings, settings)  # e.g. a new database waits for the restart
         self.close()
+        try:
+            self.configure(settings)
+        except Exception as exc:  # a file changed again since the check, or an error of ours
+            log.error("config.reload_failed", process=self.name, error=f"{type(exc).__name__}: {exc}",
+                      keeping="last good configuration")
+            self.configure(self.settings)
+            return
         self.settings = settings
-        self.configure(settings)
-        log.info("config.reloaded", process=self.name)
+        log.info("config.reloaded", process=self.name, restart_needed=restart or None)
 
     def run(self):
         log.info(f"{self.name}.started", database=str(self.settings.database))

@@ -399,3 +399,18 @@ def test_check_config_reads_the_database_and_warns_of_a_readable_password(tmp_pa
                    f"tls = starttls\nusername = support\npassword_file = {secret}\n")
     code, err = check()
     assert code == 0 and "warning:" in err and "chmod 0600" in err and "s3cret" not in err
+
+
+def test_a_reload_keeps_restart_only_keys_in_force(tmp_path):
+    """Every process reloads through keep_in_force: a new database or listen address waits for
+    the restart (a worker that took a new data directory made a new Message-ID key there)."""
+    from connector.settings import load_settings
+    from connector.settings.reload import keep_in_force
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[connector]\ndatabase = var/a.db\nresponse_from_name = Old\n[smtp]\nlisten = 127.0.0.1:2600\n")
+    old = load_settings(ini)
+    ini.write_text("[connector]\ndatabase = var/b.db\nresponse_from_name = New\n[smtp]\nlisten = 127.0.0.1:2700\n")
+    new = load_settings(ini)
+    assert sorted(keep_in_force(old, new)) == ["database", "listen"]
+    assert (new.database, new.data_dir, new.listen_port) == (old.database, old.data_dir, 2600)
+    assert new.response_from_name == "New"          # what can change at once does

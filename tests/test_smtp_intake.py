@@ -140,7 +140,7 @@ def test_shutdown_answers_421_and_an_inflight_commit_still_gets_its_250(daemon):
     answers = []
     reader = threading.Thread(target=lambda: answers.extend([busy.reply(), busy.reply()]))
     reader.start()
-    time.sleep(0.5)
+    time.sleep(2.0)   # the DATA reaches the spool writer, which waits for the lock (no event tells it)
     daemon.proc.send_signal(15)
     assert idle.reply()[0].startswith(b"421 4.3.2 Service shutting down")
     time.sleep(1.0)

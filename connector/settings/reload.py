@@ -16,8 +16,21 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
+from connector.settings.schema import RESTART_FIELDS
+
 DEBOUNCE = 0.3  # editors write a file in several steps
 WATCHED = ("config", "templates", "rules")  # the folders beside the ini
+
+
+def keep_in_force(old, new):
+    """Carry the restart-only keys (schema: `restart`) of the running `old` settings into `new`,
+    with the values derived from them (listen_host, …); returns the keys whose change waits
+    for a restart. Every process reloads through this, so a new `database` never half-applies."""
+    changed = [key for key in RESTART_FIELDS if getattr(new, key) != getattr(old, key)]
+    for name, value in old.values.items():
+        if any(name == key or name.startswith(key + "_") for key in changed):
+            new.values[name] = value
+    return changed
 
 
 def is_config_file(settings, path):
