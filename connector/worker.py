@@ -189,6 +189,7 @@ def process_main(loop_class, settings):
         print(f"connector: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
     signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # the daemon started us with it blocked
     announce_ready()  # store open, configuration loaded: the daemon may tell systemd READY
     worker.run()
     return 0

@@ -30,7 +30,7 @@ RESTART_DELAY = 1.0        # seconds before the first restart
 RESTART_DELAY_MAX = 60.0   # the backoff's cap
 STABLE_AFTER = 30.0        # a child that ran this long was not crash-looping
 CRASH_LOOP_AFTER = 3       # quick deaths in a row that make a crash loop
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT = 12.0
 READY_FD_ENV = "CONNECTOR_READY_FD"
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -106,11 +106,22 @@ class Children:
         os.set_blocking(read_fd, False)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}  # only the daemon speaks to systemd
         env[READY_FD_ENV] = str(write_fd)
+        # SIGHUP asks a running child to reload: the child starts with it blocked (the mask is
+        # inherited) and unblocks it once its handler is in place. No preexec_fn: it can
+        # deadlock a child forked from a process with threads.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
-            # SIGHUP asks a running child to reload; ignored until its handler is in place.
-            child.proc = subprocess.Popen(child_argv(self.ini_path, child.command), env=env, pass_fds=(write_fd,),
-                                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+            child.proc = subprocess.Popen(child_argv(self.ini_path, child.command), env=env, pass_fds=(write_fd,))
+        except OSError as exc:  # no process could be made (EAGAIN, ENOMEM): try again later
+            os.close(read_fd)
+            now = self.clock()
+            child.quick_deaths += 1
+            delay = restart_delay(child.quick_deaths)
+            child.state, child.restart_at = RESTARTING, now + delay
+            log.error("child.spawn_failed", command=child.command, error=str(exc), retry_in=delay)
+            return
         finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             os.close(write_fd)
         child.ready_fd = read_fd
         child.state, child.started_at, child.started_wall = STARTING, self.clock(), self.wall()
@@ -184,11 +195,12 @@ class Children:
     def stop(self):
         self.stopping = True
         self.signal_running(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT  # one wait for all: they stop side by side
         for child in self.children.values():
             if child.proc is None:
                 continue
             try:
-                child.proc.wait(timeout=STOP_TIMEOUT)
+                child.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
