@@ -24,12 +24,15 @@ from connector.pipeline.services import Services
 from connector.settings import ConfigError
 from connector.settings.reload import fingerprint, keep_in_force
 from connector.store.db import load_hmac_key, open_store
+from connector.store.retention import prune
 from connector.store.wakeup import IDLE_POLL, Waker
 
 log = get_logger("worker")
 
 EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
 IDLE_WAIT = 0.05      # seconds to wait when there is nothing to do and no wake-up socket
+PRUNE_FIRST = 60.0     # seconds after start before the first retention run ([retention] raw_days)
+PRUNE_EVERY = 3600.0   # then once an hour, when the worker has nothing else to do
 CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
 FALLBACK_NICENESS = 19
 
@@ -136,9 +139,16 @@ class FilingWorker(BackgroundLoop):
 
     def configure(self, settings):
         self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))
+        self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
 
     def step(self):
-        return self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
+        busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
+        if self.settings.raw_days and time.monotonic() >= self.prune_at and not busy:
+            self.prune_at = time.monotonic() + PRUNE_EVERY
+            pruned = prune(self.settings.raw_days, now=self.clock())
+            if any(pruned.values()):
+                log.info("retention.pruned", raw_days=self.settings.raw_days, **pruned)
+        return busy
 
 
 class DeliveryWorker(BackgroundLoop):

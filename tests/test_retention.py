@@ -89,3 +89,24 @@ def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys)
     backup = tmp_path / "c.db.bak-0"
     assert sqlite3.connect(backup).execute('SELECT COUNT(*) FROM "processing"').fetchone() == (1,)
     assert (backup.stat().st_mode & 0o777) == 0o600
+
+
+def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
+    """A sent row with a refused recipient may be retried, a closed item replayed: not once
+    their bytes are pruned (an empty mail would go out, an empty message be filed)."""
+    ini = _ini(tmp_path)
+    open_store(tmp_path / "c.db")
+    entry = OutboxEntry.create(kind="distribution", mail_from="support@example.com",
+                               rcpt=["a@x.example", "b@x.example"], raw=b"", status=OUTBOX_SENT,
+                               recipients={"a@x.example": {"state": "accepted", "reply": "250", "at": OLD},
+                                           "b@x.example": {"state": "refused", "reply": "550", "at": OLD}},
+                               next_attempt_at=0, created_at=OLD, sent_at=OLD)
+    assert main(["-c", str(ini), "outbox", "retry", str(entry.id)]) == 1
+    assert "pruned" in capsys.readouterr().err
+    assert OutboxEntry.get_by_id(entry.id).status == OUTBOX_SENT
+    spool_id = _spooled(OLD, SPOOL_DONE, triage=TRIAGE_CLOSED)
+    prune(30, now=NOW)
+    item = TriageItem.get(TriageItem.spool_id == spool_id)
+    assert main(["-c", str(ini), "inbound", "replay", str(item.id), "--force"]) == 1
+    assert "pruned" in capsys.readouterr().err
+    assert Processing.get_by_id(spool_id).state == SPOOL_DONE

@@ -5,14 +5,17 @@ import sys
 from connector.commands.common import database_or_exit, emit, iso
 from connector.outbound.control import OutboxStateError, cancel, retry
 from connector.store.db import open_store
-from connector.store.models import OUTBOX_STATUSES, OutboxEntry
+from connector.store.models import OUTBOX_STATUSES
+from connector.store.queries import outbox_page
 
 COLUMNS = ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject", "last_error"]
 
 
-def outbox_json(o):
+def outbox_json(o, ticket_number=None):
     states = o.recipients or {}
-    return {"id": o.id, "ticket": o.ticket.number if o.ticket_id else None, "kind": o.kind, "to": o.to,
+    if ticket_number is None and o.ticket_id:
+        ticket_number = o.ticket.number
+    return {"id": o.id, "ticket": ticket_number, "kind": o.kind, "to": o.to,
             "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
             "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at), "sent_at": iso(o.sent_at),
             "created_at": iso(o.created_at), "mail_from": o.mail_from, "rcpt": o.rcpt,
@@ -21,11 +24,9 @@ def outbox_json(o):
 
 
 def cmd_outbox_list(args):
+    """One query per page, without the mail bodies."""
     open_store(database_or_exit(args))
-    query = OutboxEntry.select().order_by(OutboxEntry.id)
-    if args.status:
-        query = query.where(OutboxEntry.status == args.status)
-    emit(args, [outbox_json(o) for o in query], COLUMNS)
+    emit(args, [outbox_json(o, number) for o, number in outbox_page(args.status, args.after, args.limit)], COLUMNS)
     return 0
 
 
@@ -53,6 +54,8 @@ def register(subparsers):
     outbox.required = True
     p = _json(outbox.add_parser("list", help="outbox rows"))
     p.add_argument("--status", choices=OUTBOX_STATUSES)
+    p.add_argument("--after", type=int, default=0, metavar="ID", help="start after this row (the next page)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows")
     p.set_defaults(handler=cmd_outbox_list)
     p = _json(outbox.add_parser("retry", help="deliver a deferred or failed row now, to the recipients not "
                                         "accepted yet (the give-up clock restarts)"))

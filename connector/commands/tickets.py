@@ -146,6 +146,11 @@ def cmd_inbound_replay(args):
         print(f"connector: inbound item {args.id} was processed ({processing.action}); "
               "use --force to process it again", file=sys.stderr)
         return 1
+    spool = SpoolEntry.get_or_none(SpoolEntry.id == item.spool_id)
+    if spool is not None and not len(spool.raw or b""):
+        print(f"connector: inbound item {args.id}: its original bytes were pruned ([retention] raw_days); "
+              "nothing to process again", file=sys.stderr)
+        return 1
     requeue(item.spool_id)
     print(f"spool entry {item.spool_id} queued again; the running daemon processes it")
     return 0

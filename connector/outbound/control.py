@@ -36,6 +36,9 @@ def retry(entry_id, clock=time.time):
         reason = ("was delivered to every recipient" if entry.status == OUTBOX_SENT
                   else f"is {entry.status}")
         raise OutboxStateError(f"outbox row {entry_id} {reason}: nothing to retry")
+    if not len(entry.raw or b""):
+        raise OutboxStateError(f"outbox row {entry_id}: its body was pruned ([retention] raw_days); "
+                               "nothing to send")
     now = clock()
     changed = (OutboxEntry.update(status=OUTBOX_PENDING, next_attempt_at=now, queued_at=now, recipients=states)
                .where((OutboxEntry.id == entry_id) & (OutboxEntry.status == entry.status)).execute())

@@ -6,7 +6,8 @@ from collections import namedtuple
 
 import peewee
 
-from connector.store.models import SPOOL_DONE, SPOOL_QUEUED, Contact, Message, SpoolEntry, Ticket, database
+from connector.store.models import (
+    SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
@@ -125,3 +126,16 @@ def ticket_page(in_inbox=None, status=None, since=None, after=0, limit=None):
     if limit is not None:
         query = query.limit(limit)
     return [(t, t.message_count, t.contact_email) for t in query.objects()]
+
+
+def outbox_page(status=None, after=0, limit=None):
+    """(outbox row without its body, ticket number) pairs by id after `after`, in one query."""
+    columns = [f for f in OutboxEntry._meta.sorted_fields if f.name != "raw"]
+    query = (OutboxEntry.select(*columns, Ticket.number.alias("ticket_number"))
+             .join(Ticket, peewee.JOIN.LEFT_OUTER, on=(OutboxEntry.ticket == Ticket.id))
+             .where(OutboxEntry.id > (after or 0)).order_by(OutboxEntry.id))
+    if status:
+        query = query.where(OutboxEntry.status == status)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(o, o.ticket_number) for o in query.objects()]
