@@ -22,8 +22,7 @@ def test_filing_locks_the_main_file_only(tmp_path):
     path = tmp_path / "c.db"
     open_store(path)
     spool_id = store_message(b"Subject: x\r\n\r\nbody\r\n", intake="smtp")
-    with filing_transaction(spool_id):
-        Processing.create(spool_id=spool_id, state=SPOOL_DONE)
+    with filing_transaction(spool_id):   # nothing written inside yet: the lock is the transaction's own
         intake = _other_connection(spool_path(path))
         intake.execute("BEGIN")
         intake.execute('INSERT INTO "spool" ("received_at", "intake", "rcpt_to", "raw", "size", "sha256") '
@@ -32,6 +31,7 @@ def test_filing_locks_the_main_file_only(tmp_path):
         other = _other_connection(path)
         with pytest.raises(sqlite3.OperationalError, match="locked"):
             other.execute('UPDATE "processing" SET "attempts" = 1')   # the main file is ours
+        Processing.create(spool_id=spool_id, state=SPOOL_DONE)
     assert Processing.get_by_id(spool_id).state == SPOOL_DONE
 
 
