@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import Instance, make_mail
-from connector import budget
+from connector import timebudget
 from connector.mail.html import html_to_text
 
 BACKTRACKING_RULE = """\
@@ -48,22 +48,22 @@ def test_a_runaway_rule_is_abandoned_and_the_next_mail_is_filed(tmp_path, sink):
 
 
 def test_interruptible_abandons_a_backtracking_search():
-    with budget.limit(0.2), pytest.raises(budget.OverBudget):
-        with budget.interruptible():
+    with timebudget.limit(0.2), pytest.raises(timebudget.OverBudget):
+        with timebudget.interruptible():
             re.search(r"^(?:a+)+$", "a" * 27 + "!", re.M)     # about 2**27 steps unless abandoned
 
 
 def test_a_spent_budget_refuses_to_start_a_pure_block_and_nothing_runs_without_one():
-    with budget.limit(1e-9), pytest.raises(budget.OverBudget):
-        with budget.interruptible():
+    with timebudget.limit(1e-9), pytest.raises(timebudget.OverBudget):
+        with timebudget.interruptible():
             pass
-    with budget.interruptible():        # no budget: nothing is armed, nothing raised
-        assert not budget.expired()
+    with timebudget.interruptible():        # no budget: nothing is armed, nothing raised
+        assert not timebudget.expired()
 
 
 def test_html_past_the_deadline_keeps_the_full_text_without_tags():
     html = "<html><body><p>Dear support,</p>" + "<div>line &amp; more</div>" * 20_000 + "<p>Regards</p>"
-    with budget.limit(1e-9):
+    with timebudget.limit(1e-9):
         text = html_to_text(html + " ")
     assert text.startswith("Dear support,") and text.endswith("Regards")
     assert "line & more" in text and "<div>" not in text

@@ -174,7 +174,7 @@ def mutate(raw, rnd, rounds=None):
 class hang_guard:
     """After `seconds` on one input, print every thread's stack and end the run: a hang fails
     loudly. A watchdog of its own (faulthandler), not SIGALRM, which the product's own time
-    budget (connector.budget) uses while it extracts reply text."""
+    budget (connector.timebudget) uses while it extracts reply text."""
 
     def __init__(self, seconds=HANG_GUARD_S):
         self.seconds = seconds

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "connector"
-BOTTOM = ("connector.settings", "connector.mail", "connector.store", "connector.log", "connector.budget")
+BOTTOM = ("connector.settings", "connector.mail", "connector.store", "connector.log", "connector.timebudget")
 
 
 def _modules():

@@ -24,7 +24,7 @@ One pass gives both texts: the parse converts the mail's HTML, and the reply
 extractor asks for the same HTML without quotes right after; the last
 complete conversion is remembered (`_Last`), so the markup is parsed once.
 
-Under a message's time budget (`connector.budget`) the markup is fed in
+Under a message's time budget (`connector.timebudget`) the markup is fed in
 CHUNK-sized pieces and the deadline looked at between two: once it has
 passed, the rest is only stripped of its tags, so the full text is kept.
 """
@@ -34,7 +34,7 @@ import re
 
 from lxml import etree
 
-from connector import budget
+from connector import timebudget
 
 BLOCK_TAGS = {"p", "div", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
               "blockquote", "section", "article", "header", "footer", "address", "center",
@@ -229,7 +229,7 @@ def _convert(html):
     target = _Target(writers)
     parser = etree.HTMLParser(target=target, huge_tree=True, no_network=True)
     for start in range(0, len(html), CHUNK):
-        if budget.expired():
+        if timebudget.expired():
             rest = _strip_tags(html[start:])
             return tuple("\n\n".join(filter(None, (w.text(), rest))) for w in writers) + (False,)
         try:

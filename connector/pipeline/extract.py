@@ -2,13 +2,13 @@
 
 Extraction reads only the parsed mail and writes nothing, so it runs inside
 the message's time budget as a block that can be abandoned
-(`connector.budget.interruptible`): a rule that backtracks for minutes on a
+(`connector.timebudget.interruptible`): a rule that backtracks for minutes on a
 hostile mail, or a budget already spent by the parse, files the mail with
 its full text as the reply text, marked as not extracted (`rules_version`
 REPLY_NOT_EXTRACTED), instead of holding up every mail behind it.
 """
 
-from connector.budget import OverBudget, interruptible
+from connector.timebudget import OverBudget, interruptible
 from connector.log import get_logger
 
 log = get_logger("pipeline")

@@ -17,7 +17,7 @@ cause, stops the batch and tries again after a backoff (RETRY_INITIAL,
 doubling up to RETRY_MAX) until the fault is gone (`storage.recovered`).
 
 Each message is decided under its time budget (`[connector]
-message_time_budget`, see `connector.budget`): the pure steps that can be
+message_time_budget`, see `connector.timebudget`): the pure steps that can be
 slow on hostile mail give up at the deadline, and the message is filed with
 what is known (full text kept, reply text marked as not extracted) instead
 of holding up the queue.
@@ -26,7 +26,7 @@ of holding up the queue.
 import time
 import traceback
 
-from connector import budget
+from connector import timebudget
 from connector.log import bind_message, clear_message, get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
@@ -69,7 +69,7 @@ class Runner:
         return self._decide(spool)
 
     def _decide(self, spool):
-        with budget.limit(self.services.settings.message_time_budget):
+        with timebudget.limit(self.services.settings.message_time_budget):
             return decide(Context(self.services, spool))
 
     def process(self, spool_id):
