@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the real servers the tests and benchmarks talk to, when missing:
-# Dovecot (IMAP) and Postfix's smtp-source/smtp-sink. Needs root; without it,
+# Dovecot (IMAP), Postfix (a real MTA in front, and smtp-source/smtp-sink), systemd-analyze. Needs root; without it,
 # says what is missing and the tests that need it are skipped with that reason.
 set -u
 need=()
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # verify/security of the shipped unit
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${need[*]}; tests that need them will be skipped" >&2

@@ -234,7 +234,9 @@ def test_the_composer_cleans_what_slipped_past_the_parser(tmp_path):
     out = Outgoing("distribution", ["bob@example.com"], ["bob@example.com"], ["carl@example.com\r\nBcc: x@y"],
                    from_name=evil, subject="[Ticket #1] hi\r\nX-Injected: 1")
     copy = compose.redistribution(original, parsed, out, services, "<m1@example.com>", "ann@acme.example\r\nBcc: x@y")
-    assert_sound(copy, COPY_HEADERS | {"x-bare", "x-nul"})
+    assert_sound(copy, COPY_HEADERS)
+    head = copy.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"x-bare" not in head and b"x-nul" not in head   # only the original's MIME headers travel
     ticket = SimpleNamespace(number=1, subject=parsed.subject)
     auto = Outgoing("auto_response", ["ann@acme.example"], ["ann@acme.example"], from_name=evil)
     assert_sound(compose.auto_response(parsed, auto, services, templates, ticket, "<m2@example.com>")[2],

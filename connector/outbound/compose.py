@@ -15,6 +15,11 @@ original becomes a space. A value that needed cleaning here is logged
 """
 
 import quopri
+import email
+import email.encoders
+import email.generator
+import email.policy
+import io
 import re
 from email.charset import Charset
 from email.header import Header
@@ -28,16 +33,12 @@ from connector.mail.decode import clean_text
 
 log = get_logger("outbound")
 
-# Headers of the original that must not travel with the redistributed copy.
-DROP_HEADERS = {
-    "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "in-reply-to", "references",
-    "date", "sender", "return-path", "received", "dkim-signature", "domainkey-signature",
-    "authentication-results", "arc-seal", "arc-message-signature", "arc-authentication-results",
-    "received-spf", "delivered-to", "x-original-to", "envelope-to", "errors-to",
-    "disposition-notification-to", "return-receipt-to", "x-loop", "auto-submitted",
-    "precedence", "list-id", "list-unsubscribe", "list-post", "list-help", "list-archive",
-    "list-subscribe", "list-owner", "x-connector-original-from",
-}
+# The only headers of the original a redistributed copy carries (an allow-list: a stranger
+# must not choose headers of mail we send, e.g. Mail-Reply-To, Resent-From, spam scores):
+# its MIME structure, Outlook's threading, and other connectors' loop markers.
+KEEP_HEADERS = {"mime-version", "thread-index", "thread-topic", "x-connector-loop"}
+KEEP_PREFIXES = ("content-",)
+MAX_LINE = 998   # RFC 5322: a line of a mail we send is at most this long (without CRLF)
 CRLF = "\r\n"
 SEPARATOR_RE = re.compile(rb"\r?\n\r?\n")
 HEADER_LINE_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
@@ -133,8 +134,11 @@ def _kept_line(match, line):
 def redistribution(raw, parsed, out, services, message_id, original_from=""):
     """The original mail, re-addressed for `out` (an `Outgoing`)."""
     headers, body = split_message(raw)
-    kept = [_kept_line(m, h) for h in headers
-            if (m := HEADER_LINE_RE.match(h)) and m.group(1).decode("ascii").lower() not in DROP_HEADERS]
+    kept = [_kept_line(m, h) for h in headers if (m := HEADER_LINE_RE.match(h)) and _kept(m.group(1))]
+    body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if any(len(line) > MAX_LINE for line in body.split(b"\r\n")) or \
+            any(len(line) > MAX_LINE for h in kept for line in h.split(b"\r\n")):
+        kept, body = _within_line_limit(kept, body)
     fields = [
         ("From", public_from(services, out.from_name)),
         ("Reply-To", services.settings.public_address),
@@ -146,8 +150,38 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
         ("X-Loop", services.loop_value),
         ("X-Connector-Original-From", original_from),
     ]
-    body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     return _header_block(fields) + b"\r\n".join(kept) + (b"\r\n" if kept else b"") + b"\r\n" + body
+
+
+def _kept(name):
+    name = name.decode("ascii").lower()
+    return name in KEEP_HEADERS or name.startswith(KEEP_PREFIXES)
+
+
+def _within_line_limit(kept, body):
+    """The copy's MIME headers and body with no line over MAX_LINE: parts whose lines are
+    longer (accepted as received: broken clients send them) are base64-encoded again, long
+    header lines folded. A relay refuses longer lines (500 Line too long), so staff would
+    never get the copy. Left as it was when it cannot be re-encoded (the row then fails alone)."""
+    try:
+        head = b"".join(h + b"\r\n" for h in kept)
+        message = email.message_from_bytes(head + b"\r\n" + body, policy=email.policy.compat32)
+        for part in message.walk():
+            if part.is_multipart():
+                continue
+            payload = part.get_payload(decode=False)
+            if isinstance(payload, str) and any(len(line) > MAX_LINE for line in payload.splitlines()):
+                data = part.get_payload(decode=True) or b""
+                del part["Content-Transfer-Encoding"]
+                part.set_payload(data)
+                email.encoders.encode_base64(part)
+        out = io.BytesIO()
+        email.generator.BytesGenerator(out, mangle_from_=False, maxheaderlen=78).flatten(message)
+        head, _, new_body = out.getvalue().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").partition(b"\r\n\r\n")
+        return split_message(head + b"\r\n\r\n")[0], new_body
+    except Exception as exc:  # a structure the parser cannot walk (e.g. nested past its limit)
+        log.warning("outbound.long_lines_kept", error=f"{type(exc).__name__}: {exc}")
+        return kept, body
 
 
 class Templates:
