@@ -10,6 +10,7 @@ characters as `\u001b` escapes (`printable`); JSON lines escape them anyway.
 """
 
 import logging
+import os
 import re
 import sys
 
@@ -30,10 +31,34 @@ def _printable_values(logger, method, event):
     return {key: printable(value) if isinstance(value, str) else value for key, value in event.items()}
 
 
+class LineWriter:
+    """structlog's logger: each event is one line written with one write(2), so the lines of
+    the daemon and its children, which share stdout, never interleave (a pipe keeps writes
+    up to 4 KiB whole; a file's shared offset moves per write). `stream` None is whatever
+    sys.stdout is when the line is written; a stream closed meanwhile falls back to it."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def msg(self, message):
+        stream = self.stream if self.stream is not None and not self.stream.closed else sys.stdout
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # a stream with no file (a test's capture)
+            stream.write(data.decode("utf-8"))
+            stream.flush()
+            return
+        stream.flush()   # anything the process printed before goes first
+        while data:
+            data = data[os.write(fd, data):]
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
+
+
 def setup_logging(level="info", stream=None, json=None):
-    stream = stream or sys.stdout
     if json is None:
-        json = not stream.isatty()
+        json = not (stream or sys.stdout).isatty()
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -47,7 +72,7 @@ def setup_logging(level="info", stream=None, json=None):
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *args: LineWriter(stream),
         cache_logger_on_first_use=False,
     )
 

@@ -48,3 +48,17 @@ def test_readable_lines_on_a_terminal(instance):
     line = next(line for line in output.decode().splitlines() if "daemon.started" in line)
     assert not line.lstrip().startswith("{")                 # not JSON
     assert "[info" in line and "listen=" in line
+
+
+def test_a_log_stream_closed_meanwhile_does_not_break_logging(capsys):
+    """Commands bind the log to the stderr of their time; a stream closed since (a test's
+    capture, a terminal gone) must not make the next log line raise in the middle of filing."""
+    import io
+
+    from connector.log import get_logger, setup_logging
+    gone = io.StringIO()
+    setup_logging("info", stream=gone, json=True)
+    gone.close()
+    get_logger("test").info("test.after_close", value=1)
+    assert '"event": "test.after_close"' in capsys.readouterr().out
+    setup_logging("info")
