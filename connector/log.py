@@ -17,7 +17,9 @@ import sys
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-TERMINAL_CONTROLS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")   # all but tab and newline
+# control characters but tab and newline, and the bidirectional overrides and isolates
+# (U+202A-202E, U+2066-2069) that make "gpj.exe" show as "exe.jpg"
+TERMINAL_CONTROLS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text):

@@ -24,6 +24,7 @@ from connector.pipeline.services import Services
 from connector.settings import ConfigError
 from connector.settings.reload import fingerprint, keep_in_force
 from connector.store.db import load_hmac_key, open_store
+from connector.store.faults import describe, transient_fault
 from connector.store.retention import prune
 from connector.store.wakeup import IDLE_POLL, Waker
 
@@ -121,10 +122,17 @@ class BackgroundLoop:
                 self._reload()
             try:
                 busy = self.step()
-            except Exception:
-                log.exception(f"{self.name}.error")
-                self.stop.wait(1.0)
+            except Exception as exc:
+                fault = transient_fault(exc)
+                if fault is None:
+                    log.exception(f"{self.name}.error")
+                    delay = 1.0
+                else:  # disk full, locked, I/O: the store's fault, not a bug; wait longer each time
+                    delay = self.fault_delay = min(max(getattr(self, "fault_delay", 0) * 2, 1.0), 30.0)
+                    log.warning("storage.fault", process=self.name, cause=describe(fault), retry_in=delay)
+                self.stop.wait(delay)
                 continue
+            self.fault_delay = 0
             if not busy:
                 self.idle()
         self.close()

@@ -278,3 +278,11 @@ def test_a_huge_subject_is_cut_where_we_write_it(daemon, sink):
     for _, _, raw in sink.messages:
         subject = str(BytesParser(policy=STRICT).parsebytes(header_block(raw) + b"\r\n\r\n")["subject"])
         assert len(subject) == MAX_SUBJECT_CHARS and subject.endswith("…")
+
+
+def test_bidirectional_overrides_are_shown_not_obeyed(daemon, sink):
+    """U+202E makes 'invoice\u202egpj.exe' read as 'invoiceexe.jpg' on a terminal."""
+    daemon.send(make_mail(subject="invoice\u202egpj.exe"))
+    daemon.wait_processed(1)
+    out = daemon.cli("tickets", "list").stdout.decode()
+    assert "\u202e" not in out and "invoice\\u202egpj.exe" in out
