@@ -15,6 +15,7 @@ original becomes a space. A value that needed cleaning here is logged
 """
 
 import quopri
+import base64
 import email
 import email.encoders
 import email.generator
@@ -136,6 +137,8 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
     headers, body = split_message(raw)
     kept = [_kept_line(m, h) for h in headers if (m := HEADER_LINE_RE.match(h)) and _kept(m.group(1))]
     body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if parsed.capped.get("depth") or any(d.endswith(" without parts") for d in parsed.defects):
+        kept, body = _as_text(parsed)
     if any(len(line) > MAX_LINE for line in body.split(b"\r\n")) or \
             any(len(line) > MAX_LINE for h in kept for line in h.split(b"\r\n")):
         kept, body = _within_line_limit(kept, body)
@@ -151,6 +154,17 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
         ("X-Connector-Original-From", original_from),
     ]
     return _header_block(fields) + b"\r\n".join(kept) + (b"\r\n" if kept else b"") + b"\r\n" + body
+
+
+def _as_text(parsed):
+    """A copy of a mail whose MIME structure readers cannot walk (nested deeper than the parse
+    reads, a multipart without its boundary): its text, and where the original is."""
+    note = ("[The connector forwards this message as text: its MIME structure could not be read "
+            "(nested too deeply or broken). The original is kept: connector message export.]")
+    text = (parsed.text or "").strip()
+    data = base64.encodebytes(f"{text}\n\n{note}\n".encode("utf-8"))
+    return ([b"MIME-Version: 1.0", b"Content-Type: text/plain; charset=utf-8",
+             b"Content-Transfer-Encoding: base64"], data.replace(b"\n", b"\r\n"))
 
 
 def _kept(name):
