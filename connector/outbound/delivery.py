@@ -28,6 +28,7 @@ from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
 from connector.store import bulk
+from connector.store.queries import outbox_still_active as still_active
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
@@ -60,12 +61,6 @@ def problems(entry_rcpt, states):
         if state and state["state"] != ACCEPTED:
             by_reply.setdefault(state["reply"], []).append(address)
     return "; ".join(f"{', '.join(addresses)}: {reply}" for reply, addresses in by_reply.items()) or None
-
-
-def still_active(entry_id):
-    """Whether the row is still to be delivered (an index lookup by its id)."""
-    return OutboxEntry.select(OutboxEntry.id).where(
-        (OutboxEntry.id == entry_id) & OutboxEntry.status.in_(OUTBOX_ACTIVE)).exists()
 
 
 class Delivery:

@@ -7,7 +7,7 @@ from collections import namedtuple
 import peewee
 
 from connector.store.models import (
-    SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
+    OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
@@ -139,3 +139,11 @@ def outbox_page(status=None, after=0, limit=None):
     if limit is not None:
         query = query.limit(limit)
     return [(o, o.ticket_number) for o in query.objects()]
+
+
+_ACTIVE_SQL = 'SELECT 1 FROM "outbox" WHERE "id" = ? AND "status" IN (%s)' % ", ".join("?" * len(OUTBOX_ACTIVE))
+
+
+def outbox_still_active(entry_id):
+    """Whether the outbox row is still to be delivered (by its id; SQL built once, per row sent)."""
+    return _one(_ACTIVE_SQL, (entry_id, *OUTBOX_ACTIVE)) is not None
