@@ -154,7 +154,7 @@ def measure(python, cache, args):
         shown, _ = timed(connector + ["tickets", "show", "1", "--json"], cache)
     finally:
         stop(daemon, sink)
-    files = [p for p in (cache / "var").glob("connector*.db*")]
+    files = [p for p in (cache / "var").glob("connector*.db*") if ".bak-" not in p.name]  # not migration backups
     size = sum(p.stat().st_size for p in files)
     with sqlite3.connect(cache / "var" / "connector.db") as conn:
         messages = conn.execute("select count(*) from message where direction = 'in'").fetchone()[0]
