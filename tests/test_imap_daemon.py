@@ -115,17 +115,17 @@ def test_kill_between_spool_commit_and_flag(tmp_path, sink, dovecot):
     scanners["scanners"][0]["port"] = proxy.port
     (tmp_path / "config" / "scanners.yaml").write_text(yaml.safe_dump(scanners))
     inst.start()
-    wait_for(lambda: log_has(inst, "imap.scanned"), 15, what="first (empty) scan")
-    uid = dovecot.append(user, make_mail(subject="crash test").as_bytes())
-    wait_for(lambda: inst.proc.poll() is not None, 15, what="the daemon to be killed at its first STORE")
-    assert inst.proc.returncode == -9
-    inst.proc = None
-    # Committed, but neither flagged nor moved: the server still shows it unread in INBOX.
-    assert len(query(inst, "select id from spool.spool")) == 1
-    assert SEEN not in dovecot.flags(user)[uid] and dovecot.flags(user, "Processed") == {}
-    time.sleep(1.0)   # the orphaned worker notices its parent died and stops
-    inst.start()
     try:
+        wait_for(lambda: log_has(inst, "imap.scanned"), 15, what="first (empty) scan")
+        uid = dovecot.append(user, make_mail(subject="crash test").as_bytes())
+        wait_for(lambda: inst.proc.poll() is not None, 15, what="the daemon to be killed at its first STORE")
+        assert inst.proc.returncode == -9
+        inst.proc = None
+        # Committed, but neither flagged nor moved: the server still shows it unread in INBOX.
+        assert len(query(inst, "select id from spool.spool")) == 1
+        assert SEEN not in dovecot.flags(user)[uid] and dovecot.flags(user, "Processed") == {}
+        time.sleep(1.0)   # the orphaned worker notices its parent died and stops
+        inst.start()
         wait_for(lambda: dovecot.flags(user) == {} and len(dovecot.flags(user, "Processed")) == 1, 15,
                  what="the message moved after the restart")
         # The scanner had recorded the UID as stored: it flags and moves it now, and does not
@@ -140,6 +140,7 @@ def test_kill_between_spool_commit_and_flag(tmp_path, sink, dovecot):
         assert status["imported"] == 1
     finally:
         inst.stop()
+        proxy.close()
 
 
 def test_scanners_yaml_changes_apply_while_running(tmp_path, sink, dovecot):
