@@ -414,3 +414,20 @@ def test_a_reload_keeps_restart_only_keys_in_force(tmp_path):
     assert sorted(keep_in_force(old, new)) == ["database", "listen"]
     assert (new.database, new.data_dir, new.listen_port) == (old.database, old.data_dir, 2600)
     assert new.response_from_name == "New"          # what can change at once does
+
+
+def test_a_template_in_a_subfolder_is_watched(tmp_path):
+    """templates/parts/footer.j2 (for {% include %}) changes the fingerprint a reload looks at."""
+    import os
+    from connector.settings import load_settings
+    from connector.settings.reload import fingerprint
+    ini = tmp_path / "connector.ini"
+    ini.write_text("[connector]\ndatabase = var/c.db\n")
+    footer = tmp_path / "templates" / "parts" / "footer.j2"
+    footer.parent.mkdir(parents=True)
+    footer.write_text("Regards\n")
+    settings = load_settings(ini)
+    before = fingerprint(settings)
+    footer.write_text("Kind regards, the desk\n")
+    os.utime(footer, ns=(1, 1))
+    assert fingerprint(settings) != before

@@ -110,3 +110,15 @@ def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     assert main(["-c", str(ini), "inbound", "replay", str(item.id), "--force"]) == 1
     assert "pruned" in capsys.readouterr().err
     assert Processing.get_by_id(spool_id).state == SPOOL_DONE
+
+
+def test_db_status_changes_nothing(tmp_path, capsys):
+    """`db status` on a store from before migrations: it says so and leaves the file as it was."""
+    ini = _ini(tmp_path)
+    db = open_store(tmp_path / "c.db")
+    db.execute_sql('DROP TABLE "schema_migration"')
+    db.close()
+    assert main(["-c", str(ini), "db", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == 0
+    tables = sqlite3.connect(tmp_path / "c.db").execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "schema_migration" not in {row[0] for row in tables}

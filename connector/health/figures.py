@@ -65,7 +65,7 @@ def outbox(now):
                  for status in outbox_statuses() if status != OUTBOX_SENT}
     marks = ", ".join("?" * len(WAITING))
     waiting, oldest, tried = _row(
-        f'SELECT COUNT(*), MIN("created_at"), SUM("attempts" > 0) FROM "outbox" WHERE "status" IN ({marks})',
+        f'SELECT COUNT(*), MIN(COALESCE("queued_at", "created_at")), SUM("attempts" > 0) FROM "outbox" WHERE "status" IN ({marks})',
         WAITING)
     return {"pending": waiting, "deferred": tried or 0, "failed": by_status.get(OUTBOX_FAILED, 0),
             "oldest_pending_age": _age(now, oldest), "by_status": by_status}

@@ -39,7 +39,7 @@ def is_config_file(settings, path):
     if path.name.startswith(".") or path.name.endswith("~"):
         return False  # editors' swap and backup files
     return path == settings.ini_path \
-        or path.parent in (base / "config", base / "templates") \
+        or path.parent == base / "config" or (base / "templates") in path.parents \
         or (path.parent == base / "rules" and path.suffix in (".yaml", ".yml"))
 
 
@@ -47,7 +47,8 @@ def fingerprint(settings):
     """(name, mtime, size) of every configuration file: changes when any of them does."""
     base = settings.base_dir
     candidates = [settings.ini_path] + [p for folder in WATCHED if (base / folder).is_dir()
-                                        for p in sorted((base / folder).iterdir())]
+                                        for p in sorted((base / folder).rglob("*") if folder == "templates"
+                                                        else (base / folder).iterdir())]
     result = []
     for path in candidates:
         if is_config_file(settings, path):
@@ -92,7 +93,8 @@ class ConfigWatcher:
         for folder in WATCHED:
             path = settings.base_dir / folder
             if path.is_dir():
-                self.observer.schedule(handler, str(path), recursive=False)
+                # templates/ may hold folders of its own ({% include "parts/footer.j2" %})
+                self.observer.schedule(handler, str(path), recursive=path.name == "templates")
 
     def _changed(self):
         with self._lock:

@@ -84,8 +84,10 @@ def applied(db):
 
 
 def status(db):
-    """{version, latest, pending}: how many migrations are applied, how many exist, which are not."""
-    done = applied(db)
+    """{version, latest, pending}: how many migrations are applied, how many exist, which are not.
+    Reads only: a store without the table (written before migrations existed) has none applied."""
+    exists = db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
+    done = {row[0] for row in db.execute_sql(f'SELECT "name" FROM "{TABLE}"').fetchall()} if exists else set()
     pending = [name for name, _ in MIGRATIONS if name not in done]
     return {"version": len(MIGRATIONS) - len(pending), "latest": len(MIGRATIONS), "pending": pending}
 

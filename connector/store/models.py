@@ -25,7 +25,7 @@ TRIAGE_STATUSES = (TRIAGE_AWAITING_REVIEW, TRIAGE_NEEDS_ATTENTION, TRIAGE_CLOSED
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
 OUTBOX_DEFERRED = "deferred"    # a recipient was refused temporarily: retried with backoff
-OUTBOX_SENT = "sent"            # every recipient accepted, or refused permanently (see `recipients`)
+OUTBOX_SENT = "sent"            # done, at least one recipient accepted (the refused ones: `recipients`)
 OUTBOX_FAILED = "failed"        # no recipient accepted: refused permanently or given up
 OUTBOX_CANCELLED = "cancelled"  # stopped by the operator (`outbox cancel`)
 OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DEFERRED, OUTBOX_SENT, OUTBOX_FAILED, OUTBOX_CANCELLED)
