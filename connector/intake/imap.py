@@ -35,7 +35,7 @@ from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
 from connector.store.models import database
 # the spool's own row builder and multi-row insert (what its GroupCommitter uses): a chunk
 # is one statement, not a savepoint per message
-from connector.store.spool import _insert_returning, _values
+from connector.store.spool import store_messages
 
 log = get_logger("imap")
 
@@ -331,10 +331,8 @@ class Scanner:
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""
         if not uids:
             return {}
-        now = time.time()
-        with database.atomic():
-            ids = dict(zip(uids, _insert_returning([
-                _values(bodies[uid], None, (), self.cfg.intake, plans[uid][0].hints, now) for uid in uids])))
+        ids = dict(zip(uids, store_messages([(bodies[uid], plans[uid][0].hints) for uid in uids],
+                                            intake=self.cfg.intake)))
         for uid in uids:
             mlog.info("imap.stored", uid=uid, spool_id=ids[uid], rule=plans[uid][0].rule)
         return ids

@@ -25,11 +25,18 @@ def unsaved_entry(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=
 
 def store_message(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
     """Commit one message to the spool and return its id (durable on return)."""
+    return store_messages([(raw, hints)], mail_from=mail_from, rcpt_to=rcpt_to, intake=intake, clock=clock)[0]
+
+
+def store_messages(messages, *, mail_from=None, rcpt_to=(), intake, clock=time.time):
+    """Commit (raw, hints) pairs to the spool in one transaction; their ids, in order (durable on
+    return, unless the caller holds a transaction: then with its commit, and it wakes the worker)."""
+    now = clock()
     with database.atomic():
-        spool_id = _insert_returning([_values(raw, mail_from, rcpt_to, intake, hints, clock())])[0]
-    if not database.in_transaction():  # committed now (inside a caller's transaction: it notifies)
+        ids = _insert_returning([_values(raw, mail_from, rcpt_to, intake, hints, now) for raw, hints in messages])
+    if not database.in_transaction():
         wakeup.notify(wakeup.WORKER)
-    return spool_id
+    return ids
 
 
 class GroupCommitter:
