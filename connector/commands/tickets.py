@@ -1,14 +1,19 @@
-"""Read the store: `tickets list|show`, `inbound list|replay|close`, `message export`."""
+"""Read the store: `tickets list|show|history|set`, `inbound list|replay|close`, `message export`."""
 
+import json
 import sys
+import time
 
 from connector.commands.common import database_or_exit, emit, iso, parse_since, settings_or_exit
+from connector.log import get_logger
+from connector.store import events
 from connector.store.db import open_store
 from connector.store.queries import ticket_page
 from connector.store.models import (
     SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
-    SpoolEntry,
-    Ticket, TriageItem)
+    SpoolEntry, Ticket, TriageItem, database)
+
+log = get_logger("tickets")
 
 
 def _open(args):
@@ -100,18 +105,52 @@ def cmd_tickets_set(args):
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)
         return 1
+    changes = []  # (event, detail), one ticket event each
     if args.manager is not None:
         member = settings.staff_by_email(args.manager) if args.manager else None
         if args.manager and member is None:
             print(f"connector: {args.manager} is not an active employee", file=sys.stderr)
             return 1
-        ticket.manager = member.email if member else None
-    if args.status:
+        new = member.email if member else None
+        if new != ticket.manager:
+            changes.append((events.MANAGER_CHANGED, {"from": ticket.manager, "to": new}))
+        ticket.manager = new
+    if args.status and args.status != ticket.status:
+        changes.append((events.STATUS_CHANGED, {"from": ticket.status, "to": args.status}))
         ticket.status = args.status
-    if args.inbox is not None:
+    if args.inbox is not None and ticket.in_inbox != (args.inbox == "yes"):
         ticket.in_inbox = args.inbox == "yes"
-    ticket.save()
+        changes.append((events.INBOX_FLAG_CHANGED, {"in_inbox": ticket.in_inbox}))
+    now = time.time()
+    with database.atomic():
+        if changes:
+            ticket.updated_at = now
+        ticket.save()
+        for name, detail in changes:
+            events.record(ticket.id, name, at=now, by=None, via=events.VIA_CLI, detail=detail)
+            log.info("ticket.changed", ticket=ticket.number, change=name, **detail)
     emit(args, ticket_summary(ticket))
+    return 0
+
+
+def event_json(event):
+    return {"at": iso(event.at), "event": event.event, "by": event.by, "via": event.via, "detail": event.detail}
+
+
+def cmd_tickets_history(args):
+    """Every event of a ticket, oldest first."""
+    _open(args)
+    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    if ticket is None:
+        print(f"connector: no ticket {args.number}", file=sys.stderr)
+        return 1
+    rows = [event_json(e) for e in events.history(ticket.id)]
+    if args.json:
+        emit(args, rows)
+    else:
+        for row in rows:
+            print(f"{row['at']}  {row['event']:<18} {row['via']:<7} {row['by'] or '-'}  "
+                  f"{json.dumps(row['detail'], ensure_ascii=False) if row['detail'] else ''}".rstrip())
     return 0
 
 
@@ -219,6 +258,9 @@ def register(subparsers):
     p.add_argument("number", type=int)
     p.set_defaults(handler=cmd_tickets_show)
 
+    p = _json(tickets.add_parser("history", help="every event of a ticket, oldest first"))
+    p.add_argument("number", type=int)
+    p.set_defaults(handler=cmd_tickets_history)
     p = _json(tickets.add_parser("set", help="change status, manager or inbox flag"))
     p.add_argument("number", type=int)
     p.add_argument("--status")

@@ -15,7 +15,7 @@ from connector.pipeline.context import (
 from connector.pipeline.distribute import AUTO_RESPONSE
 from connector.pipeline.notify import NOTICE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
-from connector.store import bulk
+from connector.store import bulk, events
 from connector.store.models import (
     SPOOL_DONE, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient, Message,
     OutboxEntry, Processing, SentMail, ThreadRef, Ticket, TriageItem, database)
@@ -192,10 +192,24 @@ def apply_decision(ctx, templates):
                     ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
         _queue_notices(ctx, templates, now)
+    if ctx.action in FILED:
+        _record_event(ctx, ticket, now)
     _close_superseded(ctx)
     record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id, now)
     _log_suppressed(ctx)
     return ticket
+
+
+def _record_event(ctx, ticket, now):
+    """The ticket's history: who wrote, through which channel (`tickets history`)."""
+    via, by = events.via_of_intake(ctx.spool.intake), ctx.sender.address or None
+    detail = {"message_id": ctx.parsed.message_id, "public": bool(ctx.public)}
+    if ctx.action == NEW_TICKET:
+        events.record(ticket.id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
+        events.record(ticket.id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
+    else:
+        name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
+        events.record(ticket.id, name, at=now, by=by, via=via, detail=detail)
 
 
 def _close_superseded(ctx):

@@ -69,12 +69,22 @@ def _sent_mail(db, clock=time.time):
         SentMail.insert_many(carried).execute()
 
 
+def _ticket_events_and_inboxes(db):
+    """Ticket history (`tickets history`) and inbox entries (seed 001): new tables only."""
+    from connector.store.models import InboxEntry, TicketEvent
+    if not _columns(db, "ticket"):
+        return  # a new store: create_tables makes them
+    TicketEvent.create_table(safe=True)
+    InboxEntry.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
     ("0002_outbox_recipient_state", _outbox_recipient_state),
     ("0003_processing_processed_at_index", _processing_processed_at_index),
     ("0004_sent_mail", _sent_mail),
+    ("0005_ticket_events_and_inboxes", _ticket_events_and_inboxes),
 )
 
 

@@ -31,6 +31,13 @@ OUTBOX_CANCELLED = "cancelled"  # stopped by the operator (`outbox cancel`)
 OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DEFERRED, OUTBOX_SENT, OUTBOX_FAILED, OUTBOX_CANCELLED)
 OUTBOX_ACTIVE = (OUTBOX_PENDING, OUTBOX_DEFERRED)  # still to be delivered
 
+# Inbox entry statuses (seed 001): a ticket's place in an inbox.
+ENTRY_OPEN = "open"
+ENTRY_COMPLETED = "completed"
+ENTRY_CANCELLED = "cancelled"
+ENTRY_FORWARDED = "forwarded"   # moved on: a new open entry exists in the target inbox
+ENTRY_STATUSES = (ENTRY_OPEN, ENTRY_COMPLETED, ENTRY_CANCELLED, ENTRY_FORWARDED)
+
 
 class JSONField(peewee.TextField):
     def db_value(self, value):
@@ -231,6 +238,46 @@ class DeliveryAttempt(BaseModel):
     detail = peewee.TextField(default="")
 
 
+class TicketEvent(BaseModel):
+    """One thing that happened to a ticket (`tickets history`), written in the
+    same transaction as the change it records. Names: `connector.store.events`."""
+
+    ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE")
+    at = peewee.FloatField()
+    event = peewee.CharField()
+    by = peewee.TextField(null=True)         # who: a staff or sender address; None for the system
+    via = peewee.CharField()                 # mail | cli | scanner | system
+    detail = JSONField(default=dict)
+
+    class Meta:
+        table_name = "ticket_event"
+        indexes = ((("ticket", "at"), False), (("event", "at"), False))
+
+
+class InboxEntry(BaseModel):
+    """A ticket's place in an inbox (seed 001). At most one open entry per
+    (ticket, inbox): a partial unique index, see `InboxEntry.add_index` below."""
+
+    ticket = peewee.ForeignKeyField(Ticket, backref="inbox_entries", on_delete="CASCADE")
+    inbox = peewee.CharField()               # the inbox's name as configured in inboxes.yaml
+    owner = peewee.CharField(null=True)      # staff email
+    status = peewee.CharField(default=ENTRY_OPEN)
+    due_type = peewee.CharField(null=True)
+    due_at = peewee.FloatField(null=True)    # epoch seconds (ISO 8601 with zone in JSON)
+    message = peewee.TextField(null=True)
+    created_at = peewee.FloatField()
+    created_by = peewee.CharField(null=True)
+    forwarded_from = peewee.IntegerField(null=True)  # the entry this one was forwarded from
+
+    class Meta:
+        table_name = "inbox_entry"
+        indexes = ((("inbox", "status"), False), (("ticket", "status"), False))
+
+
+InboxEntry.add_index(InboxEntry.index(InboxEntry.ticket, InboxEntry.inbox, unique=True,
+                                      where=(InboxEntry.status == ENTRY_OPEN)))
+
+
 class Meta_(BaseModel):
     """Small key/value facts about the store (schema version, counters)."""
 
@@ -242,4 +289,4 @@ class Meta_(BaseModel):
 
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, Meta_)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry, Meta_)

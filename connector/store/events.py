@@ -1,0 +1,54 @@
+"""Ticket events: the audit trail of `tickets history`, and what automatic
+e-mails are planned from (seed 002).
+
+Every state change of a ticket writes one event here, in the same
+transaction as the change, whatever the channel: a mail (`via` mail), an
+operator command (cli), a scanner rule (scanner) or the daemon itself
+(system, e.g. a deadline). Event names are public (JSON, logs, auto_emails.yaml).
+"""
+
+from connector.store.models import TicketEvent
+
+# What happened (issue texts and seed 002).
+TICKET_CREATED = "ticket_created"        # any channel
+REQUEST_BY_EMAIL = "request_by_email"    # a new ticket from a mail
+CUSTOMER_REPLIED = "customer_replied"
+EMPLOYEE_REPLIED = "employee_replied"    # public or internal: `detail.public`
+STATUS_CHANGED = "status_changed"        # detail: {from, to}
+MANAGER_CHANGED = "manager_changed"      # detail: {from, to}
+INBOX_FLAG_CHANGED = "inbox_flag_changed"  # detail: {in_inbox}
+INBOX_ADDED = "inbox_added"              # an open entry made in an inbox (detail: entry, inbox)
+TICKET_TAKEN = "ticket_taken"
+TICKET_FORWARDED = "ticket_forwarded"
+TICKET_COMPLETED = "ticket_completed"
+TICKET_CANCELLED = "ticket_cancelled"
+TRIAGE_ATTACHED = "triage_attached"      # a triage item filed into this ticket
+NOTE_ADDED = "note_added"
+DEADLINE_PASSED = "deadline_passed"
+TICKET_ESCALATED = "ticket_escalated"
+DELIVERY_FAILED = "delivery_failed"
+
+# Through which channel.
+VIA_MAIL = "mail"
+VIA_CLI = "cli"
+VIA_SCANNER = "scanner"
+VIA_SYSTEM = "system"
+VIAS = (VIA_MAIL, VIA_CLI, VIA_SCANNER, VIA_SYSTEM)
+
+
+def via_of_intake(intake):
+    """The channel of a spooled message's intake (`imap:<scanner>` is a scanner)."""
+    return VIA_SCANNER if (intake or "").startswith("imap:") else VIA_MAIL
+
+
+def record(ticket_id, event, *, at, by=None, via=VIA_SYSTEM, detail=None):
+    """Write one event (the caller holds the transaction of the change); returns its id."""
+    assert via in VIAS, via
+    return TicketEvent.insert(ticket=ticket_id, at=at, event=event, by=by, via=via,
+                              detail=detail or {}).execute()
+
+
+def history(ticket_id):
+    """The ticket's events, oldest first (ties in the order they were written)."""
+    return list(TicketEvent.select().where(TicketEvent.ticket == ticket_id)
+                .order_by(TicketEvent.at, TicketEvent.id))
