@@ -231,15 +231,5 @@ class DeliveryAttempt(BaseModel):
     detail = peewee.TextField(default="")
 
 
-class Meta_(BaseModel):
-    """Small key/value facts about the store (schema version, counters)."""
-
-    key = peewee.CharField(primary_key=True)
-    value = peewee.TextField()
-
-    class Meta:
-        table_name = "meta"
-
-
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, Meta_)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt)
