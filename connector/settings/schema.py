@@ -195,6 +195,8 @@ def render_example():
             if key.section != section:
                 continue
             lines.append(f"; {key.doc}")
+            if key.restart:
+                lines.append("; Read at start: a change takes effect at the next restart.")
             if key.choices:
                 lines.append(f"; Values: {' | '.join(key.choices)}")
             lines.append(f"{key.name} = {key.default}")
