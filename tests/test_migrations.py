@@ -143,6 +143,8 @@ def test_run_refuses_an_old_schema_when_auto_upgrade_is_off(tmp_path, sink):
     assert result.returncode == 1
     error = result.stderr.decode()
     assert "connector db upgrade" in error and "auto_upgrade" in error and "Traceback" not in error
+    injected = inst.cli("inject", input=make_mail(subject="Piped meanwhile").as_bytes(), check=False)
+    assert injected.returncode == 75                           # Postfix keeps it and tries again
     assert inst.json("db", "status")["version"] == 0          # untouched: no migration, no backup
     assert table_rows(path) == before and not list((tmp_path / "var").glob("*.bak-*"))
 
