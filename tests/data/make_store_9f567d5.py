@@ -14,7 +14,6 @@ test_migrations.py upgrades that store with the current code.
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
