@@ -64,7 +64,7 @@ def _inject(args):
     from connector.store.db import open_store
     from connector.store.spool import store_message
     try:
-        open_store(settings.database)
+        open_store(settings.database, upgrade=settings.auto_upgrade)
         spool_id = store_message(strip_mbox_from(raw), mail_from=args.sender, rcpt_to=ours, intake="pipe")
     except Exception as exc:
         print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)

@@ -158,6 +158,10 @@ KEYS = (
         "statuses stay; mail still in review, shunted or unfiled is never "
         "touched). 0 keeps everything. `connector db vacuum` returns the "
         "space to the disk."),
+    Key("connector", "auto_upgrade", "bool", "yes",
+        "Whether `connector run` upgrades an older database schema itself when "
+        "it starts (after a backup to <database>.bak-<version>). no: it refuses "
+        "to start until you run `connector db upgrade`.", ("yes", "no"), restart=True),
 )
 
 RESTART_FIELDS = tuple(k.field for k in KEYS if k.restart)
@@ -191,6 +195,8 @@ def render_example():
             if key.section != section:
                 continue
             lines.append(f"; {key.doc}")
+            if key.restart:
+                lines.append("; Read at start: a change takes effect at the next restart.")
             if key.choices:
                 lines.append(f"; Values: {' | '.join(key.choices)}")
             lines.append(f"{key.name} = {key.default}")

@@ -278,15 +278,5 @@ InboxEntry.add_index(InboxEntry.index(InboxEntry.ticket, InboxEntry.inbox, uniqu
                                       where=(InboxEntry.status == ENTRY_OPEN)))
 
 
-class Meta_(BaseModel):
-    """Small key/value facts about the store (schema version, counters)."""
-
-    key = peewee.CharField(primary_key=True)
-    value = peewee.TextField()
-
-    class Meta:
-        table_name = "meta"
-
-
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry, Meta_)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry)
