@@ -9,7 +9,8 @@ import importlib
 MODULES = (
     "connector.commands.daemon",     # run, worker, check-config, example-config
     "connector.commands.intake",     # inject, replay
-    "connector.commands.tickets",    # tickets, inbound, message
+    "connector.commands.tickets",    # tickets, message
+    "connector.commands.inbound",    # inbound list|replay|create-ticket|attach|close|status|delete
     "connector.commands.outbox",     # outbox list|retry|cancel
     "connector.commands.mailtools",
     "connector.commands.scanners",   # scanners status|run|test
