@@ -167,6 +167,23 @@ def test_attach_internal_and_quiet_files_not_public_and_mails_nobody(daemon, sin
                                        ("triage_attached", "cli", "bob@example.com")]
 
 
+def test_a_bounce_attached_to_its_ticket_is_filed_and_never_mailed_on(daemon, sink):
+    from test_triage_and_automatic import BOUNCE
+    daemon.send(make_mail(subject="Order 17", sender="ann@acme.example"))
+    daemon.send(BOUNCE, "", ["support@example.com"])
+    daemon.wait_processed(2)
+    item = item_of(daemon, "Undelivered Mail Returned to Sender")
+    assert item["reason"] == "bounce"
+    daemon.wait_delivered()
+    outbox_before = len(daemon.outbox())
+    daemon.cli("inbound", "attach", str(item["id"]), "1", "--as", "bob@example.com")
+    filed = [m for m in daemon.ticket(1)["messages"] if m["subject"] == "Undelivered Mail Returned to Sender"]
+    assert [(m["direction"], m["from"].lower(), m["public"]) for m in filed] == [
+        ("in", "mailer-daemon@mx.acme.example", True)]
+    assert daemon.spool_states()[1][2:] == ("follow_up", "triage_attached")
+    assert len(daemon.outbox()) == outbox_before                    # automatic mail: no copies
+
+
 def test_close_and_status(daemon, sink):
     to_notifications(daemon, make_mail(subject="Newsletter signup", to="notifications@example.com"))
     daemon.wait_processed(1)

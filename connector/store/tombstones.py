@@ -9,15 +9,19 @@ a copy relayed again carries new Received lines, so its bytes differ.
 
 from datetime import datetime, timezone
 
-from connector.store.models import TriageTombstone
+from connector.store.models import TriageTombstone, database
+
+
+# Plain SQL, built once: every message asks (see `connector.store.bulk` for why), and
+# each term is an indexed lookup (sha256; message_id).
+_MATCH = ('SELECT "id" FROM "triage_tombstone" WHERE "sha256" = ? '
+          'OR ("message_id" = ? AND "message_id" != \'\' AND "from_addr" = ?) ORDER BY "id" LIMIT 1')
 
 
 def matching(message_id, from_addr, sha256):
     """The tombstone of a deleted mail this one is the same as, or None."""
-    same = TriageTombstone.sha256 == sha256
-    if message_id:
-        same |= (TriageTombstone.message_id == message_id) & (TriageTombstone.from_addr == (from_addr or ""))
-    return TriageTombstone.select().where(same).order_by(TriageTombstone.id).first()
+    row = database.execute_sql(_MATCH, (sha256, message_id or "", from_addr or "")).fetchone()
+    return TriageTombstone.get_by_id(row[0]) if row else None
 
 
 def for_spool(spool_id):

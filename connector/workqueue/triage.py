@@ -101,9 +101,9 @@ def create_ticket(item_id, *, by, via, now, quiet=False, services=None, template
     assert services is not None, "create_ticket files through the pipeline: pass the caller's services"
     item = _open_item(item_id)
     ctx = _refile(item, {"action": NEW_TICKET, "item": item.id, "by": by, "via": via}, services, quiet, now)
-    if ctx.sender.is_staff or not ctx.sender.address:
+    if ctx.sender.is_staff or "@" not in (ctx.sender.address or ""):
         raise Refused(f"inbound item {item_id} is from {ctx.sender.address or 'no address'}, not a customer: "
-                      f"a ticket needs a customer as its contact; attach it to a ticket instead")
+                      "a ticket needs a customer address as its contact; attach it to a ticket instead")
     ticket = _apply(ctx, templates)
     if not InboxEntry.select().where((InboxEntry.ticket == ticket.id) & (InboxEntry.status == ENTRY_OPEN)).exists():
         inbox.place_new_ticket(ticket.id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
@@ -125,7 +125,7 @@ def attach(item_id, ticket_number, *, by, via, now, internal=False, add_recipien
               "internal": bool(internal)}
     ctx = _refile(item, forced, services, quiet, now)
     sender = ctx.sender.address
-    if add_recipient and (ctx.sender.is_staff or not sender or services.is_own(sender)):
+    if add_recipient and (ctx.sender.is_staff or "@" not in (sender or "") or services.is_own(sender)):
         raise Refused(f"--add-recipient: {sender or 'the sender'} cannot be an external recipient "
                       "(an employee or no customer address)")
     ticket = _apply(ctx, templates)
