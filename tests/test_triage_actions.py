@@ -203,6 +203,9 @@ def test_close_and_status(daemon, sink):
     assert [e for e in events if e.startswith("triage.")] == [
         "triage.status_changed", "triage.status_changed", "triage.closed", "triage.status_changed", "triage.closed"]
     assert daemon.tickets() == []
+    daemon.cli("inbound", "status", item_id, "needs_attention")
+    status = daemon.cli("status", "--json", check=False)
+    assert "need attention" not in status.stdout.decode()     # staff's own marking is no alarm
 
 
 def test_every_refusal_exits_1_with_one_line_and_changes_nothing(daemon, sink):
