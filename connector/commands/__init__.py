@@ -5,12 +5,13 @@ Commands sit on top: nothing below `connector.commands` imports them. A new
 command group is one module here plus one line in `MODULES`.
 """
 
-from connector.commands import daemon, db, intake, mailtools, outbox, scanners, status, tickets
+from connector.commands import daemon, db, inbound, intake, mailtools, outbox, scanners, status, tickets
 
 MODULES = (
     daemon,      # run, worker, deliver, check-config, example-config
     intake,      # inject, replay
-    tickets,     # tickets, inbound, message
+    tickets,     # tickets, message
+    inbound,     # inbound list|replay|create-ticket|attach|close|status|delete
     outbox,      # outbox list|retry|cancel
     mailtools,
     scanners,    # scanners status|run|test

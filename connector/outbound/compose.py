@@ -278,7 +278,8 @@ def inbound_notice(parsed, out, services, templates, reason, ticket_number, mess
     subject, body = templates.render("inbound_notice.txt.j2", **values)
     fields = [
         ("From", mailbox(out.from_name, services.settings.notifications_address)),
-        ("To", ", ".join(out.to)),
+        ("To", ", ".join(out.to) if out.to else "undisclosed-recipients:;"),
+        ("Cc", ", ".join(out.cc)),
         ("Subject", subject or out.subject),
         ("Date", formatdate(localtime=True)),
         ("Message-ID", message_id),

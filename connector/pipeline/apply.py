@@ -137,7 +137,7 @@ def _queue_notices(ctx, templates, now):
                                                  ctx.ticket_number, message_id)
         rows.append({"ticket": None, "cause_id": ctx.spool.id, "kind": out.kind,
                      "mail_from": services.settings.notifications_address, "rcpt": out.rcpt, "to": out.to,
-                     "cc": [], "bcc": [], "subject": subject, "message_id": message_id,
+                     "cc": out.cc, "bcc": [], "subject": subject, "message_id": message_id,
                      "raw": _marked(raw, services), "status": "pending", "attempts": 0, "next_attempt_at": now,
                      "created_at": now})
     bulk.insert_many(OutboxEntry, rows)
@@ -205,7 +205,12 @@ def _record_event(ctx, ticket, now):
     via, by = events.via_of_intake(ctx.spool.intake), ctx.sender.address or None
     detail = {"message_id": ctx.parsed.message_id, "public": bool(ctx.public)}
     if ctx.action == NEW_TICKET:
-        events.record(ticket.id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
+        forced = ctx.hints.get("triage")
+        if forced:  # made by staff from a triage item: the creation is theirs
+            events.record(ticket.id, events.TICKET_CREATED, at=now, by=forced["by"], via=forced["via"],
+                          detail={**detail, "triage_item": forced["item"]})
+        else:
+            events.record(ticket.id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
         events.record(ticket.id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED

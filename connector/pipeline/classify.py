@@ -13,18 +13,24 @@ earlier triage item, if any, is closed (`supersedes`). The same Message-ID with 
 mail without a Message-ID is keyed by its bytes alone.
 
 Automatic mail (bounces, auto-replies, lists) is never answered; a bounce
-never creates a ticket.
+never creates a ticket by itself. A mail whose triage item was deleted as spam
+(`connector.store.tombstones`) is a duplicate when it comes again.
 """
 
 from connector.mail.automatic import LOOP, Automatic, classify
 from connector.pipeline.context import DUPLICATE, R_BOUNCE, TRIAGE
 from connector.pipeline.route import addressed_to_notifications_only, notifications_only
+from connector.store import tombstones
 from connector.store.models import TRIAGE_AWAITING_REVIEW
 from connector.store.queries import filed_copies
 
 
 def run(ctx):
     parsed = ctx.parsed
+    deleted = tombstones.matching(parsed.message_id, parsed.from_addr, ctx.spool.sha256)
+    if deleted is not None:  # spam or phishing deleted from triage: never triaged again
+        ctx.finish(DUPLICATE, f"the same mail as deleted: {tombstones.describe(deleted)}", distribute=False)
+        return
     copies = filed_copies(parsed.message_id, ctx.spool.sha256, ctx.spool.id)
     if copies:
         envelopes = [ctx.spool.rcpt_to or []] + [c.rcpt_to for c in copies]
@@ -44,5 +50,5 @@ def run(ctx):
             and ctx.services.settings.staff_by_email(parsed.from_addr) is None:
         # Mail "from" our own address that no employee sends from: a loop.
         ctx.automatic = Automatic(True, False, LOOP)
-    if ctx.automatic.is_bounce:
+    if ctx.automatic.is_bounce and not ctx.hints.get("triage"):  # staff decided what it is (route)
         ctx.finish(TRIAGE, R_BOUNCE, triage_status=TRIAGE_AWAITING_REVIEW, distribute=False)

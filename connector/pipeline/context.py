@@ -26,6 +26,8 @@ R_EMPLOYEE = "employee"
 R_KEYWORD = "internal_keyword"
 R_CC_ONLY = "public_address_not_in_to"
 R_NEW = "no_ticket_reference"
+R_TRIAGE_NEW = "triage_create_ticket"     # staff made a ticket of a triage item
+R_TRIAGE_ATTACHED = "triage_attached"      # staff filed a triage item into a ticket
 
 # The rules_version of a message whose reply text is its full text: the time budget ran out.
 REPLY_NOT_EXTRACTED = "not-extracted"
@@ -72,7 +74,7 @@ class Context:
     sender: Sender = None
     ticket_number: int = None   # referenced or to be created
     ticket: object = None       # the Ticket row, when it exists
-    ref_via: str = ""           # subject | references | hint
+    ref_via: str = ""           # subject | references | hint (staff named it: triage attach)
     envelope: list = field(default_factory=list)    # recipients of this copy and its earlier copies
     supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one
     action: str = ""

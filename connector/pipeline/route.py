@@ -1,6 +1,9 @@
 """Step 5: the decision. Seed 004 (customer / employee correspondence, internal
 mail, public flag) and seed 000 (what cannot be routed goes to triage).
 
+    staff decided a triage item (hint `triage`) -> new_ticket, or follow_up / internal
+                                                  of the ticket they named
+
     our own mail come back (loop marker, our Message-ID) counts as automatic
     to the notifications address only          -> triage notifications_address,
                                                   ignored_automatic when automatic (no notice)
@@ -19,8 +22,9 @@ mail, public flag) and seed 000 (what cannot be routed goes to triage).
 from connector.mail.automatic import LOOP, Automatic, own_mail
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, R_CC_ONLY, R_CUSTOMER,
-    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_UNKNOWN_SENDER,
-    R_UNKNOWN_TICKET, TRIAGE)
+    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_TRIAGE_ATTACHED,
+    R_TRIAGE_NEW, R_UNKNOWN_SENDER, R_UNKNOWN_TICKET, TRIAGE)
+from connector.pipeline.reference import find_ticket
 from connector.store.models import TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, ExternalRecipient
 from connector.store.queries import next_ticket_number
 
@@ -77,7 +81,26 @@ def ignore_automatic(ctx):
     ctx.finish(IGNORED_AUTOMATIC, ctx.automatic.reason, triage_status=TRIAGE_CLOSED, distribute=False)
 
 
+def decided_by_staff(ctx, forced):
+    """Seed 000: staff decided what a triage item is (`connector.workqueue.triage`), and the
+    mail is filed as that decision says: a new ticket, or a follow-up of the ticket named."""
+    if forced["action"] == NEW_TICKET:
+        ctx.action, ctx.reason, ctx.set_inbox = NEW_TICKET, R_TRIAGE_NEW, True
+        ctx.ticket_number = next_ticket_number()  # as planned; apply allocates it under its lock
+        return
+    ctx.ticket_number, ctx.ticket, ctx.ref_via = forced["ticket"], find_ticket(forced["ticket"]), "hint"
+    if forced.get("internal"):
+        _internal(ctx, R_TRIAGE_ATTACHED, set_inbox=not ctx.sender.is_staff)
+    else:
+        ctx.action, ctx.reason, ctx.set_inbox = FOLLOW_UP, R_TRIAGE_ATTACHED, not ctx.sender.is_staff
+    if ctx.automatic.is_automatic:  # on the record, never mailed on (as an automatic follow-up)
+        ctx.distribute, ctx.set_inbox = False, False
+
+
 def run(ctx):
+    forced = ctx.hints.get("triage")
+    if forced:
+        return decided_by_staff(ctx, forced)
     sender = ctx.sender
     if not ctx.automatic.is_automatic and own_mail(ctx.parsed, ctx.services.signer):
         ctx.automatic = Automatic(True, False, LOOP)

@@ -80,6 +80,10 @@ KEYS = (
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
+    Key("connector", "triage_notice_cc", "addresses", "",
+        "Also copied (Cc) on every New Inbound Message Notice, e.g. a team lead "
+        "(comma-separated addresses; empty for none). The same limits as "
+        "triage_notice_to apply to each address."),
     Key("connector", "message_time_budget", "float", "10",
         "Seconds the worker spends at most on the expensive pure steps of one "
         "message (HTML to text, reply extraction); past it the message is filed "

@@ -278,5 +278,24 @@ InboxEntry.add_index(InboxEntry.index(InboxEntry.ticket, InboxEntry.inbox, uniqu
                                       where=(InboxEntry.status == ENTRY_OPEN)))
 
 
+class TriageTombstone(BaseModel):
+    """What is left of a triage item deleted as spam or phishing (`inbound delete`): its
+    raw bytes are gone; this says what the mail was, who deleted it and when, so the same
+    mail delivered again is recognised (`classify`) and `message export` can say so."""
+
+    item_id = peewee.IntegerField(unique=True)   # the deleted triage item's id
+    spool_id = peewee.IntegerField(index=True)
+    message_id = peewee.TextField(default="", index=True)  # '' for a mail without one
+    from_addr = peewee.TextField(default="")
+    subject = peewee.TextField(default="")
+    sha256 = peewee.CharField(index=True)
+    deleted_by = peewee.TextField()              # staff email
+    deleted_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "triage_tombstone"
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
+              TriageTombstone)
