@@ -27,7 +27,8 @@ from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
-from connector.pipeline.services import Services, own_address_re
+from connector.mail.addresses import OwnAddresses
+from connector.pipeline.services import Services
 from connector.settings import ConfigError
 from connector.settings.reload import ConfigWatcher, fingerprint, keep_in_force
 from connector.settings.schema import WHERE
@@ -135,7 +136,7 @@ class Daemon:
         settings = self.settings
         services = open_services(settings)
         committer = GroupCommitter()
-        handler = IntakeHandler(services.is_own, committer, settings.protocol)
+        handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
         try:
             server, metrics = await self._listen(handler)
@@ -212,8 +213,7 @@ class Daemon:
         restart = keep_in_force(self.settings, settings)
         if restart:
             log.warning("config.restart_needed", keys=restart, where=[WHERE[k] for k in restart])
-        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
-        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
+        self.handler.is_own_address = OwnAddresses.of(settings).is_own
         self.settings = settings
         if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
             self.in_force = self.fingerprint

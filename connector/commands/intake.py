@@ -52,10 +52,10 @@ def _inject(args):
         print("connector: input is not an email message (empty or no header)", file=sys.stderr)
         log.warning("intake.rejected", reason="not_a_message", size=len(raw), intake="pipe")
         return EX_DATAERR
-    from connector.pipeline.services import own_address_re
-    own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
+    from connector.mail.addresses import OwnAddresses
+    own = OwnAddresses.of(settings)
     recipients = list(dict.fromkeys(args.recipient or ()))
-    ours = [r for r in recipients if any(o.match(r) for o in own)]
+    ours = [r for r in recipients if own.is_own(r)]
     for foreign in (r for r in recipients if r not in ours):
         print(f"connector: {foreign} is not an address of this connector", file=sys.stderr)
         log.warning("intake.rcpt_rejected", rcpt=foreign, intake="pipe")
