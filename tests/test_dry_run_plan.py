@@ -2,7 +2,8 @@
 fixtures (tests/fixtures/steps/ and tests/fixtures/mail/), replayed through the
 CLI first with `--dry-run --json`, then for real; the mails the dry run planned
 must be the outbox rows the real run wrote (envelope, To/Cc/Bcc, subject, From),
-and the decision the same. Only the Message-IDs differ (fresh per run)."""
+and the decision the same; its log line names the routing link that fired. Only
+the Message-IDs differ (fresh per run)."""
 
 import email
 import json
@@ -16,6 +17,8 @@ from conftest import make_mail
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOTIFICATIONS = "notifications@example.com"
+EVENTS = {"ticket.created", "message.filed", "message.triaged", "message.duplicate", "message.ignored",
+          "contact.created"}   # the decision's log line: one per message
 
 
 def scenarios():
@@ -62,7 +65,10 @@ def test_the_dry_run_plans_the_outbox_rows_of_every_scenario(replayed):
     checked = set()
     for name, path, rcpt in cases:
         dry = json.loads(instance.cli("replay", "--dry-run", "--json", "--recipient", rcpt, str(path)).stdout)
-        real = json.loads(instance.cli("replay", "--json", "--recipient", rcpt, str(path)).stdout)
+        run = instance.cli("replay", "--json", "--recipient", rcpt, str(path))
+        real = json.loads(run.stdout)
+        decision = [e for e in map(json.loads, run.stderr.decode().splitlines()) if e.get("event") in EVENTS]
+        assert [(e["action"], e["link"]) for e in decision] == [(real["action"], real["link"])], name
         assert [dry[k] for k in ("action", "ticket", "reason")] == [real[k] for k in ("action", "ticket", "reason")]
         assert [planned(o) for o in dry["outgoing"]] == outbox_rows(instance, real["spool_id"]), name
         assert [planned(o) for o in dry["outgoing"]] == [planned(o) for o in real["outgoing"]], name

@@ -240,7 +240,7 @@ def assert_sound_outgoing(raw, subject, to, whole, from_name):
 def compose_all(world, ctx, raw):
     """Every mail the decision plans, composed as `apply` does; yields (raw, subject, to, whole, from name)."""
     from connector.outbound import compose
-    from connector.pipeline.context import AUTO_RESPONSE, DISTRIBUTION
+    from connector.store.models import AUTO_RESPONSE, DISTRIBUTION
     services, parsed = world.services, ctx.parsed
     for out in ctx.plan.outgoing:
         if out.kind == AUTO_RESPONSE:

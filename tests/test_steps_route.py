@@ -78,3 +78,42 @@ def test_a_bounce_and_a_duplicate_are_decided_before_routing(world):
     world.file("customer_follow_up")
     again = world.decide("customer_follow_up")
     assert (again.plan.action, again.plan.link) == ("duplicate", "duplicate") and fired(again) is None
+
+
+def test_a_new_ticket_planned_with_a_number_taken_meanwhile_is_decided_again(tmp_path):
+    """Another process files a ticket between the decision and the filing: the plan's
+    number is stale, so the message is decided again under the filing lock and the
+    ticket, the copies' subjects and the Message-IDs all carry the number it really gets."""
+    import sqlite3
+
+    from connector.pipeline.apply import plan_current
+    from connector.pipeline.runner import Runner
+    from connector.store.spool import store_message
+    from steps import FIXTURES, FROZEN
+    world = StepWorld(tmp_path)
+    other = Runner(world.services)
+
+    class Raced(Runner):
+        raced = False
+
+        def _decide(self, spool):
+            ctx = super()._decide(spool)
+            if not self.raced:
+                self.raced = True
+                assert ctx.plan.ticket_number == 2 and plan_current(ctx)
+                other.process(store_message((FIXTURES / "contact_only.eml").read_bytes(),
+                                            rcpt_to=["support@example.com"], intake="test", clock=lambda: FROZEN))
+                assert not plan_current(ctx)
+            return ctx
+
+    raced = Raced(world.services)
+    ctx = raced.process(store_message((FIXTURES / "new_ticket.eml").read_bytes(), rcpt_to=["support@example.com"],
+                                      intake="test", clock=lambda: FROZEN))
+    assert raced.raced and ctx.plan.ticket_number == 3
+    db = sqlite3.connect(tmp_path / "var" / "connector.db")
+    assert db.execute("SELECT number, subject FROM ticket ORDER BY number").fetchall() == [
+        (1, "Printer broken"), (2, "Newsletter signup"), (3, "Scanner jam")]
+    rows = db.execute("SELECT o.subject, o.message_id FROM outbox o JOIN ticket t ON t.id = o.ticket_id "
+                      "WHERE t.number = 3").fetchall()
+    assert len(rows) == 2 and all(s == "[Ticket #3] Scanner jam" for s, _ in rows)
+    assert {world.services.signer.verify(m) for _, m in rows} == {3}

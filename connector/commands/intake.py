@@ -96,7 +96,7 @@ def cmd_replay(args):
     settings = settings_or_exit(args)
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import Processing
+    from connector.store.filing import processing
     from connector.store.spool import store_message, unsaved_entry
     try:
         with open(args.file, "rb") as handle:
@@ -113,7 +113,7 @@ def cmd_replay(args):
     else:
         spool_id = store_message(raw, mail_from=args.sender, rcpt_to=rcpt, intake="replay")
         ctx = runner.process(spool_id)
-        entry = Processing.get_or_none(Processing.spool_id == spool_id)
+        entry = processing(spool_id)
         result = ctx.summary() if ctx else {"action": entry and entry.action, "ticket": None,
                                             "reason": entry and entry.reason}
         result.update(spool_id=spool_id, state=entry and entry.state, dry_run=False)

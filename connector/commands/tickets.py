@@ -6,9 +6,8 @@ from connector.commands.common import database_or_exit, emit, iso, parse_since, 
 from connector.store.db import open_store
 from connector.store.queries import ticket_page
 from connector.store.models import (
-    SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
-    SpoolEntry,
-    Ticket, TriageItem)
+    SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_STATUSES, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
+    Processing, SpoolEntry, Ticket, TriageItem)
 
 
 def _open(args):
@@ -228,7 +227,7 @@ def register(subparsers):
 
     inbound = _sub(subparsers, "inbound", "inbound messages that could not be routed (triage)")
     p = _json(inbound.add_parser("list", help="triage items"))
-    p.add_argument("--status", choices=("awaiting_review", "needs_attention", "closed"))
+    p.add_argument("--status", choices=TRIAGE_STATUSES)
     p.set_defaults(handler=cmd_inbound_list)
     p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
     p.add_argument("id", type=int)

@@ -16,13 +16,12 @@ from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
 from connector.pipeline.budget import domain_of
-from connector.pipeline.context import (
-    AUTO_RESPONSE, CONTACT_ONLY, DISTRIBUTION, FILED, NEW_TICKET, NOTICE, REPLY_NOT_EXTRACTED, TRIAGED)
+from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk
 from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before
 from connector.store.models import (
-    INBOUND, OUTBOUND, OUTBOX_PENDING, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
+    AUTO_RESPONSE, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_PENDING, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
 

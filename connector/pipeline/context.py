@@ -43,11 +43,6 @@ REASON_CC_ONLY = "public_address_not_in_to"
 REASON_NEW = "no_ticket_reference"
 REASON_CONTACT_ONLY = "scanner rule creates the contact only"
 
-# Kinds of outgoing mail (the outbox's `kind`, and `sent_mail`'s).
-AUTO_RESPONSE = "auto_response"
-DISTRIBUTION = "distribution"
-NOTICE = "notice"
-
 # How the ticket was found (`Context.ref_via`).
 VIA_SUBJECT = "subject"
 VIA_REFERENCES = "references"
@@ -73,7 +68,7 @@ class Sender:
 class Outgoing:
     """One planned outgoing mail, whole: `apply` composes it from these values only."""
 
-    kind: str                   # AUTO_RESPONSE | DISTRIBUTION | NOTICE
+    kind: str                   # AUTO_RESPONSE | DISTRIBUTION | NOTICE (connector.store.models)
     rcpt: list                  # envelope recipients
     to: list
     cc: list = field(default_factory=list)

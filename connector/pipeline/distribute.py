@@ -34,10 +34,10 @@ ticket), `plan.outgoing`; `plan.suppressed` and notes for what a budget stopped.
 
 from connector.outbound.compose import AUTO_RESPONSE_TEMPLATE, auto_response_text
 from connector.pipeline import budget
-from connector.pipeline.context import AUTO_RESPONSE, DISTRIBUTION, FILED, FOLLOW_UP, NEW_TICKET, Outgoing
+from connector.pipeline.context import FILED, FOLLOW_UP, NEW_TICKET, Outgoing
 from connector.settings.schema import RECEIVE_ACCOUNT_MANAGER, RECEIVE_ALL, RECEIVE_MANAGER, RECEIVE_OFF
 from connector.store.filing import employee_recipients as subscribed_employees, external_recipients
-from connector.store.models import RECIPIENT_BCC, RECIPIENT_CC, RECIPIENT_TO
+from connector.store.models import AUTO_RESPONSE, DISTRIBUTION, RECIPIENT_BCC, RECIPIENT_CC, RECIPIENT_TO
 
 STEP = "distribute"
 

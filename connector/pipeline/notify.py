@@ -14,7 +14,8 @@ subject and text rendered from `templates/inbound_notice.txt.j2`);
 
 from connector.outbound.compose import NOTICE_TEMPLATE, inbound_notice_text
 from connector.pipeline import budget
-from connector.pipeline.context import NOTICE, REASON_BOUNCE, TRIAGE, Outgoing
+from connector.pipeline.context import REASON_BOUNCE, TRIAGE, Outgoing
+from connector.store.models import NOTICE
 
 STEP = "notify"
 SENT, NONE = "notice", "none"

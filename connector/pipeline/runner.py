@@ -36,7 +36,7 @@ from connector.pipeline.context import (
     Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
-from connector.store.filing import close_triage, processing_attempts
+from connector.store.filing import close_triage, processing
 from connector.store.filing import requeue as requeue_entry
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
@@ -152,7 +152,8 @@ class Runner:
         except Exception:
             pass
         now = self.services.clock()
-        attempts = processing_attempts(spool_id) + 1
+        previous = processing(spool_id)
+        attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
             record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
             bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,

@@ -64,10 +64,9 @@ def forget_sent_before(at):
     database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (at,))
 
 
-def processing_attempts(spool_id):
-    """How often processing the entry raised so far (0 when it has no processing row)."""
-    row = Processing.get_or_none(Processing.spool_id == spool_id)
-    return row.attempts if row else 0
+def processing(spool_id):
+    """The entry's processing row (state, action, reason, attempts), or None."""
+    return Processing.get_or_none(Processing.spool_id == spool_id)
 
 
 def requeue(spool_id):

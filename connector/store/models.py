@@ -32,6 +32,11 @@ OUTBOUND = "out"
 # How an external recipient was addressed, and is addressed by the copies.
 RECIPIENT_TO, RECIPIENT_CC, RECIPIENT_BCC = "to", "cc", "bcc"
 
+# Kinds of outgoing mail (the outbox's and sent_mail's `kind`).
+AUTO_RESPONSE = "auto_response"
+DISTRIBUTION = "distribution"
+NOTICE = "notice"
+
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
 OUTBOX_DEFERRED = "deferred"    # a recipient was refused temporarily: retried with backoff
@@ -185,7 +190,7 @@ class OutboxEntry(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
     cause_id = peewee.IntegerField(null=True)  # the spool entry of the inbound message that caused it
-    kind = peewee.CharField()                # auto_response | distribution | notice
+    kind = peewee.CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE
     mail_from = peewee.TextField()
     rcpt = JSONField()                        # envelope recipients
     to = JSONField(default=list)
