@@ -1,4 +1,10 @@
-"""Compose outgoing mail: redistribution of an inbound mail, and auto-responses.
+"""Compose outgoing mail: redistribution of an inbound mail, auto-responses, notices.
+
+Two halves: the deciding steps (`pipeline.distribute`, `pipeline.notify`)
+render the text of an auto-response or a notice from its template
+(`auto_response_text`, `inbound_notice_text`) into the plan; `pipeline.apply`
+turns each planned `Outgoing` into bytes (`redistribution`, `auto_response`,
+`inbound_notice`), using only the values the plan holds.
 
 A redistributed mail keeps the original body bytes (formatting, attachments,
 seed 004: "distributed ... in its original form"); only the header block is
