@@ -36,8 +36,7 @@ from connector.pipeline.context import (
     Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
-from connector.store.filing import close_triage, processing
-from connector.store.filing import requeue as requeue_entry
+from connector.store.filing import close_triage, processing, requeue as requeue_entry
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, last_spool_id, processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids)
