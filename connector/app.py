@@ -34,7 +34,8 @@ from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
-from connector.pipeline.services import Services, own_address_re
+from connector.mail.addresses import OwnAddresses
+from connector.pipeline.services import Services
 from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store.db import load_hmac_key, open_store
@@ -147,7 +148,7 @@ class Daemon:
         settings = self.settings
         services = open_services(settings)
         committer = GroupCommitter()
-        handler = IntakeHandler(services.is_own, committer, settings.protocol)
+        handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
         try:
             server, metrics = await self._listen(handler)
@@ -220,8 +221,7 @@ class Daemon:
     def _apply(self, settings):
         for service in self.services:
             service.reload(settings)
-        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
-        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
+        self.handler.is_own_address = OwnAddresses.of(settings).is_own
         self.children.signal_running(signal.SIGHUP)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from connector.settings.errors import ConfigError
-from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
+from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
 
 ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@[A-Za-z0-9-]+$")
@@ -38,7 +38,7 @@ class Staff:
     name: str
     emails: tuple
     active: bool = True
-    receive: str = "manager"
+    receive: str = RECEIVE_MANAGER
 
     @property
     def email(self):
@@ -420,7 +420,7 @@ def load_staff(path):
         active = entry.get("active", True)
         if not isinstance(active, bool):
             raise ConfigError(path, f"{where}.active", f"{active!r} is not true or false", "write true or false")
-        receive = entry.get("receive", "manager")
+        receive = entry.get("receive", RECEIVE_MANAGER)
         if receive is False:
             # YAML 1.1 reads an unquoted `off` (the seed's "OFF") as false.
             receive = "off"

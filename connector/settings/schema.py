@@ -7,7 +7,10 @@ code and the example never drift.
 
 from dataclasses import dataclass
 
-RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
+# Recipient options (staff.yaml `receive`, seed 004), read as a ladder by `pipeline.distribute`.
+RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED = "off", "all", "subscribed"
+RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER = "manager", "account_manager"
+RECEIVE_OPTIONS = (RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED, RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER)
 
 
 @dataclass(frozen=True)

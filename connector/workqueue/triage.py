@@ -12,7 +12,7 @@ rules as `connector.workqueue.inbox`):
     delete(item_id, *, by, via, now)        (tombstone kept: id, Message-ID, From, subject, sha256, who, when)
 
 `create_ticket` and `attach` file the item's spooled mail through the pipeline
-again, with the hint `triage` forcing the decision (`route.decided_by_staff`):
+again, with the hint `triage` forcing the decision (the `staff_*` links of `route`):
 the ticket or follow-up is made by the same apply code, in the caller's
 transaction, with the same events, as one by mail. They take the caller's
 pipeline `services` (and `templates`): the CLI builds them, a staff mail
@@ -27,14 +27,13 @@ from connector import timebudget
 from connector.log import get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
-from connector.pipeline.apply import FILED, apply_decision
-from connector.pipeline.context import FOLLOW_UP, INTERNAL, NEW_TICKET, R_PROCESSING_ERROR, Context
-from connector.pipeline.distribute import AUTO_RESPONSE
+from connector.pipeline.apply import apply_decision
+from connector.pipeline.context import FILED, NEW_TICKET, REASON_PROCESSING_ERROR, Context
 from connector.pipeline.reference import find_ticket
 from connector.pipeline.route import delivered_to
 from connector.store import events
 from connector.store.models import (
-    ENTRY_OPEN, SPOOL_DONE, TRIAGE_CLOSED, TRIAGE_STATUSES, ExternalRecipient, InboxEntry, Processing,
+    AUTO_RESPONSE, ENTRY_OPEN, SPOOL_DONE, TRIAGE_CLOSED, TRIAGE_STATUSES, ExternalRecipient, InboxEntry, Processing,
     TriageItem, TriageTombstone, database)
 from connector.store.queries import spool_entry
 from connector.workqueue import inbox
@@ -60,7 +59,7 @@ def _open_item(item_id):
         raise Refused(f"inbound item {item_id} is closed already{done}; "
                       f"`connector inbound status {item_id} awaiting_review` opens it again")
     processing = Processing.get_or_none(Processing.spool_id == item.spool_id)
-    if item.reason == R_PROCESSING_ERROR or processing is None or processing.state != SPOOL_DONE:
+    if item.reason == REASON_PROCESSING_ERROR or processing is None or processing.state != SPOOL_DONE:
         raise Refused(f"inbound item {item_id}: its mail failed to process or waits to be processed; "
                       f"`connector inbound replay {item_id}` processes it again")
     if processing.action in FILED:
@@ -68,7 +67,7 @@ def _open_item(item_id):
     return item
 
 
-def _refile(item, forced, services, quiet, now):
+def _refile(item, forced, services, templates, quiet, now):
     """Decide the item's mail again with `forced` as the decision; the Context, not yet applied.
     Its clock is the action's `now`: what the filing writes is dated with the action."""
     spool = spool_entry(item.spool_id)
@@ -78,17 +77,15 @@ def _refile(item, forced, services, quiet, now):
     spool.hints = {**(spool.hints or {}), "triage": forced}
     services = copy.copy(services)
     services.clock = lambda: now
+    templates = templates or Templates(services.settings.folder_candidates("templates"))
     with timebudget.limit(services.settings.message_time_budget):
-        ctx = decide(Context(services, spool))
-    if ctx.action not in (NEW_TICKET, FOLLOW_UP, INTERNAL):
-        raise Refused(f"inbound item {item.id} cannot be filed: its mail is {ctx.action} ({ctx.reason})")
+        ctx = decide(Context(services, spool, templates))
+    plan = ctx.plan
+    if plan.action not in FILED:
+        raise Refused(f"inbound item {item.id} cannot be filed: its mail is {plan.action} ({plan.reason})")
     if quiet:
-        ctx.outgoing = [] if forced["action"] == ATTACH else [o for o in ctx.outgoing if o.kind != AUTO_RESPONSE]
+        plan.outgoing = [] if forced["action"] == ATTACH else [o for o in plan.outgoing if o.kind != AUTO_RESPONSE]
     return ctx
-
-
-def _apply(ctx, templates):
-    return apply_decision(ctx, templates or Templates(ctx.services.settings.folder_candidates("templates")))
 
 
 def _link(item, ticket_number, detail):
@@ -100,18 +97,19 @@ def create_ticket(item_id, *, by, via, now, quiet=False, services=None, template
     """A new ticket from the item's mail, as if it had come by mail; returns its number."""
     assert services is not None, "create_ticket files through the pipeline: pass the caller's services"
     item = _open_item(item_id)
-    ctx = _refile(item, {"action": NEW_TICKET, "item": item.id, "by": by, "via": via}, services, quiet, now)
+    ctx = _refile(item, {"action": NEW_TICKET, "item": item.id, "by": by, "via": via}, services, templates, quiet,
+                  now)
     if ctx.sender.is_staff or "@" not in (ctx.sender.address or ""):
         raise Refused(f"inbound item {item_id} is from {ctx.sender.address or 'no address'}, not a customer: "
                       "a ticket needs a customer address as its contact; attach it to a ticket instead")
-    ticket = _apply(ctx, templates)
-    if not InboxEntry.select().where((InboxEntry.ticket == ticket.id) & (InboxEntry.status == ENTRY_OPEN)).exists():
-        inbox.place_new_ticket(ticket.id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
+    ticket_id, number = apply_decision(ctx), ctx.plan.ticket_number
+    if not InboxEntry.select().where((InboxEntry.ticket == ticket_id) & (InboxEntry.status == ENTRY_OPEN)).exists():
+        inbox.place_new_ticket(ticket_id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
                                by=by, via=via, now=now)
-    _link(item, ticket.number, f"ticket {ticket.number} created by {by}")
-    log.info("triage.ticket_created", item=item.id, ticket=ticket.number, by=by, via=via, sender=ctx.sender.address,
-             auto_response=any(o.kind == AUTO_RESPONSE for o in ctx.outgoing))
-    return ticket.number
+    _link(item, number, f"ticket {number} created by {by}")
+    log.info("triage.ticket_created", item=item.id, ticket=number, by=by, via=via, sender=ctx.sender.address,
+             auto_response=any(o.kind == AUTO_RESPONSE for o in ctx.plan.outgoing))
+    return number
 
 
 def attach(item_id, ticket_number, *, by, via, now, internal=False, add_recipient=False, quiet=False,
@@ -123,20 +121,20 @@ def attach(item_id, ticket_number, *, by, via, now, internal=False, add_recipien
         raise Refused(f"no ticket {ticket_number}")
     forced = {"action": ATTACH, "item": item.id, "by": by, "via": via, "ticket": ticket_number,
               "internal": bool(internal)}
-    ctx = _refile(item, forced, services, quiet, now)
+    ctx = _refile(item, forced, services, templates, quiet, now)
     sender = ctx.sender.address
-    if add_recipient and (ctx.sender.is_staff or "@" not in (sender or "") or services.is_own(sender)):
+    if add_recipient and (ctx.sender.is_staff or "@" not in (sender or "") or services.addresses.is_own(sender)):
         raise Refused(f"--add-recipient: {sender or 'the sender'} cannot be an external recipient "
                       "(an employee or no customer address)")
-    ticket = _apply(ctx, templates)
+    ticket_id = apply_decision(ctx)
     if add_recipient:
-        ExternalRecipient.insert(ticket=ticket.id, address=sender, kind="cc").on_conflict_ignore().execute()
-    events.record(ticket.id, events.TRIAGE_ATTACHED, at=now, by=by, via=via,
-                  detail={"item": item.id, "message_id": ctx.parsed.message_id, "public": bool(ctx.public),
+        ExternalRecipient.insert(ticket=ticket_id, address=sender, kind="cc").on_conflict_ignore().execute()
+    events.record(ticket_id, events.TRIAGE_ATTACHED, at=now, by=by, via=via,
+                  detail={"item": item.id, "message_id": ctx.parsed.message_id, "public": bool(ctx.plan.public),
                           "from": sender, "added_recipient": bool(add_recipient)})
     _link(item, ticket_number, f"attached to ticket {ticket_number} by {by}")
-    log.info("triage.attached", item=item.id, ticket=ticket_number, by=by, via=via, public=bool(ctx.public),
-             added_recipient=bool(add_recipient), outgoing=len(ctx.outgoing))
+    log.info("triage.attached", item=item.id, ticket=ticket_number, by=by, via=via, public=bool(ctx.plan.public),
+             added_recipient=bool(add_recipient), outgoing=len(ctx.plan.outgoing))
 
 
 def close(item_id, *, by, via, now):
