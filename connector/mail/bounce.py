@@ -39,10 +39,12 @@ CHALLENGE_RESPONSE = "challenge_response"
 
 UNDEFINED = "undefined"        # sisimai's reason when nothing says why
 EXPIRED = "expired"
-HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")
+HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")   # USER_UNKNOWN first
 HARD_IF_PERMANENT = ("notaccept",)
 
-RULES = load_rule_file("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text"))
+RULES = load_rule_file("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text",
+                                        "after_data"))
+USER_UNKNOWN = "userunknown"
 
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
@@ -52,6 +54,7 @@ RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|b
                          r"the original message (?:headers )?(?:follows|is attached)|received: |return-path: )",
                          re.I | re.M)
 WINDOW = 700                   # characters after an address that explain its failure
+FALLBACK_TEXT = WINDOW          # characters read when the report never names the address
 TEXT_LIMIT = 20000             # characters of a report's own text that are read
 DELAYED_ACTIONS = ("delayed",)
 SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
@@ -213,8 +216,15 @@ def report_text(msg):
 
 # -- reasons ------------------------------------------------------------------
 
-def reason_for(status, diagnostic):
-    """The sisimai reason of one failure from its DSN status and diagnostic text (rules/bounces.yaml)."""
+def reason_for(status, diagnostic, context=""):
+    """The sisimai reason of one failure from its DSN status and diagnostic text (rules/bounces.yaml);
+    `context` is what the report says around the address (which SMTP command was refused)."""
+    reason = _reason(status, diagnostic)
+    after_data = RULES.first("after_data", context) if reason == USER_UNKNOWN and context else None
+    return after_data.reason if after_data else reason
+
+
+def _reason(status, diagnostic):
     exact = RULES.first("status_exact", status) if status else None
     if exact:
         return exact.reason
@@ -225,7 +235,7 @@ def reason_for(status, diagnostic):
     return by_status.reason if by_status else UNDEFINED
 
 
-def _recipient(address, status, diagnostic, permanent=None, reply_code=""):
+def _recipient(address, status, diagnostic, permanent=None, reply_code="", context=""):
     diagnostic = re.sub(r"\s+", " ", diagnostic or "").strip()
     if not status:
         found = STATUS_RE.search(diagnostic)
@@ -235,7 +245,7 @@ def _recipient(address, status, diagnostic, permanent=None, reply_code=""):
         reply_code = found.group(1) if found else ""
     if permanent is None and (status or reply_code):
         permanent = (status or reply_code)[0] == "5"
-    reason = reason_for(status, diagnostic)
+    reason = reason_for(status, diagnostic, context)
     hard = reason in HARD_REASONS or (reason in HARD_IF_PERMANENT and permanent is True)
     return Recipient(address=address, status=status, reply_code=reply_code, reason=reason,
                      permanent=permanent, hard=bool(hard), diagnostic=diagnostic[:500])
@@ -261,15 +271,16 @@ def _from_dsn(blocks, text):
             action = _field(block, "action").lower()
             status = (STATUS_RE.search(_field(block, "status")) or [""])[0] if _field(block, "status") else ""
             diagnostic = _field(block, "diagnostic-code")     # "smtp; 550 ...": the type tells a local mailer
+            context = _window(text, address)
             if not diagnostic.strip():
-                diagnostic = _window(text, address)
+                diagnostic = context
             if action.startswith(DELAYED_ACTIONS) or (not action and status.startswith("4")
                                                       and RULES.any("delay_text", text)):
                 delayed.append(_recipient(address, status, diagnostic, permanent=False))
             elif action.startswith(SUCCESS_ACTIONS) or (not action and status.startswith("2")):
                 delivered.append(address)
             else:
-                failed.append(_recipient(address, status, diagnostic))
+                failed.append(_recipient(address, status, diagnostic, context=context))
     if failed:
         return BOUNCE, _unique(failed)
     if delayed:
@@ -331,7 +342,8 @@ def _from_text(msg, text, own):
         return DELAYED, [_recipient(a, "", _window(text, a) or text[:WINDOW], permanent=False) for a in addresses]
     if RULES.any("success_text", text) and not permanent and not temporary:
         return DELIVERED, []
-    return BOUNCE, [_recipient(a, "", _window(text, a) or text[:WINDOW]) for a in addresses]
+    return BOUNCE, [_recipient(a, "", _window(text, a) or text[:FALLBACK_TEXT], context=_window(text, a))
+                    for a in addresses]
 
 
 def read_report(parsed, feedback=False):
