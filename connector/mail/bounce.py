@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 
+from connector.mail.decode import decode_bytes
 from connector.mail.rules import load_rule_file
 
 BOUNCE = "bounce"
@@ -55,6 +56,7 @@ RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|b
                          re.I | re.M)
 WINDOW = 700                   # characters after an address that explain its failure
 FALLBACK_TEXT = WINDOW          # characters read when the report never names the address
+MAX_PARTS = 200                # parts of a report looked at
 TEXT_LIMIT = 20000             # characters of a report's own text that are read
 DELAYED_ACTIONS = ("delayed",)
 SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
@@ -92,46 +94,59 @@ class Report:
 
 # -- the parts of a report ----------------------------------------------------
 
+def _payload(part):
+    try:
+        return part.get_payload()
+    except Exception:       # the stdlib decodes a text payload by its label: a broken one raises
+        return None
+
+
 def _children(part):
-    payload = part.get_payload()
+    payload = _payload(part)
     return payload if isinstance(payload, list) else []
 
 
+def _kind(part):
+    try:
+        return part.get_content_type()
+    except Exception:       # a broken Content-Type reads as text/plain, as the parser reads it
+        return "text/plain"
+
+
 def _walk(msg):
-    """Every part, a message/* part's blocks included, without the parser's own walk
-    (a broken part must not stop the others)."""
-    stack = [msg]
-    while stack:
+    """Every (content type, part), a message/* part's blocks included, depth first, at most
+    MAX_PARTS: a report is small, and hostile mail must not make reading it slow."""
+    stack, seen = [msg], 0
+    while stack and seen < MAX_PARTS:
         part = stack.pop(0)
-        yield part
+        seen += 1
+        yield _kind(part), part
         stack[0:0] = [p for p in _children(part) if hasattr(p, "get_content_type")]
 
 
 def _text_of(part):
+    """A part's text, by the parser's own charset rules (a wrong or exotic label never raises)."""
     try:
         data = part.get_payload(decode=True)
+        charset = part.get_content_charset()
     except Exception:
-        data = None
+        data, charset = None, None
     if data is None:
-        payload = part.get_payload()
+        payload = _payload(part)
         return payload if isinstance(payload, str) else ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return data.decode(charset, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+    return decode_bytes(data, charset)
 
 
 def has_delivery_status(msg):
     """A message/delivery-status part anywhere (McAfee puts it in multipart/mixed)."""
-    return any(part.get_content_type() == "message/delivery-status" for part in _walk(msg))
+    return any(kind == "message/delivery-status" for kind, _ in _walk(msg))
 
 
 def _dsn_blocks(msg):
     """[(per-message fields, [per-recipient fields])] of the message/delivery-status parts."""
     found = []
-    for part in _walk(msg):
-        if part.get_content_type() != "message/delivery-status":
+    for kind, part in _walk(msg):
+        if kind != "message/delivery-status":
             continue
         blocks = [b for b in _children(part) if hasattr(b, "items")]
         if not blocks or (len(blocks) == 1 and not blocks[0].items()):
@@ -184,8 +199,7 @@ def _address_of(value):
 
 def original_message_id(msg):
     """The Message-ID of the mail that bounced, from the returned headers or message."""
-    for part in _walk(msg):
-        kind = part.get_content_type()
+    for kind, part in _walk(msg):
         if kind == "message/rfc822":
             for inner in _children(part):
                 if inner.get("message-id"):
@@ -200,8 +214,7 @@ def original_message_id(msg):
 def report_text(msg):
     """The report's own words: its text parts before any returned message."""
     texts = []
-    for part in _walk(msg):
-        kind = part.get_content_type()
+    for kind, part in _walk(msg):
         if kind in ("message/rfc822", "text/rfc822-headers"):
             break
         if kind in ("text/plain", "text/html") or (kind.startswith("text/") and not texts):
@@ -364,14 +377,14 @@ def read_report(parsed, feedback=False):
 def _feedback_recipients(msg):
     """The address an abuse report is about: the returned message's To (or the report's
     Original-Rcpt-To)."""
-    for part in _walk(msg):
-        if part.get_content_type() == "message/feedback-report":
+    for kind, part in _walk(msg):
+        if kind == "message/feedback-report":
             blocks = [b for b in _children(part) if hasattr(b, "items")] or _parse_fields(_text_of(part))
             for block in blocks:
                 address = _address_of(_field(block, "original-rcpt-to"))
                 if address:
                     return [Recipient(address=address, reason=FEEDBACK)]
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+        if kind in ("message/rfc822", "text/rfc822-headers"):
             inner = _children(part)
             value = str(inner[0].get("to") or "") if inner else ""
             if not value:
