@@ -56,7 +56,7 @@ TARGET_MEDIAN_MS = 0.05
 # are gated at 0 always.
 TARGET_BOUNCE_DETECTED, FLOOR_BOUNCE_DETECTED = 0.98, 0.97
 TARGET_RECIPIENTS, FLOOR_RECIPIENTS = 0.95, 0.92
-TARGET_REASON, FLOOR_REASON = 0.85, 0.65
+TARGET_REASON, FLOOR_REASON = 0.85, 0.70
 FIXTURE_BOUNCES = REPO / "tests" / "fixtures" / "bounces"
 
 # Cases whose source states an expectation that contradicts our policy

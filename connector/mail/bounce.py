@@ -54,8 +54,9 @@ MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.I | re.M)
 RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|below this line is a copy|"
                          r"the original message (?:headers )?(?:follows|is attached)|received: |return-path: )",
                          re.I | re.M)
+LEAD = 80                      # characters before an address that belong to its line ("550 5.1.1 <")
 WINDOW = 700                   # characters after an address that explain its failure
-FALLBACK_TEXT = WINDOW          # characters read when the report never names the address
+FALLBACK_TEXT = 2000           # characters read when the report never names the address
 MAX_PARTS = 200                # parts of a report looked at
 TEXT_LIMIT = 20000             # characters of a report's own text that are read
 DELAYED_ACTIONS = ("delayed",)
@@ -264,36 +265,45 @@ def _recipient(address, status, diagnostic, permanent=None, reply_code="", conte
                      permanent=permanent, hard=bool(hard), diagnostic=diagnostic[:500])
 
 
-def _window(text, address):
-    """The text around the first mention of `address`: what the report says about it."""
-    at = text.lower().find(address.lower())
+def _window(text, address, others=()):
+    """The report's words about `address`: from just before its first mention (not in the
+    returned message) up to WINDOW characters on, or to the first mention of another
+    of `others` (the next failed recipient's paragraph)."""
+    text = _before_returned(text)
+    lower = text.lower()
+    at = lower.find(address.lower())
     if at < 0:
         return ""
-    return text[max(0, at - 200):at + WINDOW]
+    end = min(at + WINDOW, len(text))
+    for other in others:
+        if other != address:
+            next_at = lower.find(other.lower(), at + len(address))
+            if 0 <= next_at < end:
+                end = next_at
+    return text[max(0, at - LEAD):end]
 
 
 def _from_dsn(blocks, text):
     """(kind, recipients) from the delivery-status fields; kind '' when no Action says."""
     failed, delayed, delivered = [], [], []
-    for _, recipients in blocks:
-        for block in recipients:
-            address = _address_of(_field(block, "final-recipient")) or \
-                _address_of(_field(block, "original-recipient"))
-            if not address:
-                continue
-            action = _field(block, "action").lower()
-            status = (STATUS_RE.search(_field(block, "status")) or [""])[0] if _field(block, "status") else ""
-            diagnostic = _field(block, "diagnostic-code")     # "smtp; 550 ...": the type tells a local mailer
-            context = _window(text, address)
-            if not diagnostic.strip():
-                diagnostic = context
-            if action.startswith(DELAYED_ACTIONS) or (not action and status.startswith("4")
-                                                      and RULES.any("delay_text", text)):
-                delayed.append(_recipient(address, status, diagnostic, permanent=False))
-            elif action.startswith(SUCCESS_ACTIONS) or (not action and status.startswith("2")):
-                delivered.append(address)
-            else:
-                failed.append(_recipient(address, status, diagnostic, context=context))
+    named = [(block, _address_of(_field(block, "final-recipient")) or
+              _address_of(_field(block, "original-recipient"))) for _, recipients in blocks for block in recipients]
+    named = [(block, address) for block, address in named if address]
+    addresses = [address for _, address in named]
+    for block, address in named:
+        action = _field(block, "action").lower()
+        status = (STATUS_RE.search(_field(block, "status")) or [""])[0] if _field(block, "status") else ""
+        diagnostic = _field(block, "diagnostic-code")     # "smtp; 550 ...": the type tells a local mailer
+        context = _window(text, address, addresses)
+        if not diagnostic.strip():
+            diagnostic = context
+        if action.startswith(DELAYED_ACTIONS) or (not action and status.startswith("4")
+                                                  and RULES.any("delay_text", text)):
+            delayed.append(_recipient(address, status, diagnostic, permanent=False))
+        elif action.startswith(SUCCESS_ACTIONS) or (not action and status.startswith("2")):
+            delivered.append(address)
+        else:
+            failed.append(_recipient(address, status, diagnostic, context=context))
     if failed:
         return BOUNCE, _unique(failed)
     if delayed:
@@ -335,9 +345,8 @@ def flufl_failures(msg):
 def _addresses_in_text(text, own):
     """Addresses a text report names before the returned message, in order, without
     the report's own sender."""
-    cut = RETURNED_RE.search(text)
     found = []
-    for address in ADDRESS_RE.findall(text[:cut.start()] if cut else text):
+    for address in ADDRESS_RE.findall(_before_returned(text)):
         address = address.lower().strip(".")
         if address not in own and address not in found:
             found.append(address)
@@ -352,11 +361,23 @@ def _from_text(msg, text, own):
     if not addresses:
         addresses = _addresses_in_text(text, own)[:1]
     if delayed_text and not permanent:
-        return DELAYED, [_recipient(a, "", _window(text, a) or text[:WINDOW], permanent=False) for a in addresses]
+        return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False)
+                         for a in addresses]
     if RULES.any("success_text", text) and not permanent and not temporary:
         return DELIVERED, []
-    return BOUNCE, [_recipient(a, "", _window(text, a) or text[:FALLBACK_TEXT], context=_window(text, a))
-                    for a in addresses]
+    return BOUNCE, [_recipient(a, "", _window(text, a, addresses) or _own_words(text),
+                               context=_window(text, a, addresses)) for a in addresses]
+
+
+def _before_returned(text):
+    """A text report up to the message it returns."""
+    cut = RETURNED_RE.search(text)
+    return text[:cut.start()] if cut else text
+
+
+def _own_words(text):
+    """What a report says about a failure when it never names the address."""
+    return _before_returned(text)[:FALLBACK_TEXT]
 
 
 def read_report(parsed, feedback=False):
