@@ -294,9 +294,9 @@ def eval_bounces(verbose, half=None):
         failed = {r.address for r in report.recipients} if report and auto.is_bounce else set()
         reasons = {r.address: r.reason for r in report.recipients} if report else {}
         f_found, f_addresses = _flufl_view(parsed.msg)
-        want = set(case.get("recipients") or [])
-        alt = set(case.get("alt_recipients") or [])
-        first = (case.get("recipients") or [None])[0]
+        want = {a.lower() for a in case.get("recipients") or []}      # the labels say lower-cased; a few are not
+        alt = {a.lower() for a in case.get("alt_recipients") or []}
+        first = next(iter(case.get("recipients") or []), "").lower()
         got_reason = reasons.get(first) or next(iter(reasons.values()), None)
         rows.append({"id": case["id"], "origin": case["origin"], "kind": case["kind"], "got_kind": auto.kind,
                      "is_bounce": auto.is_bounce, "failed": failed, "want": want, "alt": alt,
@@ -316,6 +316,7 @@ def eval_bounces(verbose, half=None):
         figures = {
             "detected": _ratio(sum(r["is_bounce"] for r in bounces), len(bounces)),
             "read_as_delayed": sum(r["got_kind"] == DELAYED for r in bounces),
+            "extra": sum(bool(r["failed"] - r["want"] - r["alt"]) for r in with_rcpt),
             "recipients": _ratio(sum(bool(r["rcpt_ok"]) for r in with_rcpt), len(with_rcpt)),
             "reason": _ratio(sum(r["got_reason"] == r["reason"] for r in reasoned), len(reasoned)),
             "false_bounces": sum(r["is_bounce"] for r in others),
@@ -331,6 +332,7 @@ def eval_bounces(verbose, half=None):
         print(f"  {'bounce detected':30} {figures['detected']:10.1%} {flufl['detected']:13.1%}")
         print(f"  {'failed recipients found':30} {figures['recipients']:10.1%} {flufl['recipients']:13.1%}")
         print(f"  {'reason = label':30} {figures['reason']:10.1%} {'-':>13}")
+        print(f"  {'reports naming an extra address':30} {figures['extra']:10d} {'-':>13}")
         print(f"  {'non-bounces called bounces':30} {figures['false_bounces']:10d} {flufl['false_bounces']:13d}")
         print(f"  {'delays/successes as failures':30} {figures['calm_as_failures']:10d} {'-':>13}")
         print(f"  {'automatic_kind = label':30} {figures['kind']:10.1%} {'-':>13}")

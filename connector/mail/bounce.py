@@ -50,6 +50,9 @@ USER_UNKNOWN = "userunknown"
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
 ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+FAILED_LINE_RE = re.compile(r"^[ \t]*<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?[ \t]*(?::|\.\.\.|\(|$)",
+                            re.M)
+MESSAGE_ID_ADDR_RE = re.compile(r"message-id:\s*<([^>\s]+)>", re.I)
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.I | re.M)
 RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|below this line is a copy|"
                          r"the original message (?:headers )?(?:follows|is attached)|received: |return-path: )",
@@ -343,23 +346,26 @@ def flufl_failures(msg):
 
 
 def _addresses_in_text(text, own):
-    """Addresses a text report names before the returned message, in order, without
-    the report's own sender."""
-    found = []
-    for address in ADDRESS_RE.findall(_before_returned(text)):
-        address = address.lower().strip(".")
-        if address not in own and address not in found:
-            found.append(address)
-    return found
+    """The failed addresses a text report names before the returned message: all those
+    that open a line ("<a@x.example>: 550 ...", "  a@x.example", as Postfix, qmail, Exim
+    and OpenSMTPD write them), else the first one named anywhere; never `own`."""
+    words = _before_returned(text)
+    for found, keep in ((FAILED_LINE_RE.findall(words), None), (ADDRESS_RE.findall(words), 1)):
+        addresses = list(dict.fromkeys(a.lower().strip(".") for a in found))
+        addresses = [a for a in addresses if a not in own]
+        if addresses:
+            return addresses[:keep]
+    return []
 
 
 def _from_text(msg, text, own):
     """(kind, recipients) of a report without delivery-status fields."""
-    temporary, permanent = flufl_failures(msg)
+    ids = {found.lower() for found in MESSAGE_ID_ADDR_RE.findall(text)}     # flufl reads some as addresses
+    temporary, permanent = ([a for a in found if a not in own and a not in ids] for found in flufl_failures(msg))
     delayed_text = RULES.any("delay_text", text)
     addresses = permanent or temporary
     if not addresses:
-        addresses = _addresses_in_text(text, own)[:1]
+        addresses = _addresses_in_text(text, own)
     if delayed_text and not permanent:
         return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False)
                          for a in addresses]
@@ -387,7 +393,8 @@ def read_report(parsed, feedback=False):
     if feedback:
         return Report(FEEDBACK, _feedback_recipients(msg), original_message_id(msg))
     text = report_text(msg)
-    own = {(parsed.from_addr or "").lower()}
+    # the report's own sender, and whom it goes to (the sender of the mail that bounced)
+    own = {(parsed.from_addr or "").lower()} | {a.lower() for a in parsed.to + parsed.reply_to}
     blocks = _dsn_blocks(msg)
     kind, recipients = _from_dsn(blocks, text) if blocks else ("", [])
     if not kind:
