@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import authres
 
 from connector.mail.bounce import (AUTO_REPLY, CHALLENGE_RESPONSE, DELIVERED, FEEDBACK, flufl_failures,
-                                   has_delivery_status, read_report)
+                                   has_delivery_status, read_report, returns_message)
 from connector.mail.rules import load_rule_file
 
 # Our loop marker: every mail we send carries it, signed (connector.outbound.msgid).
@@ -43,6 +43,7 @@ SPF_FAIL = "spf_fail"
 
 RULES = load_rule_file("automatic.yaml", ("system_sender", "bounce_subject", "autoreply_header", "precedence",
                                           "auto_reply_subject", "challenge_header", "challenge_text"))
+REPORT_OPENING_CHARS = 1000      # where a report without a telling subject says what it is
 CHALLENGE_TEXT_CHARS = 3000      # a challenge says what it wants at the top of its text
 AUTO_REPLIED = "auto-replied"    # RFC 3834's value for an answer (auto-generated is a notification)
 REPLY_PRECEDENCE = ("junk", "auto_reply")   # answers, where bulk/list is also newsletters
@@ -101,7 +102,11 @@ def _is_report(parsed, mail_from, sender_is_system):
     if RULES.any("bounce_subject", parsed.subject) and (
             mail_from == "" or not parsed.from_addr or (mail_from or "").lower().startswith("mailer-daemon@")):
         return True
-    return RULES.any("bounce_subject", parsed.subject) and any(flufl_failures(parsed.msg))
+    if RULES.any("bounce_subject", parsed.subject) and any(flufl_failures(parsed.msg)):
+        return True
+    # KDDI: no telling subject, but a mail system returns a message and says it was not delivered
+    return (mail_from == "" or sender_is_system) and returns_message(parsed.msg) and (
+        RULES.any("bounce_subject", parsed.text[:REPORT_OPENING_CHARS]) or any(flufl_failures(parsed.msg)))
 
 
 def _from_report(parsed):

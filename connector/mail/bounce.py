@@ -63,6 +63,7 @@ FALLBACK_TEXT = 2000           # characters read when the report never names the
 MAX_PARTS = 200                # parts of a report looked at
 TEXT_LIMIT = 20000             # characters of a report's own text that are read
 DELAYED_ACTIONS = ("delayed",)
+RETURNED_PARTS = ("message/rfc822", "text/rfc822-headers")
 SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
 
 
@@ -144,6 +145,11 @@ def _text_of(part):
 def has_delivery_status(msg):
     """A message/delivery-status part anywhere (McAfee puts it in multipart/mixed)."""
     return any(kind == "message/delivery-status" for kind, _ in _walk(msg))
+
+
+def returns_message(msg):
+    """The mail carries a returned message (message/rfc822 or its headers as a part)."""
+    return any(kind in RETURNED_PARTS for kind, _ in _walk(msg))
 
 
 def _dsn_blocks(msg):
