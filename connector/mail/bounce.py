@@ -48,6 +48,7 @@ RULES = load_rule_file("bounces.yaml", ("status", "status_exact", "text", "delay
 USER_UNKNOWN = "userunknown"
 
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
+GENERIC_STATUS_RE = re.compile(r"^[45]\.0\.0$")
 REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
 ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 FAILED_LINE_RE = re.compile(r"^[ \t]*<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?[ \t]*(?::|\.\.\.|\(|$)",
@@ -260,6 +261,9 @@ def _reason(status, diagnostic):
 
 def _recipient(address, status, diagnostic, permanent=None, reply_code="", context=""):
     diagnostic = re.sub(r"\s+", " ", diagnostic or "").strip()
+    if not status or GENERIC_STATUS_RE.match(status):    # "5.0.0": the diagnostic's own code says more
+        found = STATUS_RE.search(diagnostic)
+        status = found.group(1) if found and not GENERIC_STATUS_RE.match(found.group(1)) else status
     if not status:
         found = STATUS_RE.search(diagnostic)
         status = found.group(1) if found else ""
