@@ -39,7 +39,6 @@ AUTO_REPLY = "auto_reply"
 CHALLENGE_RESPONSE = "challenge_response"
 
 UNDEFINED = "undefined"        # sisimai's reason when nothing says why
-EXPIRED = "expired"
 HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")   # USER_UNKNOWN first
 HARD_IF_PERMANENT = ("notaccept",)
 
