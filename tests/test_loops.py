@@ -68,7 +68,9 @@ class Peer(Sink):
         if target not in self.connectors:
             return
         self.answers += 1
-        answer = make_mail(subject=f"Out of office: {original['Subject']}", sender=rcpt, to=target,
+        # unmarked: no header and no subject says it is automatic ("Out of office:" would, rules/automatic.yaml)
+        prefix = "Out of office" if self.auto_submitted else "Re"
+        answer = make_mail(subject=f"{prefix}: {original['Subject']}", sender=rcpt, to=target,
                            body="I am out of the office until Monday.\n", message_id=make_msgid(domain="peer.example"),
                            headers={"In-Reply-To": original["Message-ID"],
                                     "References": f"{original['References'] or ''} {original['Message-ID']}".strip(),

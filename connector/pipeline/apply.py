@@ -147,7 +147,8 @@ def apply_decision(ctx):
         _queue(ctx, ticket_id, now)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
-        bulk.insert(TriageItem, spool_id=spool.id, status=plan.triage_status, reason=plan.reason, detail="",
+        bulk.insert(TriageItem, spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
+                    detail=plan.triage_detail,
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)

@@ -67,6 +67,8 @@ def run(ctx):
         ctx.automatic = Automatic(True, False, LOOP)
     if ctx.automatic.is_bounce and not ctx.hints.get("triage"):  # unless staff decided what it is (route)
         ctx.finish(TRIAGE, REASON_BOUNCE, triage_status=TRIAGE_AWAITING_REVIEW, link=LINK_BOUNCE)
+        report = ctx.automatic.report
+        ctx.plan.triage_detail = report.summary() if report else ""
         ctx.record(STEP, LINK_BOUNCE, TRIAGE)
         return
     ctx.record(STEP, LINK_AUTOMATIC, ctx.automatic.reason if ctx.automatic.is_automatic else PERSON)

@@ -108,6 +108,7 @@ class Plan:
     new_ticket: dict = None     # columns of the ticket to create (number and times added by apply)
     ticket_changes: dict = field(default_factory=dict)   # columns of the ticket to change
     triage_status: str = ""
+    triage_detail: str = ""     # the triage item's detail (a bounce: who failed, why)
     public: bool = True
     internal: bool = False
     distribute: bool = True
