@@ -28,7 +28,7 @@ from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
 from connector.pipeline.services import Services, own_address_re
-from connector.settings import ConfigError
+from connector.settings import ConfigError, inboxes
 from connector.settings.reload import ConfigWatcher, fingerprint, keep_in_force
 from connector.settings.schema import WHERE
 from connector.store.db import load_hmac_key, open_store
@@ -213,7 +213,9 @@ class Daemon:
         if restart:
             log.warning("config.restart_needed", keys=restart, where=[WHERE[k] for k in restart])
         own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
-        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
+        inbox_config = inboxes.of(settings)
+        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own) \
+            or inbox_config.is_inbox_address(address)
         self.settings = settings
         if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
             self.in_force = self.fingerprint

@@ -10,6 +10,7 @@ MODULES = (
     "connector.commands.daemon",     # run, worker, check-config, example-config
     "connector.commands.intake",     # inject, replay
     "connector.commands.tickets",    # tickets, inbound, message
+    "connector.commands.inbox",      # inbox list|show|add|take|complete|cancel|forward
     "connector.commands.outbox",     # outbox list|retry|cancel
     "connector.commands.mailtools",
     "connector.commands.scanners",   # scanners status|run|test

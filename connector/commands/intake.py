@@ -53,9 +53,11 @@ def _inject(args):
         log.warning("intake.rejected", reason="not_a_message", size=len(raw), intake="pipe")
         return EX_DATAERR
     from connector.pipeline.services import own_address_re
+    from connector.settings import inboxes
     own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
     recipients = list(dict.fromkeys(args.recipient or ()))
-    ours = [r for r in recipients if any(o.match(r) for o in own)]
+    inbox_config = inboxes.of(settings)
+    ours = [r for r in recipients if any(o.match(r) for o in own) or inbox_config.is_inbox_address(r)]
     for foreign in (r for r in recipients if r not in ours):
         print(f"connector: {foreign} is not an address of this connector", file=sys.stderr)
         log.warning("intake.rcpt_rejected", rcpt=foreign, intake="pipe")

@@ -15,11 +15,13 @@ from connector.pipeline.context import (
 from connector.pipeline.distribute import AUTO_RESPONSE
 from connector.pipeline.notify import NOTICE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
+from connector.pipeline.route import delivered_to
 from connector.store import bulk, events
 from connector.store.models import (
     SPOOL_DONE, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient, Message,
     OutboxEntry, Processing, SentMail, ThreadRef, Ticket, TriageItem, database)
 from connector.store.queries import next_ticket_number
+from connector.workqueue import inbox
 
 log = get_logger("pipeline")
 
@@ -207,6 +209,8 @@ def _record_event(ctx, ticket, now):
     if ctx.action == NEW_TICKET:
         events.record(ticket.id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
         events.record(ticket.id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
+        inbox.place_new_ticket(ticket.id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
+                               by=None, via=via, now=now, settings=ctx.services.settings)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
         events.record(ticket.id, name, at=now, by=by, via=via, detail=detail)

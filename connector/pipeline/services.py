@@ -7,6 +7,7 @@ import time
 
 from connector.outbound.msgid import MessageIdSigner
 from connector.reply import load_extractor
+from connector.settings import inboxes
 
 
 def own_address_re(address):
@@ -45,7 +46,9 @@ class Services:
         return bool(self.notifications_re.match(address or ""))
 
     def is_own(self, address):
-        return self.is_public(address) or self.is_notifications(address)
+        """The public or notifications address, or an inbox's (`config/inboxes.yaml`), or a +tag form."""
+        return self.is_public(address) or self.is_notifications(address) \
+            or inboxes.of(self.settings).is_inbox_address(address)
 
     def tag(self, number):
         return self.settings.ticket_tag.format(number=number)
