@@ -118,6 +118,9 @@ class Settings:
             f"  {len(self.staff)} staff ({sum(1 for s in self.staff if s.active)} active), "
             f"{len(self.accounts)} accounts",
         ]
+        config = inboxes.of(self)
+        if config.inboxes:
+            lines.append(f"  {len(config.inboxes)} inboxes (default {config.default_inbox or 'none'})")
         for what, path in self.files.items():
             lines.append(f"  {what}: {path}")
         return "\n".join(lines)
