@@ -19,7 +19,7 @@ inboxes:
   - name: Finance
     members: [jane.doe@home.example]
     address: billing@example.com
-    sender: {address: support@example.com, name: Finance Team}
+    sender: {address: billing@example.com, name: Finance Team}
   - name: Sales
     members: [amy@example.com]
 default_inbox: Sales
@@ -287,3 +287,16 @@ def test_two_members_taking_at_once_one_wins(desk):
     [after] = entries(desk)
     taken = [e for e in desk.json("tickets", "history", str(after["ticket"])) if e["event"] == "ticket_taken"]
     assert [e["by"] for e in taken] == [after["owner"]]
+
+
+def test_the_auto_response_comes_from_the_sender_of_the_inbox_the_ticket_lands_in(desk, sink):
+    from email import message_from_bytes
+    new_ticket(desk, to="billing@example.com", sender="ann@acme.example")
+    new_ticket(desk, to="tech@example.com", sender="bert@acme.example")   # Technical has no sender
+    desk.wait_delivered()
+    [(_, _, finance)] = sink.to("ann@acme.example")
+    [(_, _, default)] = sink.to("bert@acme.example")
+    finance, default = message_from_bytes(finance), message_from_bytes(default)
+    assert finance["From"] == "Finance Team <billing@example.com>"
+    assert finance["Reply-To"] == default["Reply-To"] == "support@example.com"   # replies still reach us
+    assert "Finance Team" not in default["From"] and "support@example.com" in default["From"]

@@ -54,7 +54,7 @@ def test_good_file_loads_with_canonical_names_and_default_due_types(inst):
      "already the address of the inbox Technical"),
     (INBOXES_YAML.replace("    address: tech", "    colour: red\n    address: tech"), "inboxes[0].colour",
      "unknown key"),
-    (INBOXES_YAML.replace("{address: support@example.com, name: Finance Team}", "{address: nope}"),
+    (INBOXES_YAML.replace("{address: billing@example.com, name: Finance Team}", "{address: nope}"),
      "inboxes[Finance].sender.address", "'nope' is not an email address"),
     (INBOXES_YAML + "due_types: [response, response]\n", "due_types", "'response' is listed twice"),
     (INBOXES_YAML + "due_types: [next week]\n", "due_types", "'next week' is not a single word"),

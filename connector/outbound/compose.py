@@ -245,7 +245,7 @@ def auto_response(parsed, out, services, templates, ticket, message_id):
     subject, body = templates.render("auto_response.txt.j2", **values)
     subject = services.subject_with_tag(subject or services.without_keyword(parsed.subject), ticket.number)
     fields = [
-        ("From", public_from(services, out.from_name)),
+        ("From", mailbox(out.from_name, out.from_addr) if out.from_addr else public_from(services, out.from_name)),
         ("Reply-To", services.settings.public_address),
         ("To", ", ".join(out.to)),
         ("Subject", subject),

@@ -107,8 +107,12 @@ def _queue(ctx, ticket, templates, now):
     for out in ctx.outgoing:
         message_id = services.signer.make(ticket.number)
         if out.kind == AUTO_RESPONSE:
+            sender = inbox.sender_of_new_ticket(delivered_to(ctx), ctx.hints.get("assign_inbox"), settings=settings)
+            if sender:  # the `sender` of the inbox the new ticket lands in (config/inboxes.yaml)
+                out.from_addr, out.from_name = sender[0], sender[1] or out.from_name
             subject, body, raw = compose.auto_response(parsed, out, services, templates, ticket, message_id)
-            bulk.insert(Message, ticket=ticket.id, spool_id=None, direction="out", from_addr=settings.public_address,
+            bulk.insert(Message, ticket=ticket.id, spool_id=None, direction="out",
+                        from_addr=out.from_addr or settings.public_address,
                         from_name=out.from_name, to=out.to, cc=[], subject=subject, public=True,
                         internal=False, text=body, reply_text=body, rules_version="", message_id=message_id,
                         attachments=[], received_at=now)

@@ -54,6 +54,7 @@ class Outgoing:
     cc: list = field(default_factory=list)
     bcc: list = field(default_factory=list)
     from_name: str = ""
+    from_addr: str = ""         # the From address; empty: the public address
     subject: str = ""
     automatic: bool = False     # auto-response, notice: counted by the budgets
     loop: bool = False          # a copy caused by a possible loop: counted too

@@ -144,6 +144,20 @@ def _added(entry_id, ticket_id, inbox, *, by, via, now, placed_by, due_type=None
     return entry_id
 
 
+def placement(config, delivered_to, inbox=None):
+    """Where a new ticket goes, as (Inbox, placed_by) pairs: the inboxes whose address it was
+    sent to (in the order of the recipients), else `inbox` (a scanner rule's), else
+    default_inbox, else none. Reads nothing but the configuration."""
+    by_address = list(dict.fromkeys(i for i in map(config.for_address, delivered_to or ()) if i is not None))
+    if by_address:
+        return [(i, BY_ADDRESS) for i in by_address]
+    if inbox and config.get(inbox) is not None:
+        return [(config.get(inbox), BY_SCANNER_RULE)]
+    if config.default_inbox:
+        return [(config.get(config.default_inbox), BY_DEFAULT)]
+    return []
+
+
 def place_new_ticket(ticket_id, *, delivered_to, inbox=None, by, via, now, settings=None):
     """An open entry for a new ticket: the inbox whose address it was sent to, else
     `inbox` (a scanner rule's `assign_inbox`), else `default_inbox`, else none.
@@ -151,20 +165,20 @@ def place_new_ticket(ticket_id, *, delivered_to, inbox=None, by, via, now, setti
     Sent to the addresses of several inboxes: an entry in each, in the order of
     the recipients; the first entry's id is returned."""
     config = _config(settings)
-    by_address = list(dict.fromkeys(i for i in map(config.for_address, delivered_to or ()) if i is not None))
-    if by_address:
-        placed = [(i, BY_ADDRESS) for i in by_address]
-    elif inbox and config.get(inbox) is not None:
-        placed = [(config.get(inbox), BY_SCANNER_RULE)]
-    elif config.default_inbox:
-        placed = [(config.get(config.default_inbox), BY_DEFAULT)]
-    else:
-        return None
     if inbox and config.get(inbox) is None:
         log.warning("inbox.unknown_hint", inbox=inbox, ticket_id=ticket_id)  # removed since the rule ran
     ids = [_added(_insert(ticket_id, target, by=by, now=now), ticket_id, target, by=by, via=via, now=now,
-                  placed_by=why) for target, why in placed]
-    return ids[0]
+                  placed_by=why) for target, why in placement(config, delivered_to, inbox)]
+    return ids[0] if ids else None
+
+
+def sender_of_new_ticket(delivered_to, inbox=None, *, settings=None):
+    """The (address, name) a new ticket's auto-response is sent from: the `sender` of the
+    inbox it is placed in first, or None for the default sender."""
+    placed = placement(_config(settings), delivered_to, inbox)
+    if placed and placed[0][0].sender_address:
+        return placed[0][0].sender_address, placed[0][0].sender_name
+    return None
 
 
 def add(ticket_number, inbox, *, by, via, now, due_type=None, due_at=None, message=None, settings=None):
