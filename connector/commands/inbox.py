@@ -94,8 +94,8 @@ def cmd_inbox_show(args):
     print("\nlatest message:\n  " + (data["reply_text"] or "(none)").replace("\n", "\n  "))
     print("\nhistory:")
     for row in data["history"]:
-        print(f"  {row['at']}  {row['event']:<18} {row['via']:<7} {row['by'] or '-'}  {row['detail'].get('inbox', '')}"
-              .rstrip())
+        where = row["detail"].get("inbox", "") + (f" -> {row['detail']['to']}" if "to" in row["detail"] else "")
+        print(f"  {row['at']}  {row['event']:<18} {row['via']:<7} {row['by'] or '-'}  {where}".rstrip())
     return 0
 
 
