@@ -300,3 +300,36 @@ def test_the_auto_response_comes_from_the_sender_of_the_inbox_the_ticket_lands_i
     assert finance["From"] == "Finance Team <billing@example.com>"
     assert finance["Reply-To"] == default["Reply-To"] == "support@example.com"   # replies still reach us
     assert "Finance Team" not in default["From"] and "support@example.com" in default["From"]
+
+
+def test_the_contract_as_mail_commands_call_it_without_settings(desk):
+    """What staff mail commands and triage actions call: the configuration loaded last, any of
+    an employee's addresses, a due date as text; one open entry found by ticket number."""
+    from connector.settings import load_settings
+    from connector.store import events
+    from connector.store.db import open_store
+    from connector.store.models import database
+    from connector.workqueue import inbox
+    from connector.workqueue.errors import Refused
+    number = new_ticket(desk, to="billing@example.com")
+    load_settings(desk.ini)
+    open_store(desk.path / "var" / "connector.db")
+    now = time.time()
+    entry = inbox.entry_for(number, by="jane.doe@home.example")
+    with database.atomic():
+        inbox.take(entry.id, by="Jane.Doe@home.example", via=events.VIA_MAIL, now=now)
+        new_id = inbox.forward(entry.id, to="TECHNICAL", due_type="Resolution", due_at=FUTURE,
+                               by="jane.doe@home.example", via=events.VIA_MAIL, now=now)
+    with pytest.raises(Refused, match="no ticket 999"):
+        inbox.entry_for(999, by="jane@example.com")
+    with database.atomic():
+        second = inbox.add(number, "sales", by="amy@example.com", via=events.VIA_MAIL, now=now)
+    with pytest.raises(Refused, match="open in several inboxes"):
+        inbox.entry_for(number, by="jane@example.com")
+    assert inbox.entry_for(number, by="amy@example.com").id == second   # the one in her inbox
+    database.close()
+    [forwarded] = entries(desk, "--status", "forwarded")
+    assert forwarded["owner"] == "jane@example.com"
+    moved = next(e for e in entries(desk) if e["id"] == new_id)
+    assert (moved["inbox"], moved["due_type"], moved["created_by"]) == ("Technical", "resolution", "jane@example.com")
+    assert [e["via"] for e in desk.json("tickets", "history", str(number))][-3:] == ["mail", "mail", "mail"]

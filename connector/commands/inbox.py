@@ -83,7 +83,8 @@ def cmd_inbox_show(args):
         return _refuse(f"no inbox entry {args.id}")
     data = rows[0]
     entry = InboxEntry.get_by_id(args.id)
-    latest = (Message.select(Message.reply_text).where((Message.ticket == entry.ticket_id) & (Message.direction == "in"))
+    latest = (Message.select(Message.reply_text)
+              .where((Message.ticket == entry.ticket_id) & (Message.direction == "in"))
               .order_by(Message.received_at.desc(), Message.id.desc()).first())
     data["reply_text"] = latest.reply_text if latest else None
     data["history"] = [event_json(e) for e in _chain_history(entry)]

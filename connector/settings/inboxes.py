@@ -16,6 +16,7 @@ process (`in_force()`) when their caller passes no settings.
     due_types: [response, resolution, follow_up]
 """
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -53,6 +54,12 @@ class Inboxes:
     inboxes: tuple = ()
     default_inbox: str = None       # an inbox's name, as configured
     due_types: tuple = DEFAULT_DUE_TYPES
+    staff: dict = field(default_factory=dict, compare=False, repr=False)   # any active staff email -> first
+
+    def who(self, email):
+        """The recorded address of the employee `email` is one of (as given when unknown)."""
+        email = (email or "").strip().lower()
+        return self.staff.get(email, email)
 
     def get(self, name):
         """The inbox called `name` (any case), or None."""
@@ -114,14 +121,15 @@ def load_inboxes(settings, read_yaml):
     for index, entry in enumerate(items):
         inbox = _inbox(path, f"inboxes[{index}]", entry, settings, inboxes)
         inboxes.append(inbox)
-    config = Inboxes(tuple(inboxes), None, _due_types(path, data.get("due_types")))
+    staff = {email: member.email for email, member in settings.extra["_staff_index"].items()}
+    config = Inboxes(tuple(inboxes), None, _due_types(path, data.get("due_types")), staff)
     default = data.get("default_inbox")
     if default is not None:
         found = config.get(default) if isinstance(default, str) else None
         if found is None:
             raise ConfigError(path, "default_inbox", f"{default!r} is not one of the inboxes",
                               f"name one of: {config.names}, or remove default_inbox")
-        config = Inboxes(config.inboxes, found.name, config.due_types)
+        config = dataclasses.replace(config, default_inbox=found.name)
     settings.extra["inboxes"] = config
     settings.files["inboxes"] = path
 

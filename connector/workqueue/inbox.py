@@ -16,8 +16,8 @@ one ticket event (`connector.store.events`) and one log line, and raises
 Every function also takes `settings=None`: the inboxes come from
 `inboxes.of(settings)`, or, without settings, from the configuration the
 process loaded last (`connector.settings.inboxes.in_force()`). `by` is a
-staff email (the caller has checked it is an active employee's; the first
-listed address is the one recorded). `due_at` is epoch seconds or a text
+staff email (the caller has checked it is an active employee's; any of their
+addresses, the first listed is the one recorded). `due_at` is epoch seconds or a text
 `parse_due` reads (ISO 8601; a date alone is the end of that day, UTC).
 
 Each change is one conditional UPDATE or INSERT inside a savepoint, so two
@@ -184,6 +184,7 @@ def sender_of_new_ticket(delivered_to, inbox=None, *, settings=None):
 def add(ticket_number, inbox, *, by, via, now, due_type=None, due_at=None, message=None, settings=None):
     """An open entry for an existing ticket in `inbox` (any active employee may add one)."""
     config = _config(settings)
+    by = config.who(by)
     target = _inbox(config, inbox)
     ticket = Ticket.get_or_none(Ticket.number == ticket_number)
     if ticket is None:
@@ -207,6 +208,7 @@ def entry_for(ticket_number, *, by, settings=None):
     if len(entries) == 1:
         return entries[0]
     config = _config(settings)
+    by = config.who(by)
     for pick in ([e for e in entries if e.owner == by],
                  [e for e in entries if (i := config.get(e.inbox)) is not None and by in i.members]):
         if len(pick) == 1:
@@ -222,16 +224,18 @@ def _update_open(entry, action, extra_where=None, **changes):
     if extra_where is not None:
         where &= extra_where
     if InboxEntry.update(**changes).where(where).execute() != 1:
-        now = _entry(entry.id)
-        raise Refused(f"entry {entry.id} changed meanwhile (now {now.status}, owner {now.owner or 'none'}): "
+        current = _entry(entry.id)
+        raise Refused(f"entry {entry.id} changed meanwhile (now {current.status}, owner {current.owner or 'none'}): "
                       f"not {action}; look again with inbox show {entry.id}")
 
 
 def take(entry_id, *, by, via, now, force=False, settings=None):
     """`by` owns the entry: a member of its inbox, or anybody with `force`; another
     owner is replaced only with `force`."""
+    config = _config(settings)
+    by = config.who(by)
     entry = _open_entry(entry_id, "taken")
-    inbox = _configured_inbox_of(_config(settings), entry)
+    inbox = _configured_inbox_of(config, entry)
     if by not in inbox.members and not force:
         raise Refused(f"{by} is not a member of {inbox.name}: only its members "
                       f"({', '.join(inbox.members)}) take its entries (or use --force)")
@@ -256,8 +260,10 @@ def _may_act(entry, inbox, by, action):
 
 def complete(entry_id, *, by, via, now, settings=None):
     """The entry is done: it leaves the open list (the owner or a member)."""
+    config = _config(settings)
+    by = config.who(by)
     entry = _open_entry(entry_id, "completed")
-    _may_act(entry, _configured_inbox_of(_config(settings), entry), by, "completed")
+    _may_act(entry, _configured_inbox_of(config, entry), by, "completed")
     _update_open(entry, "completed", status=ENTRY_COMPLETED)
     _record(entry.ticket_id, entry.id, events.TICKET_COMPLETED, "inbox.completed", by=by, via=via, now=now,
             inbox=entry.inbox,
@@ -266,8 +272,10 @@ def complete(entry_id, *, by, via, now, settings=None):
 
 def cancel(entry_id, *, by, via, now, message=None, settings=None):
     """The entry is dropped: it leaves the open list (the owner or a member)."""
+    config = _config(settings)
+    by = config.who(by)
     entry = _open_entry(entry_id, "cancelled")
-    _may_act(entry, _configured_inbox_of(_config(settings), entry), by, "cancelled")
+    _may_act(entry, _configured_inbox_of(config, entry), by, "cancelled")
     _update_open(entry, "cancelled", status=ENTRY_CANCELLED)
     _record(entry.ticket_id, entry.id, events.TICKET_CANCELLED, "inbox.cancelled", by=by, via=via, now=now,
             inbox=entry.inbox,
@@ -280,6 +288,7 @@ def forward(entry_id, *, to, due_type, due_at, by, via, now, message=None, setti
 
     The owner or a member of the entry's inbox forwards it."""
     config = _config(settings)
+    by = config.who(by)
     entry = _open_entry(entry_id, "forwarded")
     _may_act(entry, _configured_inbox_of(config, entry), by, "forwarded")
     target = _inbox(config, to)
