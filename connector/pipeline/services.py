@@ -8,12 +8,7 @@ import time
 from connector.outbound.msgid import MessageIdSigner
 from connector.reply import load_extractor
 from connector.settings import inboxes
-
-
-def own_address_re(address):
-    """Matches `address` and its +tag forms (support+x@example.com), case-insensitive."""
-    local, _, domain = address.partition("@")
-    return re.compile(rf"^{re.escape(local)}(\+[^@]*)?@{re.escape(domain)}$", re.I)
+from connector.settings.addresses import own_address_re
 
 
 def ticket_tag_re(tag):

@@ -20,6 +20,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from connector.settings.addresses import ADDRESS_RE, own_address_re
 from connector.settings.errors import ConfigError
 
 FILE = "inboxes.yaml"
@@ -28,12 +29,6 @@ TOP_KEYS = ("inboxes", "default_inbox", "due_types")
 INBOX_KEYS = ("name", "members", "address", "sender")
 SENDER_KEYS = ("address", "name")
 DUE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-def _plus_forms(address):
-    """`address` and its +tag forms (tech+vip@example.com), case-insensitive."""
-    from connector.pipeline.services import own_address_re
-    return own_address_re(address)
 
 
 @dataclass(frozen=True)
@@ -152,7 +147,7 @@ def _inbox(path, where, entry, settings, earlier):
     members = _members(path, f"{where}.members", entry.get("members"), settings)
     address = _address(path, f"{where}.address", entry.get("address"), settings, earlier)
     sender_address, sender_name = _sender(path, f"{where}.sender", entry.get("sender"))
-    return Inbox(name, members, address, sender_address, sender_name, _plus_forms(address) if address else None)
+    return Inbox(name, members, address, sender_address, sender_name, own_address_re(address) if address else None)
 
 
 def _members(path, where, value, settings):
@@ -174,7 +169,6 @@ def _members(path, where, value, settings):
 
 
 def _address(path, where, value, settings, earlier):
-    from connector.settings.loader import ADDRESS_RE
     if value is None:
         return ""
     address = value.strip().lower() if isinstance(value, str) else ""
@@ -185,7 +179,7 @@ def _address(path, where, value, settings, earlier):
     if address in own:
         raise ConfigError(path, where, f"{address} is the connector's {own[address]}",
                           "an inbox needs an address of its own, e.g. tech@example.com")
-    if _plus_forms(settings.notifications_address).match(address):
+    if own_address_re(settings.notifications_address).match(address):
         raise ConfigError(path, where, f"{address} is a +tag form of the notifications address",
                           "mail there goes to review; give the inbox another address")
     if settings.extra["_staff_index"].get(address) is not None:
@@ -199,7 +193,6 @@ def _address(path, where, value, settings, earlier):
 
 
 def _sender(path, where, value):
-    from connector.settings.loader import ADDRESS_RE
     if value is None:
         return "", ""
     if not isinstance(value, dict) or "address" not in value:

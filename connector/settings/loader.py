@@ -17,11 +17,11 @@ from pathlib import Path
 import yaml
 
 from connector.settings import inboxes
+from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
 
-ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@[A-Za-z0-9-]+$")
 SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STAFF_KEYS = {"name", "emails", "active", "receive"}
