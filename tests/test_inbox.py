@@ -172,6 +172,7 @@ def test_worked_example_take_forward_complete(desk):
                          "message": "please check the refund", "owner": "bob@example.com"}
     events = [e["event"] for e in desk.json("tickets", "history", str(number))]
     assert events[-5:] == ["inbox_added", "ticket_taken", "ticket_forwarded", "ticket_taken", "ticket_completed"]
+    assert desk.json("inbox", "show", str(entry["id"]))["history"] == shown["history"]   # one chain, both ways
     text = desk.cli("inbox", "show", str(moved["id"])).stdout.decode()
     assert "ticket_forwarded" in text and "Hello" in text
     assert '"event": "inbox.added"' in desk.log.read_text()   # the worker's log line

@@ -101,14 +101,15 @@ def cmd_inbox_show(args):
 
 
 def _chain_history(entry):
-    """The inbox events of this entry and of the entries it was forwarded from (and to)."""
-    chain = {entry.id}
-    current = entry
-    while current.forwarded_from and current.forwarded_from not in chain:
-        chain.add(current.forwarded_from)
-        current = InboxEntry.get_or_none(InboxEntry.id == current.forwarded_from) or current
-    return [e for e in events.history(entry.ticket_id)
-            if e.event in ENTRY_EVENTS and (e.detail.get("entry") in chain or e.detail.get("new_entry") in chain)]
+    """The inbox events of this entry's chain: the entries it was forwarded from, and to."""
+    links = {e.id: e.forwarded_from for e in
+             InboxEntry.select(InboxEntry.id, InboxEntry.forwarded_from).where(InboxEntry.ticket == entry.ticket_id)}
+    chain, grew = {entry.id}, True
+    while grew:
+        more = {i for i, source in links.items() if source in chain} | {links[i] for i in chain if links.get(i)}
+        grew = not more <= chain
+        chain |= more
+    return [e for e in events.history(entry.ticket_id) if e.event in ENTRY_EVENTS and e.detail.get("entry") in chain]
 
 
 def _act(args, action):
