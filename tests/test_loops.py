@@ -85,7 +85,8 @@ class Peer(Sink):
 
 
 def settle(peer, instances, quiet=4.0, timeout=90):
-    """Wait until no mail moves: the peer has nothing to do and nothing new arrives for `quiet` s."""
+    """Wait until no mail moves: the peer has nothing to do, nothing new arrives for `quiet` s,
+    and the worker has processed everything spooled (under load it may start late)."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
@@ -94,7 +95,8 @@ def settle(peer, instances, quiet=4.0, timeout=90):
                  tuple(sum(o["status"] == "pending" for o in i.outbox()) for i in instances))
         if state != last:
             last, since = state, time.monotonic()
-        elif state[1] == 0 and not any(state[3]) and time.monotonic() - since >= quiet:
+        elif state[1] == 0 and not any(state[3]) and time.monotonic() - since >= quiet \
+                and not any(row[1] == "queued" for i in instances for row in i.spool_states()):  # worker done too
             return
         time.sleep(0.3)
     raise AssertionError(f"mail still moving after {timeout}s: {peer.received()}")

@@ -117,12 +117,6 @@ def classify(parsed, mail_from=None, own_loop_value=""):
     return NOT_AUTOMATIC
 
 
-def suppress_auto_response(parsed, mail_from=None):
-    """True when no automatic answer may go to `parsed`: it is automatic, or its sender
-    asked for none (Exchange's X-Auto-Response-Suppress)."""
-    return classify(parsed, mail_from).is_automatic or parsed.has_header("x-auto-response-suppress")
-
-
 def own_mail(parsed, signer):
     """Our own mail came back: it carries our loop marker (kept on every copy, also
     by another connector), or its Message-ID is one we wrote."""

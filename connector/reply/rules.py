@@ -43,9 +43,6 @@ class Rule:
     compiled: object = None
     requires: tuple = ()            # words (any, case-insensitive) a body must contain for the rule to be tried
 
-    def search(self, text):
-        return self.compiled.search(text)
-
 
 @dataclass
 class RuleSet:

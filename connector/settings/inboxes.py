@@ -20,7 +20,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from connector.settings.addresses import ADDRESS_RE, own_address_re
+from connector.mail.addresses import own_address_re
+from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 
 FILE = "inboxes.yaml"

@@ -19,7 +19,7 @@ import yaml
 from connector.settings import inboxes
 from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
-from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
+from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
 
 SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
@@ -39,7 +39,7 @@ class Staff:
     name: str
     emails: tuple
     active: bool = True
-    receive: str = "manager"
+    receive: str = RECEIVE_MANAGER
 
     @property
     def email(self):
@@ -430,7 +430,7 @@ def load_staff(path):
         active = entry.get("active", True)
         if not isinstance(active, bool):
             raise ConfigError(path, f"{where}.active", f"{active!r} is not true or false", "write true or false")
-        receive = entry.get("receive", "manager")
+        receive = entry.get("receive", RECEIVE_MANAGER)
         if receive is False:
             # YAML 1.1 reads an unquoted `off` (the seed's "OFF") as false.
             receive = "off"

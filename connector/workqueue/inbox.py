@@ -29,7 +29,6 @@ from datetime import datetime, time as day_time, timezone
 
 import peewee
 
-from connector.commands.common import iso
 from connector.log import get_logger
 from connector.settings import inboxes as inbox_config
 from connector.store import events
@@ -44,6 +43,11 @@ BY_ADDRESS = "address"
 BY_SCANNER_RULE = "scanner_rule"
 BY_DEFAULT = "default_inbox"
 BY_STAFF = "staff"
+
+
+def iso(timestamp):
+    """Epoch seconds as ISO 8601 in UTC with its offset (as the commands print them)."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def _config(settings):
