@@ -333,3 +333,14 @@ def test_the_contract_as_mail_commands_call_it_without_settings(desk):
     moved = next(e for e in entries(desk) if e["id"] == new_id)
     assert (moved["inbox"], moved["due_type"], moved["created_by"]) == ("Technical", "resolution", "jane@example.com")
     assert [e["via"] for e in desk.json("tickets", "history", str(number))][-3:] == ["mail", "mail", "mail"]
+
+
+def test_a_ticket_staff_create_from_a_triage_item_gets_one_entry_by_them(desk):
+    desk.send(make_mail(subject="Lost in review", to="notifications@example.com"), rcpts=["notifications@example.com"])
+    desk.wait_processed(1)
+    [item] = desk.inbound()
+    desk.cli("inbound", "create-ticket", str(item["id"]), "--as", "bob@example.com")
+    [entry] = entries(desk, "--status", "all")
+    assert (entry["inbox"], entry["status"], entry["created_by"]) == ("Sales", "open", "bob@example.com")
+    [added] = [e for e in desk.json("tickets", "history", str(entry["ticket"])) if e["event"] == "inbox_added"]
+    assert (added["by"], added["via"], added["detail"]["placed_by"]) == ("bob@example.com", "cli", "default_inbox")
