@@ -5,13 +5,14 @@ Commands sit on top: nothing below `connector.commands` imports them. A new
 command group is one module here plus one line in `MODULES`.
 """
 
-from connector.commands import daemon, db, inbound, intake, mailtools, outbox, scanners, status, tickets
+from connector.commands import daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets
 
 MODULES = (
     daemon,      # run, worker, deliver, check-config, example-config
     intake,      # inject, replay
     tickets,     # tickets, message
     inbound,     # inbound list|replay|create-ticket|attach|close|status|delete
+    inbox,       # inbox list|show|add|take|complete|cancel|forward
     outbox,      # outbox list|retry|cancel
     mailtools,
     scanners,    # scanners status|run|test

@@ -35,9 +35,11 @@ ticket), `plan.outgoing`; `plan.suppressed` and notes for what a budget stopped.
 from connector.outbound.compose import AUTO_RESPONSE_TEMPLATE, auto_response_text
 from connector.pipeline import budget
 from connector.pipeline.context import FILED, FOLLOW_UP, NEW_TICKET, Outgoing
+from connector.pipeline.route import delivered_to
 from connector.settings.schema import RECEIVE_ACCOUNT_MANAGER, RECEIVE_ALL, RECEIVE_MANAGER, RECEIVE_OFF
 from connector.store.filing import employee_recipients as subscribed_employees, external_recipients
 from connector.store.models import AUTO_RESPONSE, DISTRIBUTION, RECIPIENT_BCC, RECIPIENT_CC, RECIPIENT_TO
+from connector.workqueue import inbox
 
 STEP = "distribute"
 
@@ -178,6 +180,10 @@ def _complete(ctx, out):
     out.mail_from = out.from_address = services.settings.public_address
     out.message_id = services.signer.make(plan.ticket_number)
     if out.kind == AUTO_RESPONSE:
+        sender = inbox.sender_of_new_ticket(delivered_to(ctx), ctx.hints.get("assign_inbox"),
+                                            settings=services.settings)
+        if sender:  # the `sender` of the inbox the new ticket lands in (config/inboxes.yaml)
+            out.from_address, out.from_name = sender[0], sender[1] or out.from_name
         out.template = AUTO_RESPONSE_TEMPLATE
         out.subject, out.body = auto_response_text(ctx.parsed, services, ctx.templates, plan.ticket_number,
                                                    plan.new_ticket["subject"])
