@@ -83,12 +83,11 @@ def _process(settings, spool_ids):
         return {}
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import Processing
+    from connector.store.views import actions_of
     runner = Runner(open_services(settings))
     for spool_id in spool_ids:
         runner.process(spool_id)
-    rows = Processing.select().where(Processing.spool_id.in_(spool_ids))
-    return dict(Counter(row.action or row.state for row in rows))
+    return dict(Counter(actions_of(spool_ids)))
 
 
 def cmd_test(args):
