@@ -52,6 +52,43 @@ def wait_port(port, proc, timeout=20):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process so far (load-proof, unlike wall time)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(daemon_pid):
+    """{role: pid} of the daemon (intake) and its children (worker, deliver)."""
+    found = {"intake": daemon_pid}
+    try:
+        children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for pid in map(int, children):
+        try:
+            role = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").rpartition(b"\0")[2].decode()
+        except OSError:
+            continue
+        found[role] = pid
+    return found
+
+
+class CPU:
+    """CPU seconds each process spends between start() and stop()."""
+
+    def __init__(self, daemon_pid):
+        self.pids = processes(daemon_pid)
+        self.before = {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+
+    def stop(self, messages):
+        """{role: CPU milliseconds per message}."""
+        return {role: 1000 * (cpu_seconds(pid) - self.before[role]) / messages for role, pid in self.pids.items()}
+
+
 def source(port, args):
     cmd = [SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
            "-f", "a@client.test", "-t", "support@example.test", f"127.0.0.1:{port}"]
@@ -65,7 +102,9 @@ def timed_server(cmd, port, args, cwd):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         wait_port(port, proc)
-        return source(port, args)
+        before = cpu_seconds(proc.pid)
+        elapsed = source(port, args)
+        return elapsed, 1000 * (cpu_seconds(proc.pid) - before) / args.messages
     finally:
         proc.terminate()
         proc.wait()
@@ -146,6 +185,10 @@ def run_connector(args, workdir):
     try:
         wait_port(relay_port, sink)
         wait_port(port, daemon)
+        deadline = time.monotonic() + 20
+        while set(processes(daemon.pid)) < {"intake", "worker", "deliver"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu = CPU(daemon.pid)
         start = time.perf_counter()
         accept = source(port, args)
         progress = Progress(workdir / "var" / "connector.db")
@@ -158,7 +201,7 @@ def run_connector(args, workdir):
             time.sleep(0.2)
         end_to_end = time.perf_counter() - start
         progress.close()
-        return accept, end_to_end, total, sent
+        return accept, end_to_end, total, sent, cpu.stop(args.messages)
     finally:
         daemon.terminate()
         daemon.wait()
@@ -182,11 +225,11 @@ def main():
             raise SystemExit(f"{tool} is missing: run tests/install-system-deps.sh (Postfix) first")
     rows = []
     for index in range(args.rounds):
-        sink_time = run_sink(args)
+        sink_time, sink_cpu = run_sink(args)
         workdirs = [Path(tempfile.mkdtemp(prefix="connector-bench-")) for _ in range(2)]
         try:
-            alone = run_intake_only(args, workdirs[0])
-            accept, e2e, total, sent = run_connector(args, workdirs[1])
+            alone, alone_cpu = run_intake_only(args, workdirs[0])
+            accept, e2e, total, sent, cpu = run_connector(args, workdirs[1])
         finally:
             for workdir in workdirs:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -197,6 +240,8 @@ def main():
               f"alone (ratio {alone_rate / sink_rate:.2f}), {accept_rate:5.0f} msg/s while filing "
               f"(ratio {accept_rate / sink_rate:.2f}) | end to end {e2e_rate:4.0f} msg/s "
               f"({total} filed, {sent} outgoing)", flush=True)
+        print(f"         CPU ms per message: sink {sink_cpu:.2f}, intake alone {alone_cpu:.2f}; end to end: "
+              + ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(cpu.items())), flush=True)
     print(f"\n{args.messages} messages of {args.size} bytes over {args.sessions} sessions, "
           f"median of {args.rounds} rounds:")
     print(f"  acceptance / no-op sink, nothing else running: {statistics.median(r[0] for r in rows):.2f}"

@@ -56,7 +56,7 @@ def _over(ctx, limits):
     """The first (reason, detail) whose hourly count reached its limit; a limit of 0 allows none."""
     since = ctx.services.clock() - HOUR
     for reason, limit, columns in limits:
-        sent = sent_since(since, **columns) if limit else 0
+        sent = sent_since(since, limit, **columns) if limit else 0
         if sent >= limit:
             return reason, f"{sent} in the last hour, limit {limit}"
     return None
@@ -87,7 +87,7 @@ def loop_cause(ctx):
     if ctx.reply_text.strip() and same_text_since(ctx.ticket_number, ctx.parsed.from_addr, ctx.reply_text,
                                 ctx.spool.received_at - HOUR):
         return REPEATED_TEXT
-    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.ticket_number):
+    if window and sent_since(ctx.spool.received_at - window, 1, address=address.lower(), ticket=ctx.ticket_number):
         return QUICK_REPLY
     return ""
 
