@@ -1,5 +1,11 @@
 """The cheaper paths of filing and delivery keep their meaning (real SQLite, a real relay on loopback)."""
 
+import types
+
+import pytest
+from aiosmtpd.smtp import SMTP
+
+from connector.intake.smtp import IntakeSMTP
 from connector.outbound.delivery import Delivery
 from connector.store import bulk
 from connector.store.models import SentMail
@@ -44,3 +50,21 @@ def test_the_envelope_reaches_the_relay_as_queued(tmp_path):
         delivery.close()
     finally:
         relay.stop()
+
+
+@pytest.mark.parametrize("limit", [0, 8])
+def test_the_intake_reads_envelope_addresses_as_aiosmtpd_does(limit):
+    """The intake's `_getaddr` drops aiosmtpd's per-call class definition, nothing else."""
+    holder = types.SimpleNamespace(local_part_limit=limit)
+    for arg in ["", "<>", "<jane@example.com>", "<jane@example.com> SIZE=100 BODY=8BITMIME", "jane@example.com",
+                '<"jane doe"@example.com>', "<@relay.example:jane@example.com>", "<jane@[192.0.2.1]>",
+                "<a-very-long-local-part@example.com>", "<jane@", "jane", "<<jane@example.com>>", "<jöran@例え.jp>",
+                "  <jane@example.com>", "<jane(comment)@example.com>"]:
+        assert outcome(IntakeSMTP._getaddr, holder, arg) == outcome(SMTP._getaddr, holder, arg), arg
+
+
+def outcome(function, *args):
+    try:
+        return function(*args)
+    except Exception as exc:  # the stdlib parser raises on some input: it must raise the same
+        return type(exc)
