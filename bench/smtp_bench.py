@@ -186,7 +186,7 @@ def run_connector(args, workdir):
         wait_port(relay_port, sink)
         wait_port(port, daemon)
         deadline = time.monotonic() + 20
-        while set(processes(daemon.pid)) < {"intake", "worker", "deliver"} and time.monotonic() < deadline:
+        while not {"worker", "deliver"} <= set(processes(daemon.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
         cpu = CPU(daemon.pid)
         start = time.perf_counter()

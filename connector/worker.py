@@ -36,6 +36,10 @@ PRUNE_FIRST = 60.0     # seconds after start before the first retention run ([re
 PRUNE_EVERY = 3600.0   # then once an hour, when the worker has nothing else to do
 CHECK_EVERY = 1.0     # seconds between looks at the configuration files' fingerprint
 FALLBACK_NICENESS = 19
+# WAL pages before the filing worker's own commit checkpoints: the delivery process, which
+# commits after every mail and has time to spare, checkpoints at SQLite's 1000; the worker
+# only when delivery does not run, so the fsyncs of checkpoints stay off the filing path.
+FILING_CHECKPOINT_PAGES = 20000
 
 
 class AlreadyRunning(Exception):
@@ -47,6 +51,7 @@ class BackgroundLoop:
 
     name = "background"
     exclusive = False  # whether a second process of this kind must not run (the filing worker may)
+    checkpoint_pages = None  # SQLite's default
 
     def __init__(self, settings, stop, clock=time.time):
         self.stop = stop
@@ -55,7 +60,7 @@ class BackgroundLoop:
         self.settings = settings
         self.fingerprint = fingerprint(settings)
         self.checked_at = time.monotonic()
-        open_store(settings.database, synchronous="normal")
+        open_store(settings.database, synchronous="normal", checkpoint_pages=self.checkpoint_pages)
         self.waker = Waker(settings.data_dir, self.name)
         if self.waker.sock is None and self.exclusive:
             raise AlreadyRunning(f"another `connector {self.name}` process runs for {settings.data_dir}; "
@@ -144,6 +149,7 @@ class FilingWorker(BackgroundLoop):
     """The pipeline over spooled messages."""
 
     name = "worker"
+    checkpoint_pages = FILING_CHECKPOINT_PAGES
 
     def configure(self, settings):
         self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))

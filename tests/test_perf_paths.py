@@ -68,3 +68,13 @@ def outcome(function, *args):
         return function(*args)
     except Exception as exc:  # the stdlib parser raises on some input: it must raise the same
         return type(exc)
+
+
+def test_the_filing_worker_leaves_checkpoints_to_delivery(tmp_path):
+    from connector.store.db import open_store
+    from connector.store.models import database
+    from connector.worker import DeliveryWorker, FilingWorker
+    open_store(tmp_path / "c.db", "normal", checkpoint_pages=FilingWorker.checkpoint_pages)
+    assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == FilingWorker.checkpoint_pages > 1000
+    open_store(tmp_path / "c.db", "normal", checkpoint_pages=DeliveryWorker.checkpoint_pages)
+    assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000

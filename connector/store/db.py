@@ -83,7 +83,7 @@ def _create_private(path):
         pass
 
 
-def make_database(path, synchronous="full"):
+def make_database(path, synchronous="full", checkpoint_pages=None):
     path = Path(path)
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -91,19 +91,24 @@ def make_database(path, synchronous="full"):
             _create_private(name)
     except OSError as exc:
         raise StoreUnavailable(path, exc.strerror or str(exc)) from None
-    db = StoreDatabase(str(path), pragmas=dict(PRAGMAS, synchronous=synchronous), timeout=10)
+    pragmas = dict(PRAGMAS, synchronous=synchronous)
+    if checkpoint_pages:
+        pragmas["wal_autocheckpoint"] = checkpoint_pages
+    db = StoreDatabase(str(path), pragmas=pragmas, timeout=10)
     db.attach(str(spool_path(path)), "spool")
     return db
 
 
-def open_store(path, synchronous="full"):
+def open_store(path, synchronous="full", checkpoint_pages=None):
     """Bind the models to the SQLite file at `path`, creating it if needed.
 
     The spool file always commits with `full`. The worker may use `normal`
     for the main file (WAL): what it writes there is derived from spooled
     messages, so a commit lost to a power cut is redone from the spool.
+    `checkpoint_pages` sets how large the WAL may grow before a commit of this
+    connection copies it back into the file (SQLite's default: 1000 pages).
     """
-    db = make_database(path, synchronous)
+    db = make_database(path, synchronous, checkpoint_pages)
     database.initialize(db)
     try:
         db.connect(reuse_if_open=True)
