@@ -78,3 +78,30 @@ def test_the_filing_worker_leaves_checkpoints_to_delivery(tmp_path):
     assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == FilingWorker.checkpoint_pages > 1000
     open_store(tmp_path / "c.db", "normal", checkpoint_pages=DeliveryWorker.checkpoint_pages)
     assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+
+
+def test_the_spool_is_checkpointed_beside_the_commits_not_inside_them(tmp_path):
+    """The intake's spool writer never checkpoints (a DATA would wait for it); its checkpointer
+    thread copies the WAL into the spool file soon after the commits."""
+    import asyncio
+    import time
+
+    from connector.store.db import open_store, spool_path
+    from connector.store.spool import GroupCommitter
+    open_store(tmp_path / "c.db")
+    committer = GroupCommitter()
+    body = b"Subject: x\r\n\r\n" + b"x" * 4096
+
+    async def submit():
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(committer.submit(loop, body, mail_from="a@example.com",
+                                                       rcpt_to=["support@example.com"], intake="smtp")
+                                      for _ in range(50)))
+    try:
+        assert len(set(asyncio.run(submit()))) == 50
+        deadline = time.monotonic() + 10
+        while spool_path(tmp_path / "c.db").stat().st_size < 50 * 4096 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spool_path(tmp_path / "c.db").stat().st_size >= 50 * 4096
+    finally:
+        committer.close()
