@@ -10,7 +10,13 @@ daemon whose relay is Postfix's smtp-sink. Printed:
   end to end   messages/s from the first SMTP connection until every message
                is filed and every outgoing mail (distribution + auto-response)
                was written and none is pending: the backlog drained
-Targets (issue 2, this 2-core machine class): ratio >= 0.8, end to end >= 300 msg/s.
+  CPU          milliseconds of CPU (user + system) per message of each process:
+               the sink, the intake alone, and intake, worker and deliver end to
+               end. Unlike the rates, these hold on a machine others load (the
+               worker and delivery run in the idle class: any other process
+               delays them, so end to end falls with the load average).
+Targets (issue 14, this 2-core machine class): acceptance while filing >= 0.9 of the
+sink, end to end >= 500 msg/s.
 
     python bench/smtp_bench.py [--messages 5000] [--sessions 20] [--size 4096] [--rounds 2]
 """
@@ -244,10 +250,10 @@ def main():
               + ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(cpu.items())), flush=True)
     print(f"\n{args.messages} messages of {args.size} bytes over {args.sessions} sessions, "
           f"median of {args.rounds} rounds:")
-    print(f"  acceptance / no-op sink, nothing else running: {statistics.median(r[0] for r in rows):.2f}"
-          "   (target >= 0.80)")
-    print(f"  acceptance / no-op sink, worker filing at once: {statistics.median(r[1] for r in rows):.2f}")
-    print(f"  end to end: {statistics.median(r[2] for r in rows):.0f} msg/s   (target >= 300)")
+    print(f"  acceptance / no-op sink, nothing else running: {statistics.median(r[0] for r in rows):.2f}")
+    print(f"  acceptance / no-op sink, worker filing at once: {statistics.median(r[1] for r in rows):.2f}"
+          "   (target >= 0.90)")
+    print(f"  end to end: {statistics.median(r[2] for r in rows):.0f} msg/s   (target >= 500)")
 
 
 if __name__ == "__main__":
