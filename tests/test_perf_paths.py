@@ -22,6 +22,7 @@ def test_a_budget_count_stops_at_its_limit(tmp_path):
     assert sent_since(999.0, 100, kind="auto_response") == 50
     assert sent_since(1039.5, 100, address="a@example.com", kind="auto_response") == 10
     assert sent_since(999.0, 100, kind="notice") == 0
+    assert sent_since(999.0, kind="auto_response") == 50   # no bound: every row
 
 
 def test_due_rows_come_oldest_first_with_their_fields(tmp_path):

@@ -113,14 +113,15 @@ def outbox_due(now, limit):
     return [_instance(OutboxEntry, OUTBOX_FIELDS, row) for row in rows]
 
 
-def sent_since(since, at_most, **columns):
+def sent_since(since, at_most=None, **columns):
     """How many `sent_mail` rows since the time `since` match `columns` (address, domain,
-    ticket, kind, budgeted), counting no further than `at_most`: the loop and flood budgets,
-    each an indexed COUNT whose cost is bounded by its limit, not by how much was sent."""
+    ticket, kind, budgeted), counting no further than `at_most` (None: all): the loop and
+    flood budgets, each an indexed COUNT whose cost is bounded by its limit, not by how
+    much was sent."""
     assert set(columns) <= SENT_COLUMNS, columns
     where = "".join(f' AND "{name}" = ?' for name in columns)
     return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where} LIMIT ?)',
-                (since, *columns.values(), at_most))
+                (since, *columns.values(), -1 if at_most is None else at_most))  # LIMIT -1: no limit
 
 
 def same_text_since(ticket_number, from_addr, text, since):
