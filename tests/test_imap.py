@@ -457,3 +457,29 @@ def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dove
         assert wait_for_mail(client, site.cfg(), threading.Event(), last_uid, max_wait=10) == "idle"
     finally:
         _logout(client)
+
+
+def test_fetch_reads_plain_answers_and_falls_back_on_any_other(tmp_path, dovecot):
+    """The fast read of `UID n BODY[] {size}` answers gives what imapclient's parser gives; an
+    answer of another shape (here an unsolicited FLAGS change another client made) is parsed
+    by imapclient, the body still returned by UID."""
+    from imapclient import IMAPClient
+    from connector.intake.imap import fetch_bodies
+    from dovecot import PASSWORD
+    user = dovecot.new_user()
+    raws = [mail(f"Message {n}") for n in range(3)]
+    uids = [dovecot.append(user, raw) for raw in raws]
+    clients = [IMAPClient("127.0.0.1", dovecot.port, ssl=False) for _ in range(2)]
+    try:
+        for client in clients:
+            client.login(user, PASSWORD)
+            client.select_folder("INBOX")
+        reader, other = clients
+        expected = {uid: item[b"BODY[]"] for uid, item in reader.fetch(uids, [b"BODY.PEEK[]"]).items()}
+        assert fetch_bodies(reader, uids) == expected == dict(zip(uids, raws))
+        other.add_flags(uids[:1], [b"\\Flagged"])
+        assert fetch_bodies(reader, uids) == expected            # with `* 1 FETCH (FLAGS ...)` inside
+        assert SEEN not in dovecot.flags(user)[uids[0]]
+    finally:
+        for client in clients:
+            client.logout()

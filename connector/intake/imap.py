@@ -21,13 +21,16 @@ blocks the rest of the folder.
 """
 
 import hashlib
+import re
 import ssl
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from imapclient import SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from connector.log import get_logger
 from connector.scanners.rules import Decision, decide
@@ -47,6 +50,7 @@ TOKEN_TIMEOUT = 60.0   # token_command, seconds
 IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
 MAX_RECONNECTS = 5     # per scan, for messages whose fetch breaks the connection
 IDLE_POLL = 1.0        # seconds between looks at the stop event while idling
+FETCH_BODY_RE = re.compile(rb"\d+ \(UID (\d+) BODY\[\] \{\d+\}\Z")  # `* N FETCH (UID u BODY[] {size}`
 
 
 class ScanError(Exception):
@@ -150,6 +154,35 @@ def _logout(client):
             pass
 
 
+def fetch_bodies(client, uids):
+    """{uid: raw message or None} of `uids`, by UID FETCH BODY.PEEK[] (never sets \\Seen).
+
+    The answers of the usual shape, `* N FETCH (UID u BODY[] {size}` + the literal + `)`,
+    are read straight from imaplib's data: imapclient's general response parser cost a
+    third of a first scan's time. Any other answer (unsolicited FLAGS, UID after the body,
+    a server's own order) goes through that parser.
+    """
+    imap = client._imap  # the imaplib.IMAP4 under the client (no public accessor)
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
+    if typ != "OK":
+        raise IMAPClientError(b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace"))
+    bodies = _plain_bodies(data)
+    if bodies is None:
+        bodies = {uid: item.get(b"BODY[]") for uid, item in parse_fetch_response(data, False, True).items()}
+    return bodies
+
+
+def _plain_bodies(data):
+    """{uid: raw} when every answer has the usual shape, else None."""
+    bodies, items = {}, iter(data)
+    for item in items:
+        match = FETCH_BODY_RE.match(item[0]) if isinstance(item, tuple) and len(item) == 2 else None
+        if match is None or next(items, None) != b")":
+            return None
+        bodies[int(match.group(1))] = item[1]
+    return bodies
+
+
 def _next_chunk(fetched_bytes, count):
     """Messages in the next chunk: about CHUNK_BYTES, after `count` messages of `fetched_bytes`."""
     return max(1, min(CHUNK, CHUNK_BYTES * max(count, 1) // max(fetched_bytes, 1)))
@@ -204,16 +237,41 @@ class Scanner:
             final = self.state.final_uids(folder, uidvalidity)
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
-        start, size, self.acted = 0, CHUNK_FIRST, []
+        self.acted = []
+        # Two chunks in flight: while the filer thread decides and commits one, this thread
+        # fetches the next (the server's time and the commit's fsync overlap the Python work);
+        # a chunk is flagged, moved or deleted only once its commit has returned.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{self.cfg.name}-filer") as filer:
+            start, size, filing = 0, CHUNK_FIRST, None
+            try:
+                while start < len(todo):
+                    # the chunks shrink towards the end of the folder: only the last one's
+                    # filing is not overlapped by a fetch
+                    chunk = todo[start:start + max(min(size, (len(todo) - start) // 2), CHUNK_FIRST)]
+                    start += len(chunk)
+                    bodies, errors = self._fetch(folder, chunk)
+                    result.fetched += len(bodies)
+                    if filing is not None:
+                        self._act(folder, filing.result(), result)
+                    filing = filer.submit(self._file, folder, uidvalidity, chunk, bodies, errors, result)
+                    size = _next_chunk(sum(map(len, bodies.values())), len(chunk))
+                if filing is not None:
+                    self._act(folder, filing.result(), result)
+                    filing = None
+            finally:
+                if filing is not None:
+                    wait([filing])  # a fetch failed meanwhile: what it commits is flagged next scan
+                filer.submit(self._close, folder, uidvalidity).result()
+
+    def _close(self, folder, uidvalidity):
+        """In the filer thread, at the end of a folder: the last chunk's action outcomes, then
+        its database connection closed."""
         try:
-            while start < len(todo):
-                chunk = todo[start:start + size]
-                start += len(chunk)
-                size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
-        finally:
             if self.acted:
                 with database.atomic():
                     self._record_acted(folder, uidvalidity)
+        finally:
+            database.close()
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
@@ -228,7 +286,7 @@ class Scanner:
         """{uid: raw} and {uid: error}; a failing message is isolated, never fails the rest,
         even one whose fetch makes the server drop the connection (Dovecot's BYE)."""
         try:
-            data = self.client.fetch(uids, [b"BODY.PEEK[]"])
+            data = fetch_bodies(self.client, uids)
         except (IMAPClientAbortError, OSError) as exc:
             self._reconnect(folder, exc)
             if len(uids) == 1:
@@ -240,10 +298,9 @@ class Scanner:
             return self._one_by_one(folder, uids)
         bodies, errors = {}, {}
         for uid in uids:
-            item = data.get(uid)
-            if item is None:
+            if uid not in data:
                 continue  # expunged meanwhile
-            raw = item.get(b"BODY[]")
+            raw = data[uid]
             if raw is None:
                 errors[uid] = "fetch returned no body"
             else:
@@ -258,11 +315,10 @@ class Scanner:
             errors.update(err)
         return bodies, errors
 
-    def _chunk(self, folder, uidvalidity, uids, result):
-        """Fetch, decide, store, record and act on `uids`; returns the bytes fetched."""
+    def _file(self, folder, uidvalidity, uids, bodies, errors, result):
+        """In the filer thread: decide, commit to the spool and record `uids` (fetched as
+        `bodies`, or failed with `errors`); returns {uid: Decision} of the messages to act on."""
         mlog = log.bind(scanner=self.cfg.name, folder=folder)  # bound once: a proxy's bind per line costs
-        bodies, errors = self._fetch(folder, uids)
-        result.fetched += len(bodies)
         existing = self.state.rows(folder, uidvalidity, uids=uids)
         plans = {}  # uid -> (decision, sha256)
         for uid, raw in bodies.items():
@@ -309,17 +365,20 @@ class Scanner:
             self.state.record(folder, uidvalidity, rows)
             self.state.advance(folder, uidvalidity, max(uids))
             self.state.count_imported(len(store))
-        act += store
-        if act:
-            outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
-            result.acted += sum(1 for error in outcome.values() if error is None)
-            # Recorded in the next chunk's transaction (one commit less a chunk): lost in a crash,
-            # the rows stay `imported` and the next scan repeats the actions, as before a commit.
-            self.acted = [
-                {"uid": uid, "state": FAILED, "error": error} if error else
-                {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
-                for uid, error in outcome.items()]
-        return sum(map(len, bodies.values()))
+        return {uid: plans[uid][0] for uid in act + store}
+
+    def _act(self, folder, decisions, result):
+        """The mailbox actions of a committed chunk; their outcomes are recorded with the next
+        chunk's rows (one commit less a chunk): lost in a crash, the rows stay `imported` and
+        the next scan repeats the actions, as before a commit."""
+        if not decisions:
+            return
+        outcome = self._mailbox(self.client, folder, decisions)
+        result.acted += sum(1 for error in outcome.values() if error is None)
+        self.acted = [
+            {"uid": uid, "state": FAILED, "error": error} if error else
+            {"uid": uid, "state": DONE if decisions[uid].imports else LEFT, "rule": decisions[uid].rule}
+            for uid, error in outcome.items()]
 
     def _record_acted(self, folder, uidvalidity):
         """The outcomes of the last chunk's mailbox actions (inside the caller's transaction)."""
@@ -337,7 +396,7 @@ class Scanner:
             mlog.info("imap.stored", uid=uid, spool_id=ids[uid], rule=plans[uid][0].rule)
         return ids
 
-    def _act(self, client, folder, decisions):
+    def _mailbox(self, client, folder, decisions):
         """\\Seen, then moves and deletes, a command per group; returns {uid: error or None}."""
         outcome = {uid: None for uid in decisions}
         seen = sorted(uid for uid, d in decisions.items() if d.imports or d.mark_read)
