@@ -111,15 +111,16 @@ def ceiling_scan(dovecot, user, chunk):
 
 
 def timed_scan(settings):
-    from connector.intake.imap import Scanner, _logout, connect
-    cfg = settings.extra["scanners"][0]
+    from connector.intake.imap import Scanner, connect, logout
+    from connector.scanners.config import scanners_of
+    cfg = scanners_of(settings)[0]
     scanner = Scanner(cfg)
     start = time.perf_counter()
     try:
         result = scanner.scan(connect(cfg))
     finally:
         if scanner.client is not None:
-            _logout(scanner.client)
+            logout(scanner.client)
     return time.perf_counter() - start, result
 
 
@@ -135,7 +136,6 @@ def main():
         print(f"imap_bench: cannot run: {reason}", file=sys.stderr)
         return 2
     from connector.log import setup_logging
-    from connector.scanners.state import create_tables
     from connector.settings import load_settings
     from connector.store.db import open_store
     from connector.store.models import SpoolEntry
@@ -156,7 +156,6 @@ def main():
             root = Path(work) / f"round{number}"
             settings = load_settings(site(root, dovecot, user))
             open_store(settings.database)
-            create_tables()
             first_time, first = timed_scan(settings)
             print(f"  first scan:       {first_time:7.2f}s  fetched {first.fetched:6d}  imported {first.imported:6d}  "
                   f"({first.fetched / first_time:,.0f} messages/s)")

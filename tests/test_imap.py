@@ -12,7 +12,7 @@ from imapclient import SEEN
 from conftest import make_mail
 from dovecot import Site, dovecot_fixture, scanner
 from connector.intake.imap import ScanError
-from connector.scanners.state import ScannerMessage
+from connector.store.models import ScannerMessage
 from connector.settings import load_settings
 
 dovecot = pytest.fixture(scope="module")(dovecot_fixture)
@@ -41,7 +41,7 @@ def test_all_since_last_imports_read_mail_flags_after_commit_and_only_new_uids(t
     assert (result.fetched, result.imported) == (1, 1)
     assert newer > unread > read_elsewhere
     assert site.scan().fetched == 0
-    from connector.scanners.state import ScannerFolder
+    from connector.store.models import ScannerFolder
     assert ScannerFolder.get(ScannerFolder.scanner == "support").last_uid == newer
 
 
@@ -440,7 +440,7 @@ def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dove
     """Mail delivered after the SELECT that precedes IDLE is announced by the server in the
     answer to the next command; IDLE never repeats it, so no command may come in between."""
     import threading
-    from connector.intake.imap import _logout, connect, wait_for_mail
+    from connector.intake.imap import connect, logout, wait_for_mail
     user = dovecot.new_user()
     dovecot.append(user, mail("before"))
     site = Site(tmp_path, [scanner(dovecot, user, idle=True)])
@@ -456,7 +456,7 @@ def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dove
     try:
         assert wait_for_mail(client, site.cfg(), threading.Event(), last_uid, max_wait=10) == "idle"
     finally:
-        _logout(client)
+        logout(client)
 
 
 def test_fetch_reads_plain_answers_and_falls_back_on_any_other(tmp_path, dovecot):

@@ -34,8 +34,8 @@ from imapclient.response_parser import parse_fetch_response
 
 from connector.log import get_logger
 from connector.scanners.rules import Decision, decide
-from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
-from connector.store.models import database
+from connector.store.models import SCANNER_DONE, SCANNER_FAILED, SCANNER_IMPORTED, SCANNER_LEFT, database
+from connector.store.scanners import ScannerState
 # the spool's own row builder and multi-row insert (what its GroupCommitter uses): a chunk
 # is one statement, not a savepoint per message
 from connector.store.spool import store_messages
@@ -123,10 +123,10 @@ def connect(cfg, timeout=TIMEOUT):
         else:
             client.login(cfg.username, cfg.secret())
     except ScanError:
-        _logout(client)
+        logout(client)
         raise
     except (OSError, IMAPClientError) as exc:
-        _logout(client)
+        logout(client)
         raise ScanError(f"login to {cfg.host} as {cfg.mailbox or cfg.username} failed: {_text(exc)}") from None
     log.info("imap.connected", scanner=cfg.name, host=cfg.host, port=cfg.port, security=cfg.security,
              auth=cfg.auth, user=cfg.mailbox or cfg.username)
@@ -144,7 +144,8 @@ def _text(exc):
     return text
 
 
-def _logout(client):
+def logout(client):
+    """Log out, or at least close the connection (a client already broken cannot log out)."""
     try:
         client.logout()
     except Exception:
@@ -278,7 +279,7 @@ class Scanner:
         if self.reconnects > MAX_RECONNECTS:
             raise exc
         log.warning("imap.reconnect", scanner=self.cfg.name, folder=folder, error=str(exc))
-        _logout(self.client)
+        logout(self.client)
         self.client = self.connector(self.cfg)
         self.client.select_folder(server_folder_name(self.client, folder))
 
@@ -331,7 +332,7 @@ class Scanner:
         store, act, rows = [], [], []
         for uid, (decision, sha) in plans.items():
             row = existing.get(uid)
-            if row is not None and row.spool_id is not None and row.state in (IMPORTED, FAILED):
+            if row is not None and row.spool_id is not None and row.state in (SCANNER_IMPORTED, SCANNER_FAILED):
                 decision.imports = True               # stored before; its actions did not finish
                 act.append(uid)
             elif decision.imports and sha in known:
@@ -340,7 +341,7 @@ class Scanner:
                 # flagged \\Seen like any import, but not moved or deleted again: the copy in
                 # another scanned folder must not travel in a loop
                 plans[uid] = (Decision(rule=decision.rule, imports=True), sha)
-                rows.append({"uid": uid, "state": IMPORTED, "rule": decision.rule, "sha256": sha,
+                rows.append({"uid": uid, "state": SCANNER_IMPORTED, "rule": decision.rule, "sha256": sha,
                              "spool_id": known[sha]})
                 act.append(uid)
             elif decision.imports:
@@ -349,14 +350,14 @@ class Scanner:
                 act.append(uid)
             else:
                 result.left += 1
-                rows.append({"uid": uid, "state": LEFT, "rule": decision.rule})
+                rows.append({"uid": uid, "state": SCANNER_LEFT, "rule": decision.rule})
         spool_ids = self._store(mlog, store, bodies, plans)
         for uid in store:
-            rows.append({"uid": uid, "state": IMPORTED, "rule": plans[uid][0].rule, "sha256": plans[uid][1],
-                         "spool_id": spool_ids[uid]})
+            rows.append({"uid": uid, "state": SCANNER_IMPORTED, "rule": plans[uid][0].rule,
+                         "sha256": plans[uid][1], "spool_id": spool_ids[uid]})
         for uid, error in errors.items():
             mlog.error("imap.message_failed", uid=uid, error=error)
-            rows.append({"uid": uid, "state": FAILED, "error": error})
+            rows.append({"uid": uid, "state": SCANNER_FAILED, "error": error})
         result.imported += len(store)
         result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
@@ -376,15 +377,16 @@ class Scanner:
         outcome = self._mailbox(self.client, folder, decisions)
         result.acted += sum(1 for error in outcome.values() if error is None)
         self.acted = [
-            {"uid": uid, "state": FAILED, "error": error} if error else
-            {"uid": uid, "state": DONE if decisions[uid].imports else LEFT, "rule": decisions[uid].rule}
+            {"uid": uid, "state": SCANNER_FAILED, "error": error} if error else
+            {"uid": uid, "state": SCANNER_DONE if decisions[uid].imports else SCANNER_LEFT,
+             "rule": decisions[uid].rule}
             for uid, error in outcome.items()]
 
     def _record_acted(self, folder, uidvalidity):
         """The outcomes of the last chunk's mailbox actions (inside the caller's transaction)."""
         acted, self.acted = self.acted, []
-        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == DONE])
-        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != DONE])
+        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == SCANNER_DONE])
+        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != SCANNER_DONE])
 
     def _store(self, mlog, uids, bodies, plans):
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""

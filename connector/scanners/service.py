@@ -16,13 +16,13 @@ is logged (`scanners.reload_failed`) and the running scanners keep going.
 import threading
 import time
 
-from connector.intake.imap import Scanner, _logout, connect, wait_for_mail
+from connector.intake.imap import Scanner, connect, logout, wait_for_mail
 from connector.log import get_logger
 from connector.scanners.config import scanners_of
-from connector.scanners.state import ScannerState, create_tables
 from connector.settings import ConfigError, load_settings
 from connector.settings.reload import fingerprint
 from connector.store.models import database
+from connector.store.scanners import ScannerState
 
 log = get_logger("scanners")
 
@@ -69,7 +69,7 @@ class ScannerThread(threading.Thread):
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 finally:
                     for used in {id(c): c for c in (client, self.scanner.client) if c is not None}.values():
-                        _logout(used)
+                        logout(used)
                     self.scanner.client = None
         finally:
             log.info("imap.stopped", scanner=self.cfg.name)
@@ -84,7 +84,6 @@ class ScannerService:
         self.running = {}  # name -> (cfg, thread, stop)
 
     def start(self):
-        create_tables()
         self._apply(scanners_of(self.settings))
         supervisor = threading.Thread(target=self._supervise, name="scanners", daemon=True)
         supervisor.start()
@@ -115,11 +114,12 @@ class ScannerService:
             seen = current
             try:
                 settings = load_settings(self.settings.ini_path)
+                scanners = scanners_of(settings)
             except ConfigError as exc:
                 log.error("scanners.reload_failed", error=str(exc), keeping="last good configuration")
                 continue
             self.settings = settings
-            self._apply(scanners_of(settings))
+            self._apply(scanners)
             log.info("scanners.reloaded", active=sorted(self.running))
         for _, thread, stop in self.running.values():
             stop.set()
