@@ -483,3 +483,19 @@ def test_fetch_reads_plain_answers_and_falls_back_on_any_other(tmp_path, dovecot
     finally:
         for client in clients:
             client.logout()
+
+
+def test_a_scan_error_is_told_by_its_type_not_its_name():
+    """Its own words for any ScanError (a subclass too); the type in front of anything else,
+    even an exception that happens to be called ScanError."""
+    from connector.scanners.service import describe
+
+    class TokenExpired(ScanError):
+        pass
+
+    class Other(Exception):
+        pass
+    Other.__name__ = "ScanError"
+    assert describe(TokenExpired("token expired")) == "token expired"
+    assert describe(Other("boom")) == "ScanError: boom"
+    assert describe(OSError("reset")) == "OSError: reset"

@@ -16,7 +16,7 @@ is logged (`scanners.reload_failed`) and the running scanners keep going.
 import threading
 import time
 
-from connector.intake.imap import Scanner, connect, logout, wait_for_mail
+from connector.intake.imap import ScanError, Scanner, connect, logout, wait_for_mail
 from connector.log import get_logger
 from connector.scanners.config import scanners_of
 from connector.settings import ConfigError, load_settings
@@ -33,8 +33,9 @@ STOP_GRACE = 5.0   # seconds the scanners get to finish when the daemon stops
 
 
 def describe(exc):
+    """An error as the scanner's status shows it: a ScanError's own words, else its type too."""
     text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ == "ScanError" else f"{type(exc).__name__}: {text}"
+    return text if isinstance(exc, ScanError) else f"{type(exc).__name__}: {text}"
 
 
 class ScannerThread(threading.Thread):
