@@ -140,8 +140,9 @@ def idle_wakeup(settings, dovecot, user, raw, last_uid):
     import dataclasses
     import threading
 
-    from connector.intake.imap import _logout, connect, wait_for_mail
-    cfg = dataclasses.replace(settings.extra["scanners"][0], idle=True, interval=60)
+    from connector.intake.imap import connect, logout, wait_for_mail
+    from connector.scanners.config import scanners_of
+    cfg = dataclasses.replace(scanners_of(settings)[0], idle=True, interval=60)
     client = connect(cfg)
     woke = {}
 
@@ -157,7 +158,7 @@ def idle_wakeup(settings, dovecot, user, raw, last_uid):
     woke["appended"] = time.perf_counter()
     dovecot.append(user, raw)
     thread.join(70)
-    _logout(client)
+    logout(client)
     return woke["at"] - woke["appended"], woke["reason"]
 
 
