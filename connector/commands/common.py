@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
+from connector.store.db import open_store
 
 EX_OK = 0
 EX_CONFIG = 1
@@ -42,6 +43,20 @@ def database_or_exit(args):
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
     return values["database"]
+
+
+def open_store_of(args, settings=None):
+    """Open the store a command works on (the ini alone, or `settings` when the command
+    loaded them). An older schema is upgraded only with `[connector] auto_upgrade = yes`;
+    otherwise SchemaOutdated (one line naming `connector db upgrade`) and nothing changes."""
+    if settings is not None:
+        return open_store(settings.database, upgrade=settings.auto_upgrade)
+    try:
+        _, values = load_ini(args.config)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    return open_store(values["database"], upgrade=values["auto_upgrade"])
 
 
 class PrintableStream:

@@ -8,11 +8,14 @@ command runs: each in one transaction, one log line, and a refusal
 
 import sys
 
-from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
+import peewee
+
+from connector.commands.common import emit, iso, open_store_of, settings_or_exit
+from connector.pipeline.context import FILED
 from connector.store import events, views, wakeup
-from connector.store.db import open_store
 from connector.store.filing import processing as processing_of
-from connector.store.models import SPOOL_SHUNTED, TRIAGE_STATUSES, database
+from connector.store.models import SPOOL_SHUNTED, TRIAGE_STATUSES
+from connector.store.queries import write_transaction
 from connector.workqueue import triage
 from connector.workqueue.errors import Refused
 
@@ -24,14 +27,14 @@ def inbound_json(item):
 
 
 def cmd_inbound_list(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
     emit(args, [inbound_json(i) for i in views.triage_items(args.status)],
          ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
     return 0
 
 
 def cmd_inbound_replay(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
     from connector.pipeline.runner import requeue
     item = views.triage_item(args.id)
     if item is None:
@@ -40,6 +43,12 @@ def cmd_inbound_replay(args):
     processing = processing_of(item.spool_id)
     if processing is None:
         print(f"connector: inbound item {args.id} is still waiting to be processed", file=sys.stderr)
+        return 1
+    if processing.action in FILED:
+        # filed already (by the pipeline, or by `create-ticket` / `attach`): deciding it again
+        # would file it a second time and answer the customer twice
+        print(f"connector: inbound item {args.id}: its mail is filed already ({processing.action}, "
+              f"{processing.reason}); nothing to process again", file=sys.stderr)
         return 1
     if processing.state != SPOOL_SHUNTED and not args.force:
         print(f"connector: inbound item {args.id} was processed ({processing.action}); "
@@ -65,16 +74,18 @@ def _act(args, action, needs_staff=True, show=None):
             print(f"connector: --as {args.as_email or '(missing)'} is not an active employee "
                   "(hint: one of the emails in config/staff.yaml)", file=sys.stderr)
             return 1
-        by = args.as_email.lower()
+        by = member.email
     from connector.app import open_services
     services = open_services(settings)
     try:
-        with database.atomic():
-            views.lock_triage_item(args.id)
+        with write_transaction():
             result = action(by, services)
     except Refused as refusal:
         print(f"connector: {refusal}", file=sys.stderr)
         return 1
+    except peewee.OperationalError as exc:  # busy beyond the timeout: nothing changed
+        print(f"connector: the store is busy, try again: {exc}", file=sys.stderr)
+        return 75
     wakeup.notify(wakeup.DELIVER)  # an auto-response or copies may be waiting
     if show and not args.json:
         show(result)

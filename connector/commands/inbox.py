@@ -10,12 +10,12 @@ import time
 
 import peewee
 
-from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
+from connector.commands.common import emit, iso, open_store_of, settings_or_exit
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
 from connector.store import events, views
-from connector.store.db import open_store
-from connector.store.models import ENTRY_OPEN, ENTRY_STATUSES, InboxEntry, database
+from connector.store.models import ENTRY_OPEN, ENTRY_STATUSES, InboxEntry
+from connector.store.queries import write_transaction
 from connector.workqueue import inbox as actions
 from connector.workqueue.errors import Refused
 
@@ -45,7 +45,7 @@ def _entries(where=None, order=None, limit=None):
 def cmd_inbox_list(args):
     """One query per page: the ticket's number and subject come in the same SELECT."""
     settings = settings_or_exit(args)
-    open_store(settings.database)
+    open_store_of(args, settings)
     config = inboxes.of(settings)
     where = InboxEntry.id > (args.after or 0)
     if args.inbox:
@@ -71,7 +71,7 @@ def cmd_inbox_list(args):
 
 def cmd_inbox_show(args):
     """The entry, its ticket's latest inbound reply text, and the history of its chain."""
-    open_store(database_or_exit(args))
+    open_store_of(args)
     rows = _entries(InboxEntry.id == args.id)
     if not rows:
         return _refuse(f"no inbox entry {args.id}")
@@ -105,7 +105,7 @@ def _chain_history(entry):
 def _act(args, action):
     """Run `action(settings, by, now)` in one transaction; print the entry it leaves."""
     settings = settings_or_exit(args)
-    open_store(settings.database)
+    open_store_of(args, settings)
     if not args.as_email:
         return _refuse("--as EMAIL is required: the active employee doing this")
     member = settings.staff_by_email(args.as_email)
@@ -113,7 +113,7 @@ def _act(args, action):
         return _refuse(f"--as {args.as_email} is not an active employee's email (config/staff.yaml)")
     now = time.time()
     try:
-        with database.atomic("IMMEDIATE"):
+        with write_transaction():
             entry_id = action(settings, member.email, now)
     except Refused as exc:
         return _refuse(str(exc))

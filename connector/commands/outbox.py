@@ -2,9 +2,8 @@
 
 import sys
 
-from connector.commands.common import database_or_exit, emit, iso
+from connector.commands.common import emit, iso, open_store_of
 from connector.outbound.control import OutboxStateError, cancel, retry
-from connector.store.db import open_store
 from connector.store.models import OUTBOX_STATUSES
 from connector.store.queries import outbox_page
 
@@ -25,14 +24,14 @@ def outbox_json(o, ticket_number=None):
 
 def cmd_outbox_list(args):
     """One query per page, without the mail bodies."""
-    open_store(database_or_exit(args))
+    open_store_of(args)
     emit(args, [outbox_json(o, number) for o, number in outbox_page(args.status, args.after, args.limit)], COLUMNS)
     return 0
 
 
 def _act(action):
     def handler(args):
-        open_store(database_or_exit(args))
+        open_store_of(args)
         try:
             entry = action(args.id)
         except OutboxStateError as exc:

@@ -5,11 +5,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, iso, settings_or_exit
+from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, iso, open_store_of, settings_or_exit
 from connector.scanners.config import scanners_of
 from connector.scanners.schema import render_example
 from connector.settings import ConfigError
-from connector.store.db import open_store
 
 
 def _settings_or_exit(args):
@@ -35,7 +34,7 @@ def _scanner_or_exit(settings, name):
 
 def cmd_status(args):
     settings = _settings_or_exit(args)
-    open_store(settings.database)
+    open_store_of(args, settings)
     from connector.store.scanners import status_json
     rows = [status_json(cfg, iso) for cfg in scanners_of(settings)]
     if args.json:
@@ -53,7 +52,7 @@ def cmd_run(args):
     """Seed 003's Run button: scan once now, also a scanner that is not active."""
     settings = _settings_or_exit(args)
     cfg = _scanner_or_exit(settings, args.name)
-    open_store(settings.database)
+    open_store_of(args, settings)
     from connector.intake.imap import Scanner, connect, logout
     from connector.scanners.service import describe
     scanner = Scanner(cfg)

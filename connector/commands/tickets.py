@@ -4,19 +4,17 @@ import json
 import sys
 import time
 
-from connector.commands.common import database_or_exit, emit, iso, parse_since, settings_or_exit
+from connector.commands.common import emit, iso, open_store_of, parse_since, settings_or_exit
 from connector.log import get_logger
 from connector.store import events, tombstones, views
-from connector.store.db import open_store
-from connector.store.filing import ticket_by_number
-from connector.store.models import database
-from connector.store.queries import ticket_page
+from connector.store.filing import ticket_by_number, update_ticket
+from connector.store.queries import ticket_page, write_transaction
 
 log = get_logger("tickets")
 
 
 def _open(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
 
 
 def ticket_summary(ticket, message_count=None, contact=None):
@@ -92,38 +90,41 @@ def cmd_tickets_show(args):
 
 
 def cmd_tickets_set(args):
-    """Seed 004's manual actions: change status or manager, move into / remove from the inbox."""
+    """Seed 004's manual actions: change status or manager, move into / remove from the inbox.
+
+    Read, compared and written in one transaction holding the write lock, and only the
+    columns that change are written: a mail filed meanwhile is never overwritten."""
     settings = settings_or_exit(args)  # needs the staff list
-    open_store(settings.database)
-    ticket = ticket_by_number(args.number)
-    if ticket is None:
-        print(f"connector: no ticket {args.number}", file=sys.stderr)
-        return 1
-    changes = []  # (event, detail), one ticket event each
-    if args.manager is not None:
-        member = settings.staff_by_email(args.manager) if args.manager else None
-        if args.manager and member is None:
+    open_store_of(args, settings)
+    manager = None
+    if args.manager:
+        member = settings.staff_by_email(args.manager)
+        if member is None:
             print(f"connector: {args.manager} is not an active employee", file=sys.stderr)
             return 1
-        new = member.email if member else None
-        if new != ticket.manager:
-            changes.append((events.MANAGER_CHANGED, {"from": ticket.manager, "to": new}))
-        ticket.manager = new
-    if args.status and args.status != ticket.status:
-        changes.append((events.STATUS_CHANGED, {"from": ticket.status, "to": args.status}))
-        ticket.status = args.status
-    if args.inbox is not None and ticket.in_inbox != (args.inbox == "yes"):
-        ticket.in_inbox = args.inbox == "yes"
-        changes.append((events.INBOX_FLAG_CHANGED, {"in_inbox": ticket.in_inbox}))
+        manager = member.email
     now = time.time()
-    with database.atomic():
-        if changes:
-            ticket.updated_at = now
-        ticket.save()
+    with write_transaction():
+        ticket = ticket_by_number(args.number)
+        if ticket is None:
+            print(f"connector: no ticket {args.number}", file=sys.stderr)
+            return 1
+        columns, changes = {}, []  # (event, detail): one ticket event each
+        if args.manager is not None and manager != ticket.manager:
+            columns["manager"] = manager
+            changes.append((events.MANAGER_CHANGED, {"from": ticket.manager, "to": manager}))
+        if args.status and args.status != ticket.status:
+            columns["status"] = args.status
+            changes.append((events.STATUS_CHANGED, {"from": ticket.status, "to": args.status}))
+        if args.inbox is not None and ticket.in_inbox != (args.inbox == "yes"):
+            columns["in_inbox"] = args.inbox == "yes"
+            changes.append((events.INBOX_FLAG_CHANGED, {"in_inbox": columns["in_inbox"]}))
+        if columns:
+            update_ticket(ticket.id, updated_at=now, **columns)
         for name, detail in changes:
             events.record(ticket.id, name, at=now, by=None, via=events.VIA_CLI, detail=detail)
             log.info("ticket.changed", ticket=ticket.number, change=name, **detail)
-    emit(args, ticket_summary(ticket))
+    emit(args, ticket_summary(ticket_by_number(args.number)))
     return 0
 
 

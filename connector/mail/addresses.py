@@ -32,9 +32,13 @@ class OwnAddresses:
         return bool(self.notifications_re.match(address or ""))
 
     def is_own(self, address):
-        return self.is_public(address) or self.is_notifications(address) \
-            or (self.inboxes is not None and self.inboxes.is_inbox_address(address))
+        return self.is_public(address) or self.is_notifications(address) or self.is_inbox(address)
+
+    def is_inbox(self, address):
+        return self.inboxes is not None and self.inboxes.is_inbox_address(address)
 
     def notifications_only(self, addresses):
-        """Whether `addresses` include the notifications address and not the public one."""
-        return any(map(self.is_notifications, addresses)) and not any(map(self.is_public, addresses))
+        """Whether `addresses` include the notifications address and neither the public one
+        nor an inbox's (mail to an inbox address is a request like mail to the public one)."""
+        return any(map(self.is_notifications, addresses)) and not any(
+            self.is_public(a) or self.is_inbox(a) for a in addresses)

@@ -18,9 +18,8 @@ from connector.outbound import compose
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
-from connector.pipeline.route import delivered_to
 from connector.store import bulk, events
-from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before
+from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before, next_triage_id
 from connector.store.models import (
     AUTO_RESPONSE, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_PENDING, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
@@ -149,7 +148,7 @@ def apply_decision(ctx):
         _queue(ctx, ticket_id, now)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
-        bulk.insert(TriageItem, spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
+        bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
                     detail=plan.triage_detail,
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
@@ -176,9 +175,8 @@ def _record_event(ctx, ticket_id, now):
         else:
             events.record(ticket_id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
         events.record(ticket_id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
-        inbox.place_new_ticket(ticket_id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
-                               by=forced["by"] if forced else None, via=forced["via"] if forced else via, now=now,
-                               settings=ctx.services.settings)
+        inbox.place_planned(ticket_id, ctx.plan.inboxes, by=forced["by"] if forced else None,
+                            via=forced["via"] if forced else via, now=now, settings=ctx.services.settings)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
         events.record(ticket_id, name, at=now, by=by, via=via, detail=detail)

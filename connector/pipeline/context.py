@@ -106,6 +106,7 @@ class Plan:
     link: str = ""              # the routing link that fired
     ticket_number: int = None   # referenced, or the number the new ticket gets
     new_ticket: dict = None     # columns of the ticket to create (number and times added by apply)
+    inboxes: list = field(default_factory=list)  # a new ticket's inbox entries: [(inbox name, placed_by)]
     ticket_changes: dict = field(default_factory=dict)   # columns of the ticket to change
     triage_status: str = ""
     triage_detail: str = ""     # the triage item's detail (a bounce: who failed, why)
@@ -168,6 +169,7 @@ class Context:
             "sender_kind": ("employee" if self.sender.is_staff else "contact") if self.sender else None,
             "recipients": sorted({a for out in plan.outgoing for a in out.rcpt}),
             "outgoing": [out.summary() for out in plan.outgoing],
+            "inboxes": [{"inbox": name, "placed_by": why} for name, why in plan.inboxes],
             "notes": plan.notes,
             "trace": self.trace,
         }

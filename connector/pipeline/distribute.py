@@ -35,7 +35,6 @@ ticket), `plan.outgoing`; `plan.suppressed` and notes for what a budget stopped.
 from connector.outbound.compose import AUTO_RESPONSE_TEMPLATE, auto_response_text
 from connector.pipeline import budget
 from connector.pipeline.context import FILED, FOLLOW_UP, NEW_TICKET, Outgoing
-from connector.pipeline.route import delivered_to
 from connector.settings.schema import RECEIVE_ACCOUNT_MANAGER, RECEIVE_ALL, RECEIVE_MANAGER, RECEIVE_OFF
 from connector.store.filing import employee_recipients as subscribed_employees, external_recipients
 from connector.store.models import AUTO_RESPONSE, DISTRIBUTION, RECIPIENT_BCC, RECIPIENT_CC, RECIPIENT_TO
@@ -145,6 +144,10 @@ def run(ctx):
     if plan.action not in FILED or not plan.distribute:
         return ctx.record(STEP, STEP, "not distributed")
     _recipients(ctx)
+    if (ctx.hints.get("triage") or {}).get("quiet"):  # `inbound create-ticket|attach --quiet`
+        plan.outgoing = [o for o in plan.outgoing if o.kind != AUTO_RESPONSE] if plan.action == NEW_TICKET else []
+        plan.notes.append("staff asked for --quiet: " + ("no auto-response" if plan.action == NEW_TICKET
+                                                         else "no copies"))
     cause = budget.loop_cause(ctx)
     if cause:
         plan.notes.append(f"possible loop ({cause}): copies count against the loop budget")
@@ -180,8 +183,7 @@ def _complete(ctx, out):
     out.mail_from = out.from_address = services.settings.public_address
     out.message_id = services.signer.make(plan.ticket_number)
     if out.kind == AUTO_RESPONSE:
-        sender = inbox.sender_of_new_ticket(delivered_to(ctx), ctx.hints.get("assign_inbox"),
-                                            settings=services.settings)
+        sender = inbox.sender_of(plan.inboxes, settings=services.settings)
         if sender:  # the `sender` of the inbox the new ticket lands in (config/inboxes.yaml)
             out.from_address, out.from_name = sender[0], sender[1] or out.from_name
         out.template = AUTO_RESPONSE_TEMPLATE

@@ -27,6 +27,7 @@ from connector.pipeline.context import (
 from connector.store.filing import contact_email, is_external_recipient
 from connector.store.models import TICKET_NEW, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED
 from connector.store.queries import next_ticket_number
+from connector.workqueue import inbox
 
 STEP = "route"
 NOT_FIRED = "no"
@@ -192,6 +193,9 @@ def _new_ticket(ctx):
                        "manager": account.manager if account and account.manager else None}
     if has_keyword(ctx):
         plan.public, plan.internal = False, True
+    # the inboxes it lands in (seed 001): by the address it was sent to, a scanner rule, the default
+    plan.inboxes = [(target.name, why) for target, why in inbox.placement(
+        inbox.config_of(ctx.services.settings), delivered_to(ctx), ctx.hints.get("assign_inbox"))]
 
 
 LINKS = (

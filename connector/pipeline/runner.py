@@ -36,7 +36,7 @@ from connector.pipeline.context import (
     Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
-from connector.store.filing import close_triage, processing, requeue as requeue_entry
+from connector.store.filing import close_triage, next_triage_id, processing, requeue as requeue_entry
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, last_spool_id, processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids)
@@ -155,7 +155,7 @@ class Runner:
         attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
             record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
-            bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,
+            bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,
                         detail=reason, subject=subject, from_addr=from_addr, ticket_number=None,
                         received_at=spool.received_at)
 

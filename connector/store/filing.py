@@ -17,6 +17,21 @@ def ticket_number_of_thread(message_ids):
     return ref.ticket.number if ref is not None else None
 
 
+def next_triage_id():
+    """The id the next triage item gets: above every item and every deleted one (its
+    tombstone), so an id is never given twice. SQLite alone would reuse the id of the
+    newest item once it is deleted, and a notice or a mail command naming the deleted
+    item would then act on another mail. Two MAX lookups on primary/unique keys."""
+    row = database.execute_sql('SELECT MAX("id") FROM "triage"').fetchone()
+    tomb = database.execute_sql('SELECT MAX("item_id") FROM "triage_tombstone"').fetchone()
+    return max(row[0] or 0, tomb[0] or 0) + 1
+
+
+def update_ticket(ticket_id, **columns):
+    """Write only these columns of the ticket."""
+    Ticket.update(**columns).where(Ticket.id == ticket_id).execute()
+
+
 def contact_email(ticket):
     """The email of the ticket's contact, or None."""
     if ticket.contact_id is None:

@@ -72,6 +72,17 @@ def filing_transaction(spool_id):
         yield
 
 
+@contextlib.contextmanager
+def write_transaction():
+    """A transaction that holds the main file's write lock from its first statement, and
+    not the spool's (see `filing_transaction`): for the operator actions (inbox, triage,
+    `tickets set`), which read, decide and write, so two of them, or one and the worker,
+    take turns instead of racing, and the intake never waits for them."""
+    with database.atomic():
+        database.execute_sql('UPDATE "ticket" SET "id" = "id" WHERE 0')
+        yield
+
+
 def requeued_spool_ids(limit):
     rows = database.execute_sql('SELECT "spool_id" FROM "processing" WHERE "state" = ? ORDER BY "spool_id" LIMIT ?',
                                 (SPOOL_QUEUED, limit)).fetchall()

@@ -6,7 +6,7 @@ lives in the store like the pipeline's (`filing.py`) and the lists'
 
 from connector.store.models import (
     INBOUND, EmployeeRecipient, ExternalRecipient, InboxEntry, Message, OutboxEntry, Processing, SpoolEntry, Ticket,
-    TriageItem, database)
+    TriageItem)
 
 
 # -- tickets ------------------------------------------------------------------
@@ -64,12 +64,6 @@ def triage_items(status=None):
 
 def triage_item(item_id):
     return TriageItem.get_or_none(TriageItem.id == item_id)
-
-
-def lock_triage_item(item_id):
-    """Write first, so the transaction holds the write lock before it reads the item: an
-    action by mail or by another operator at the same moment waits instead of racing."""
-    database.execute_sql('UPDATE "triage" SET "id" = "id" WHERE "id" = ?', (item_id,))
 
 
 def spool_raw_kept(spool_id):

@@ -5,7 +5,8 @@ commands call them; every function runs in the caller's transaction, writes
 one ticket event (`connector.store.events`) and one log line, and raises
 `Refused` without changing anything):
 
-    place_new_ticket(ticket_id, *, delivered_to, inbox=None, by, via, now) -> entry id | None
+    placement(config, delivered_to, inbox=None) -> [(Inbox, placed_by)]  (read while deciding: plan.inboxes)
+    place_planned(ticket_id, planned, *, by, via, now) -> entry id | None   (apply writes the plan's)
     add(ticket_number, inbox, *, by, via, now, due_type=None, due_at=None, message=None) -> entry id
     entry_for(ticket_number, *, by) -> InboxEntry   (the open entry a staff mail command acts on)
     take(entry_id, *, by, via, now, force=False)
@@ -50,8 +51,10 @@ def iso(timestamp):
     return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
-def _config(settings):
+def config_of(settings):
+    """The inboxes of `settings` (None: of the configuration this process loaded last)."""
     return inbox_config.of(settings) if settings is not None else inbox_config.in_force()
+
 
 
 def parse_due(text, *, now):
@@ -162,32 +165,33 @@ def placement(config, delivered_to, inbox=None):
     return []
 
 
-def place_new_ticket(ticket_id, *, delivered_to, inbox=None, by, via, now, settings=None):
-    """An open entry for a new ticket: the inbox whose address it was sent to, else
-    `inbox` (a scanner rule's `assign_inbox`), else `default_inbox`, else none.
-
-    Sent to the addresses of several inboxes: an entry in each, in the order of
-    the recipients; the first entry's id is returned."""
-    config = _config(settings)
-    if inbox and config.get(inbox) is None:
-        log.warning("inbox.unknown_hint", inbox=inbox, ticket_id=ticket_id)  # removed since the rule ran
-    ids = [_added(_insert(ticket_id, target, by=by, now=now), ticket_id, target, by=by, via=via, now=now,
-                  placed_by=why) for target, why in placement(config, delivered_to, inbox)]
+def place_planned(ticket_id, planned, *, by, via, now, settings=None):
+    """The open entries a new ticket's plan names (`planned`: [(inbox name, placed_by)], made
+    by `placement` while deciding, so a dry run shows them); the first entry's id, or None."""
+    config = config_of(settings)
+    ids = []
+    for name, why in planned:
+        target = config.get(name)
+        if target is None:  # removed from inboxes.yaml between deciding and writing
+            log.warning("inbox.unknown_hint", inbox=name, ticket_id=ticket_id)
+            continue
+        ids.append(_added(_insert(ticket_id, target, by=by, now=now), ticket_id, target, by=by, via=via, now=now,
+                          placed_by=why))
     return ids[0] if ids else None
 
 
-def sender_of_new_ticket(delivered_to, inbox=None, *, settings=None):
+def sender_of(planned, *, settings=None):
     """The (address, name) a new ticket's auto-response is sent from: the `sender` of the
-    inbox it is placed in first, or None for the default sender."""
-    placed = placement(_config(settings), delivered_to, inbox)
-    if placed and placed[0][0].sender_address:
-        return placed[0][0].sender_address, placed[0][0].sender_name
+    first inbox it is planned into, or None for the default sender."""
+    target = config_of(settings).get(planned[0][0]) if planned else None
+    if target is not None and target.sender_address:
+        return target.sender_address, target.sender_name
     return None
 
 
 def add(ticket_number, inbox, *, by, via, now, due_type=None, due_at=None, message=None, settings=None):
     """An open entry for an existing ticket in `inbox` (any active employee may add one)."""
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     target = _inbox(config, inbox)
     ticket = Ticket.get_or_none(Ticket.number == ticket_number)
@@ -211,7 +215,7 @@ def entry_for(ticket_number, *, by, settings=None):
         raise Refused(f"ticket {ticket_number} has no open inbox entry")
     if len(entries) == 1:
         return entries[0]
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     for pick in ([e for e in entries if e.owner == by],
                  [e for e in entries if (i := config.get(e.inbox)) is not None and by in i.members]):
@@ -236,7 +240,7 @@ def _update_open(entry, action, extra_where=None, **changes):
 def take(entry_id, *, by, via, now, force=False, settings=None):
     """`by` owns the entry: a member of its inbox, or anybody with `force`; another
     owner is replaced only with `force`."""
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     entry = _open_entry(entry_id, "taken")
     inbox = _configured_inbox_of(config, entry)
@@ -264,7 +268,7 @@ def _may_act(entry, inbox, by, action):
 
 def complete(entry_id, *, by, via, now, settings=None):
     """The entry is done: it leaves the open list (the owner or a member)."""
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     entry = _open_entry(entry_id, "completed")
     _may_act(entry, _configured_inbox_of(config, entry), by, "completed")
@@ -276,7 +280,7 @@ def complete(entry_id, *, by, via, now, settings=None):
 
 def cancel(entry_id, *, by, via, now, message=None, settings=None):
     """The entry is dropped: it leaves the open list (the owner or a member)."""
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     entry = _open_entry(entry_id, "cancelled")
     _may_act(entry, _configured_inbox_of(config, entry), by, "cancelled")
@@ -291,7 +295,7 @@ def forward(entry_id, *, to, due_type, due_at, by, via, now, message=None, setti
     without owner (due type and date required) is made there. Returns the new entry's id.
 
     The owner or a member of the entry's inbox forwards it."""
-    config = _config(settings)
+    config = config_of(settings)
     by = config.who(by)
     entry = _open_entry(entry_id, "forwarded")
     _may_act(entry, _configured_inbox_of(config, entry), by, "forwarded")

@@ -30,13 +30,11 @@ from connector.pipeline import decide
 from connector.pipeline.apply import apply_decision
 from connector.pipeline.context import FILED, NEW_TICKET, REASON_PROCESSING_ERROR, Context
 from connector.pipeline.reference import find_ticket
-from connector.pipeline.route import delivered_to
 from connector.store import events
 from connector.store.models import (
-    AUTO_RESPONSE, ENTRY_OPEN, SPOOL_DONE, TRIAGE_CLOSED, TRIAGE_STATUSES, ExternalRecipient, InboxEntry, Processing,
+    AUTO_RESPONSE, RECIPIENT_CC, SPOOL_DONE, TRIAGE_CLOSED, TRIAGE_STATUSES, ExternalRecipient, Processing,
     TriageItem, TriageTombstone, database)
 from connector.store.queries import spool_entry
-from connector.workqueue import inbox
 from connector.workqueue.errors import Refused
 
 log = get_logger("triage")
@@ -67,14 +65,14 @@ def _open_item(item_id):
     return item
 
 
-def _refile(item, forced, services, templates, quiet, now):
+def _refile(item, forced, services, templates, now):
     """Decide the item's mail again with `forced` as the decision; the Context, not yet applied.
     Its clock is the action's `now`: what the filing writes is dated with the action."""
     spool = spool_entry(item.spool_id)
     if spool is None or not len(spool.raw or b""):
         raise Refused(f"inbound item {item.id}: its original bytes were pruned ([retention] raw_days); "
                       "nothing to file")
-    spool.hints = {**(spool.hints or {}), "triage": forced}
+    spool.hints = {**(spool.hints or {}), "triage": forced}  # `quiet` in it: distribute plans no mail
     services = copy.copy(services)
     services.clock = lambda: now
     templates = templates or Templates(services.settings.folder_candidates("templates"))
@@ -83,8 +81,6 @@ def _refile(item, forced, services, templates, quiet, now):
     plan = ctx.plan
     if plan.action not in FILED:
         raise Refused(f"inbound item {item.id} cannot be filed: its mail is {plan.action} ({plan.reason})")
-    if quiet:
-        plan.outgoing = [] if forced["action"] == ATTACH else [o for o in plan.outgoing if o.kind != AUTO_RESPONSE]
     return ctx
 
 
@@ -97,15 +93,13 @@ def create_ticket(item_id, *, by, via, now, quiet=False, services=None, template
     """A new ticket from the item's mail, as if it had come by mail; returns its number."""
     assert services is not None, "create_ticket files through the pipeline: pass the caller's services"
     item = _open_item(item_id)
-    ctx = _refile(item, {"action": NEW_TICKET, "item": item.id, "by": by, "via": via}, services, templates, quiet,
-                  now)
+    ctx = _refile(item, {"action": NEW_TICKET, "item": item.id, "by": by, "via": via, "quiet": bool(quiet)},
+                  services, templates, now)
     if ctx.sender.is_staff or "@" not in (ctx.sender.address or ""):
         raise Refused(f"inbound item {item_id} is from {ctx.sender.address or 'no address'}, not a customer: "
                       "a ticket needs a customer address as its contact; attach it to a ticket instead")
-    ticket_id, number = apply_decision(ctx), ctx.plan.ticket_number
-    if not InboxEntry.select().where((InboxEntry.ticket == ticket_id) & (InboxEntry.status == ENTRY_OPEN)).exists():
-        inbox.place_new_ticket(ticket_id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
-                               by=by, via=via, now=now)
+    apply_decision(ctx)
+    number = ctx.plan.ticket_number
     _link(item, number, f"ticket {number} created by {by}")
     log.info("triage.ticket_created", item=item.id, ticket=number, by=by, via=via, sender=ctx.sender.address,
              auto_response=any(o.kind == AUTO_RESPONSE for o in ctx.plan.outgoing))
@@ -120,15 +114,15 @@ def attach(item_id, ticket_number, *, by, via, now, internal=False, add_recipien
     if find_ticket(ticket_number) is None:
         raise Refused(f"no ticket {ticket_number}")
     forced = {"action": ATTACH, "item": item.id, "by": by, "via": via, "ticket": ticket_number,
-              "internal": bool(internal)}
-    ctx = _refile(item, forced, services, templates, quiet, now)
+              "internal": bool(internal), "quiet": bool(quiet)}
+    ctx = _refile(item, forced, services, templates, now)
     sender = ctx.sender.address
     if add_recipient and (ctx.sender.is_staff or "@" not in (sender or "") or services.addresses.is_own(sender)):
         raise Refused(f"--add-recipient: {sender or 'the sender'} cannot be an external recipient "
                       "(an employee or no customer address)")
     ticket_id = apply_decision(ctx)
     if add_recipient:
-        ExternalRecipient.insert(ticket=ticket_id, address=sender, kind="cc").on_conflict_ignore().execute()
+        ExternalRecipient.insert(ticket=ticket_id, address=sender, kind=RECIPIENT_CC).on_conflict_ignore().execute()
     events.record(ticket_id, events.TRIAGE_ATTACHED, at=now, by=by, via=via,
                   detail={"item": item.id, "message_id": ctx.parsed.message_id, "public": bool(ctx.plan.public),
                           "from": sender, "added_recipient": bool(add_recipient)})
