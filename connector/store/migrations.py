@@ -87,6 +87,8 @@ def _triage_tombstones(db):
 
 
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
+# The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
+# names are what is recorded and matched.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
     ("0002_outbox_recipient_state", _outbox_recipient_state),

@@ -24,11 +24,6 @@ def matching(message_id, from_addr, sha256):
     return TriageTombstone.get_by_id(row[0]) if row else None
 
 
-def for_spool(spool_id):
-    """The tombstone whose mail was this spool entry, or None."""
-    return TriageTombstone.get_or_none(TriageTombstone.spool_id == spool_id)
-
-
 def describe(tombstone):
     """One line: which item, by whom, when (for logs, `message export`, duplicate reasons)."""
     when = datetime.fromtimestamp(tombstone.deleted_at, timezone.utc).isoformat(timespec="seconds")
