@@ -25,7 +25,7 @@ from connector.outbound.compose import Templates
 from connector.reply import RuleError, load_extractor
 from connector.reply.rules import RULES_FILE
 from connector.scanners.config import scanners_of
-from connector.settings import ConfigError, load_settings
+from connector.settings import ConfigError, inboxes, load_settings
 from connector.store.db import spool_path
 
 log = get_logger("config")
@@ -55,6 +55,7 @@ def load_checked(ini_path):
     check_rules(settings)
     check_templates(settings)
     check_data_dir(settings)
+    inboxes.install(settings)  # only now: a reload refused by any check changes nothing
     return settings
 
 

@@ -305,14 +305,14 @@ def test_the_auto_response_comes_from_the_sender_of_the_inbox_the_ticket_lands_i
 def test_the_contract_as_mail_commands_call_it_without_settings(desk):
     """What staff mail commands and triage actions call: the configuration loaded last, any of
     an employee's addresses, a due date as text; one open entry found by ticket number."""
-    from connector.settings import load_settings
+    from connector.checks import load_checked
     from connector.store import events
     from connector.store.db import open_store
     from connector.store.models import database
     from connector.workqueue import inbox
     from connector.workqueue.errors import Refused
     number = new_ticket(desk, to="billing@example.com")
-    load_settings(desk.ini)
+    load_checked(desk.ini)   # what a process runs on: its inboxes are the ones in force
     open_store(desk.path / "var" / "connector.db")
     now = time.time()
     entry = inbox.entry_for(number, by="jane.doe@home.example")

@@ -499,5 +499,4 @@ def load_settings(ini_path):
     settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
     settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
     inboxes.load_inboxes(settings, read_yaml)
-    inboxes.install(settings)
     return settings
