@@ -129,13 +129,15 @@ def _log_suppressed(plan):
 def _write_bounce(plan, spool_id, now):
     """An attributed bounce (`connector.pipeline.attribute`): the row bounced, the ticket's event."""
     bounce = plan.bounce
+    attribute.log_decision(plan)
+    if bounce["again"]:
+        return
     reason = "; ".join(" ".join(filter(None, (r["address"], r["reason"], r["status"]))) for r in bounce["recipients"])
     bulk.update(OutboxEntry, bounce["outbox_id"], status=OUTBOX_BOUNCED, blocked=reason or bounce["reason"])
     if bounce["ticket_id"]:
         events.record(bounce["ticket_id"], events.DELIVERY_FAILED, at=now, by=None, via=events.VIA_SYSTEM,
                       detail={"outbox_id": bounce["outbox_id"], "reason": bounce["reason"], "via": bounce["via"],
                               "recipients": bounce["recipients"], "spool_id": spool_id})
-    attribute.log_decision(plan)
 
 
 def _write_blocks(plan, now):

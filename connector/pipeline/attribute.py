@@ -14,6 +14,10 @@ whole, for `apply` to write (`plan.bounce`, `plan.blocks`):
 - the ticket's employee recipients get a short notice that the customer did
   not receive the mail and why; never for a bounce of a notice.
 
+A row bounces once: a later bounce of the same row (a bounce storm, a copy)
+is attributed and kept too, and may extend the blocks, but writes no second
+event and tells nobody again.
+
 A delay warning is not a failure (nothing attributed). A bounce nobody can
 attribute goes on to the `bounce` link (triage, as before).
 
@@ -26,7 +30,7 @@ from connector.mail.bounce import BOUNCE
 from connector.pipeline import budget
 from connector.pipeline.context import IGNORED_AUTOMATIC, Outgoing
 from connector.store import blocks
-from connector.store.models import NOTICE, TRIAGE_CLOSED, OutboxEntry, Ticket
+from connector.store.models import NOTICE, OUTBOX_BOUNCED, TRIAGE_CLOSED, OutboxEntry, Ticket
 from connector.store.views import ticket_recipients
 
 log = get_logger("bounce")
@@ -75,7 +79,8 @@ def run(ctx):
     ctx.finish(IGNORED_AUTOMATIC, REASON_ATTRIBUTED, triage_status=TRIAGE_CLOSED, link=LINK_ATTRIBUTED,
                ticket_number=ticket.number if ticket else None,
                triage_detail=f"outbox row {row.id} (by {via}): {report.summary() if report else reason}")
-    plan.bounce = {"outbox_id": row.id, "via": via, "kind": row.kind, "reason": reason,
+    again = row.status == OUTBOX_BOUNCED
+    plan.bounce = {"outbox_id": row.id, "via": via, "kind": row.kind, "reason": reason, "again": again,
                    "ticket_id": ticket.id if ticket else None, "ticket_number": ticket.number if ticket else None,
                    "recipients": [{"address": r.address, "reason": r.reason, "status": r.status, "hard": r.hard}
                                   for r in failed]}
@@ -89,11 +94,13 @@ def run(ctx):
             plan.blocks.append({"kind": blocks.BLOCK_ADDRESS, "target": recipient.address.lower(),
                                 "reason": recipient.reason, "source": source, "hours": hours,
                                 "hard": recipient.reason in blocks.HARD})
-    if problems:
+    if again:
+        plan.notes.append(f"outbox row {row.id} bounced before: nobody told again")
+    elif problems:
         plan.notes.append("a rejection about us: " + "; ".join(f"{r.address} {r.reason}" for r in problems))
         _notice(ctx, settings.triage_notice_to, f"Our mail was rejected ({problems[0].reason}): {row.subject}",
                 _problem_text(row, problems))
-    if row.kind != NOTICE and ticket is not None:
+    if row.kind != NOTICE and ticket is not None and not again:
         _, employees = ticket_recipients(ticket.id)
         _notice(ctx, employees, f"{ctx.services.tag(ticket.number)} Not delivered to "
                                 f"{', '.join(r.address for r in failed) or ', '.join(row.rcpt)}",

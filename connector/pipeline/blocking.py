@@ -54,7 +54,7 @@ def run(ctx):
             continue
         applied = True
         note = "; ".join(dict.fromkeys(blocks.describe(b) for b in found.values()))
-        if not out.automatic:          # a person's mail: it goes, noted
+        if not out.automatic:          # a person's mail (copies of a possible loop too: their own budget)
             planned.append(dataclasses.replace(out, blocked=note))
             continue
         kept = [a for a in out.rcpt if a not in found]
