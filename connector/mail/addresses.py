@@ -27,8 +27,11 @@ class OwnAddresses:
     @classmethod
     def of(cls, settings):
         from connector.mail import verp
-        return cls(settings.public_address, settings.notifications_address, settings.extra.get("inboxes"),
-                   verp.of(settings))
+        try:
+            codec = verp.of(settings)
+        except OSError:  # the key cannot be read here (another user, say): no VERP address is ours
+            codec = None
+        return cls(settings.public_address, settings.notifications_address, settings.extra.get("inboxes"), codec)
 
     def is_public(self, address):
         return bool(self.public_re.match(address or ""))
