@@ -6,8 +6,6 @@ answered; the row `bounced`, the ticket's `delivery_failed`, the employees told.
 import smtplib
 import sqlite3
 
-import pytest
-
 from conftest import Instance, make_mail, wait_for
 from dsn import dsn
 

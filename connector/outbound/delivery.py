@@ -29,10 +29,10 @@ import re
 import time
 
 from connector.log import get_logger
+from connector.mail import verp
 from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
-from connector.mail import verp
 from connector.store import blocks, bulk
 from connector.store.queries import outbox_due, outbox_still_active as still_active
 from connector.store.models import (

@@ -70,7 +70,7 @@ def run(ctx):
     row, via = find_row(ctx)
     if row is None:
         return False
-    report, settings, now = ctx.automatic.report, ctx.services.settings, ctx.spool.received_at
+    report, settings = ctx.automatic.report, ctx.services.settings
     failed = failed_recipients(report, row)
     reason = next((r.reason for r in failed if r.reason), "") or "unknown"
     ticket = Ticket.get_or_none(Ticket.id == row.ticket_id) if row.ticket_id else None
