@@ -6,6 +6,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from connector.intake.smtp import IntakeSMTP
+from connector.mail import verp
 from connector.outbound.delivery import Delivery
 from connector.store import bulk
 from connector.store.models import SentMail
@@ -42,12 +43,14 @@ def test_the_envelope_reaches_the_relay_as_queued(tmp_path):
     relay = ScriptedRelay().start()
     try:
         clock = Clock()
-        delivery = Delivery(store_and_settings(tmp_path, relay.port), clock=clock)
+        settings = store_and_settings(tmp_path, relay.port)
+        delivery = Delivery(settings, clock=clock)
         queue(["jane@example.com", "o'brien+desk@example.com"], clock.now, mail_from="")
-        queue(["bob@example.com"], clock.now)
+        second = queue(["bob@example.com"], clock.now)[0]
         assert delivery.run_once() == 2
-        assert [(m[0], m[1]) for m in relay.messages] == [
-            ("<>", ["jane@example.com", "o'brien+desk@example.com"]), ("support@example.com", ["bob@example.com"])]
+        assert [(m[0], m[1]) for m in relay.messages] == [   # the null sender stays null; others are VERP (issue 12)
+            ("<>", ["jane@example.com", "o'brien+desk@example.com"]),
+            (verp.of(settings).address(second), ["bob@example.com"])]
         delivery.close()
     finally:
         relay.stop()

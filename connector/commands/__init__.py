@@ -5,7 +5,7 @@ Commands sit on top: nothing below `connector.commands` imports them. A new
 command group is one module here plus one line in `MODULES`.
 """
 
-from connector.commands import daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets
+from connector.commands import blocks, daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets
 
 MODULES = (
     daemon,      # run, worker, deliver, check-config, example-config
@@ -14,6 +14,7 @@ MODULES = (
     inbound,     # inbound list|replay|create-ticket|attach|close|status|delete
     inbox,       # inbox list|show|add|take|complete|cancel|forward
     outbox,      # outbox list|retry|cancel
+    blocks,      # blocks list|lift, why
     mailtools,
     scanners,    # scanners status|run|test
     db,          # db status|upgrade|prune|vacuum

@@ -7,7 +7,7 @@ from connector.outbound.control import OutboxStateError, cancel, retry
 from connector.store.models import OUTBOX_STATUSES
 from connector.store.queries import outbox_page
 
-COLUMNS = ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject", "last_error"]
+COLUMNS = ["id", "ticket", "kind", "status", "attempts", "to", "cc", "bcc", "subject", "last_error", "blocked"]
 
 
 def outbox_json(o, ticket_number=None):
@@ -17,7 +17,7 @@ def outbox_json(o, ticket_number=None):
     return {"id": o.id, "ticket": ticket_number, "kind": o.kind, "to": o.to,
             "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
             "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at), "sent_at": iso(o.sent_at),
-            "created_at": iso(o.created_at), "mail_from": o.mail_from, "rcpt": o.rcpt,
+            "created_at": iso(o.created_at), "mail_from": o.mail_from, "rcpt": o.rcpt, "blocked": o.blocked,
             "recipients": [{"address": a, "state": states.get(a, {}).get("state", "pending"),
                             "reply": states.get(a, {}).get("reply")} for a in o.rcpt]}
 

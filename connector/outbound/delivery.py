@@ -15,6 +15,11 @@ permanently (5xx) is recorded on the row; one refused temporarily (4xx,
 a refusal. A row is `deferred` while a recipient waits, then `sent` when
 some recipient accepted it, else `failed`.
 
+The envelope sender is the row's VERP address (`connector.mail.verp`,
+`[outbound] verp`), made here from the row's id; the row keeps the plain
+one it was planned with. A recipient accepted lifts the hard-bounce block
+of that address (`connector.store.blocks`): it works again.
+
 When no session with the relay can be opened at all, that row is deferred
 and the others wait `retry_initial` before the next try: a relay that is
 down delays mail, it never loses it.
@@ -24,10 +29,11 @@ import re
 import time
 
 from connector.log import get_logger
+from connector.mail import verp
 from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
-from connector.store import bulk
+from connector.store import blocks, bulk
 from connector.store.queries import outbox_due, outbox_still_active as still_active
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
@@ -68,6 +74,7 @@ class Delivery:
         self.settings = settings
         self.clock = clock
         self.transport = transport or make_transport(settings)
+        self.verp = verp.of(settings) if settings.verp else None
         self.paused_until = 0.0  # the relay could not be reached: no new session before this
         self.unrecorded = None   # an outcome the relay gave that the store refused to record (see run_once)
 
@@ -99,6 +106,10 @@ class Delivery:
                 return attempted
         return len(due)
 
+    def envelope_sender(self, entry):
+        """The row's VERP address (the null sender stays null), or its planned envelope sender."""
+        return self.verp.address(entry.id) if self.verp is not None and entry.mail_from else entry.mail_from
+
     def _send(self, entry, todo):
         """{recipient: Reply}, and whether the relay could be reached."""
         if UNSAFE_ADDRESS.search(entry.mail_from):
@@ -108,7 +119,7 @@ class Delivery:
         if not todo:
             return unsafe, True
         try:
-            return {**unsafe, **self.transport.send(entry.mail_from, todo, bytes(entry.raw))}, True
+            return {**unsafe, **self.transport.send(self.envelope_sender(entry), todo, bytes(entry.raw))}, True
         except RelayUnavailable as exc:
             return dict.fromkeys(todo, no_reply(str(exc))), False
         except Exception as exc:  # a fault of ours with this one mail: it alone waits, the session restarts
@@ -159,6 +170,9 @@ class Delivery:
             bulk.insert(DeliveryAttempt, outbox=entry.id, at=now,
                         ok=all(r.outcome == ACCEPTED for r in replies.values()),
                         detail="; ".join(f"{a}: {r}" for a, r in replies.items()))
+            lifted = blocks.lift_hard([a for a, r in replies.items() if r.outcome == ACCEPTED], now)
+        for address in lifted:
+            log.info("block.lifted", target=address, by="delivery", outbox_id=entry.id)
 
     @staticmethod
     def _log(entry, fields, replies, delay):

@@ -5,10 +5,10 @@ here) and fill the context's `plan`; `apply.apply_decision` writes that plan
 in one transaction; `runner` drives both and shunts a message whose
 processing raises. Each step's docstring says what it reads and what it sets.
 
-    parse -> classify -> sender -> reference -> route -> extract -> distribute -> notify
+    parse -> classify -> sender -> reference -> route -> extract -> distribute -> notify -> blocks
 """
 
-from connector.pipeline import classify, distribute, extract, notify, parse, reference, route, sender
+from connector.pipeline import blocking, classify, distribute, extract, notify, parse, reference, route, sender
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
@@ -21,6 +21,7 @@ STEPS = (
 )
 FINALLY = (
     notify.run,       # a notice when the mail went to triage
+    blocking.run,     # automatic mail to a blocked address or ticket: suppressed
 )
 
 

@@ -15,13 +15,14 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
+from connector.pipeline import attribute
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
-from connector.store import bulk, events
+from connector.store import blocks, bulk, events
 from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before, next_triage_id
 from connector.store.models import (
-    AUTO_RESPONSE, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_PENDING, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
+    AUTO_RESPONSE, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING, OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
 from connector.workqueue import inbox
@@ -88,7 +89,8 @@ def _queue(ctx, ticket_id, now):
     rows = [{"ticket": ticket_id, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
              "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
              "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),
-             "status": OUTBOX_PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+             "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING, "blocked": out.blocked or None,
+             "attempts": 0, "next_attempt_at": now, "created_at": now}
             for out in ctx.plan.outgoing]
     bulk.insert_many(OutboxEntry, rows)
     _record_sent(ctx.plan.outgoing, ctx.plan.ticket_number if ticket_id else None, now)
@@ -115,12 +117,33 @@ def _record_sent(outgoing, ticket_number, now):
     forget_sent_before(now - SENT_MAIL_KEPT)
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
                                  "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
-                                for out in outgoing for a in out.rcpt])
+                                for out in outgoing if not out.suppressed for a in out.rcpt])
 
 
 def _log_suppressed(plan):
     for item in plan.suppressed:
         log.info(SUPPRESSED_EVENTS.get(item["kind"], "loop.suppressed"), ticket=plan.ticket_number, **item)
+
+
+def _write_bounce(plan, spool_id, now):
+    """An attributed bounce (`connector.pipeline.attribute`): the row bounced, the ticket's event."""
+    bounce = plan.bounce
+    attribute.log_decision(plan)
+    if bounce["again"]:
+        return
+    reason = "; ".join(" ".join(filter(None, (r["address"], r["reason"], r["status"]))) for r in bounce["recipients"])
+    bulk.update(OutboxEntry, bounce["outbox_id"], status=OUTBOX_BOUNCED, blocked=reason or bounce["reason"])
+    if bounce["ticket_id"]:
+        events.record(bounce["ticket_id"], events.DELIVERY_FAILED, at=now, by=None, via=events.VIA_SYSTEM,
+                      detail={"outbox_id": bounce["outbox_id"], "reason": bounce["reason"], "via": bounce["via"],
+                              "recipients": bounce["recipients"], "spool_id": spool_id})
+
+
+def _write_blocks(plan, now):
+    for block in plan.blocks:
+        block_id = blocks.add(block["kind"], block["target"], block["reason"], block["source"], now, block["hours"],
+                              hard=block["hard"])
+        log.info("block.added", block_id=block_id, **{k: block[k] for k in ("kind", "target", "reason", "hours")})
 
 
 def _remember_threads(message_ids, ticket_id):
@@ -156,6 +179,9 @@ def apply_decision(ctx):
         _queue(ctx, None, now)   # notices only are planned for triage
     if plan.action in FILED:
         _record_event(ctx, ticket_id, now)
+    if plan.bounce:
+        _write_bounce(plan, spool.id, now)
+    _write_blocks(plan, now)
     if plan.supersedes:  # an earlier copy's notifications triage, now filed with this copy (see `classify`)
         close_superseded_triage(plan.supersedes, f"filed with spool entry {spool.id}")
     record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now)

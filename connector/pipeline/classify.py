@@ -20,10 +20,13 @@ Message-ID, our address as From that no employee sends from) is automatic.
 
 Reads: the parsed message, the spool entry (envelope, sha256), earlier copies.
 Sets: `ctx.automatic`, `ctx.envelope`; `plan.supersedes`; finishes the plan
-for a duplicate (`duplicate`) and a bounce (triage `bounce`).
+for a duplicate (`duplicate`) and a bounce: attributed to the mail that
+bounced (`connector.pipeline.attribute`, link `bounce_attributed`), else
+triage `bounce`.
 """
 
 from connector.mail.automatic import LOOP, Automatic, classify, own_mail
+from connector.pipeline import attribute
 from connector.pipeline.context import DUPLICATE, REASON_BOUNCE, TRIAGE
 from connector.pipeline.route import addressed_to_notifications_only
 from connector.store import tombstones
@@ -65,6 +68,8 @@ def run(ctx):
             or own_mail(parsed, services.signer)):
         # Mail "from" our own address that no employee sends from, or our own mail come back: a loop.
         ctx.automatic = Automatic(True, False, LOOP)
+    if ctx.automatic.is_bounce and attribute.run(ctx):
+        return
     if ctx.automatic.is_bounce and not ctx.hints.get("triage"):  # unless staff decided what it is (route)
         ctx.finish(TRIAGE, REASON_BOUNCE, triage_status=TRIAGE_AWAITING_REVIEW, link=LINK_BOUNCE)
         report = ctx.automatic.report

@@ -86,15 +86,18 @@ class Outgoing:
     message_id: str = ""
     automatic: bool = False     # auto-response, notice: counted by the budgets
     loop: bool = False          # a copy caused by a possible loop: counted too
+    suppressed: bool = False    # automatic mail to a blocked recipient: an outbox row `suppressed`, never sent
+    blocked: str = ""           # the block that applied (`connector.pipeline.blocking`), noted on the row
 
     @property
     def budgeted(self):
-        return self.automatic or self.loop
+        return (self.automatic or self.loop) and not self.suppressed
 
     def summary(self):
         return {"kind": self.kind, "mail_from": self.mail_from, "rcpt": self.rcpt, "to": self.to, "cc": self.cc,
                 "bcc": self.bcc, "from_name": self.from_name, "from_address": self.from_address,
-                "subject": self.subject, "template": self.template or None, "message_id": self.message_id}
+                "subject": self.subject, "template": self.template or None, "message_id": self.message_id,
+                "status": "suppressed" if self.suppressed else "pending", "blocked": self.blocked or None}
 
 
 @dataclass
@@ -122,6 +125,8 @@ class Plan:
     supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one
     notes: list = field(default_factory=list)       # what else was decided, for the log line
     suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
+    bounce: dict = None         # an attributed bounce (`connector.pipeline.attribute`): outbox row, reason, ticket
+    blocks: list = field(default_factory=list)      # blocks to add: {kind, target, reason, source, hours, hard}
 
 
 @dataclass

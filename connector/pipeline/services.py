@@ -7,6 +7,7 @@ import time
 
 from connector.mail.addresses import OwnAddresses
 from connector.outbound.msgid import MessageIdSigner
+from connector.mail.verp import Verp
 from connector.reply import load_extractor
 
 
@@ -27,6 +28,7 @@ class Services:
         self.extractor = extractor or load_extractor(settings.folder_candidates("rules"))
         domain = settings.public_address.rpartition("@")[2]
         self.signer = MessageIdSigner(hmac_key, domain)
+        self.verp = Verp(hmac_key, domain)
         self.addresses = OwnAddresses.of(settings)
         self.tag_re = ticket_tag_re(settings.ticket_tag)
         self.loop_value = settings.public_address

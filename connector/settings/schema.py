@@ -159,6 +159,14 @@ KEYS = (
     Key("outbound", "password_file", "file", "",
         "File holding the relay password (its first line); readable by the "
         "connector only (chmod 600). Read at each connection, never logged."),
+    Key("outbound", "verp", "bool", "yes",
+        "Send every mail with a VERP envelope sender, bounces+<outbox id>-<hmac>@<public "
+        "domain>, so a bounce names the mail that bounced (connector why, blocks). "
+        "no: the envelope sender is the From address; bounces are attributed by the "
+        "Message-ID in the report only."),
+    Key("bounces", "hard_block_hours", "count", "168",
+        "Hours a hard bounce (user unknown, host unknown, has moved) blocks automatic "
+        "mail to that address; a later successful delivery to it lifts the block early."),
     Key("retention", "raw_days", "count", "0",
         "Days after which the original bytes of filed mail and the bodies of "
         "delivered outgoing mail are dropped (the ticket's text, headers and "

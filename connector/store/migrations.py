@@ -86,6 +86,14 @@ def _triage_tombstones(db):
     TriageTombstone.create_table(safe=True)
 
 
+def _blocks(db):
+    """Blocks of automatic mail (issue 12): a new table, and the outbox's `blocked` note."""
+    from connector.store.models import Block
+    add_column(db, "outbox", "blocked", "TEXT")
+    if _columns(db, "outbox"):  # an existing store (a new one: create_tables makes it)
+        Block.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -96,6 +104,7 @@ MIGRATIONS = (
     ("0004_sent_mail", _sent_mail),
     ("0005_ticket_events_and_inboxes", _ticket_events_and_inboxes),
     ("0007_triage_tombstones", _triage_tombstones),
+    ("0010_blocks", _blocks),
 )
 
 

@@ -43,7 +43,10 @@ OUTBOX_DEFERRED = "deferred"    # a recipient was refused temporarily: retried w
 OUTBOX_SENT = "sent"            # done, at least one recipient accepted (the refused ones: `recipients`)
 OUTBOX_FAILED = "failed"        # no recipient accepted: refused permanently or given up
 OUTBOX_CANCELLED = "cancelled"  # stopped by the operator (`outbox cancel`)
-OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DEFERRED, OUTBOX_SENT, OUTBOX_FAILED, OUTBOX_CANCELLED)
+OUTBOX_BOUNCED = "bounced"      # accepted by the relay, then a bounce came back for it (`blocked`: why)
+OUTBOX_SUPPRESSED = "suppressed"  # automatic mail to a blocked address or ticket: never sent (`blocked`: why)
+OUTBOX_STATUSES = (OUTBOX_PENDING, OUTBOX_DEFERRED, OUTBOX_SENT, OUTBOX_FAILED, OUTBOX_CANCELLED, OUTBOX_BOUNCED,
+                   OUTBOX_SUPPRESSED)
 OUTBOX_ACTIVE = (OUTBOX_PENDING, OUTBOX_DEFERRED)  # still to be delivered
 
 # Inbox entry statuses (seed 001): a ticket's place in an inbox.
@@ -224,6 +227,9 @@ class OutboxEntry(BaseModel):
     # "reply": the relay's answer, "at": time}}; accepted ones are never sent again
     recipients = JSONField(null=True)
     queued_at = peewee.FloatField(null=True)  # give_up_after counts from here (a retry resets it), else created_at
+    # a block that applied (`connector.store.blocks`): why a `suppressed` row is not sent, that a
+    # person's mail goes to a blocked address, or the reason a `bounced` row bounced
+    blocked = peewee.TextField(null=True)
 
     class Meta:
         table_name = "outbox"
@@ -367,6 +373,31 @@ class ScannerMessage(BaseModel):
         indexes = ((("scanner", "folder", "uidvalidity", "uid"), True), (("scanner", "sha256"), False))
 
 
+# Block kinds and statuses (`connector blocks list`).
+BLOCK_ADDRESS = "address"
+BLOCK_TICKET = "ticket"
+BLOCK_ACTIVE = "active"
+BLOCK_LIFTED = "lifted"     # by `blocks lift` or a later successful delivery
+BLOCK_EXPIRED = "expired"   # shown for an active row past `until`; never written
+
+
+class Block(BaseModel):
+    """Automatic mail to `target` (an address, lower-cased, or a ticket number) is held back until `until`."""
+
+    target = peewee.CharField()
+    kind = peewee.CharField()                # BLOCK_ADDRESS | BLOCK_TICKET
+    reason = peewee.CharField()              # sisimai's reason (mailboxfull, userunknown, ...) or `loop`
+    source = peewee.TextField(default="")    # what caused it: the bounce's spool entry, outbox row
+    created_at = peewee.FloatField()
+    until = peewee.FloatField()
+    status = peewee.CharField(default=BLOCK_ACTIVE)
+    hard = peewee.BooleanField(default=False)   # a hard bounce: lifted by a later successful delivery
+
+    class Meta:
+        table_name = "block"
+        indexes = ((("target", "status", "until"), False),)
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
-              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage)
+              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block)
