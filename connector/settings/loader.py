@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from connector.settings import inboxes
+from connector.settings import auto_emails, inboxes
 from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
@@ -26,7 +26,7 @@ SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
-CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml")
+CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "auto_emails.yaml")
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
@@ -499,6 +499,7 @@ def load_settings(ini_path, plugins=None):
     settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
     settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
     inboxes.load_inboxes(settings, read_yaml)
+    auto_emails.load_auto_emails(settings, read_yaml)
     if plugins is None:
         from connector.settings.plugins import PLUGINS as plugins
     for plugin in plugins:

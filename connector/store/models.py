@@ -36,6 +36,7 @@ RECIPIENT_TO, RECIPIENT_CC, RECIPIENT_BCC = "to", "cc", "bcc"
 AUTO_RESPONSE = "auto_response"
 DISTRIBUTION = "distribution"
 NOTICE = "notice"
+AUTO_EMAIL = "auto_email"       # an automatic mail on a ticket event (config/auto_emails.yaml)
 
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
@@ -216,6 +217,8 @@ class OutboxEntry(BaseModel):
     # "reply": the relay's answer, "at": time}}; accepted ones are never sent again
     recipients = JSONField(null=True)
     queued_at = peewee.FloatField(null=True)  # give_up_after counts from here (a retry resets it), else created_at
+    # an auto-email's "<event id>:<recipient>": unique, so one event mails one address once
+    auto_key = peewee.TextField(null=True, unique=True)
 
     class Meta:
         table_name = "outbox"
@@ -283,6 +286,7 @@ class InboxEntry(BaseModel):
     created_at = peewee.FloatField()
     created_by = peewee.CharField(null=True)
     forwarded_from = peewee.IntegerField(null=True)  # the entry this one was forwarded from
+    deadline_fired = peewee.FloatField(null=True)    # the due_at whose deadline_passed has fired
 
     class Meta:
         table_name = "inbox_entry"

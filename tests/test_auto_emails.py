@@ -1,0 +1,178 @@
+"""Automatic e-mails on ticket events (seed 002) over the real daemon, real SMTP and the CLI:
+each event and recipient group, one mail per (event, recipient), the causing person left
+out, the requester not confirmed twice, `auto-emails preview`, deadlines firing once and
+escalating, and a kill -9 during delivery sending nothing twice."""
+
+import email
+import email.policy
+import sqlite3
+import time
+
+import pytest
+
+from conftest import make_mail, wait_for
+
+INBOXES_YAML = """\
+inboxes:
+  - name: Technical
+    members: [bob@example.com, carl@example.com]
+    address: tech@example.com
+    sender: {address: techdesk@example.com, name: Tech Desk}
+    escalate_to: Finance
+  - name: Finance
+    members: [jane@example.com]
+default_inbox: Technical
+"""
+
+AUTO_EMAILS_YAML = """\
+default_sender: {address: helpdesk@example.com, name: Helpdesk}
+dispatchers: [disp1@example.com, disp2@example.com]
+server_url: https://hd.example
+auto_emails:
+  - name: ack
+    event: ticket_created
+    to: [requester]
+    template: ticket_created.txt.j2
+  - name: forwarded
+    event: ticket_forwarded
+    to: [resource, dispatchers]
+    template: ticket_forwarded.txt.j2
+  - name: forwarded-copy
+    event: ticket_forwarded
+    to: [resource, boss@example.com, manager]
+    template: ticket_forwarded.txt.j2
+  - name: overdue
+    event: deadline_passed
+    to: [resource, dispatchers]
+    template: deadline_passed.txt.j2
+  - name: escalated
+    event: ticket_escalated
+    to: [resource]
+    template: ticket_forwarded.txt.j2
+  - name: taken
+    event: ticket_taken
+    to: [owner, requester, external]
+    template: ticket_forwarded.txt.j2
+"""
+
+
+def configure(instance, auto_emails=AUTO_EMAILS_YAML, inboxes=INBOXES_YAML):
+    instance.path.joinpath("config", "inboxes.yaml").write_text(inboxes)
+    if auto_emails is not None:
+        instance.path.joinpath("config", "auto_emails.yaml").write_text(auto_emails)
+    return instance
+
+
+@pytest.fixture
+def desk(instance):
+    return configure(instance).start()
+
+
+def new_ticket(daemon, subject="Printer jammed", sender="ann@acme.example", to="support@example.com", cc=None):
+    before = len(daemon.spool_states())
+    daemon.send(make_mail(subject=subject, sender=sender, to=to, cc=cc))
+    daemon.wait_processed(before + 1)
+    return max(t["number"] for t in daemon.tickets())
+
+
+def auto_rows(instance):
+    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+        return conn.execute("select o.rcpt, o.auto_key, o.status, o.subject from outbox o "
+                            "where o.kind = 'auto_email' order by o.id").fetchall()
+
+
+def auto_to(instance):
+    return sorted(row[0].strip('[]"') for row in auto_rows(instance))
+
+
+def entry_of(instance, number):
+    return next(e for e in instance.json("inbox", "list") if e["ticket"] == number)
+
+
+def received(sink, address):
+    """The automatic mails (not the copies of the ticket's mail) the relay got for `address`."""
+    mails = [email.message_from_bytes(raw, policy=email.policy.default) for _, _, raw in sink.to(address)]
+    return [m for m in mails if m["Precedence"] == "bulk"]
+
+
+def test_ticket_created_goes_to_the_requester_once_with_our_headers(instance, sink):
+    configure(instance)
+    instance.ini.write_text(instance.ini.read_text().replace("[connector]\n",
+                                                            "[connector]\nauto_responses_per_hour = 0\n"))
+    instance.start()
+    number = new_ticket(instance)
+    wait_for(lambda: received(sink, "ann@acme.example"), what="the ticket_created mail")
+    instance.wait_delivered()
+    mails = received(sink, "ann@acme.example")
+    assert len(mails) == 1
+    mail = mails[0]
+    assert f"[Ticket #{number}]" in mail["Subject"]
+    assert mail["Auto-Submitted"] == "auto-generated" and mail["Precedence"] == "bulk"
+    assert mail["X-Connector-Loop"] and mail["X-Loop"] == "support@example.com"
+    # made before it is placed in an inbox: from default_sender
+    assert mail["From"].addresses[0].addr_spec == "helpdesk@example.com"
+    assert "https://hd.example/ticketlist/ticket/" in mail.get_content()
+    assert auto_to(instance) == ["ann@acme.example"]
+
+
+def test_requester_with_an_auto_response_gets_no_ticket_created_mail(desk, sink):
+    number = new_ticket(desk)
+    desk.wait_delivered()
+    kinds = [o["kind"] for o in desk.outbox()]
+    assert "auto_response" in kinds and "auto_email" not in kinds
+    preview = desk.json("auto-emails", "preview", "ticket_created", "--ticket", str(number))
+    assert preview["mails"] == []
+    assert preview["skipped"] == [{"to": "ann@acme.example", "rule": "ack", "kind": "requester",
+                                   "reason": "confirmed"}]
+    assert len(sink.to("ann@acme.example")) == 1 and not received(sink, "ann@acme.example")
+
+
+def test_forward_mails_resource_dispatcher_and_address_once_each_not_the_forwarder(desk, sink):
+    number = new_ticket(desk)
+    entry = entry_of(desk, number)
+    desk.cli("inbox", "forward", str(entry["id"]), "--to", "Finance", "--due-type", "response",
+             "--due", "2099-01-01", "--as", "bob@example.com")
+    desk.wait_delivered()
+    # resource = Finance (where the ticket is now); dispatchers = the acting dispatcher, bob,
+    # who caused the event; boss named by one rule; jane named by two rules (resource, manager)
+    assert auto_to(desk) == ["boss@example.com", "jane@example.com"]
+    assert len(received(sink, "jane@example.com")) == 1 and len(received(sink, "boss@example.com")) == 1
+    assert not received(sink, "bob@example.com") and not received(sink, "disp1@example.com")
+    keys = [row[1] for row in auto_rows(desk)]
+    assert len(set(keys)) == 2 and all(k.endswith(("jane@example.com", "boss@example.com")) for k in keys)
+
+
+def test_dispatchers_group_when_no_employee_assigned(desk, sink):
+    number = new_ticket(desk)
+    preview = desk.json("auto-emails", "preview", "deadline_passed", "--ticket", str(number))
+    assert [m["to"] for m in preview["mails"]] == ["bob@example.com", "carl@example.com",
+                                                   "disp1@example.com", "disp2@example.com"]
+    assert {m["rule"] for m in preview["mails"]} == {"overdue"}
+
+
+def test_take_mails_requester_once_not_the_taker(desk, sink):
+    number = new_ticket(desk)
+    entry = entry_of(desk, number)
+    before = len(auto_rows(desk))
+    desk.cli("inbox", "take", str(entry["id"]), "--as", "carl@example.com")
+    desk.wait_delivered()
+    rows = auto_rows(desk)[before:]
+    # the requester is also the ticket's external recipient: one mail
+    assert [r[0].strip('[]"') for r in rows] == ["ann@acme.example"]
+    assert len(received(sink, "ann@acme.example")) == 1 and not received(sink, "carl@example.com")
+    preview = desk.json("auto-emails", "preview", "ticket_taken", "--ticket", str(number),
+                        "--by", "carl@example.com")
+    assert preview["skipped"] == [
+        {"to": "carl@example.com", "rule": "taken", "kind": "owner", "reason": "causing_person"},
+        {"to": "ann@acme.example", "rule": "taken", "kind": "external", "reason": "duplicate"}]
+
+
+def test_preview_changes_nothing_and_rejects_an_unknown_event(desk):
+    number = new_ticket(desk)
+    db = desk.path / "var" / "connector.db"
+    before = db.read_bytes()
+    text = desk.cli("auto-emails", "preview", "ticket_forwarded", "--ticket", str(number)).stdout.decode()
+    assert "bob@example.com" in text and "would not send" in text
+    assert db.read_bytes() == before
+    bad = desk.cli("auto-emails", "preview", "ticket_exploded", "--ticket", str(number), check=False)
+    assert bad.returncode != 0 and "ticket_exploded" in bad.stderr.decode()
