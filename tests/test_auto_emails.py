@@ -176,3 +176,97 @@ def test_preview_changes_nothing_and_rejects_an_unknown_event(desk):
     assert db.read_bytes() == before
     bad = desk.cli("auto-emails", "preview", "ticket_exploded", "--ticket", str(number), check=False)
     assert bad.returncode != 0 and "ticket_exploded" in bad.stderr.decode()
+
+
+def history(instance, number):
+    return [(e["event"], e["via"], e["by"]) for e in instance.json("tickets", "history", str(number))]
+
+
+def set_due(instance, entry_id, due_at):
+    """An entry's due date in the near past (the CLI refuses one in the past): the injected clock."""
+    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+        conn.execute("update inbox_entry set due_at = ? where id = ?", (due_at, entry_id))
+
+
+def test_deadline_fires_once_then_escalates_and_a_new_due_date_fires_again(desk, sink):
+    number = new_ticket(desk)
+    entry = entry_of(desk, number)
+    due = time.time() - 1
+    set_due(desk, entry["id"], due)
+    wait_for(lambda: ("ticket_escalated", "system", None) in history(desk, number), 15, what="escalation")
+    desk.wait_delivered()
+    events = [e for e, _, _ in history(desk, number)]
+    assert events.count("deadline_passed") == 1 and events.index("deadline_passed") < events.index("ticket_escalated")
+    # the warning went to the inbox the ticket was in (Technical) and the dispatcher group,
+    # the escalation mail to the inbox it is in now (Finance)
+    overdue = [m for m in received(sink, "bob@example.com") if "overdue" in m["Subject"]]
+    assert len(overdue) == 1 and "Technical" in overdue[0]["Subject"]
+    assert [len(received(sink, a)) for a in ("carl@example.com", "disp1@example.com", "disp2@example.com")] == [1, 1, 1]
+    [escalated] = received(sink, "jane@example.com")
+    assert "Finance" in escalated["Subject"] and "escalated" in escalated.get_content()
+    now_in = entry_of(desk, number)
+    assert now_in["inbox"] == "Finance" and now_in["due_at"] is None
+    time.sleep(2.5)   # the worker looks every second: still once
+    assert [e for e, _, _ in history(desk, number)].count("deadline_passed") == 1
+    # a new due date (Finance has no escalate_to) fires again, once
+    set_due(desk, now_in["id"], time.time() - 1)
+    wait_for(lambda: [e for e, _, _ in history(desk, number)].count("deadline_passed") == 2, 15, what="second deadline")
+    time.sleep(2.5)
+    assert [e for e, _, _ in history(desk, number)].count("deadline_passed") == 2
+    assert entry_of(desk, number)["inbox"] == "Finance"
+
+
+def test_a_second_process_firing_the_same_deadline_does_nothing(desk):
+    from connector.settings import load_settings
+    from connector.store.db import open_store
+    from connector.store.models import InboxEntry
+    from connector.workqueue import deadlines
+    number = new_ticket(desk)
+    entry = entry_of(desk, number)
+    set_due(desk, entry["id"], time.time() - 1)
+    settings = load_settings(desk.ini)
+    open_store(settings.database)
+    stale = InboxEntry.get_by_id(entry["id"])        # as a second process read it before the fire
+    wait_for(lambda: "deadline_passed" in [e for e, _, _ in history(desk, number)], 15, what="deadline")
+    assert deadlines.fire(stale, now=time.time(), settings=settings) is False
+    assert [e for e, _, _ in history(desk, number)].count("deadline_passed") == 1
+
+
+class GatedSink:
+    """A relay that accepts `open_for` mails, then holds the next one without answering
+    until released (then refuses it with 451): what it accepted is what was sent."""
+
+    def __init__(self, sink, open_for):
+        import asyncio
+        self.sink, self.open_for, self.released, self.holding = sink, open_for, False, False
+        self.asyncio = asyncio
+        sink.controller.handler = self
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(self.sink.messages) >= self.open_for and not self.released:
+            self.holding = True
+            while not self.released:
+                await self.asyncio.sleep(0.05)
+            return "451 4.3.0 try again"
+        self.sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK"
+
+
+def test_kill_9_during_auto_email_delivery_sends_nothing_twice(instance, sink):
+    configure(instance)
+    instance.ini.write_text(instance.ini.read_text().replace("[connector]\n",
+                                                            "[connector]\nauto_responses_per_hour = 0\n"))
+    gate = GatedSink(sink, open_for=6)
+    instance.start()
+    senders = [f"c{i}@cust{i}.example" for i in range(12)]
+    for address in senders:
+        instance.send(make_mail(subject=f"Help {address}", sender=address))
+    wait_for(lambda: gate.holding, 30, what="the relay to hold a mail")
+    instance.kill9()                 # worker and delivery die mid-delivery
+    gate.released = True
+    instance.start()
+    instance.wait_processed(len(senders), timeout=30)
+    wait_for(lambda: all(received(sink, a) for a in senders), 30, what="every auto-email")
+    instance.wait_delivered(30)
+    assert [len(received(sink, a)) for a in senders] == [1] * len(senders)
+    assert sorted(auto_to(instance)) == sorted(senders)
