@@ -270,3 +270,75 @@ def test_kill_9_during_auto_email_delivery_sends_nothing_twice(instance, sink):
     instance.wait_delivered(30)
     assert [len(received(sink, a)) for a in senders] == [1] * len(senders)
     assert sorted(auto_to(instance)) == sorted(senders)
+
+
+@pytest.mark.parametrize("text, file, key, problem", [
+    (AUTO_EMAILS_YAML.replace("event: ticket_taken", "event: ticket_exploded"), "auto_emails.yaml",
+     "auto_emails[taken].event", "'ticket_exploded' is not a ticket event"),
+    (AUTO_EMAILS_YAML.replace("to: [owner, requester, external]", "to: [owner, customers]"), "auto_emails.yaml",
+     "auto_emails[taken].to", "'customers' is not a recipient"),
+    (AUTO_EMAILS_YAML.replace("template: deadline_passed.txt.j2", "template: overdue.txt.j2"), "auto_emails.yaml",
+     "auto_emails[overdue].template", "overdue.txt.j2 is not in templates/"),
+    (AUTO_EMAILS_YAML.replace("    template: ticket_created.txt.j2\n", "", 1), "auto_emails.yaml",
+     "auto_emails[ack].template", "is missing"),
+    (AUTO_EMAILS_YAML.replace("dispatchers: [disp1@example.com, disp2@example.com]", "dispatchers: [disp1]"),
+     "auto_emails.yaml", "dispatchers", "'disp1' is not an email address"),
+    (AUTO_EMAILS_YAML + "colour: red\n", "auto_emails.yaml", "colour", "unknown key"),
+    ("auto_emails: [\n", "auto_emails.yaml", "line 2", "is not valid YAML"),
+    (None, "inboxes.yaml", "inboxes[Technical].escalate_to", "'Nowhere' is not one of the inboxes"),
+])
+def test_each_problem_is_one_line_naming_file_key_what_and_a_hint(instance, text, file, key, problem):
+    configure(instance, text, INBOXES_YAML.replace("escalate_to: Finance", "escalate_to: Nowhere")
+              if text is None else INBOXES_YAML)
+    result = instance.cli("check-config", check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.decode().strip().splitlines()
+    assert f"{instance.path / 'config' / file}: {key}: " in line and problem in line and "hint:" in line, line
+
+
+def test_without_auto_emails_yaml_no_auto_email_is_planned(instance, sink):
+    configure(instance, auto_emails=None).start()
+    number = new_ticket(instance)
+    instance.cli("inbox", "forward", str(entry_of(instance, number)["id"]), "--to", "Finance",
+                 "--due-type", "response", "--due", "2099-01-01", "--as", "bob@example.com")
+    instance.wait_delivered()
+    assert auto_rows(instance) == []
+    assert "auto_emails: (none)" in instance.cli("check-config").stdout.decode()
+
+
+def test_planning_an_event_again_adds_no_mail(desk):
+    from connector.settings import load_settings
+    from connector.store.db import open_store
+    from connector.store.models import TicketEvent, database
+    from connector.workqueue.auto_emails import Planner
+    number = new_ticket(desk)
+    desk.cli("inbox", "forward", str(entry_of(desk, number)["id"]), "--to", "Finance",
+             "--due-type", "response", "--due", "2099-01-01", "--as", "bob@example.com")
+    before = auto_rows(desk)
+    assert len(before) == 2
+    settings = load_settings(desk.ini)
+    open_store(settings.database)
+    event = TicketEvent.get(TicketEvent.event == "ticket_forwarded")
+    with database.atomic():   # as a retried or replayed planning would
+        Planner(settings).plan_event(event)
+    assert auto_rows(desk) == before
+
+
+def test_a_store_from_before_auto_emails_upgrades_and_plans_them(instance, sink):
+    configure(instance, auto_emails=None).start()
+    number = new_ticket(instance)
+    instance.stop()
+    db = instance.path / "var" / "connector.db"
+    with sqlite3.connect(db) as conn:   # as a store written before migration 0009
+        conn.execute('DROP INDEX "outboxentry_auto_key"')
+        conn.execute('ALTER TABLE "outbox" DROP COLUMN "auto_key"')
+        conn.execute('ALTER TABLE "inbox_entry" DROP COLUMN "deadline_fired"')
+        conn.execute('DELETE FROM "schema_migration" WHERE "name" LIKE ?', ("0009%",))
+    configure(instance).start()
+    instance.cli("inbox", "forward", str(entry_of(instance, number)["id"]), "--to", "Finance",
+                 "--due-type", "response", "--due", "2099-01-01", "--as", "bob@example.com")
+    instance.wait_delivered()
+    assert auto_to(instance) == ["boss@example.com", "jane@example.com"]
+    with sqlite3.connect(db) as conn:
+        [sql] = [r[0] for r in conn.execute("select sql from sqlite_master where name = 'outboxentry_auto_key'")]
+    assert "UNIQUE" in sql

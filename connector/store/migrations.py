@@ -91,7 +91,7 @@ def _auto_emails(db):
     the due date whose deadline has fired on an inbox entry."""
     add_column(db, "outbox", "auto_key", "TEXT")
     if _columns(db, "outbox"):
-        db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "outbox_auto_key" ON "outbox" ("auto_key")')
+        db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "outboxentry_auto_key" ON "outbox" ("auto_key")')
     add_column(db, "inbox_entry", "deadline_fired", "REAL")
 
 
