@@ -342,3 +342,24 @@ def test_a_store_from_before_auto_emails_upgrades_and_plans_them(instance, sink)
     with sqlite3.connect(db) as conn:
         [sql] = [r[0] for r in conn.execute("select sql from sqlite_master where name = 'outboxentry_auto_key'")]
     assert "UNIQUE" in sql
+
+
+def test_a_template_using_an_unknown_value_is_refused_by_check_config(instance):
+    configure(instance)
+    instance.path.joinpath("templates").mkdir()
+    path = instance.path / "templates" / "ticket_created.txt.j2"
+    path.write_text("Subject: {{ ticket.tag }} {{ ticket.colour }}\n\nHello\n")
+    result = instance.cli("check-config", check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.decode().strip().splitlines()
+    assert f"{path}: line 1: cannot be rendered" in line and "colour" in line and "hint:" in line
+
+
+def test_after_a_forward_only_the_acting_dispatcher_hears_of_the_deadline(desk):
+    number = new_ticket(desk)
+    desk.cli("inbox", "forward", str(entry_of(desk, number)["id"]), "--to", "Finance",
+             "--due-type", "response", "--due", "2099-01-01", "--as", "carl@example.com")
+    preview = desk.json("auto-emails", "preview", "deadline_passed", "--ticket", str(number))
+    assert [(m["to"], m["kind"]) for m in preview["mails"]] == [("jane@example.com", "resource"),
+                                                                ("carl@example.com", "dispatchers")]
+    assert preview["mails"][0]["from"] == "helpdesk@example.com"   # Finance has no sender: default_sender

@@ -47,7 +47,7 @@ NO_ADDRESS = "no_address"
 # A new ticket's confirmation goes to its requester even when they caused it.
 CREATION_EVENTS = (events.TICKET_CREATED, events.REQUEST_BY_EMAIL)
 # Events whose `by` is the acting dispatcher of the ticket (seed 002: who forwarded or assigned it).
-DISPATCHING_EVENTS = (events.TICKET_FORWARDED, events.INBOX_ADDED, events.TICKET_TAKEN)
+DISPATCHING_EVENTS = (events.TICKET_FORWARDED, events.INBOX_ADDED)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _open_entries(ticket_id):
 
 
 def _acting_dispatcher(ticket_id, settings):
-    """The employee who last forwarded, assigned or took the ticket (their first address), or None."""
+    """The employee who last forwarded the ticket or put it in an inbox (their first address), or None."""
     rows = (TicketEvent.select(TicketEvent.by).where((TicketEvent.ticket == ticket_id)
                                                     & (TicketEvent.event.in_(DISPATCHING_EVENTS))
                                                     & TicketEvent.by.is_null(False))
@@ -151,6 +151,18 @@ def decide(ticket, event, by, settings):
                     continue
                 decision.skipped.append(Skipped(address, rule.name, kind, reason))
     return decision
+
+
+# What check-config renders each auto-email template with (every value a template may use).
+SAMPLE_VALUES = {
+    "server_url": "https://helpdesk.example.com",
+    "ticket": {"number": 1, "subject": "Printer", "status": "New", "tag": "[Ticket #1]",
+               "url": "https://helpdesk.example.com/ticketlist/ticket/1", "inboxes": ["Technical"]},
+    "event": {"name": events.TICKET_FORWARDED, "at": "2026-01-01T09:00:00+00:00", "by": "bob@example.com",
+              "via": events.VIA_CLI, "detail": {"entry": 1, "inbox": "Technical", "to": "Finance"}},
+    "recipient": {"address": "jane@example.com", "kind": RESOURCE},
+    "rule": "forwarded",
+}
 
 
 def iso(timestamp):
