@@ -319,9 +319,13 @@ def test_planning_an_event_again_adds_no_mail(desk):
     settings = load_settings(desk.ini)
     open_store(settings.database)
     event = TicketEvent.get(TicketEvent.event == "ticket_forwarded")
+    def sent_mail():
+        with sqlite3.connect(desk.path / "var" / "connector.db") as conn:
+            return conn.execute("select count(*) from sent_mail where kind = 'auto_email'").fetchone()[0]
+    counted = sent_mail()
     with database.atomic():   # as a retried or replayed planning would
         Planner(settings).plan_event(event)
-    assert auto_rows(desk) == before
+    assert auto_rows(desk) == before and sent_mail() == counted
 
 
 def test_a_store_from_before_auto_emails_upgrades_and_plans_them(instance, sink):

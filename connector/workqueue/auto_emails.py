@@ -23,6 +23,8 @@ preview` prints it. Who never gets a mail, and why (`Skipped.reason`):
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+import jinja2
+
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
@@ -239,10 +241,17 @@ class Planner:
             log.info("auto_email.skipped", ticket=ticket.number, ticket_event=event.event, event_id=event.id,
                      rule=skipped.rule, kind=skipped.kind, to=skipped.address or None, reason=skipped.reason)
         for mail in decision.mails:
-            row = {**self.outgoing(ticket, event, mail), "ticket": ticket.id, "status": OUTBOX_PENDING,
+            try:
+                outgoing = self.outgoing(ticket, event, mail)
+            except jinja2.TemplateError as exc:   # check-config rendered it with samples: a value it lacked
+                log.error("auto_email.render_failed", ticket=ticket.number, ticket_event=event.event,
+                          event_id=event.id, rule=mail.rule, template=mail.template, to=mail.address,
+                          error=str(exc), hint="fix the template; the ticket's mail is filed without this mail")
+                continue
+            row = {**outgoing, "ticket": ticket.id, "status": OUTBOX_PENDING,
                    "attempts": 0, "next_attempt_at": event.at, "created_at": event.at,
                    "auto_key": f"{event.id}:{mail.address}"}
-            if not OutboxEntry.insert(row).on_conflict_ignore().execute():
+            if not OutboxEntry.insert(row).on_conflict_ignore().as_rowcount().execute():
                 continue   # already planned: an event is mailed to an address once
             SentMail.insert(address=mail.address, domain=domain_of(mail.address), ticket=ticket.number,
                             kind=AUTO_EMAIL, budgeted=True, at=event.at).execute()
