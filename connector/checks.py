@@ -26,7 +26,9 @@ from connector.reply import RuleError, load_extractor
 from connector.reply.rules import RULES_FILE
 from connector.scanners.config import scanners_of
 from connector.settings import ConfigError, inboxes, load_settings
+from connector.settings import auto_emails as auto_email_config
 from connector.store.db import spool_path
+from connector.workqueue import auto_emails
 
 log = get_logger("config")
 
@@ -103,9 +105,11 @@ def check_templates(settings):
         raise ConfigError(getattr(exc, "filename", None) or settings.base_dir / "templates", "-",
                           f"cannot be read: {exc}", "templates are UTF-8 text files the daemon's user can read") \
             from None
+    named = {rule.template for rule in auto_email_config.of(settings).rules}
     for name, path in templates.files.items():
         if name.endswith(TEMPLATE_SUFFIX):
-            _check_template(templates, name, path, TEMPLATE_SAMPLES.get(name))
+            sample = TEMPLATE_SAMPLES.get(name) or (auto_emails.SAMPLE_VALUES if name in named else None)
+            _check_template(templates, name, path, sample)
     for name in TEMPLATE_SAMPLES:
         if name not in templates.files:
             raise ConfigError(settings.find("templates", name), "-", "is missing",

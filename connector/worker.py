@@ -22,6 +22,7 @@ from connector.store.db import load_hmac_key, open_store
 from connector.store.faults import describe, transient_fault
 from connector.store.retention import prune
 from connector.store.wakeup import IDLE_POLL, Waker
+from connector.workqueue import auto_emails, deadlines
 
 log = get_logger("worker")
 
@@ -131,6 +132,8 @@ class FilingWorker(BackgroundLoop):
     def configure(self, settings):
         self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
+        self.deadlines_at = getattr(self, "deadlines_at", 0.0)
+        auto_emails.install(settings)
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
@@ -139,6 +142,9 @@ class FilingWorker(BackgroundLoop):
             pruned = prune(self.settings.raw_days, now=self.clock())
             if any(pruned.values()):
                 log.info("retention.pruned", raw_days=self.settings.raw_days, **pruned)
+        if time.monotonic() >= self.deadlines_at:
+            self.deadlines_at = time.monotonic() + deadlines.DEADLINE_EVERY
+            busy += deadlines.fire_due(self.clock(), self.settings)
         return busy
 
 

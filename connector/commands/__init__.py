@@ -5,7 +5,8 @@ Commands sit on top: nothing below `connector.commands` imports them. A new
 command group is one module here plus one line in `MODULES`.
 """
 
-from connector.commands import blocks, daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets
+from connector.commands import (
+    auto_emails, blocks, daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets)
 
 MODULES = (
     daemon,      # run, worker, deliver, check-config, example-config
@@ -19,6 +20,7 @@ MODULES = (
     scanners,    # scanners status|run|test
     db,          # db status|upgrade|prune|vacuum
     status,      # status (health check)
+    auto_emails,  # auto-emails preview
 )
 
 

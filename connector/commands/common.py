@@ -15,6 +15,7 @@ from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
 from connector.store.db import open_store
+from connector.workqueue import auto_emails
 
 EX_OK = 0
 EX_CONFIG = 1
@@ -31,6 +32,7 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
         raise SystemExit(code) from None
     if log:
         setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None)
+    auto_emails.install(settings)   # a command's ticket events plan their auto-emails too
     return settings
 
 

@@ -291,6 +291,24 @@ def inbound_notice_text(parsed, services, templates, reason, ticket_number):
     return templates.render(NOTICE_TEMPLATE, **values)
 
 
+def auto_email(out, reply_to, loop_value):
+    """An automatic mail on a ticket event (`connector.workqueue.auto_emails`) as bytes: bulk,
+    auto-generated, so no well-behaved system answers it."""
+    fields = [
+        ("From", mailbox(out.from_name, out.from_address)),
+        ("Reply-To", reply_to),
+        ("To", ", ".join(out.to)),
+        ("Subject", out.subject),
+        ("Date", formatdate(localtime=True)),
+        ("Message-ID", out.message_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("Precedence", "bulk"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Loop", loop_value),
+    ] + TEXT_BODY_HEADERS
+    return _header_block(fields) + b"\r\n" + _quoted_printable(out.body)
+
+
 def inbound_notice(out, services):
     """The notice `out` (subject and body planned) as bytes, from the notifications address."""
     fields = [

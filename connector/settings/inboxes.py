@@ -12,6 +12,7 @@ process (`in_force()`) when their caller passes no settings.
         members: [bob@example.com]      # active staff emails
         address: tech@example.com       # optional: ours, with its +tag forms
         sender: {address: support@example.com, name: Technical Support}   # optional
+        escalate_to: Finance            # optional: where an entry goes when its due date passes
     default_inbox: Technical            # optional
     due_types: [response, resolution, follow_up]
 """
@@ -27,7 +28,7 @@ from connector.settings.errors import ConfigError
 FILE = "inboxes.yaml"
 DEFAULT_DUE_TYPES = ("response", "resolution", "follow_up")
 TOP_KEYS = ("inboxes", "default_inbox", "due_types")
-INBOX_KEYS = ("name", "members", "address", "sender")
+INBOX_KEYS = ("name", "members", "address", "sender", "escalate_to")
 SENDER_KEYS = ("address", "name")
 DUE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -40,6 +41,7 @@ class Inbox:
     sender_address: str = ""
     sender_name: str = ""
     pattern: object = field(default=None, compare=False, repr=False)   # `address` and its +tag forms
+    escalate_to: str = ""           # another inbox's name: an overdue entry moves there
 
     def receives(self, address):
         return self.pattern is not None and bool(self.pattern.match(address or ""))
@@ -118,7 +120,7 @@ def load_inboxes(settings, read_yaml):
         inbox = _inbox(path, f"inboxes[{index}]", entry, settings, inboxes)
         inboxes.append(inbox)
     staff = {email: member.email for email, member in settings.extra["_staff_index"].items()}
-    config = Inboxes(tuple(inboxes), None, _due_types(path, data.get("due_types")), staff)
+    config = Inboxes(tuple(_escalations(path, items, inboxes)), None, _due_types(path, data.get("due_types")), staff)
     default = data.get("default_inbox")
     if default is not None:
         found = config.get(default) if isinstance(default, str) else None
@@ -147,8 +149,29 @@ def _inbox(path, where, entry, settings, earlier):
                               "inbox names are unique, whatever their case: rename one")
     members = _members(path, f"{where}.members", entry.get("members"), settings)
     address = _address(path, f"{where}.address", entry.get("address"), settings, earlier)
-    sender_address, sender_name = _sender(path, f"{where}.sender", entry.get("sender"))
+    sender_address, sender_name = read_sender(path, f"{where}.sender", entry.get("sender"))
     return Inbox(name, members, address, sender_address, sender_name, own_address_re(address) if address else None)
+
+
+def _escalations(path, items, inboxes):
+    """Each inbox with its `escalate_to` checked: another configured inbox, by its configured name."""
+    names = {i.name.lower(): i.name for i in inboxes}
+    out = []
+    for entry, inbox in zip(items, inboxes):
+        target = entry.get("escalate_to")
+        if target is None:
+            out.append(inbox)
+            continue
+        where = f"inboxes[{inbox.name}].escalate_to"
+        name = names.get(target.strip().lower()) if isinstance(target, str) else None
+        if name is None:
+            raise ConfigError(path, where, f"{target!r} is not one of the inboxes",
+                              f"name one of: {', '.join(names.values())}, or remove escalate_to")
+        if name == inbox.name:
+            raise ConfigError(path, where, "names the inbox itself",
+                              "escalate to another inbox, or remove escalate_to")
+        out.append(dataclasses.replace(inbox, escalate_to=name))
+    return out
 
 
 def _members(path, where, value, settings):
@@ -193,7 +216,8 @@ def _address(path, where, value, settings, earlier):
     return address
 
 
-def _sender(path, where, value):
+def read_sender(path, where, value):
+    """(address, name) of a `sender: {address, name}` mapping (("", "") when absent)."""
     if value is None:
         return "", ""
     if not isinstance(value, dict) or "address" not in value:

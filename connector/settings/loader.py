@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from connector.settings import inboxes
+from connector.settings import auto_emails, inboxes
 from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
@@ -27,7 +27,7 @@ STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
 # Every file of config/: scanners.yaml is read by connector.scanners.config, called by its
 # users (connector.checks, the scanners' commands); settings knows only that the name is valid.
-CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "scanners.yaml")
+CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "auto_emails.yaml", "scanners.yaml")
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
@@ -499,4 +499,5 @@ def load_settings(ini_path):
     settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
     settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
     inboxes.load_inboxes(settings, read_yaml)
+    auto_emails.load_auto_emails(settings, read_yaml)
     return settings

@@ -41,11 +41,26 @@ def via_of_intake(intake):
     return VIA_SCANNER if (intake or "").startswith("imap:") else VIA_MAIL
 
 
+# What runs after an event is written, in its transaction: the process's wiring
+# installs the auto-email planner (connector.workqueue.auto_emails) here, so the
+# store imports nothing above it.
+_after_record = []
+
+
+def on_record(listener):
+    """Call `listener(TicketEvent)` after every event this process records (once per listener)."""
+    if listener not in _after_record:
+        _after_record.append(listener)
+
+
 def record(ticket_id, event, *, at, by=None, via=VIA_SYSTEM, detail=None):
     """Write one event (the caller holds the transaction of the change); returns its id."""
     assert via in VIAS, via
-    return TicketEvent.insert(ticket=ticket_id, at=at, event=event, by=by, via=via,
-                              detail=detail or {}).execute()
+    detail = detail or {}
+    event_id = TicketEvent.insert(ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail).execute()
+    for listener in _after_record:
+        listener(TicketEvent(id=event_id, ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail))
+    return event_id
 
 
 def history(ticket_id):

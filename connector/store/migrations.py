@@ -86,6 +86,15 @@ def _triage_tombstones(db):
     TriageTombstone.create_table(safe=True)
 
 
+def _auto_emails(db):
+    """Auto-emails (seed 002): the outbox key that makes one mail per (event, recipient), and
+    the due date whose deadline has fired on an inbox entry."""
+    add_column(db, "outbox", "auto_key", "TEXT")
+    if _columns(db, "outbox"):
+        db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "outboxentry_auto_key" ON "outbox" ("auto_key")')
+    add_column(db, "inbox_entry", "deadline_fired", "REAL")
+
+
 def _blocks(db):
     """Blocks of automatic mail (issue 12): a new table, and the outbox's `blocked` note."""
     from connector.store.models import Block
@@ -104,6 +113,7 @@ MIGRATIONS = (
     ("0004_sent_mail", _sent_mail),
     ("0005_ticket_events_and_inboxes", _ticket_events_and_inboxes),
     ("0007_triage_tombstones", _triage_tombstones),
+    ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
 )
 

@@ -36,6 +36,7 @@ RECIPIENT_TO, RECIPIENT_CC, RECIPIENT_BCC = "to", "cc", "bcc"
 AUTO_RESPONSE = "auto_response"
 DISTRIBUTION = "distribution"
 NOTICE = "notice"
+AUTO_EMAIL = "auto_email"       # an automatic mail on a ticket event (config/auto_emails.yaml)
 
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
@@ -230,6 +231,8 @@ class OutboxEntry(BaseModel):
     # a block that applied (`connector.store.blocks`): why a `suppressed` row is not sent, that a
     # person's mail goes to a blocked address, or the reason a `bounced` row bounced
     blocked = peewee.TextField(null=True)
+    # an auto-email's "<event id>:<recipient>": unique, so one event mails one address once
+    auto_key = peewee.TextField(null=True, unique=True)
 
     class Meta:
         table_name = "outbox"
@@ -297,6 +300,7 @@ class InboxEntry(BaseModel):
     created_at = peewee.FloatField()
     created_by = peewee.CharField(null=True)
     forwarded_from = peewee.IntegerField(null=True)  # the entry this one was forwarded from
+    deadline_fired = peewee.FloatField(null=True)    # the due_at whose deadline_passed has fired
 
     class Meta:
         table_name = "inbox_entry"

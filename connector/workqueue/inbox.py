@@ -312,3 +312,20 @@ def forward(entry_id, *, to, due_type, due_at, by, via, now, message=None, setti
             to=target.name, new_entry=new_id, due_type=due_type, due_at=iso(due_at), message=message or None,
             owner=entry.owner)
     return new_id
+
+
+def escalate(entry_id, *, now, settings=None):
+    """The system moves an overdue entry to its inbox's `escalate_to` (seed 002): it becomes
+    `forwarded`, a new open entry without owner or due date is made there (keeping the due
+    type), and the ticket gets `ticket_escalated`. Returns the new entry's id; Refused
+    when the ticket is open in that inbox already or the entry changed meanwhile."""
+    config = config_of(settings)
+    entry = _open_entry(entry_id, "escalated")
+    target = _inbox(config, _configured_inbox_of(config, entry).escalate_to)
+    with database.atomic():
+        _update_open(entry, "escalated", status=ENTRY_FORWARDED)
+        new_id = _insert(entry.ticket_id, target, by=None, now=now, due_type=entry.due_type,
+                         forwarded_from=entry.id)
+    _record(entry.ticket_id, entry.id, events.TICKET_ESCALATED, "inbox.escalated", by=None, via=events.VIA_SYSTEM,
+            now=now, inbox=entry.inbox, to=target.name, new_entry=new_id, owner=entry.owner)
+    return new_id

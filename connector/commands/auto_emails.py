@@ -1,0 +1,60 @@
+"""`connector auto-emails preview EVENT --ticket N [--by EMAIL] [--json]`: who would get
+which automatic mail for that event on that ticket now, and who would not and why
+(`connector.workqueue.auto_emails.decide`). Reads only."""
+
+import sys
+import time
+
+from connector.commands.common import emit, settings_or_exit
+from connector.settings.auto_emails import EVENTS
+from connector.store.db import open_store
+from connector.store.events import VIA_CLI
+from connector.store.models import Ticket, TicketEvent
+from connector.workqueue import auto_emails
+
+EX_USAGE = 64
+
+
+def cmd_preview(args):
+    settings = settings_or_exit(args)
+    if args.event not in EVENTS:
+        print(f"connector: {args.event!r} is not a ticket event (use one of: {', '.join(EVENTS)})", file=sys.stderr)
+        return EX_USAGE
+    open_store(settings.database)
+    ticket = Ticket.get_or_none(Ticket.number == args.ticket)
+    if ticket is None:
+        print(f"connector: no ticket {args.ticket}", file=sys.stderr)
+        return 1
+    by = args.by.strip().lower() if args.by else None
+    decision = auto_emails.decide(ticket, args.event, by, settings)
+    planner = auto_emails.Planner(settings)
+    event = TicketEvent(ticket=ticket.id, at=time.time(), event=args.event, by=by, via=VIA_CLI, detail={})
+    mails = []
+    for mail in decision.mails:
+        subject, _ = planner.text(ticket, event, mail)
+        sender = planner.sender(ticket)
+        mails.append({"to": mail.address, "rule": mail.rule, "kind": mail.kind, "template": mail.template,
+                      "from": sender[0], "subject": subject})
+    skipped = [{"to": s.address or None, "rule": s.rule, "kind": s.kind, "reason": s.reason}
+               for s in decision.skipped]
+    if args.json:
+        emit(args, {"event": args.event, "ticket": ticket.number, "by": by, "mails": mails, "skipped": skipped})
+        return 0
+    print(f"ticket {ticket.number}, event {args.event}" + (f", caused by {by}" if by else ""))
+    print("would send:")
+    emit(args, mails, ["to", "rule", "kind", "template", "subject"])
+    print("would not send:")
+    emit(args, skipped, ["to", "rule", "kind", "reason"])
+    return 0
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("auto-emails", help="automatic e-mails on ticket events (config/auto_emails.yaml)")
+    inner = parser.add_subparsers(dest="auto_emails_command", metavar="ACTION")
+    inner.required = True
+    p = inner.add_parser("preview", help="who would get which mail for EVENT on a ticket now (changes nothing)")
+    p.add_argument("event", help=f"one of: {', '.join(EVENTS)}")
+    p.add_argument("--ticket", type=int, required=True, metavar="N")
+    p.add_argument("--by", metavar="EMAIL", help="the person causing the event (never mailed about it)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_preview)
