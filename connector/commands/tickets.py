@@ -1,4 +1,4 @@
-"""Read the store: `tickets list|show|history|set`, `inbound list|replay|close`, `message export`."""
+"""Read the store: `tickets list|show|history|set|note|reply`, `inbound list|replay|close`, `message export`."""
 
 import json
 import sys
@@ -130,6 +130,42 @@ def cmd_tickets_set(args):
             events.record(ticket.id, name, at=now, by=None, via=events.VIA_CLI, detail=detail)
             log.info("ticket.changed", ticket=ticket.number, change=name, **detail)
     emit(args, ticket_summary(ticket))
+    return 0
+
+
+def cmd_tickets_write(args):
+    """`tickets note|reply N --as EMAIL`: the text on stdin, spooled as the employee's mail
+    (`connector.pipeline.cli_mail`); the daemon files and distributes it."""
+    settings = settings_or_exit(args)
+    from connector.app import open_services
+    from connector.pipeline import cli_mail
+    from connector.store.spool import store_message
+    services = open_services(settings)
+    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    if ticket is None:
+        print(f"connector: no ticket {args.number}", file=sys.stderr)
+        return 1
+    staff = settings.staff_by_email(args.as_email)
+    if staff is None:
+        print(f"connector: --as {args.as_email} is not an active employee (hint: see config/staff.yaml)",
+              file=sys.stderr)
+        return 1
+    text = sys.stdin.read()
+    if not text.strip():
+        print(f"connector: no text on stdin: nothing to file (hint: echo 'text' | connector tickets "
+              f"{args.kind} {args.number} --as {args.as_email})", file=sys.stderr)
+        return 1
+    references = [m.message_id for m in Message.select(Message.message_id).where(Message.ticket == ticket)
+                  .order_by(Message.received_at, Message.id) if m.message_id]
+    raw, message_id = cli_mail.build(services, ticket, staff, args.as_email.lower(), text, references)
+    spool_id = store_message(raw, mail_from=args.as_email, rcpt_to=[settings.public_address],
+                             intake=cli_mail.CLI_INTAKE,
+                             hints={cli_mail.CLI_HINT: {"kind": args.kind, "ticket": ticket.number,
+                                                        "by": args.as_email.lower()}})
+    log.info("tickets.written", kind=args.kind, ticket=ticket.number, by=args.as_email, spool_id=spool_id,
+             message_id=message_id)
+    print(f"{args.kind} on ticket {ticket.number} queued as spool entry {spool_id} ({message_id}); "
+          "the running daemon files and distributes it")
     return 0
 
 
@@ -267,6 +303,14 @@ def register(subparsers):
     p.add_argument("--manager", help="a staff email; empty to clear")
     p.add_argument("--inbox", choices=("yes", "no"))
     p.set_defaults(handler=cmd_tickets_set)
+
+    for kind, text in (("note", "an internal note (stdin), filed Not Public, to the employee recipients"),
+                       ("reply", "a public reply (stdin), mailed to the external recipients like an "
+                                 "employee's mail")):
+        p = tickets.add_parser(kind, help=text)
+        p.add_argument("number", type=int)
+        p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL", help="an active employee's email")
+        p.set_defaults(handler=cmd_tickets_write, kind=kind)
 
     inbound = _sub(subparsers, "inbound", "inbound messages that could not be routed (triage)")
     p = _json(inbound.add_parser("list", help="triage items"))

@@ -250,12 +250,18 @@ def auto_response(parsed, out, services, templates, ticket, message_id):
         ("To", ", ".join(out.to)),
         ("Subject", subject),
         ("Date", formatdate(localtime=True)),
-    ] + _threading(parsed, message_id) + [
+    ]
+    return subject, body, _answer(fields, parsed, services, message_id, body)
+
+
+def _answer(head, parsed, services, message_id, body):
+    """An automatic text answer to `parsed`: `head` (From .. Date), threading, our markers."""
+    fields = head + _threading(parsed, message_id) + [
         ("Auto-Submitted", "auto-replied"),
         ("X-Auto-Response-Suppress", "All"),
         ("X-Loop", services.loop_value),
     ] + TEXT_BODY_HEADERS
-    return subject, body, _header_block(fields) + b"\r\n" + _quoted_printable(body)
+    return _header_block(fields) + b"\r\n" + _quoted_printable(body)
 
 
 TEXT_BODY_HEADERS = [("MIME-Version", "1.0"), ("Content-Type", 'text/plain; charset="utf-8"'),
@@ -287,3 +293,16 @@ def inbound_notice(parsed, out, services, templates, reason, ticket_number, mess
         ("X-Loop", services.loop_value),
     ] + TEXT_BODY_HEADERS
     return subject or out.subject, body, _header_block(fields) + b"\r\n" + _quoted_printable(body)
+
+
+def command_result(parsed, to, services, templates, template, values, message_id):
+    """The outcome of a staff mail's commands, mailed back to its sender from the
+    notifications address (`connector.pipeline.commands`): (subject, raw)."""
+    subject, body = templates.render(template, **values)
+    fields = [
+        ("From", mailbox(services.settings.response_from_name, services.settings.notifications_address)),
+        ("To", to),
+        ("Subject", subject),
+        ("Date", formatdate(localtime=True)),
+    ]
+    return subject, _answer(fields, parsed, services, message_id, body)

@@ -4,18 +4,21 @@
 writes the outcome in one transaction; `runner` drives both and shunts a
 message whose processing raises.
 
-    parse -> classify -> sender -> reference -> route -> extract -> distribute -> notify
+    parse -> classify -> sender -> reference -> commands.read -> route -> extract -> commands.settle
+          -> distribute -> notify
 """
 
-from connector.pipeline import classify, distribute, extract, notify, parse, reference, route, sender
+from connector.pipeline import classify, commands, distribute, extract, notify, parse, reference, route, sender
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
     classify.run,     # automatic mail? bounce? duplicate?
     sender.run,       # employee or contact
     reference.run,    # which ticket, if any (subject tag, References)
+    commands.read,    # staff commands (#take, ...); a reply to a notice acts on its triage item
     route.run,        # new_ticket | follow_up | internal | triage | duplicate | ignored_automatic
     extract.run,      # the new reply text
+    commands.settle,  # a command mail's own filing: the rest of its text, or a note
     distribute.run,   # who gets what: planned outgoing mail
 )
 FINALLY = (

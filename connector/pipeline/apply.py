@@ -9,10 +9,12 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.outbound import compose
 from connector.mail.automatic import LOOP_HEADER
+from connector.pipeline import commands
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGE)
 from connector.pipeline.distribute import AUTO_RESPONSE
+from connector.pipeline.cli_mail import NOTE, kind_of
 from connector.pipeline.notify import NOTICE
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk, events
@@ -117,7 +119,8 @@ def _queue(ctx, ticket, templates, now):
                 subject = f"{keyword} {subject}"  # so that replies to it stay internal
             out.subject = subject
             original = "" if ctx.sender.is_staff or not (out.to or out.cc) else parsed.from_addr
-            raw = compose.redistribution(bytes(ctx.spool.raw), parsed, out, services, message_id, original)
+            copy = ctx.commands.copy if ctx.commands and ctx.commands.copy else bytes(ctx.spool.raw)
+            raw = compose.redistribution(copy, parsed, out, services, message_id, original)
         rows.append({"ticket": ticket.id, "cause_id": ctx.spool.id, "kind": out.kind,
                      "mail_from": settings.public_address, "rcpt": out.rcpt, "to": out.to, "cc": out.cc,
                      "bcc": out.bcc, "subject": subject, "message_id": message_id,
@@ -179,6 +182,9 @@ def apply_decision(ctx, templates):
         bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
     elif ctx.action == CONTACT_ONLY:
         _contact_id(ctx, now)
+    if ctx.commands is not None:  # staff commands, before the mail is filed (a note of what was done)
+        row = commands.run(ctx, ticket, templates, now)
+        bulk.insert(OutboxEntry, **dict(row, raw=_marked(row["raw"], ctx.services)))
     if ctx.action == NEW_TICKET and ctx.hints.get("ticket_fields"):
         bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
     if ctx.action in FILED:
@@ -209,6 +215,8 @@ def _record_event(ctx, ticket, now):
         events.record(ticket.id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
+        if kind_of(ctx) == NOTE:
+            name = events.NOTE_ADDED
         events.record(ticket.id, name, at=now, by=by, via=via, detail=detail)
 
 

@@ -10,12 +10,14 @@ TRIAGE = "triage"
 DUPLICATE = "duplicate"
 IGNORED_AUTOMATIC = "ignored_automatic"
 CONTACT_ONLY = "contact_only"
+STAFF_COMMAND = "staff_command"  # a reply to a New Inbound Message Notice with commands (pipeline/commands.py)
 
 # Triage reasons.
 R_NOTIFICATIONS = "notifications_address"
 R_UNKNOWN_SENDER = "unknown_sender"
 R_UNKNOWN_TICKET = "unknown_ticket"
 R_STAFF_NO_TICKET = "staff_without_ticket"
+R_UNAUTHENTICATED_STAFF = "unauthenticated_staff"  # an employee's From, not authenticated (sender step)
 R_BOUNCE = "bounce"
 R_PROCESSING_ERROR = "processing_error"
 
@@ -38,6 +40,7 @@ class Sender:
     staff: object = None        # settings.Staff when an active employee
     contact: object = None      # store Contact when known
     account: object = None      # settings.Account by domain
+    unauthenticated: str = ""   # why an employee's From did not count as theirs (then staff is None)
 
     @property
     def is_staff(self):
@@ -87,6 +90,7 @@ class Context:
     outgoing: list = field(default_factory=list)
     employee_defaults: list = field(default_factory=list)  # new ticket's employee recipients
     notes: list = field(default_factory=list)  # what else was decided, for the log line
+    commands: object = None     # staff commands of this mail (pipeline/commands.py), run by apply
     suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
     done: bool = False          # decision final; later steps skipped
 

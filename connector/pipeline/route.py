@@ -2,6 +2,7 @@
 mail, public flag) and seed 000 (what cannot be routed goes to triage).
 
     our own mail come back (loop marker, our Message-ID) counts as automatic
+    an employee's From, not authenticated      -> triage unauthenticated_staff (staff_authentication)
     to the notifications address only          -> triage notifications_address,
                                                   ignored_automatic when automatic (no notice)
     automatic, ticket known, sender associated -> follow_up, filed, not distributed
@@ -19,8 +20,8 @@ mail, public flag) and seed 000 (what cannot be routed goes to triage).
 from connector.mail.automatic import LOOP, Automatic, own_mail
 from connector.pipeline.context import (
     CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, R_CC_ONLY, R_CUSTOMER,
-    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_UNKNOWN_SENDER,
-    R_UNKNOWN_TICKET, TRIAGE)
+    R_EMPLOYEE, R_KEYWORD, R_NEW, R_NOTIFICATIONS, R_SCANNER_RULE, R_STAFF_NO_TICKET, R_UNAUTHENTICATED_STAFF,
+    R_UNKNOWN_SENDER, R_UNKNOWN_TICKET, TRIAGE)
 from connector.store.models import TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, ExternalRecipient
 from connector.store.queries import next_ticket_number
 
@@ -81,6 +82,8 @@ def run(ctx):
     sender = ctx.sender
     if not ctx.automatic.is_automatic and own_mail(ctx.parsed, ctx.services.signer):
         ctx.automatic = Automatic(True, False, LOOP)
+    if sender.unauthenticated:  # a staff From the MTA did not vouch for: never filed, never distributed
+        return triage(ctx, R_UNAUTHENTICATED_STAFF)
     automatic = ctx.automatic.is_automatic
     if addressed_to_notifications_only(ctx):
         # Automatic first: a notice answering an autoresponder behind triage_notice_to loops.

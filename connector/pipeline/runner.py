@@ -49,6 +49,7 @@ EVENTS = {
     "duplicate": "message.duplicate",
     "ignored_automatic": "message.ignored",
     "contact_only": "contact.created",
+    "staff_command": "message.staff_command",
 }
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
@@ -89,7 +90,7 @@ class Runner:
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
                     TriageItem.update(status=TRIAGE_CLOSED).where(
                         (TriageItem.spool_id == spool_id) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
-            if ctx.outgoing:
+            if ctx.outgoing or ctx.commands:  # staff commands mail their outcome back
                 wakeup.notify(wakeup.DELIVER)
             self._log(ctx)
             self._recovered()
