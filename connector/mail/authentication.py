@@ -6,14 +6,19 @@ package) whose authserv-id is one of `trusted_authserv_ids` count: anybody
 can write such a header, only the site's MTA writes one with its own id (and
 strips forged ones, see the README). The From domain is authenticated when a
 trusted header says `dmarc=pass` (for that domain, when it names
-`header.from`), or `dkim=pass` with a `header.d` aligned to it: the same
-domain, or one a parent of the other (`example.com` and `mail.example.com`:
-DMARC's relaxed alignment without a public-suffix list; two sibling
-subdomains do not align). A trusted `dmarc=fail` for the domain outweighs
+`header.from`), or `dkim=pass` with a `header.d` aligned to it: DMARC's
+relaxed alignment (RFC 7489 3.1.1), the same organizational domain
+(`mail.example.com` signs for `example.com`, `eu.example.com` for
+`us.example.com`), found with the Public Suffix List of the
+`publicsuffixlist` package (bundled, no lookup at run time), so that
+`example.co.uk` and `other.co.uk` never align, nor does a bare suffix. A trusted `dmarc=fail` for the domain outweighs
 any pass. Used by the sender step; no other module depends on it.
 """
 
+import functools
+
 import authres
+from publicsuffixlist import PublicSuffixList
 
 # Why a mail from an employee's address does not count as theirs (logged, and the
 # triage item's detail).
@@ -27,12 +32,23 @@ def domain_of(address):
     return (address or "").rpartition("@")[2].strip().lower().rstrip(".")
 
 
+@functools.lru_cache(maxsize=1)
+def _suffixes():
+    return PublicSuffixList()  # reads the bundled list once per process
+
+
+def organizational_domain(domain):
+    """`domain`'s registered domain (example.co.uk for a.b.example.co.uk), or itself for a
+    bare public suffix (co.uk), which then aligns with nothing but itself."""
+    return _suffixes().privatesuffix(domain) or domain
+
+
 def aligned(signing_domain, from_domain):
-    """`header.d` and the From domain are the same, or one is a subdomain of the other."""
+    """`header.d` and the From domain have the same organizational domain (relaxed alignment)."""
     d = (signing_domain or "").strip().lower().rstrip(".")
     if not d or not from_domain:
         return False
-    return d == from_domain or from_domain.endswith("." + d) or d.endswith("." + from_domain)
+    return d == from_domain or organizational_domain(d) == organizational_domain(from_domain)
 
 
 def trusted_results(parsed, trusted_ids):
