@@ -107,6 +107,21 @@ def test_commands_then_text_file_the_rest_for_the_customer_without_the_command_l
     assert last["public"] is True and last["reply_text"].startswith("Dear Ann")
 
 
+def test_the_copy_of_a_command_mail_keeps_its_attachments(daemon, sink):
+    number = new_ticket(daemon)
+    sink.messages.clear()
+    msg = make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="bob@example.com",
+                    body="#status Waiting\nThe manual is attached.\n")
+    msg.add_attachment(b"%PDF-1.4 manual", maintype="application", subtype="pdf", filename="manual.pdf")
+    daemon.send(msg)
+    processed(daemon)
+
+    copy = parsed([raw for _, rcpts, raw in sink.messages if "ann@acme.example" in rcpts][0])
+    assert "#status" not in copy.get_body(("plain",)).get_content()
+    attachments = list(copy.iter_attachments())
+    assert [(a.get_filename(), a.get_content()) for a in attachments] == [("manual.pdf", b"%PDF-1.4 manual")]
+
+
 def test_internal_command_files_the_mail_not_public_whatever_its_addressing(daemon, sink):
     number = new_ticket(daemon)
     _, answer = staff_mail(daemon, sink, number, "#internal\nJane, the toner is on order.\n")

@@ -27,6 +27,7 @@ mailed back to the sender from the notifications address
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timezone
+from email.message import EmailMessage
 
 from connector.log import get_logger
 from connector.outbound import compose
@@ -309,13 +310,13 @@ def settle(ctx):
         ctx.action, ctx.reason = INTERNAL, R_INTERNAL_COMMAND if plan.internal else R_REFUSED_COMMANDS
     if ctx.action == INTERNAL:
         ctx.public, ctx.internal, ctx.set_inbox = False, True, False
-    plan.copy = copy_without_commands(ctx.parsed)
+    if ctx.distribute:
+        plan.copy = copy_without_commands(ctx.parsed)
 
 
 def copy_without_commands(parsed):
     """The mail as staff and customers get it: its text after the command lines (as plain
     text: HTML cannot be cut safely), with its attachments."""
-    from email.message import EmailMessage
     _, rest = split_commands(parsed.text)
     copy = EmailMessage()
     copy.set_content(rest.strip() + "\n", cte="quoted-printable")
