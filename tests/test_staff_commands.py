@@ -12,6 +12,7 @@ from email import policy
 import pytest
 
 from conftest import make_mail, wait_for
+from connector.pipeline import commands
 from connector.workqueue import inbox as inbox_actions
 from connector.workqueue import triage as triage_actions
 
@@ -68,6 +69,48 @@ def staff_mail(daemon, sink, number, body, sender="bob@example.com", subject="Pr
 
 def history(daemon, number):
     return [(e["event"], e["via"], e["by"]) for e in daemon.json("tickets", "history", str(number))]
+
+
+@pytest.mark.parametrize("text, lines, rest", [
+    ("#take\n#complete\nthanks", ["#take", "#complete"], "thanks"),
+    ("\n  #take  \n\n#status  Waiting for parts \n\nDear Ann,\n#not a command here",
+     ["#take", "#status  Waiting for parts"], "Dear Ann,\n#not a command here"),
+    ("#1 priority customer\n#take", [], "#1 priority customer\n#take"),   # a word starts with a letter
+    ("Hello\n#take", [], "Hello\n#take"),                                  # commands come first
+    ("#take", ["#take"], ""),
+    ("", [], ""),
+])
+def test_command_lines_are_the_leading_hash_words(text, lines, rest):
+    assert commands.split_commands(text) == (lines, rest)
+
+
+@pytest.mark.parametrize("line, name, args", [
+    ("#TAKE", "take", {}),
+    ("#status Waiting for parts", "status", {"value": "Waiting for parts"}),
+    ("#forward Finance response 2026-12-05 please check the refund", "forward",
+     {"inbox": "Finance", "due_type": "response", "date": commands.due_timestamp("2026-12-05T23:59:59+00:00"),
+      "message": "please check the refund"}),
+    ("#forward Finance response 2026-12-05T17:00+01:00", "forward",
+     {"inbox": "Finance", "due_type": "response", "date": commands.due_timestamp("2026-12-05T16:00:00")}),
+    ("#attach 123", "attach", {"ticket": 123}),
+    ("#cancel", "cancel", {}),
+    ("#create-ticket", "create-ticket", {}),
+])
+def test_command_arguments(line, name, args):
+    parsed_line = commands.parse_line(line)
+    assert parsed_line.outcome == "" and parsed_line.command.name == name and parsed_line.args == args
+
+
+@pytest.mark.parametrize("line, why", [
+    ("#takeover", "unknown command #takeover"),
+    ("#attach", "missing TICKET (write: #attach TICKET)"),
+    ("#attach twelve", "'twelve' is not a ticket number"),
+    ("#take 12", "too many words (write: #take)"),
+    ("#forward Finance response 5.12.2026", "'5.12.2026' is not a date"),
+])
+def test_command_refusals(line, why):
+    parsed_line = commands.parse_line(line)
+    assert parsed_line.command is None and parsed_line.outcome.startswith(why)
 
 
 def test_status_command_alone_changes_the_ticket_files_a_note_and_answers(daemon, sink):
