@@ -109,6 +109,7 @@ def test_spoofed_staff_mail_only_goes_to_triage(guarded, sink, result):
 
     assert [(i["reason"], i["from"], i["ticket"]) for i in guarded.inbound()] == \
         [("unauthenticated_staff", "bob@example.com", number)]
+    assert guarded.inbound()[0]["detail"] in (authentication.NO_TRUSTED_HEADER, authentication.DMARC_FAILED)
     show = guarded.ticket(number)
     assert show["status"] == "New"                      # no command ran
     assert len(show["messages"]) == 2                   # the request and its auto-response only

@@ -207,6 +207,13 @@ def test_commands_on_a_mail_without_ticket_are_refused_and_the_mail_goes_to_tria
     assert [i["reason"] for i in daemon.inbound()] == ["staff_without_ticket"]
 
 
+def test_commands_on_a_ticket_that_does_not_exist_are_refused(daemon, sink):
+    _, answer = staff_mail(daemon, sink, 4711, "#take\n")
+
+    assert "there is no ticket 4711" in answer.get_content()
+    assert [i["reason"] for i in daemon.inbound()] == ["unknown_ticket"]
+
+
 def test_commands_from_a_customer_are_only_text(daemon, sink):
     number = new_ticket(daemon)
     staff_mail(daemon, sink, number, "#status Closed\nplease close it\n", sender="ann@acme.example")

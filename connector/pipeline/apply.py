@@ -193,7 +193,8 @@ def apply_decision(ctx, templates):
         _file_message(ctx, ticket.id)
         _remember_threads([ctx.parsed.message_id] + _queue(ctx, ticket, templates, now), ticket.id)
     if ctx.action in (TRIAGE, IGNORED_AUTOMATIC):
-        bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason, detail="",
+        bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason,
+                    detail=ctx.sender.unauthenticated if ctx.sender else "",
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)

@@ -335,7 +335,8 @@ def run(ctx, ticket, templates, now):
     plan, by = ctx.commands, ctx.sender.staff.email
     target = plan.item_id if plan.on == ON_ITEM else ticket
     if not plan.refusal and plan.on == ON_TICKET and (ticket is None or ctx.action not in (FOLLOW_UP, INTERNAL)):
-        plan.refusal = "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)"
+        plan.refusal = (f"nothing was done: there is no ticket {ctx.ticket_number}" if ctx.ticket_number else
+                        "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)")
     if not plan.refusal:
         _execute(plan, target, by, now)
     if plan.on == ON_TICKET and ctx.reason == R_COMMANDS_ONLY:
