@@ -253,6 +253,7 @@ def test_ticket_commands_in_a_reply_to_a_notice_are_refused(triage_daemon, sink)
 
     assert answer["Subject"].startswith("Not done:")
     assert "#status acts on a ticket" in answer.get_content()
+    assert f"(inbound item {item['id']})" in answer.get_content()     # the notice names its item
     assert [i for i in triage_daemon.inbound() if i["id"] == item["id"]][0]["status"] == "awaiting_review"
 
 
