@@ -7,6 +7,7 @@ the tests of the commands that need them skip while those functions are missing.
 """
 
 import email
+import json
 from email import policy
 
 import pytest
@@ -370,7 +371,9 @@ def test_tickets_note_is_filed_not_public_to_the_employees(daemon, sink):
 def test_tickets_reply_is_mailed_to_the_customer_like_an_employee_mail(daemon, sink):
     number = new_ticket(daemon)
     sink.messages.clear()
-    daemon.cli("tickets", "reply", str(number), "--as", "jane@example.com", input="Grüße, it is fixed.\n".encode())
+    queued = json.loads(daemon.cli("tickets", "reply", str(number), "--as", "Jane@Example.com", "--json",
+                                   input="Grüße, it is fixed.\n".encode()).stdout)
+    assert queued["kind"] == "reply" and queued["ticket"] == number and queued["by"] == "jane@example.com"
     processed(daemon)
 
     to_ann = [parsed(raw) for _, rcpts, raw in sink.messages if "ann@acme.example" in rcpts]
@@ -381,6 +384,7 @@ def test_tickets_reply_is_mailed_to_the_customer_like_an_employee_mail(daemon, s
     assert copy.get_content().strip() == "Grüße, it is fixed."
     last = daemon.ticket(number)["messages"][-1]
     assert last["public"] is True and last["from"] == "jane@example.com"
+    assert last["message_id"] == queued["message_id"]
     assert history(daemon, number)[-1] == ("employee_replied", "cli", "jane@example.com")
 
 

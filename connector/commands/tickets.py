@@ -164,8 +164,12 @@ def cmd_tickets_write(args):
                                                         "by": args.as_email.lower()}})
     log.info("tickets.written", kind=args.kind, ticket=ticket.number, by=args.as_email, spool_id=spool_id,
              message_id=message_id)
-    print(f"{args.kind} on ticket {ticket.number} queued as spool entry {spool_id} ({message_id}); "
-          "the running daemon files and distributes it")
+    if args.json:
+        emit(args, {"kind": args.kind, "ticket": ticket.number, "by": args.as_email.lower(), "spool_id": spool_id,
+                    "message_id": message_id})
+    else:
+        print(f"{args.kind} on ticket {ticket.number} queued as spool entry {spool_id} ({message_id}); "
+              "the running daemon files and distributes it")
     return 0
 
 
@@ -307,7 +311,7 @@ def register(subparsers):
     for kind, text in (("note", "an internal note (stdin), filed Not Public, to the employee recipients"),
                        ("reply", "a public reply (stdin), mailed to the external recipients like an "
                                  "employee's mail")):
-        p = tickets.add_parser(kind, help=text)
+        p = _json(tickets.add_parser(kind, help=text))
         p.add_argument("number", type=int)
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL", help="an active employee's email")
         p.set_defaults(handler=cmd_tickets_write, kind=kind)
