@@ -215,6 +215,15 @@ def test_commands_on_a_ticket_that_does_not_exist_are_refused(daemon, sink):
     assert [i["reason"] for i in daemon.inbound()] == ["unknown_ticket"]
 
 
+def test_ticket_commands_to_the_notifications_address_are_refused(daemon, sink):
+    number = new_ticket(daemon)
+    _, answer = staff_mail(daemon, sink, number, "#status Waiting\n", to="notifications@example.com")
+
+    assert daemon.ticket(number)["status"] == "New"
+    assert f"not filed on ticket {number} (notifications_address)" in answer.get_content()
+    assert "send commands to support@example.com" in answer.get_content()
+
+
 def test_commands_from_a_customer_are_only_text(daemon, sink):
     number = new_ticket(daemon)
     staff_mail(daemon, sink, number, "#status Closed\nplease close it\n", sender="ann@acme.example")

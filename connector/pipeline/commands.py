@@ -335,8 +335,7 @@ def run(ctx, ticket, templates, now):
     plan, by = ctx.commands, ctx.sender.staff.email
     target = plan.item_id if plan.on == ON_ITEM else ticket
     if not plan.refusal and plan.on == ON_TICKET and (ticket is None or ctx.action not in (FOLLOW_UP, INTERNAL)):
-        plan.refusal = (f"nothing was done: there is no ticket {ctx.ticket_number}" if ctx.ticket_number else
-                        "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)")
+        plan.refusal = _not_filed(ctx, ticket)
     if not plan.refusal:
         _execute(plan, target, by, now)
     if plan.on == ON_TICKET and ctx.reason == R_COMMANDS_ONLY:
@@ -345,6 +344,16 @@ def run(ctx, ticket, templates, now):
              ok=plan.ok, commands=[line.text for line in plan.lines], refusal=plan.refusal or None,
              outcomes=[line.outcome or NOT_RUN for line in plan.lines])
     return _reply_row(ctx, plan, ticket if plan.on == ON_TICKET else None, templates, now)
+
+
+def _not_filed(ctx, ticket):
+    """Why ticket commands did not run: the mail was not filed on a ticket."""
+    if ticket is not None:
+        return (f"nothing was done: this mail was not filed on ticket {ticket.number} ({ctx.reason}); "
+                f"send commands to {ctx.services.settings.public_address}")
+    if ctx.ticket_number:
+        return f"nothing was done: there is no ticket {ctx.ticket_number}"
+    return "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)"
 
 
 def _reply_row(ctx, plan, ticket, templates, now):
