@@ -41,6 +41,8 @@ def auth(*headers, sender="bob@example.com"):
     (("mx.example.com; dmarc=pass header.from=example.com", "mx.example.com; dmarc=fail header.from=example.com"),
      authentication.DMARC_FAILED),                                        # a forged pass never outweighs a fail
     (("this is ; not = a header", "mx.example.com; dmarc=pass"), ""),     # unparseable: ignored
+    (("mx.example.com.attacker.example; dmarc=pass",), authentication.NO_TRUSTED_HEADER),
+    (("mx.example.com 1; dmarc=pass header.from=example.com",), ""),      # with a version
 ])
 def test_from_domain_failure(headers, expected):
     assert auth(*headers) == expected

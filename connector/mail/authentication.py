@@ -16,9 +16,12 @@ any pass. Used by the sender step; no other module depends on it.
 """
 
 import functools
+import re
 
 import authres
 from publicsuffixlist import PublicSuffixList
+
+AUTHSERV_ID_RE = re.compile(r"[\s;(]")  # what ends the authserv-id, the header's first word
 
 # Why a mail from an employee's address does not count as theirs (logged, and the
 # triage item's detail).
@@ -54,6 +57,8 @@ def aligned(signing_domain, from_domain):
 def trusted_results(parsed, trusted_ids):
     """(method, result, {ptype.property: value}) of every result in a trusted header."""
     for value in parsed.header_all("authentication-results"):
+        if AUTHSERV_ID_RE.split(value.strip(), 1)[0].lower() not in trusted_ids:
+            continue  # not parsed at all: a stranger may add a thousand of them
         try:
             header = authres.AuthenticationResultsHeader.parse_value(value)
         except (authres.AuthResError, ValueError, IndexError):
