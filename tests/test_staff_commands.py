@@ -224,6 +224,25 @@ def test_ticket_commands_to_the_notifications_address_are_refused(daemon, sink):
     assert "send commands to support@example.com" in answer.get_content()
 
 
+def test_our_own_mail_come_back_never_commands(daemon, sink):
+    """A confirmation or copy an employee's forwarding rule sends back carries our loop marker."""
+    number = new_ticket(daemon)
+    _, answer = staff_mail(daemon, sink, number, "#status Waiting\n")
+    assert answer["X-Connector-Loop"]
+    for header in ("From", "Auto-Submitted", "X-Auto-Response-Suppress", "X-Loop"):  # only the marker is left
+        del answer[header]
+    answer["From"] = "bob@example.com"
+    answer.set_content("#status Closed\n")
+    count = len(daemon.spool_states())
+    sink.messages.clear()
+    daemon.send(answer, sender="bob@example.com", rcpts=["support@example.com"])
+    daemon.wait_processed(count + 1)
+    daemon.wait_delivered()
+
+    assert daemon.ticket(number)["status"] == "Waiting"
+    assert replies_to(sink, "bob@example.com") == []
+
+
 def test_commands_from_a_customer_are_only_text(daemon, sink):
     number = new_ticket(daemon)
     staff_mail(daemon, sink, number, "#status Closed\nplease close it\n", sender="ann@acme.example")

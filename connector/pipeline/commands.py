@@ -30,6 +30,7 @@ from datetime import datetime, time, timezone
 from email.message import EmailMessage
 
 from connector.log import get_logger
+from connector.mail.automatic import own_mail
 from connector.outbound import compose
 from connector.pipeline.cli_mail import CLI_INTAKE, NOTE, kind_of
 from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND
@@ -273,7 +274,8 @@ def answered_item(ctx):
 
 def read(ctx):
     """Step between `reference` and `route`: the commands of an employee's mail."""
-    if not ctx.sender.is_staff or ctx.automatic.is_automatic or ctx.spool.intake == CLI_INTAKE:
+    if not ctx.sender.is_staff or ctx.automatic.is_automatic or ctx.spool.intake == CLI_INTAKE \
+            or own_mail(ctx.parsed, ctx.services.signer):  # our own mail come back never commands
         return
     found, _ = split_commands(ctx.parsed.text)
     if not found:
