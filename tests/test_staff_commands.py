@@ -396,8 +396,10 @@ def test_tickets_note_is_filed_not_public_to_the_employees(daemon, sink):
     assert history(daemon, number)[-1] == ("note_added", "cli", "bob@example.com")
 
 
-def test_tickets_reply_is_mailed_to_the_customer_like_an_employee_mail(daemon, sink):
-    number = new_ticket(daemon)
+@pytest.mark.parametrize("subject", ["Printer broken", "*123* Printer broken"])
+def test_tickets_reply_is_mailed_to_the_customer_like_an_employee_mail(daemon, sink, subject):
+    """A ticket opened with the internal keyword (Not Public) still gets a public reply."""
+    number = new_ticket(daemon, subject)
     sink.messages.clear()
     queued = json.loads(daemon.cli("tickets", "reply", str(number), "--as", "Jane@Example.com", "--json",
                                    input="Grüße, it is fixed.\n".encode()).stdout)

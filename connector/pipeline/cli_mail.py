@@ -34,7 +34,8 @@ def build(services, ticket, staff, by, text, references, clock=time.time):
     mail = EmailMessage()
     mail["From"] = formataddr((staff.name, by))
     mail["To"] = settings.public_address
-    mail["Subject"] = services.subject_with_tag(ticket.subject, ticket.number)
+    # Without the internal keyword: a reply on a ticket opened with it would be filed internal.
+    mail["Subject"] = services.subject_with_tag(services.without_keyword(ticket.subject), ticket.number)
     mail["Date"] = formatdate(clock(), localtime=True)
     mail["Message-ID"] = make_msgid("cli", domain=settings.public_address.rpartition("@")[2])
     if references:
