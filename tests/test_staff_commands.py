@@ -243,6 +243,17 @@ def test_our_own_mail_come_back_never_commands(daemon, sink):
     assert replies_to(sink, "bob@example.com") == []
 
 
+def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
+    number = new_ticket(daemon)
+    mail = tmp_path / "bob.eml"
+    mail.write_bytes(make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="bob@example.com",
+                               body="#status Waiting\n").as_bytes())
+    decision = json.loads(daemon.cli("replay", "--dry-run", "--json", str(mail)).stdout)
+
+    assert (decision["action"], decision["reason"], decision["public"]) == ("internal", "staff_commands", False)
+    assert daemon.ticket(number)["status"] == "New"
+
+
 def test_commands_from_a_customer_are_only_text(daemon, sink):
     number = new_ticket(daemon)
     staff_mail(daemon, sink, number, "#status Closed\nplease close it\n", sender="ann@acme.example")
