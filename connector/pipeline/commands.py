@@ -56,6 +56,7 @@ ON_TICKET = "ticket"
 ON_ITEM = "inbound item"
 ON_FILING = "filing"   # how this mail itself is filed (#internal)
 
+REFILED_HINT = "triage"  # set by connector.workqueue.triage when it files a triage item's mail again
 NOT_RUN = "not run"
 KIND = "command_reply"  # the outbox kind of the result mailed back
 TEMPLATE = "staff_command_result.txt.j2"
@@ -73,7 +74,7 @@ class Arg:
 class Command:
     name: str
     on: str
-    handler: object          # handler(target, args, by, now) -> confirmation line
+    handler: object          # handler(target, args, Act) -> confirmation line
     args: tuple = ()
 
     @property
@@ -81,6 +82,16 @@ class Command:
         parts = [a.name.upper() + ("..." if a.rest else "") for a in self.args]
         parts = [f"[{p}]" if a.optional else p for p, a in zip(parts, self.args)]
         return " ".join([f"#{self.name}"] + parts)
+
+
+@dataclass(frozen=True)
+class Act:
+    """Who acts, when, and what the triage actions file with (they run the pipeline again)."""
+
+    by: str
+    now: float
+    services: object
+    templates: object
 
 
 @dataclass
@@ -131,74 +142,76 @@ def ticket_argument(text):
     return int(text)
 
 
-def _entry(ticket, by):
-    return inbox_actions.entry_for(ticket.number, by=by)
+def _entry(ticket, act):
+    return inbox_actions.entry_for(ticket.number, by=act.by)
 
 
-def _take(ticket, args, by, now):
-    entry = _entry(ticket, by)
-    inbox_actions.take(entry.id, by=by, via=events.VIA_MAIL, now=now)
+def _take(ticket, args, act):
+    entry = _entry(ticket, act)
+    inbox_actions.take(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"ticket {ticket.number} in {entry.inbox} is yours"
 
 
-def _complete(ticket, args, by, now):
-    entry = _entry(ticket, by)
-    inbox_actions.complete(entry.id, by=by, via=events.VIA_MAIL, now=now)
+def _complete(ticket, args, act):
+    entry = _entry(ticket, act)
+    inbox_actions.complete(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"ticket {ticket.number} completed in {entry.inbox}"
 
 
-def _cancel(ticket, args, by, now):
-    entry = _entry(ticket, by)
-    inbox_actions.cancel(entry.id, by=by, via=events.VIA_MAIL, now=now, message=args.get("message"))
+def _cancel(ticket, args, act):
+    entry = _entry(ticket, act)
+    inbox_actions.cancel(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now, message=args.get("message"))
     return f"ticket {ticket.number} cancelled in {entry.inbox}"
 
 
-def _forward(ticket, args, by, now):
-    entry = _entry(ticket, by)
-    inbox_actions.forward(entry.id, to=args["inbox"], due_type=args["due_type"], due_at=args["date"], by=by,
-                          via=events.VIA_MAIL, now=now, message=args.get("message"))
+def _forward(ticket, args, act):
+    entry = _entry(ticket, act)
+    inbox_actions.forward(entry.id, to=args["inbox"], due_type=args["due_type"], due_at=args["date"], by=act.by,
+                          via=events.VIA_MAIL, now=act.now, message=args.get("message"))
     due = datetime.fromtimestamp(args["date"], timezone.utc).isoformat(timespec="minutes")
     return f"ticket {ticket.number} forwarded from {entry.inbox} to {args['inbox']} ({args['due_type']} due {due})"
 
 
-def _add(ticket, args, by, now):
-    inbox_actions.add(ticket.number, args["name"], by=by, via=events.VIA_MAIL, now=now)
+def _add(ticket, args, act):
+    inbox_actions.add(ticket.number, args["name"], by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"ticket {ticket.number} added to inbox {args['name']}"
 
 
-def _status(ticket, args, by, now):
+def _status(ticket, args, act):
     value, current = args["value"], Ticket.get_by_id(ticket.id).status
     if value == current:
         return f"ticket {ticket.number} is {value} already"
-    Ticket.update(status=value, updated_at=now).where(Ticket.id == ticket.id).execute()
+    Ticket.update(status=value, updated_at=act.now).where(Ticket.id == ticket.id).execute()
     detail = {"from": current, "to": value}
-    events.record(ticket.id, events.STATUS_CHANGED, at=now, by=by, via=events.VIA_MAIL, detail=detail)
-    log.info("ticket.changed", ticket=ticket.number, change=events.STATUS_CHANGED, by=by, via=events.VIA_MAIL,
+    events.record(ticket.id, events.STATUS_CHANGED, at=act.now, by=act.by, via=events.VIA_MAIL, detail=detail)
+    log.info("ticket.changed", ticket=ticket.number, change=events.STATUS_CHANGED, by=act.by, via=events.VIA_MAIL,
              **detail)
     return f"ticket {ticket.number}: status {current} -> {value}"
 
 
-def _internal(ticket, args, by, now):
+def _internal(ticket, args, act):
     return "this mail is filed Not Public (employees only)"
 
 
-def _create_ticket(item_id, args, by, now):
-    number = triage_actions.create_ticket(item_id, by=by, via=events.VIA_MAIL, now=now)
+def _create_ticket(item_id, args, act):
+    number = triage_actions.create_ticket(item_id, by=act.by, via=events.VIA_MAIL, now=act.now,
+                                          services=act.services, templates=act.templates)
     return f"inbound item {item_id}: ticket {number} created"
 
 
-def _attach(item_id, args, by, now):
-    triage_actions.attach(item_id, args["ticket"], by=by, via=events.VIA_MAIL, now=now)
+def _attach(item_id, args, act):
+    triage_actions.attach(item_id, args["ticket"], by=act.by, via=events.VIA_MAIL, now=act.now,
+                          services=act.services, templates=act.templates)
     return f"inbound item {item_id} attached to ticket {args['ticket']}"
 
 
-def _close(item_id, args, by, now):
-    triage_actions.close(item_id, by=by, via=events.VIA_MAIL, now=now)
+def _close(item_id, args, act):
+    triage_actions.close(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} closed"
 
 
-def _delete(item_id, args, by, now):
-    triage_actions.delete(item_id, by=by, via=events.VIA_MAIL, now=now)
+def _delete(item_id, args, act):
+    triage_actions.delete(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} deleted"
 
 
@@ -275,8 +288,8 @@ def answered_item(ctx):
 def read(ctx):
     """Step between `reference` and `route`: the commands of an employee's mail."""
     if not ctx.sender.is_staff or ctx.automatic.is_automatic or ctx.spool.intake == CLI_INTAKE \
-            or own_mail(ctx.parsed, ctx.services.signer):  # our own mail come back never commands
-        return
+            or own_mail(ctx.parsed, ctx.services.signer) or ctx.hints.get(REFILED_HINT):
+        return  # our own mail come back never commands; a refiled triage item's were answered already
     found, _ = split_commands(ctx.parsed.text)
     if not found:
         return
@@ -339,7 +352,7 @@ def run(ctx, ticket, templates, now):
     if not plan.refusal and plan.on == ON_TICKET and (ticket is None or ctx.action not in (FOLLOW_UP, INTERNAL)):
         plan.refusal = _not_filed(ctx, ticket)
     if not plan.refusal:
-        _execute(plan, target, by, now)
+        _execute(plan, target, Act(by, now, ctx.services, templates))
     if plan.on == ON_TICKET and ctx.reason == R_COMMANDS_ONLY:
         ctx.reply_text = summary(plan)  # the internal note of what was done
     log.info("staff.commands", by=by, on=plan.on, ticket=ticket.number if ticket else None, item=plan.item_id,
@@ -379,12 +392,12 @@ def _reply_row(ctx, plan, ticket, templates, now):
             "next_attempt_at": now, "created_at": now}
 
 
-def _execute(plan, target, by, now):
+def _execute(plan, target, act):
     current = None
     try:
         with database.atomic():  # a savepoint: a refusal undoes the commands before it
             for current in plan.lines:
-                current.outcome, current.done = current.command.handler(target, current.args, by, now), True
+                current.outcome, current.done = current.command.handler(target, current.args, act), True
     except Refused as exc:
         current.outcome = f"refused: {exc}"
         for line in plan.lines:
