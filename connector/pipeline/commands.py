@@ -37,7 +37,6 @@ from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND
 from connector.store import events
 from connector.store.models import OutboxEntry, Ticket, TriageItem, database
 from connector.workqueue import inbox as inbox_actions
-from connector.workqueue import triage as triage_actions
 from connector.workqueue.errors import Refused
 
 log = get_logger("pipeline")
@@ -193,25 +192,32 @@ def _internal(ticket, args, act):
     return "this mail is filed Not Public (employees only)"
 
 
+def triage_actions():
+    """`connector.workqueue.triage`, imported when first used: it runs the pipeline itself,
+    and the pipeline imports this module."""
+    from connector.workqueue import triage
+    return triage
+
+
 def _create_ticket(item_id, args, act):
-    number = triage_actions.create_ticket(item_id, by=act.by, via=events.VIA_MAIL, now=act.now,
+    number = triage_actions().create_ticket(item_id, by=act.by, via=events.VIA_MAIL, now=act.now,
                                           services=act.services, templates=act.templates)
     return f"inbound item {item_id}: ticket {number} created"
 
 
 def _attach(item_id, args, act):
-    triage_actions.attach(item_id, args["ticket"], by=act.by, via=events.VIA_MAIL, now=act.now,
+    triage_actions().attach(item_id, args["ticket"], by=act.by, via=events.VIA_MAIL, now=act.now,
                           services=act.services, templates=act.templates)
     return f"inbound item {item_id} attached to ticket {args['ticket']}"
 
 
 def _close(item_id, args, act):
-    triage_actions.close(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    triage_actions().close(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} closed"
 
 
 def _delete(item_id, args, act):
-    triage_actions.delete(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    triage_actions().delete(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} deleted"
 
 
