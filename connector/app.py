@@ -1,16 +1,22 @@
-"""Wiring: the daemon (`connector run`).
+"""Wiring: the daemon (`connector run`) and its background processes, in one place.
 
     connector run       main process: SMTP/LMTP intake -> spool (group commit),
-                        background intakes (IMAP scanners); starts, restarts and
-                        reloads the background processes of `connector.worker`:
+                        in-process SERVICES (IMAP scanners); starts, restarts and
+                        reloads the BACKGROUND processes of `connector.worker`:
     connector worker    the pipeline over spooled messages
     connector deliver   the outbox, to the relay or the maildir
 
 Separate processes, so that filing and delivering never take the intake's
 interpreter lock. They share the SQLite files; the spool and the outbox are
-the hand-overs. `connector.health` holds how the daemon is watched: the
-children's supervision, the state file `connector status` reads, the
-metrics endpoint and systemd's notify protocol.
+the hand-overs. Every process reloads its configuration through one
+`Reloader` (connector.settings.reload); in the daemon the intake and the
+services follow its reloads. `connector.health` holds how the daemon is
+watched: the children's supervision, the state file `connector status` reads,
+the metrics endpoint and systemd's notify protocol.
+
+The store is opened (and its schema upgraded, when `[connector] auto_upgrade`
+allows) before anything listens: an old schema with auto_upgrade = no stops
+`run` with a line naming `connector db upgrade`.
 """
 
 import asyncio
@@ -18,33 +24,36 @@ import errno
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
 from connector.checks import load_checked
-from connector.health.children import Children
+from connector.health.children import Children, announce_ready
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
 from connector.log import get_logger
-from connector.pipeline.services import Services, own_address_re
-from connector.settings import ConfigError
-from connector.settings.reload import ConfigWatcher, fingerprint, keep_in_force
-from connector.settings.schema import WHERE
+from connector.mail.addresses import OwnAddresses
+from connector.pipeline.services import Services
+from connector.scanners.service import ScannerService
+from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
+from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker
 
 log = get_logger("daemon")
 
-# Background intakes started beside SMTP: callables `start(settings, stop_event)`
-# returning the threads they started. IMAP scanners add themselves here.
-SERVICES = (
-    __import__("connector.scanners.service", fromlist=["start"]).start,  # IMAP mail scanners
-)
+# In-process services started beside SMTP: `cls(settings, stop_event)` with `start()`
+# returning the threads started, `reload(settings)` and `keep(error)` after a refused reload.
+SERVICES = (ScannerService,)  # IMAP mail scanners
+# Background processes (`connector <name>`), each restarted by the daemon when it dies.
+BACKGROUND = {loop.name: loop for loop in (FilingWorker, DeliveryWorker)}
 
 SUPERVISE_EVERY = 0.2   # seconds between looks at the children
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
-CHILDREN = ("worker", "deliver")  # background processes, each restarted when it dies
+EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
+FALLBACK_NICENESS = 19
 LISTEN_HINTS = {
     errno.EADDRINUSE: "another process listens there (`ss -ltnp` names it); stop it or choose another port",
     errno.EADDRNOTAVAIL: "that address is not one of this machine's; use 127.0.0.1 or an address `ip addr` lists",
@@ -66,31 +75,35 @@ class ListenError(Exception):
 
 def open_services(settings, clock=time.time, synchronous="full"):
     """Store, key and pipeline services for this process."""
-    open_store(settings.database, synchronous)
+    open_store(settings.database, synchronous, upgrade=settings.auto_upgrade)
     return Services(settings, load_hmac_key(settings.data_dir), clock=clock)
 
 
 class Daemon:
     def __init__(self, settings, ini_path, with_worker=True, clock=time.time):
-        self.settings = settings
+        self.reloader = Reloader(settings, load_checked, "daemon", clock)
         self.ini_path = ini_path
         self.clock = clock
         self.stop_event = threading.Event()
-        self.children = Children(ini_path, CHILDREN if with_worker else ())
+        self.children = Children(ini_path, tuple(BACKGROUND) if with_worker else ())
+        self.services = [service(settings, self.stop_event) for service in SERVICES]
         self.notifier = Notifier()
         self.started_at = clock()
-        self.config = {"generation": 1, "loaded_at": self.started_at, "reload_error": None}
         self.stopped_at = None
         self.ready = False
         self.state_failed = False
         self.listen = settings.listen      # what is bound and opened: a change of either needs a restart
         self.data_dir = settings.data_dir
 
+    @property
+    def settings(self):
+        return self.reloader.settings
+
     def state(self):
         """What the state file holds (and /metrics, /healthz read in-process)."""
         return {"pid": os.getpid(), "started_at": self.started_at, "updated_at": self.clock(),
                 "stopped_at": self.stopped_at, "listen": self.listen,
-                "protocol": self.settings.protocol, "ready": self.ready, "config": dict(self.config),
+                "protocol": self.settings.protocol, "ready": self.ready, "config": self.reloader.state(),
                 "children": self.children.snapshot()}
 
     def publish(self):
@@ -108,7 +121,7 @@ class Daemon:
         """The ini is not watched by watchdog (its folder may be busy): compare fingerprints."""
         while not self.stop_event.is_set():
             await asyncio.sleep(FINGERPRINT_EVERY)
-            if fingerprint(self.settings) != self.fingerprint:
+            if self.reloader.files_changed():
                 self.reload()
 
     async def _supervise(self):
@@ -135,7 +148,7 @@ class Daemon:
         settings = self.settings
         services = open_services(settings)
         committer = GroupCommitter()
-        handler = IntakeHandler(services.is_own, committer, settings.protocol)
+        handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
         try:
             server, metrics = await self._listen(handler)
@@ -150,11 +163,10 @@ class Daemon:
         watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
         watcher.start()
         self.children.start_all()
-        threads = [t for start in SERVICES for t in start(settings, self.stop_event)]
+        threads = [thread for service in self.services for thread in service.start()]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode,
                  metrics=settings.metrics_listen or None)
-        self.fingerprint = self.in_force = fingerprint(settings)
         tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat())]
         await stopped.wait()
         self.notifier.send(STOPPING)
@@ -201,27 +213,16 @@ class Daemon:
 
     def reload(self):
         """Load the configuration again; apply it if good, keep the running one if not."""
-        self.fingerprint = fingerprint(self.settings)
-        try:
-            settings = load_checked(self.ini_path)
-        except ConfigError as exc:
-            log.error("config.reload_failed", error=str(exc), keeping="last good configuration")
-            self.config["reload_error"] = {"error": str(exc), "at": self.clock()}
-            self.publish()
-            return
-        restart = keep_in_force(self.settings, settings)
-        if restart:
-            log.warning("config.restart_needed", keys=restart, where=[WHERE[k] for k in restart])
-        own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
-        self.handler.is_own_address = lambda address: any(r.match(address or "") for r in own)
-        self.settings = settings
-        if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
-            self.in_force = self.fingerprint
-            self.config.update(generation=self.config["generation"] + 1, loaded_at=self.clock())
-        self.config["reload_error"] = None
-        self.children.signal_running(signal.SIGHUP)
+        if not self.reloader.reload(self._apply):
+            for service in self.services:
+                service.keep(self.reloader.error["error"])
         self.publish()
-        log.info("config.reloaded", process="daemon", generation=self.config["generation"])
+
+    def _apply(self, settings):
+        for service in self.services:
+            service.reload(settings)
+        self.handler.is_own_address = OwnAddresses.of(settings).is_own
+        self.children.signal_running(signal.SIGHUP)
 
 
 def metrics_handler(handler, metrics):
@@ -231,4 +232,41 @@ def metrics_handler(handler, metrics):
 
 def run_daemon(settings, ini_path, with_worker=True):
     asyncio.run(Daemon(settings, ini_path, with_worker).main())
+    return 0
+
+
+def run_background(name, settings):
+    """Entry point of a background process (`connector worker|deliver`) started by the
+    daemon (or by systemd): idle CPU class, stop on SIGTERM or when the daemon that started
+    it dies, reload on SIGHUP, tell the daemon it runs once its store is open."""
+    loop_class = BACKGROUND[name]
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(FALLBACK_NICENESS)
+    stop = threading.Event()
+    worker = None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.request_stop() if worker else stop.set())
+    parent = os.getppid()
+
+    def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning(f"{name}.orphaned", parent=parent)
+                stop.set()
+                if worker:
+                    worker.waker.poke()
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
+    try:
+        worker = loop_class(settings, stop)
+    except AlreadyRunning as exc:
+        log.error(f"{name}.already_running", error=str(exc))
+        print(f"connector: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    signal.signal(signal.SIGHUP, lambda *_: worker.request_reload())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # the daemon started us with it blocked
+    announce_ready()  # store open, configuration loaded: the daemon may tell systemd READY
+    worker.run()
     return 0

@@ -25,7 +25,6 @@ import time
 from email import policy
 from email.parser import Parser
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -187,11 +186,10 @@ class hang_guard:
 
 
 class World:
-    """A tmp installation: settings, services, templates, a store with tickets 1 and 2."""
+    """A tmp installation: settings, services, a store with tickets 1 and 2."""
 
     def __init__(self, path):
         from connector.app import open_services
-        from connector.outbound.compose import Templates
         from connector.pipeline.runner import Runner
         from connector.settings import load_settings
         from connector.store.spool import store_message
@@ -199,7 +197,6 @@ class World:
                         connector__add_recipients_from_headers="yes")
         self.services = open_services(load_settings(inst.ini), synchronous="off")
         self.runner = Runner(self.services)
-        self.templates = Templates(self.services.settings.folder_candidates("templates"))
         for subject in ("First question", "Second question"):
             raw = make_mail(subject=subject, sender="ann@acme.example").as_bytes()
             self.runner.process(store_message(raw, rcpt_to=["support@example.com"], intake="test"))
@@ -241,23 +238,19 @@ def assert_sound_outgoing(raw, subject, to, whole, from_name):
 
 
 def compose_all(world, ctx, raw):
-    """Every mail the decision plans, composed as `apply` would; yields (raw, subject, to, whole)."""
+    """Every mail the decision plans, composed as `apply` does; yields (raw, subject, to, whole, from name)."""
     from connector.outbound import compose
-    from connector.pipeline.distribute import AUTO_RESPONSE, DISTRIBUTION
+    from connector.store.models import AUTO_RESPONSE, DISTRIBUTION
     services, parsed = world.services, ctx.parsed
-    ticket = ctx.ticket or SimpleNamespace(number=ctx.ticket_number or 1, subject=parsed.subject or "(no subject)")
-    for index, out in enumerate(ctx.outgoing):
-        message_id = services.signer.make(ticket.number)
+    for out in ctx.plan.outgoing:
         if out.kind == AUTO_RESPONSE:
-            subject, _, mail = compose.auto_response(parsed, out, services, world.templates, ticket, message_id)
-            yield mail, subject, out.to, True, out.from_name
+            yield compose.auto_response(parsed, out, services), out.subject, out.to, True, out.from_name
         elif out.kind == DISTRIBUTION:
-            mail = compose.redistribution(raw, parsed, out, services, message_id, parsed.from_addr)
+            mail = compose.redistribution(raw, parsed, out, services)
             yield mail, compose.header_value("Subject", out.subject), out.to, False, out.from_name
         else:
-            subject, _, mail = compose.inbound_notice(parsed, out, services, world.templates, ctx.reason,
-                                                      ctx.ticket_number, f"<n{index}@example.com>")
-            yield mail, compose.header_value("Subject", subject), out.to, True, out.from_name
+            mail = compose.inbound_notice(out, services)
+            yield mail, compose.header_value("Subject", out.subject), out.to, True, out.from_name
 
 
 def check(world, raw):

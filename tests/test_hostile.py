@@ -219,8 +219,6 @@ def test_the_terminal_gets_no_escape_sequence(daemon, sink):
 
 def test_the_composer_cleans_what_slipped_past_the_parser(tmp_path):
     """The second line of defence: values with CR/LF/NUL handed to the composer directly."""
-    from types import SimpleNamespace
-
     from connector.app import open_services
     from connector.outbound import compose
     from connector.pipeline.context import Outgoing
@@ -231,20 +229,22 @@ def test_the_composer_cleans_what_slipped_past_the_parser(tmp_path):
     parsed = parse_message(original)
     parsed.subject, parsed.from_name = "hi\r\n\r\nClick http://evil.example", "Jane\r\nX-Injected: 1"
     evil = "Jane\r\nX-Injected: 1"
+    public = services.settings.public_address
     out = Outgoing("distribution", ["bob@example.com"], ["bob@example.com"], ["carl@example.com\r\nBcc: x@y"],
-                   from_name=evil, subject="[Ticket #1] hi\r\nX-Injected: 1")
-    copy = compose.redistribution(original, parsed, out, services, "<m1@example.com>", "ann@acme.example\r\nBcc: x@y")
+                   from_name=evil, from_address=public, subject="[Ticket #1] hi\r\nX-Injected: 1",
+                   message_id="<m1@example.com>", original_from="ann@acme.example\r\nBcc: x@y")
+    copy = compose.redistribution(original, parsed, out, services)
     assert_sound(copy, COPY_HEADERS)
     head = copy.split(b"\r\n\r\n", 1)[0].lower()
     assert b"x-bare" not in head and b"x-nul" not in head   # only the original's MIME headers travel
-    ticket = SimpleNamespace(number=1, subject=parsed.subject)
-    auto = Outgoing("auto_response", ["ann@acme.example"], ["ann@acme.example"], from_name=evil)
-    assert_sound(compose.auto_response(parsed, auto, services, templates, ticket, "<m2@example.com>")[2],
-                 AUTO_RESPONSE_HEADERS)
+    subject, body = compose.auto_response_text(parsed, services, templates, 1, parsed.subject)
+    auto = Outgoing("auto_response", ["ann@acme.example"], ["ann@acme.example"], from_name=evil,
+                    from_address=public, subject=subject, body=body, message_id="<m2@example.com>")
+    assert_sound(compose.auto_response(parsed, auto, services), AUTO_RESPONSE_HEADERS)
     notice = Outgoing("notice", ["triage@example.com"], ["triage@example.com"], from_name=evil,
-                      subject="New inbound message: " + parsed.subject)
-    assert_sound(compose.inbound_notice(parsed, notice, services, templates, "unknown_sender", None,
-                                        "<m3@example.com>")[2], {"from", "to", "subject", "auto-submitted"})
+                      from_address=services.settings.notifications_address,
+                      subject="New inbound message: " + parsed.subject, message_id="<m3@example.com>")
+    assert_sound(compose.inbound_notice(notice, services), {"from", "to", "subject", "auto-submitted"})
 
 
 def test_console_logs_show_control_characters_escaped():

@@ -68,7 +68,9 @@ class Peer(Sink):
         if target not in self.connectors:
             return
         self.answers += 1
-        answer = make_mail(subject=f"Out of office: {original['Subject']}", sender=rcpt, to=target,
+        # unmarked: no header and no subject says it is automatic ("Out of office:" would, rules/automatic.yaml)
+        prefix = "Out of office" if self.auto_submitted else "Re"
+        answer = make_mail(subject=f"{prefix}: {original['Subject']}", sender=rcpt, to=target,
                            body="I am out of the office until Monday.\n", message_id=make_msgid(domain="peer.example"),
                            headers={"In-Reply-To": original["Message-ID"],
                                     "References": f"{original['References'] or ''} {original['Message-ID']}".strip(),
@@ -85,7 +87,8 @@ class Peer(Sink):
 
 
 def settle(peer, instances, quiet=4.0, timeout=90):
-    """Wait until no mail moves: the peer has nothing to do and nothing new arrives for `quiet` s."""
+    """Wait until no mail moves: the peer has nothing to do, nothing new arrives for `quiet` s,
+    and the worker has processed everything spooled (under load it may start late)."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while time.monotonic() < deadline:
@@ -94,7 +97,8 @@ def settle(peer, instances, quiet=4.0, timeout=90):
                  tuple(sum(o["status"] == "pending" for o in i.outbox()) for i in instances))
         if state != last:
             last, since = state, time.monotonic()
-        elif state[1] == 0 and not any(state[3]) and time.monotonic() - since >= quiet:
+        elif state[1] == 0 and not any(state[3]) and time.monotonic() - since >= quiet \
+                and not any(row[1] == "queued" for i in instances for row in i.spool_states()):  # worker done too
             return
         time.sleep(0.3)
     raise AssertionError(f"mail still moving after {timeout}s: {peer.received()}")

@@ -1,7 +1,12 @@
 """Schema migrations: a store written before a column existed opens and keeps its data."""
 
+import json
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
+from conftest import Instance, make_mail, wait_for
 from connector.store import migrations
 from connector.store.db import open_store
 
@@ -57,3 +62,109 @@ def test_sent_mail_reaches_an_old_store_with_the_last_hour_of_auto_responses(tmp
     assert sent_since(hour_ago, kind="auto_response", domain="acme.example") == 1   # ann's is older
     indexes = {row[1] for row in db.execute_sql('PRAGMA index_list("outbox")').fetchall()}
     assert "outbox_kind_to_created_at" not in indexes
+
+
+DATA = Path(__file__).resolve().parent / "data"
+OLD = "9f567d5"  # the last release before migrations; tests/data/make_store_9f567d5.py made its store
+SENT_LATER = ("status", "attempts", "next_attempt_at", "last_error", "sent_at")  # delivery's columns
+
+
+def load_old_store(var):
+    """The store 9f567d5's daemon wrote (tests/data/store-9f567d5*.sql), as files in `var`."""
+    var.mkdir(exist_ok=True)
+    for dump, name in ((f"store-{OLD}.sql", "connector.db"), (f"store-{OLD}-spool.sql", "connector-spool.db")):
+        conn = sqlite3.connect(var / name)
+        conn.executescript((DATA / dump).read_text(encoding="utf-8"))
+        conn.close()
+    return var / "connector.db"
+
+
+def table_rows(path):
+    """{table: [row as {column: value}]} of every table in the main file, by rowid."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                             "AND name NOT LIKE 'sqlite_%'")]
+        return {t: [dict(r) for r in conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid')] for t in tables}
+    finally:
+        conn.close()
+
+
+def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_keeps_every_row(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port)
+    path = load_old_store(tmp_path / "var")
+    before = table_rows(path)
+    assert len(before["ticket"]) == 2 and len(before["message"]) == 7 and len(before["triage"]) == 2
+    waiting = [row for row in before["outbox"] if row["status"] == "pending"]
+    assert waiting and all(row["attempts"] for row in waiting)   # tried while the relay was down
+    status = inst.json("db", "status")
+    assert status["version"] == 0 and status["pending"] == [name for name, _ in migrations.MIGRATIONS]
+
+    inst.start()
+    try:
+        assert inst.json("db", "status")["pending"] == []
+        assert (tmp_path / "var" / "connector.db.bak-0").exists()
+        # The mail the old release could not deliver goes out now, byte for byte.
+        wait_for(lambda: len(sink.messages) == len(waiting), 20, what="the old pending rows delivered")
+        assert sorted((rcpt, content) for _, rcpt, content in sink.messages) == \
+            sorted((json.loads(row["rcpt"]), row["raw"]) for row in waiting)
+        after = table_rows(path)
+        for table, rows in before.items():
+            kept = [{column: row[column] for column in old} for row, old in zip(after[table], rows)]
+            if table == "outbox":
+                kept = [{c: v for c, v in row.items() if c not in SENT_LATER} for row in kept]
+                rows = [{c: v for c, v in row.items() if c not in SENT_LATER} for row in rows]
+            assert kept == rows, table
+        assert {row["status"] for row in after["outbox"]} == {"sent"}
+        assert [t["subject"] for t in inst.tickets()] == ["Printer broken", "Zähler defekt"]
+
+        # New mail files into the upgraded store: a reply to an old ticket, and a new ticket.
+        messages = inst.ticket(2)["messages"]
+        inst.send(make_mail(subject="Re: [Ticket #2] Zähler defekt", sender="jörg@beta.example",
+                            body="Er zählt wieder.\n"))
+        inst.send(make_mail(subject="Scanner jammed", sender="cleo@acme.example"))
+        inst.wait_processed(len(before["processing"]) + 2)
+        tickets = {t["number"]: t for t in inst.tickets()}
+        assert sorted(tickets) == [1, 2, 3] and tickets[3]["subject"] == "Scanner jammed"
+        assert inst.ticket(2)["messages"][:-1] == messages
+        assert inst.ticket(2)["messages"][-1]["from"] == "jörg@beta.example"
+        inst.wait_delivered()
+    finally:
+        inst.stop()
+
+
+def test_run_refuses_an_old_schema_when_auto_upgrade_is_off(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
+    path = load_old_store(tmp_path / "var")
+    before = table_rows(path)
+    result = subprocess.run([sys.executable, "-m", "connector", "-c", str(inst.ini), "run"],
+                            capture_output=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    error = result.stderr.decode()
+    assert "connector db upgrade" in error and "auto_upgrade" in error and "Traceback" not in error
+    injected = inst.cli("inject", input=make_mail(subject="Piped meanwhile").as_bytes(), check=False)
+    assert injected.returncode == 75                           # Postfix keeps it and tries again
+    assert inst.json("db", "status")["version"] == 0          # untouched: no migration, no backup
+    assert table_rows(path) == before and not list((tmp_path / "var").glob("*.bak-*"))
+
+    upgraded = inst.json("db", "upgrade")
+    assert upgraded["applied"] == [name for name, _ in migrations.MIGRATIONS] and upgraded["pending"] == []
+    inst.start()
+    try:
+        inst.send(make_mail(subject="After the upgrade", sender="cleo@acme.example"))
+        inst.wait_processed(len(before["processing"]) + 1)
+        assert [t["subject"] for t in inst.tickets()][-1] == "After the upgrade"
+    finally:
+        inst.stop()
+
+
+def test_a_new_store_is_made_whatever_auto_upgrade_says(tmp_path, sink):
+    inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
+    inst.start()
+    try:
+        inst.send(make_mail(subject="First mail"))
+        inst.wait_processed(1)
+        assert inst.json("db", "status")["pending"] == []
+    finally:
+        inst.stop()

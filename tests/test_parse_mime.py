@@ -1,11 +1,10 @@
 """parse_message on real-world shapes of mail (fixtures in tests/fixtures/mail)."""
 
-import time
 from pathlib import Path
 
 import pytest
 
-from connector.mail.automatic import classify, suppress_auto_response
+from connector.mail.automatic import classify
 from connector.mail.parse import parse_message
 
 MAIL = Path(__file__).parent / "fixtures" / "mail"
@@ -115,18 +114,16 @@ def test_precedence_twice_and_exchange_out_of_office():
                         b"X-MS-Exchange-Inbox-Rules-Loop: a@example.com\n\nI am away\n")
     assert classify(oof).is_auto_reply
     outlook = parse_message(b"From: a@example.com\nX-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply\n\nhi\n")
-    assert not classify(outlook).is_automatic and suppress_auto_response(outlook)
+    assert not classify(outlook).is_automatic   # a person's mail (no auto-response: pipeline.budget)
 
 
-def test_plain_4k_message_parses_fast():
+def test_plain_4k_message_parses_to_its_text():
+    """Its speed is measured in bench/hostile.py (plain_4k), never asserted here."""
     body = ("An ordinary line of a support request, long enough to be typical.\n" * 60)[:3800]
     raw = ("From: Jane <jane@example.com>\r\nTo: support@example.com\r\nSubject: Printer\r\n"
            "Message-ID: <a@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
-    parse_message(raw)
-    start = time.perf_counter()
-    for _ in range(50):
-        parse_message(raw)
-    assert (time.perf_counter() - start) / 50 < 0.005   # ~0.2 ms here; generous for slow CI
+    parsed = parse_message(raw)
+    assert parsed.text.strip() == body.strip() and parsed.subject == "Printer" and parsed.defects == []
 
 
 def test_a_boundary_folded_over_two_lines_still_splits_the_parts():

@@ -57,7 +57,7 @@ def test_parse_json_one_object_per_file_and_broken_files_do_not_stop_it():
     objects = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["file"] for o in objects] == [str(f) for f in files]
     keys = {"file", "subject", "from_addr", "from_name", "to", "cc", "message_id", "text", "reply_text",
-            "attachments", "is_auto_reply", "is_bounce", "defects"}
+            "attachments", "is_auto_reply", "is_bounce", "automatic_kind", "bounce", "defects"}
     assert all(set(o) == keys for o in objects)
     first = objects[0]
     assert first["from_addr"] == "bob@example.com" and first["to"] == ["support@example.com"]

@@ -3,6 +3,7 @@
 import pytest
 
 from connector.reply import extract_reply, load_extractor
+from test_fuzz import hang_guard
 
 
 @pytest.fixture(scope="module")
@@ -124,21 +125,19 @@ def test_module_level_extract_reply_uses_shipped_rules():
     assert extract_reply("Hi\n\n-- \nsig") == "Hi"
 
 
-def test_pathological_input_stays_fast(extractor):
-    import time
+def test_pathological_input_is_extracted(extractor):
+    """Speed is measured in bench/hostile.py (reply_*); here a hang fails the run (hang_guard)."""
     body = ("On " + "1 " * 2000 + "\n") * 20 + "> q\n" * 200 + ("x" * 5000 + "\n") * 5
-    start = time.perf_counter()
-    extractor.extract(body)
-    assert time.perf_counter() - start < 1.0
+    with hang_guard():
+        text = extractor.extract(body)
+    assert "> q" not in text and text.startswith("On 1 1") and text.endswith("x" * 5000)
 
 
-@pytest.mark.parametrize("body", [
-    " " * 80000 + "\n",                           # leading blanks: possessive, no backtracking per footer
-    "John Smith wrote:\n" * 4000 + "> q\n",
-    "John <a@b.example> " * 5000 + "\n",
+@pytest.mark.parametrize("body, kept", [
+    (" " * 80000 + "\n", ""),                      # leading blanks: possessive, no backtracking per footer
+    ("John Smith wrote:\n" * 4000 + "> q\n", ("John Smith wrote:\n" * 3999).strip()),
+    ("John <a@b.example> " * 5000 + "\n", ("John <a@b.example> " * 5000).strip()),
 ])
-def test_long_adversarial_lines_stay_fast(extractor, body):
-    import time
-    start = time.perf_counter()
-    extractor.extract(body)
-    assert time.perf_counter() - start < 0.5
+def test_long_adversarial_lines_are_extracted(extractor, body, kept):
+    with hang_guard():
+        assert extractor.extract(body) == kept

@@ -1,18 +1,22 @@
-"""Every reply rule carries samples, and they agree with it (fail2ban's samples test is the model).
+"""Every rule carries samples, and they agree with it (fail2ban's samples test is the model).
 
-One test per rule file: the shipped rules/quotes.yaml and the example local
-override in tests/fixtures/rules. A rule without 'match' and 'no_match'
-samples, or a sample its regex disagrees with, fails the file's test.
+One test per rule file: the shipped reply rules (rules/quotes.yaml), the example
+local override in tests/fixtures/rules, and the pattern rules of mail/
+(rules/automatic.yaml, html.yaml, bounces.yaml). A rule without 'match' and
+'no_match' samples, or a sample its regex disagrees with, fails the file's test.
 """
 
 from pathlib import Path
 
 import pytest
 
+from connector.mail import automatic, bounce, html
+from connector.mail.rules import PATTERN_FILES
 from connector.reply.rules import LOCAL_FILE, RULES_FILE, SHIPPED_RULES_DIR, check_samples, load_rules
 
 FIXTURE_RULES = Path(__file__).parent / "fixtures" / "rules"
-RULE_FILES = sorted(SHIPPED_RULES_DIR.glob("*.yaml")) + sorted(FIXTURE_RULES.glob("*.yaml"))
+RULE_FILES = sorted(SHIPPED_RULES_DIR.glob("quotes*.yaml")) + sorted(FIXTURE_RULES.glob("*.yaml"))
+PATTERN_RULES = {"automatic.yaml": automatic.RULES, "html.yaml": html.RULES, "bounces.yaml": bounce.RULES}
 
 
 def _ruleset_for(path):
@@ -33,3 +37,17 @@ def test_rule_file_samples(path):
     assert own, f"{path} defines no rules"
     problems = [problem for rule in own for problem in check_samples(rule)]
     assert not problems, f"{path}:\n  " + "\n  ".join(problems)
+
+
+def test_every_shipped_rule_file_is_checked():
+    shipped = {p.name for p in SHIPPED_RULES_DIR.glob("*.yaml")}
+    assert shipped == {p.name for p in RULE_FILES if p.parent == SHIPPED_RULES_DIR} | set(PATTERN_FILES)
+    assert set(PATTERN_RULES) == set(PATTERN_FILES)
+
+
+@pytest.mark.parametrize("name", PATTERN_FILES)
+def test_pattern_rule_file_samples(name):
+    rules = PATTERN_RULES[name]
+    assert rules.rules, f"{rules.path} defines no rules"
+    problems = [problem for rule in rules.rules for problem in check_samples(rule)]
+    assert not problems, f"{rules.path}:\n  " + "\n  ".join(problems)

@@ -14,8 +14,6 @@ import pytest
 
 from conftest import make_mail, wait_for
 from connector.pipeline import commands
-from connector.workqueue import inbox as inbox_actions
-from connector.workqueue import triage as triage_actions
 
 INBOXES_YAML = """\
 inboxes:
@@ -25,12 +23,6 @@ inboxes:
     members: [jane@example.com]
 default_inbox: Technical
 """
-
-
-def needs(module, *names):
-    """Skip while the shared workqueue functions a command calls are not built on this branch."""
-    missing = [n for n in names if not callable(getattr(module, n, None))]
-    return pytest.mark.skipif(bool(missing), reason=f"{module.__name__} lacks {', '.join(missing)}")
 
 
 def parsed(raw):
@@ -89,10 +81,10 @@ def test_command_lines_are_the_leading_hash_words(text, lines, rest):
     ("#TAKE", "take", {}),
     ("#status Waiting for parts", "status", {"value": "Waiting for parts"}),
     ("#forward Finance response 2026-12-05 please check the refund", "forward",
-     {"inbox": "Finance", "due_type": "response", "date": commands.due_timestamp("2026-12-05T23:59:59+00:00"),
+     {"inbox": "Finance", "due_type": "response", "date": commands.due_date("2026-12-05T23:59:59+00:00"),
       "message": "please check the refund"}),
     ("#forward Finance response 2026-12-05T17:00+01:00", "forward",
-     {"inbox": "Finance", "due_type": "response", "date": commands.due_timestamp("2026-12-05T16:00:00")}),
+     {"inbox": "Finance", "due_type": "response", "date": commands.due_date("2026-12-05T16:00:00")}),
     ("#attach 123", "attach", {"ticket": 123}),
     ("#cancel", "cancel", {}),
     ("#create-ticket", "create-ticket", {}),
@@ -107,7 +99,7 @@ def test_command_arguments(line, name, args):
     ("#attach", "missing TICKET (write: #attach TICKET)"),
     ("#attach twelve", "'twelve' is not a ticket number"),
     ("#take 12", "too many words (write: #take)"),
-    ("#forward Finance response 5.12.2026", "'5.12.2026' is not a date"),
+    ("#forward Finance response 5.12.2026", "due date '5.12.2026' is not a date"),
 ])
 def test_command_refusals(line, why):
     parsed_line = commands.parse_line(line)
@@ -297,7 +289,6 @@ def test_ticket_commands_in_a_reply_to_a_notice_are_refused(triage_daemon, sink)
     assert [i for i in triage_daemon.inbound() if i["id"] == item["id"]][0]["status"] == "awaiting_review"
 
 
-@needs(triage_actions, "close")
 def test_close_by_reply_to_the_notice(triage_daemon, sink):
     _, item, notice_id = notice_for_triage(triage_daemon, sink)
     answer = reply_to_notice(triage_daemon, sink, notice_id, "#close\n", to="support@example.com")
@@ -306,7 +297,6 @@ def test_close_by_reply_to_the_notice(triage_daemon, sink):
     assert [i for i in triage_daemon.inbound() if i["id"] == item["id"]][0]["status"] == "closed"
 
 
-@needs(triage_actions, "create_ticket")
 def test_create_ticket_by_reply_to_the_notice(triage_daemon, sink):
     _, item, notice_id = notice_for_triage(triage_daemon, sink)
     answer = reply_to_notice(triage_daemon, sink, notice_id, "#create-ticket\n")
@@ -316,7 +306,6 @@ def test_create_ticket_by_reply_to_the_notice(triage_daemon, sink):
     assert len(created) == 1 and f"ticket {created[0]['number']} created" in answer.get_content()
 
 
-@needs(triage_actions, "attach")
 def test_attach_by_reply_to_the_notice_and_its_refusal(triage_daemon, sink):
     number, item, notice_id = notice_for_triage(triage_daemon, sink)
     refused = reply_to_notice(triage_daemon, sink, notice_id, "#attach 999\n")
@@ -326,7 +315,6 @@ def test_attach_by_reply_to_the_notice_and_its_refusal(triage_daemon, sink):
     assert ("triage_attached", "mail", "bob@example.com") in history(triage_daemon, number)
 
 
-@needs(triage_actions, "delete")
 def test_delete_by_reply_to_the_notice(triage_daemon, sink):
     _, item, notice_id = notice_for_triage(triage_daemon, sink)
     answer = reply_to_notice(triage_daemon, sink, notice_id, "#delete\n")
@@ -346,7 +334,6 @@ def open_entry(daemon, number, inbox):
     return entries[0] if entries else None
 
 
-@needs(inbox_actions, "entry_for", "take", "forward", "complete")
 def test_worked_example_by_mail_bob_takes_and_forwards_jane_completes(inbox_daemon, sink):
     number = new_ticket(inbox_daemon)
     assert open_entry(inbox_daemon, number, "Technical")["owner"] is None
@@ -371,7 +358,6 @@ def test_worked_example_by_mail_bob_takes_and_forwards_jane_completes(inbox_daem
         assert event in events
 
 
-@needs(inbox_actions, "entry_for", "take")
 def test_take_refused_for_a_non_member_undoes_nothing_else(inbox_daemon, sink):
     number = new_ticket(inbox_daemon)
     _, answer = staff_mail(inbox_daemon, sink, number, "#status Waiting\n#take\n", sender="carl@example.com")
@@ -381,7 +367,6 @@ def test_take_refused_for_a_non_member_undoes_nothing_else(inbox_daemon, sink):
     assert open_entry(inbox_daemon, number, "Technical")["owner"] is None
 
 
-@needs(inbox_actions, "add", "entry_for", "cancel")
 def test_inbox_and_cancel_commands(inbox_daemon, sink):
     number = new_ticket(inbox_daemon)
     _, answer = staff_mail(inbox_daemon, sink, number, "#inbox Finance\n", sender="jane@example.com")

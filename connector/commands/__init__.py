@@ -1,23 +1,26 @@
 """Operator commands, one module per group. Each module has `register(subparsers)`
 that adds its subcommands; each subcommand's handler takes (args) and returns an exit code.
 
-A new command group is one module here plus one line in `MODULES`.
+Commands sit on top: nothing below `connector.commands` imports them. A new
+command group is one module here plus one line in `MODULES`.
 """
 
-import importlib
+from connector.commands import daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets
 
 MODULES = (
-    "connector.commands.daemon",     # run, worker, check-config, example-config
-    "connector.commands.intake",     # inject, replay
-    "connector.commands.tickets",    # tickets, inbound, message
-    "connector.commands.outbox",     # outbox list|retry|cancel
-    "connector.commands.mailtools",
-    "connector.commands.scanners",   # scanners status|run|test
-    "connector.commands.db",         # db status|upgrade|prune|vacuum
-    "connector.commands.status",     # status (health check)
+    daemon,      # run, worker, deliver, check-config, example-config
+    intake,      # inject, replay
+    tickets,     # tickets, message
+    inbound,     # inbound list|replay|create-ticket|attach|close|status|delete
+    inbox,       # inbox list|show|add|take|complete|cancel|forward
+    outbox,      # outbox list|retry|cancel
+    mailtools,
+    scanners,    # scanners status|run|test
+    db,          # db status|upgrade|prune|vacuum
+    status,      # status (health check)
 )
 
 
 def register_all(subparsers):
-    for name in MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in MODULES:
+        module.register(subparsers)

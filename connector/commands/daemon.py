@@ -21,20 +21,20 @@ def cmd_run(args):
         return EX_CONFIG
 
 
-def _background(args, loop_name):
-    from connector import worker
-    settings = checked_or_wait(args.config, getattr(worker, loop_name).name)
+def _background(args, name):
+    settings = checked_or_wait(args.config, name)
+    from connector.app import run_background
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return worker.process_main(getattr(worker, loop_name), settings)
+    return run_background(name, settings)
 
 
 def cmd_worker(args):
-    return _background(args, "FilingWorker")
+    return _background(args, "worker")
 
 
 def cmd_deliver(args):
-    return _background(args, "DeliveryWorker")
+    return _background(args, "deliver")
 
 
 def checked_or_exit(args):

@@ -34,7 +34,7 @@ def cmd_db_upgrade(args):
 
 def cmd_db_prune(args):
     settings = settings_or_exit(args)
-    open_store(settings.database)
+    open_store(settings.database, upgrade=settings.auto_upgrade)
     days = args.days if args.days is not None else settings.raw_days
     emit(args, {"raw_days": days, **prune(days)})
     return 0

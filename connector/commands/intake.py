@@ -52,10 +52,10 @@ def _inject(args):
         print("connector: input is not an email message (empty or no header)", file=sys.stderr)
         log.warning("intake.rejected", reason="not_a_message", size=len(raw), intake="pipe")
         return EX_DATAERR
-    from connector.pipeline.services import own_address_re
-    own = [own_address_re(settings.public_address), own_address_re(settings.notifications_address)]
+    from connector.mail.addresses import OwnAddresses
+    own = OwnAddresses.of(settings)
     recipients = list(dict.fromkeys(args.recipient or ()))
-    ours = [r for r in recipients if any(o.match(r) for o in own)]
+    ours = [r for r in recipients if own.is_own(r)]
     for foreign in (r for r in recipients if r not in ours):
         print(f"connector: {foreign} is not an address of this connector", file=sys.stderr)
         log.warning("intake.rcpt_rejected", rcpt=foreign, intake="pipe")
@@ -64,7 +64,7 @@ def _inject(args):
     from connector.store.db import open_store
     from connector.store.spool import store_message
     try:
-        open_store(settings.database)
+        open_store(settings.database, upgrade=settings.auto_upgrade)
         spool_id = store_message(strip_mbox_from(raw), mail_from=args.sender, rcpt_to=ours, intake="pipe")
     except Exception as exc:
         print(f"connector: could not store the message, try again later: {exc}", file=sys.stderr)
@@ -96,7 +96,7 @@ def cmd_replay(args):
     settings = settings_or_exit(args)
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import Processing
+    from connector.store.filing import processing
     from connector.store.spool import store_message, unsaved_entry
     try:
         with open(args.file, "rb") as handle:
@@ -113,7 +113,7 @@ def cmd_replay(args):
     else:
         spool_id = store_message(raw, mail_from=args.sender, rcpt_to=rcpt, intake="replay")
         ctx = runner.process(spool_id)
-        entry = Processing.get_or_none(Processing.spool_id == spool_id)
+        entry = processing(spool_id)
         result = ctx.summary() if ctx else {"action": entry and entry.action, "ticket": None,
                                             "reason": entry and entry.reason}
         result.update(spool_id=spool_id, state=entry and entry.state, dry_run=False)

@@ -8,7 +8,10 @@
 {"reply": ...} line per input, in order, flushing after each: a long-running
 process for batch evaluation, or for an administrator trying a rule.
 `parse` shows what the connector sees in a message; with `--json` one object
-per file and line. A file that cannot be read is reported and the others go on.
+per file and line, including `automatic_kind` (bounce, delayed, delivered,
+feedback, auto_reply, challenge_response or null) and `bounce` (null, or the
+failed recipients with status, reply code, reason, permanent, hard, and the
+original Message-ID; see mail/bounce.py). A file that cannot be read is reported and the others go on.
 
 Rules: the shipped rules/quotes.yaml, plus quotes.local.yaml from the rules/
 folder next to the ini when that ini exists (-c), plus any --rules DIR (first).
@@ -113,6 +116,8 @@ def describe(path, raw, extractor):
                         for a in parsed.attachments],
         "is_auto_reply": auto.is_auto_reply,
         "is_bounce": auto.is_bounce,
+        "automatic_kind": auto.kind,
+        "bounce": auto.report.as_json() if auto.is_bounce and auto.report else None,
         "defects": parsed.defects,
     }
 
@@ -120,14 +125,18 @@ def describe(path, raw, extractor):
 def _failed(path, exc):
     return {"file": str(path), "subject": "", "from_addr": "", "from_name": "", "to": [], "cc": [],
             "message_id": "", "text": "", "reply_text": "", "attachments": [], "is_auto_reply": False,
-            "is_bounce": False, "defects": [f"unreadable: {type(exc).__name__}: {exc}"]}
+            "is_bounce": False, "automatic_kind": None, "bounce": None, "defects": [f"unreadable: {type(exc).__name__}: {exc}"]}
 
 
 def _print_human(info):
     print(f"== {info['file']}")
-    for key in ("subject", "from_addr", "from_name", "to", "cc", "message_id", "is_auto_reply", "is_bounce"):
+    for key in ("subject", "from_addr", "from_name", "to", "cc", "message_id", "is_auto_reply", "is_bounce",
+                "automatic_kind"):
         value = info[key]
         print(f"{key:14} {', '.join(value) if isinstance(value, list) else value}")
+    for failed in (info["bounce"] or {}).get("recipients", []):
+        print(f"{'failed':14} {failed['address']} {failed['reason']} {failed['status'] or ''} "
+              f"{'hard' if failed['hard'] else ''}".rstrip())
     for att in info["attachments"]:
         print(f"{'attachment':14} {att['name'] or '(no name)'} {att['content_type']} {att['size']} bytes"
               f"{' inline' if att['inline'] else ''}")

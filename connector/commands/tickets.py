@@ -1,4 +1,4 @@
-"""Read the store: `tickets list|show|history|set|note|reply`, `inbound list|replay|close`, `message export`."""
+"""Read the store: `tickets list|show|history|set|note|reply`, `message export` (`inbound`: commands/inbound.py)."""
 
 import json
 import sys
@@ -6,12 +6,11 @@ import time
 
 from connector.commands.common import database_or_exit, emit, iso, parse_since, settings_or_exit
 from connector.log import get_logger
-from connector.store import events
+from connector.store import events, tombstones
 from connector.store.db import open_store
 from connector.store.queries import ticket_page
 from connector.store.models import (
-    SPOOL_SHUNTED, TRIAGE_CLOSED, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, Processing,
-    SpoolEntry, Ticket, TriageItem, database)
+    EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
 log = get_logger("tickets")
 
@@ -194,56 +193,6 @@ def cmd_tickets_history(args):
     return 0
 
 
-def inbound_json(item):
-    return {"id": item.id, "status": item.status, "reason": item.reason, "from": item.from_addr,
-            "subject": item.subject, "ticket": item.ticket_number, "received_at": iso(item.received_at),
-            "spool_id": item.spool_id, "detail": item.detail}
-
-
-def cmd_inbound_list(args):
-    _open(args)
-    query = TriageItem.select().order_by(TriageItem.id)
-    if args.status:
-        query = query.where(TriageItem.status == args.status)
-    emit(args, [inbound_json(i) for i in query],
-         ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
-    return 0
-
-
-def cmd_inbound_replay(args):
-    _open(args)
-    from connector.pipeline.runner import requeue
-    item = TriageItem.get_or_none(TriageItem.id == args.id)
-    if item is None:
-        print(f"connector: no inbound item {args.id}", file=sys.stderr)
-        return 1
-    processing = Processing.get_or_none(Processing.spool_id == item.spool_id)
-    if processing is None:
-        print(f"connector: inbound item {args.id} is still waiting to be processed", file=sys.stderr)
-        return 1
-    if processing.state != SPOOL_SHUNTED and not args.force:
-        print(f"connector: inbound item {args.id} was processed ({processing.action}); "
-              "use --force to process it again", file=sys.stderr)
-        return 1
-    spool = SpoolEntry.get_or_none(SpoolEntry.id == item.spool_id)
-    if spool is not None and not len(spool.raw or b""):
-        print(f"connector: inbound item {args.id}: its original bytes were pruned ([retention] raw_days); "
-              "nothing to process again", file=sys.stderr)
-        return 1
-    requeue(item.spool_id)
-    print(f"spool entry {item.spool_id} queued again; the running daemon processes it")
-    return 0
-
-
-def cmd_inbound_close(args):
-    _open(args)
-    changed = TriageItem.update(status=TRIAGE_CLOSED).where(TriageItem.id == args.id).execute()
-    if not changed:
-        print(f"connector: no inbound item {args.id}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_message_export(args):
     _open(args)
     if args.spool:
@@ -262,6 +211,12 @@ def cmd_message_export(args):
             raw = bytes(out.raw) if out else None
     if raw is None:
         print(f"connector: no message {args.id}", file=sys.stderr)
+        return 1
+    deleted = tombstones.matching(None, None, entry.sha256) if args.spool and not raw else None
+    if deleted is not None:
+        print(f"connector: spool entry {args.id} was deleted as spam or phishing: {tombstones.describe(deleted)} "
+              f"(From {deleted.from_addr or '-'}, Message-ID {deleted.message_id or '-'}, "
+              f"sha256 {deleted.sha256})", file=sys.stderr)
         return 1
     if not raw:
         print(f"connector: the original bytes of message {args.id} were pruned ([retention] raw_days); "
@@ -315,18 +270,6 @@ def register(subparsers):
         p.add_argument("number", type=int)
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL", help="an active employee's email")
         p.set_defaults(handler=cmd_tickets_write, kind=kind)
-
-    inbound = _sub(subparsers, "inbound", "inbound messages that could not be routed (triage)")
-    p = _json(inbound.add_parser("list", help="triage items"))
-    p.add_argument("--status", choices=("awaiting_review", "needs_attention", "closed"))
-    p.set_defaults(handler=cmd_inbound_list)
-    p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
-    p.add_argument("id", type=int)
-    p.add_argument("--force", action="store_true", help="also for a message that was processed")
-    p.set_defaults(handler=cmd_inbound_replay)
-    p = inbound.add_parser("close", help="mark an item closed")
-    p.add_argument("id", type=int)
-    p.set_defaults(handler=cmd_inbound_close)
 
     message = _sub(subparsers, "message", "messages")
     p = message.add_parser("export", help="write a message's original bytes to stdout")

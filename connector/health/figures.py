@@ -10,6 +10,7 @@ Every query walks an index or the rowid, never the whole spool or outbox:
   status index; the oldest waiting row by its created_at.
 """
 
+from connector.pipeline.context import REASON_PROCESSING_ERROR
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_FAILED, OUTBOX_SENT, SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, database)
 
@@ -43,7 +44,10 @@ def shunted():
 
 
 def needs_attention():
-    return _row('SELECT COUNT(*) FROM "triage" WHERE "status" = ?', (TRIAGE_NEEDS_ATTENTION,))[0]
+    """Messages whose processing failed, not yet replayed or closed. Not the items staff
+    marked `needs_attention` themselves (`inbound status`): that is helpdesk work, no alarm."""
+    return _row('SELECT COUNT(*) FROM "triage" WHERE "status" = ? AND "reason" = ?',
+                (TRIAGE_NEEDS_ATTENTION, REASON_PROCESSING_ERROR))[0]
 
 
 def outbox_statuses():

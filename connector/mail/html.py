@@ -12,6 +12,8 @@ With `drop_quotes=True` it also leaves out what clients mark as history:
   `appendonsend`, `OLK_SRC_BODY_SECTION`, `<hr id="stopSpelling">`, and the
   `border-top` separator div Outlook puts above its From:/Sent: block.
 
+The markers are data: rules/html.yaml (each with samples), read at import.
+
 Built on lxml's HTML parser (libxml2) as an event stream (a parser target,
 no tree is built): linear in the size of the markup and tolerant of broken
 markup. The stdlib `html.parser` it replaces is quadratic on unclosed tags
@@ -35,6 +37,7 @@ import re
 from lxml import etree
 
 from connector import timebudget
+from connector.mail.rules import load_rule_file
 
 BLOCK_TAGS = {"p", "div", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
               "blockquote", "section", "article", "header", "footer", "address", "center",
@@ -42,12 +45,7 @@ BLOCK_TAGS = {"p", "div", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5
 SKIP_TAGS = {"script", "style", "head", "title", "noscript", "template", "xml", "o:p"}
 VOID_TAGS = {"br", "img", "hr", "meta", "link", "input", "col", "area", "base", "wbr", "source",
              "embed", "param", "track"}
-QUOTE_CLASSES = ("gmail_quote", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote", "zmail_extra",
-                 "gmail_extra_quote")
-STOP_IDS = ("divrplyfwdmsg", "appendonsend", "olk_src_body_section", "stopspelling", "x_divrplyfwdmsg",
-            "mail-editor-reference-message-container")
-BORDER_TOP_RE = re.compile(r"border-top:\s*solid", re.I)
-BORDER_NONE_RE = re.compile(r"(?:^|;)\s*border\s*:\s*(?:none|0)\b", re.I)
+RULES = load_rule_file("html.yaml", ("quote_class", "stop_id", "stop_style", "indent_style"))
 SPACE_RE = re.compile(r"[ \t\r\n\f\u200b]+")
 BLANK_LINES_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 TAG_RE = re.compile(r"<[^<>]*>")  # [^<>]: an unclosed tag costs up to the next '<', never to the end
@@ -76,22 +74,16 @@ class _TextWriter:
             self.out.append("\n" * (count - have))
 
     def _is_quote(self, tag, attrs):
-        classes = (attrs.get("class") or "").lower()
-        if any(name in classes for name in QUOTE_CLASSES):
+        if RULES.any("quote_class", attrs.get("class")):
             return True
         if tag == "blockquote":
             # Gmail's and Outlook on the web's "indent" button writes a blockquote without the
             # quote bar (border:none): the sender's own indented text, not history
-            return (attrs.get("type") or "").lower() == "cite" or not BORDER_NONE_RE.search(attrs.get("style") or "")
+            return (attrs.get("type") or "").lower() == "cite" or not RULES.any("indent_style", attrs.get("style"))
         return False
 
     def _is_stop(self, tag, attrs):
-        ident = (attrs.get("id") or "").lower()
-        if ident and any(ident.startswith(name) for name in STOP_IDS):
-            return True
-        if tag == "div" and BORDER_TOP_RE.search(attrs.get("style") or "") and "padding" in (attrs.get("style") or ""):
-            return True
-        return False
+        return RULES.any("stop_id", attrs.get("id")) or (tag == "div" and RULES.any("stop_style", attrs.get("style")))
 
     # -- parser callbacks
     def handle_starttag(self, tag, attrs):

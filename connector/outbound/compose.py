@@ -1,4 +1,12 @@
-"""Compose outgoing mail: redistribution of an inbound mail, and auto-responses.
+"""Compose outgoing mail: redistribution of an inbound mail, auto-responses, notices,
+the results of staff commands.
+
+Two halves: the deciding steps (`pipeline.distribute`, `pipeline.notify`,
+`pipeline.commands`) render the text of an auto-response, a notice or a
+command result from its template (`auto_response_text`,
+`inbound_notice_text`, `Templates.render`) into the plan; `pipeline.apply`
+turns each planned `Outgoing` into bytes (`redistribution`, `auto_response`,
+`inbound_notice`, `command_reply`), using only the values the plan holds.
 
 A redistributed mail keeps the original body bytes (formatting, attachments,
 seed 004: "distributed ... in its original form"); only the header block is
@@ -118,10 +126,6 @@ def mailbox(name, address):
     return formataddr((name, address), charset="utf-8")
 
 
-def public_from(services, name):
-    return mailbox(name, services.settings.public_address)
-
-
 def _kept_line(match, line):
     """A header line of the original as the copy carries it: 'Name :' (obsolete syntax) as
     'Name:', where a strict reader would end the header block; MIME-Version as plain 1.0
@@ -132,8 +136,9 @@ def _kept_line(match, line):
     return name + b":" + BARE_CONTROL_RE.sub(b" ", line[match.end():])
 
 
-def redistribution(raw, parsed, out, services, message_id, original_from=""):
-    """The original mail, re-addressed for `out` (an `Outgoing`)."""
+def redistribution(raw, parsed, out, services):
+    """The original mail, re-addressed for `out` (an `Outgoing`: recipients, From, subject,
+    Message-ID and original sender planned)."""
     headers, body = split_message(raw)
     kept = [_kept_line(m, h) for h in headers if (m := HEADER_LINE_RE.match(h)) and _kept(m.group(1))]
     body = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -143,15 +148,15 @@ def redistribution(raw, parsed, out, services, message_id, original_from=""):
             any(len(line) > MAX_LINE for h in kept for line in h.split(b"\r\n")):
         kept, body = _within_line_limit(kept, body)
     fields = [
-        ("From", public_from(services, out.from_name)),
+        ("From", mailbox(out.from_name, out.from_address)),
         ("Reply-To", services.settings.public_address),
         ("To", ", ".join(out.to) if out.to else "undisclosed-recipients:;"),
         ("Cc", ", ".join(out.cc)),
         ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
-    ] + _threading(parsed, message_id) + [
+    ] + _threading(parsed, out.message_id) + [
         ("X-Loop", services.loop_value),
-        ("X-Connector-Original-From", original_from),
+        ("X-Connector-Original-From", out.original_from),
     ]
     return _header_block(fields) + b"\r\n".join(kept) + (b"\r\n" if kept else b"") + b"\r\n" + body
 
@@ -231,37 +236,49 @@ class Templates:
         return subject, body
 
 
-def auto_response(parsed, out, services, templates, ticket, message_id):
-    # The customer never sees the internal keyword: their reply would be filed internal.
+AUTO_RESPONSE_TEMPLATE = "auto_response.txt.j2"
+NOTICE_TEMPLATE = "inbound_notice.txt.j2"
+
+
+def auto_response_text(parsed, services, templates, number, ticket_subject):
+    """(subject, body) of the auto-response to a new ticket `number`. The customer never
+    sees the internal keyword: their reply would be filed internal."""
     values = {
-        "ticket": {"number": ticket.number, "subject": services.without_keyword(ticket.subject),
-                   "tag": services.tag(ticket.number)},
+        "ticket": {"number": number, "subject": services.without_keyword(ticket_subject),
+                   "tag": services.tag(number)},
         "sender": {"name": parsed.from_name, "address": parsed.from_addr},
         "message": {"subject": services.without_keyword(parsed.subject)},
         "settings": {"public_address": services.settings.public_address,
                      "response_from_name": services.settings.response_from_name},
         "reply_above": REPLY_ABOVE,
     }
-    subject, body = templates.render("auto_response.txt.j2", **values)
-    subject = services.subject_with_tag(subject or services.without_keyword(parsed.subject), ticket.number)
-    fields = [
-        ("From", public_from(services, out.from_name)),
-        ("Reply-To", services.settings.public_address),
+    subject, body = templates.render(AUTO_RESPONSE_TEMPLATE, **values)
+    return services.subject_with_tag(subject or services.without_keyword(parsed.subject), number), body
+
+
+def auto_response(parsed, out, services):
+    """The auto-response `out` (subject and body planned) as bytes."""
+    return _answer(parsed, out, services, [("Reply-To", services.settings.public_address)])
+
+
+def command_reply(parsed, out, services):
+    """The outcome of a staff mail's commands `out` (subject and body planned,
+    `connector.pipeline.commands`), from the notifications address, as bytes."""
+    return _answer(parsed, out, services, [])
+
+
+def _answer(parsed, out, services, reply_to):
+    """An automatic text answer to `parsed`: From, `reply_to`, To, Subject, Date, threading, our markers."""
+    fields = [("From", mailbox(out.from_name, out.from_address))] + reply_to + [
         ("To", ", ".join(out.to)),
-        ("Subject", subject),
+        ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
-    ]
-    return subject, body, _answer(fields, parsed, services, message_id, body)
-
-
-def _answer(head, parsed, services, message_id, body):
-    """An automatic text answer to `parsed`: `head` (From .. Date), threading, our markers."""
-    fields = head + _threading(parsed, message_id) + [
+    ] + _threading(parsed, out.message_id) + [
         ("Auto-Submitted", "auto-replied"),
         ("X-Auto-Response-Suppress", "All"),
         ("X-Loop", services.loop_value),
     ] + TEXT_BODY_HEADERS
-    return _header_block(fields) + b"\r\n" + _quoted_printable(body)
+    return _header_block(fields) + b"\r\n" + _quoted_printable(out.body)
 
 
 TEXT_BODY_HEADERS = [("MIME-Version", "1.0"), ("Content-Type", 'text/plain; charset="utf-8"'),
@@ -272,8 +289,9 @@ def _quoted_printable(text):
     return quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
 
 
-def inbound_notice(parsed, out, services, templates, reason, ticket_number, message_id):
-    """Seed 000's New Inbound Message Notice, from the notifications address."""
+def inbound_notice_text(parsed, services, templates, reason, ticket_number):
+    """(subject, body) of seed 000's New Inbound Message Notice; the subject is '' when the
+    template has none."""
     values = {
         "reason": reason, "ticket_number": ticket_number,
         "message": {"subject": parsed.subject, "from_addr": parsed.from_addr, "from_name": parsed.from_name,
@@ -281,28 +299,20 @@ def inbound_notice(parsed, out, services, templates, reason, ticket_number, mess
         "settings": {"public_address": services.settings.public_address,
                      "notifications_address": services.settings.notifications_address},
     }
-    subject, body = templates.render("inbound_notice.txt.j2", **values)
+    return templates.render(NOTICE_TEMPLATE, **values)
+
+
+def inbound_notice(out, services):
+    """The notice `out` (subject and body planned) as bytes, from the notifications address."""
     fields = [
-        ("From", mailbox(out.from_name, services.settings.notifications_address)),
-        ("To", ", ".join(out.to)),
-        ("Subject", subject or out.subject),
+        ("From", mailbox(out.from_name, out.from_address)),
+        ("To", ", ".join(out.to) if out.to else "undisclosed-recipients:;"),
+        ("Cc", ", ".join(out.cc)),
+        ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
-        ("Message-ID", message_id),
+        ("Message-ID", out.message_id),
         ("Auto-Submitted", "auto-generated"),
         ("X-Auto-Response-Suppress", "All"),
         ("X-Loop", services.loop_value),
     ] + TEXT_BODY_HEADERS
-    return subject or out.subject, body, _header_block(fields) + b"\r\n" + _quoted_printable(body)
-
-
-def command_result(parsed, to, services, templates, template, values, message_id):
-    """The outcome of a staff mail's commands, mailed back to its sender from the
-    notifications address (`connector.pipeline.commands`): (subject, raw)."""
-    subject, body = templates.render(template, **values)
-    fields = [
-        ("From", mailbox(services.settings.response_from_name, services.settings.notifications_address)),
-        ("To", to),
-        ("Subject", subject),
-        ("Date", formatdate(localtime=True)),
-    ]
-    return subject, _answer(fields, parsed, services, message_id, body)
+    return _header_block(fields) + b"\r\n" + _quoted_printable(out.body)

@@ -24,10 +24,8 @@ from pathlib import Path
 
 from connector.outbound.replies import ACCEPTED, Reply, as_text, from_smtp, no_reply
 
-TLS_NONE = "none"
 TLS_STARTTLS = "starttls"
 TLS_IMPLICIT = "tls"
-TLS_MODES = (TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT)
 
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")  # over TLS; what Microsoft 365, Gmail and Postfix/Dovecot offer
 CLOSING = 421                 # the relay ends the session after this reply

@@ -1,27 +1,29 @@
 """The pipeline: what happens to one spooled message, in order.
 
-`STEPS` decide (read-only: a dry run stops here); `apply.apply_decision`
-writes the outcome in one transaction; `runner` drives both and shunts a
-message whose processing raises.
+`STEPS` decide (they read the store but write nothing: a dry run stops
+here) and fill the context's `plan`; `apply.apply_decision` writes that plan
+in one transaction; `runner` drives both and shunts a message whose
+processing raises. Each step's docstring says what it reads and what it sets.
 
     parse -> classify -> sender -> reference -> commands.read -> route -> extract -> commands.settle
-          -> distribute -> notify
+          -> distribute -> commands.reply -> notify
 """
 
 from connector.pipeline import classify, commands, distribute, extract, notify, parse, reference, route, sender
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
-    classify.run,     # automatic mail? bounce? duplicate?
+    classify.run,     # duplicate? bounce? automatic mail (our own come back included)?
     sender.run,       # employee or contact
     reference.run,    # which ticket, if any (subject tag, References)
     commands.read,    # staff commands (#take, ...); a reply to a notice acts on its triage item
-    route.run,        # new_ticket | follow_up | internal | triage | duplicate | ignored_automatic
+    route.run,        # the routing links: new_ticket | follow_up | internal | triage | ignored_automatic | ...
     extract.run,      # the new reply text
     commands.settle,  # a command mail's own filing: the rest of its text, or a note
-    distribute.run,   # who gets what: planned outgoing mail
+    distribute.run,   # who gets what: every outgoing mail, whole
 )
 FINALLY = (
+    commands.reply,   # the result of a mail's staff commands, mailed back to its sender
     notify.run,       # a notice when the mail went to triage
 )
 

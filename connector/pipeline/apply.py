@@ -1,5 +1,13 @@
-"""Write one decision: ticket, recipients, message, triage item, outbox rows and
+"""Write one plan: ticket, recipients, message, triage item, outbox rows and
 the spool state, all in one transaction (the caller holds it).
+
+`apply` decides nothing: every value it writes is in `ctx.plan`, made by the
+deciding steps (so `replay --dry-run` shows what is sent); it only adds the
+store's ids and the time. The one value read again here is the new ticket's
+number, which `plan_current` checks under the filing lock before the plan is
+written. Staff commands of the mail (`plan.commands`) are writes too: they
+run here, in this transaction (`connector.pipeline.commands.run`, which says
+what of their result mail only the run can know).
 
 Inserts go through `connector.store.bulk` (SQL built once): this is the
 hottest path of the daemon. Every mail queued carries our loop marker and
@@ -7,28 +15,32 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 """
 
 from connector.log import get_logger
-from connector.outbound import compose
 from connector.mail.automatic import LOOP_HEADER
+from connector.outbound import compose
 from connector.pipeline import commands
 from connector.pipeline.budget import domain_of
-from connector.pipeline.context import (
-    CONTACT_ONLY, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGE)
-from connector.pipeline.distribute import AUTO_RESPONSE
 from connector.pipeline.cli_mail import NOTE, kind_of
-from connector.pipeline.notify import NOTICE
+from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
+from connector.pipeline.route import delivered_to
 from connector.store import bulk, events
+from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before
 from connector.store.models import (
-    SPOOL_DONE, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient, Message,
-    OutboxEntry, Processing, SentMail, ThreadRef, Ticket, TriageItem, database)
+    AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_PENDING, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
+    Processing, SentMail, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
+from connector.workqueue import inbox
 
 log = get_logger("pipeline")
 
-FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)
 SENT_MAIL_KEPT = 2 * 3600  # seconds
 SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed"}
-TICKET_FIELDS = ("status", "manager", "priority")
+
+
+def plan_current(ctx):
+    """Whether the plan still holds under the filing lock: a new ticket gets the number
+    it was planned with (another process may have filed one since the plan was made)."""
+    return ctx.plan.action != NEW_TICKET or next_ticket_number() == ctx.plan.ticket_number
 
 
 def _contact_id(ctx, now):
@@ -37,133 +49,86 @@ def _contact_id(ctx, now):
     if sender.is_staff or not sender.address:
         return None
     if sender.contact is None:
-        # Looked up when deciding; a replay in another process may have created it meanwhile.
-        Contact.insert(email=sender.address, name=sender.name or "",
-                       account=sender.account.name if sender.account else None,
-                       created_at=now).on_conflict_ignore().execute()
-        sender.contact = Contact.get(Contact.email == sender.address)
+        return contact_id(sender.address, sender.name or "", sender.account.name if sender.account else None, now)
     return sender.contact.id
 
 
 def _create_ticket(ctx, now):
-    account = ctx.sender.account
-    row = {"number": next_ticket_number(), "subject": (ctx.parsed.subject or "").strip() or "(no subject)",
-           "status": "New", "in_inbox": True, "contact": _contact_id(ctx, now),
-           "account": account.name if account else None,
-           "manager": account.manager if account and account.manager else None,
-           "created_at": now, "updated_at": now}
+    plan = ctx.plan
+    row = {**plan.new_ticket, **plan.ticket_changes, "number": plan.ticket_number,
+           "contact": _contact_id(ctx, now), "created_at": now, "updated_at": now}
     ticket_id = bulk.insert(Ticket, **row)
-    bulk.insert(ExternalRecipient, ticket=ticket_id, address=ctx.sender.address, kind="to")
-    bulk.insert_many(EmployeeRecipient, [{"ticket": ticket_id, "email": e} for e in ctx.employee_defaults])
-    ctx.ticket = Ticket(id=ticket_id, **row)
-    ctx.ticket_number = row["number"]
-    return ctx.ticket
+    return Ticket(id=ticket_id, **row)
 
 
-def _ticket_changes(ctx, now):
-    """Columns of an existing ticket this message changes (update time, inbox, scanner fields)."""
-    changes = {"updated_at": now}
-    if ctx.set_inbox:
-        changes["in_inbox"] = True
-    for name, value in (ctx.hints.get("ticket_fields") or {}).items():
-        if name == "inbox":
-            changes["in_inbox"] = bool(value)
-        elif name in TICKET_FIELDS:
-            changes[name] = value
-    return changes
-
-
-def _add_recipients_from_headers(ctx, ticket_id):
-    """To/Cc addresses of a filed mail join the ticket's recipients (seed 004, optional)."""
-    services, sender = ctx.services, ctx.sender.address
-    employees, external = [], []
-    for kind, addresses in (("to", ctx.parsed.to), ("cc", ctx.parsed.cc)):
-        for address in addresses:
-            if address == sender or services.is_own(address):
-                continue
-            member = services.settings.staff_by_email(address)
-            if member is not None:
-                employees.append({"ticket": ticket_id, "email": member.email})
-            else:
-                external.append({"ticket": ticket_id, "address": address, "kind": kind})
-    bulk.insert_many(EmployeeRecipient, employees, or_ignore=True)
-    bulk.insert_many(ExternalRecipient, external, or_ignore=True)
+def _add_recipients(plan, ticket_id):
+    bulk.insert_many(EmployeeRecipient, [{"ticket": ticket_id, "email": e} for e in plan.employee_recipients],
+                     or_ignore=True)
+    bulk.insert_many(ExternalRecipient, [{"ticket": ticket_id, "address": a, "kind": k}
+                                         for a, k in plan.external_recipients], or_ignore=True)
 
 
 def _file_message(ctx, ticket_id):
-    parsed = ctx.parsed
-    bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction="in", from_addr=parsed.from_addr,
+    parsed, plan = ctx.parsed, ctx.plan
+    bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction=INBOUND, from_addr=parsed.from_addr,
                 from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
-                public=ctx.public, internal=ctx.internal, text=parsed.text, reply_text=ctx.reply_text,
-                rules_version=ctx.services.extractor.version if ctx.reply_extracted else REPLY_NOT_EXTRACTED,
+                public=plan.public, internal=plan.internal, text=parsed.text, reply_text=plan.reply_text,
+                rules_version=ctx.services.extractor.version if plan.reply_extracted else REPLY_NOT_EXTRACTED,
                 message_id=parsed.message_id,
                 attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)
 
 
-def _queue(ctx, ticket, templates, now):
-    """Render every planned mail into an outbox row; returns their Message-IDs."""
-    services, parsed, settings = ctx.services, ctx.parsed, ctx.services.settings
-    rows = []
-    for out in ctx.outgoing:
-        message_id = services.signer.make(ticket.number)
+def _compose(ctx, out):
+    services, parsed = ctx.services, ctx.parsed
+    if out.kind == AUTO_RESPONSE:
+        return compose.auto_response(parsed, out, services)
+    if out.kind == DISTRIBUTION:  # a command mail's copy carries no command line
+        copy = ctx.plan.commands.copy if ctx.plan.commands and ctx.plan.commands.copy else bytes(ctx.spool.raw)
+        return compose.redistribution(copy, parsed, out, services)
+    if out.kind == COMMAND_REPLY:
+        return compose.command_reply(parsed, out, services)
+    return compose.inbound_notice(out, services)
+
+
+def _queue(ctx, ticket_id, now):
+    """One outbox row per planned mail, as planned."""
+    signer = ctx.services.signer
+    rows = [{"ticket": ticket_id, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
+             "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
+             "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),
+             "status": OUTBOX_PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now}
+            for out in ctx.plan.outgoing]
+    bulk.insert_many(OutboxEntry, rows)
+    _record_sent(ctx.plan.outgoing, ctx.plan.ticket_number if ticket_id else None, now)
+
+
+def _file_auto_responses(ctx, ticket_id, now):
+    """An auto-response is part of the ticket's history (public, from the public address)."""
+    for out in ctx.plan.outgoing:
         if out.kind == AUTO_RESPONSE:
-            subject, body, raw = compose.auto_response(parsed, out, services, templates, ticket, message_id)
-            bulk.insert(Message, ticket=ticket.id, spool_id=None, direction="out", from_addr=settings.public_address,
-                        from_name=out.from_name, to=out.to, cc=[], subject=subject, public=True,
-                        internal=False, text=body, reply_text=body, rules_version="", message_id=message_id,
-                        attachments=[], received_at=now)
-        else:
-            subject = services.subject_with_tag(parsed.subject, ticket.number)
-            keyword = settings.internal_keyword
-            if ctx.internal and keyword and keyword.lower() not in subject.lower():
-                subject = f"{keyword} {subject}"  # so that replies to it stay internal
-            out.subject = subject
-            original = "" if ctx.sender.is_staff or not (out.to or out.cc) else parsed.from_addr
-            copy = ctx.commands.copy if ctx.commands and ctx.commands.copy else bytes(ctx.spool.raw)
-            raw = compose.redistribution(copy, parsed, out, services, message_id, original)
-        rows.append({"ticket": ticket.id, "cause_id": ctx.spool.id, "kind": out.kind,
-                     "mail_from": settings.public_address, "rcpt": out.rcpt, "to": out.to, "cc": out.cc,
-                     "bcc": out.bcc, "subject": subject, "message_id": message_id,
-                     "raw": _marked(raw, services), "status": "pending", "attempts": 0, "next_attempt_at": now,
-                     "created_at": now})
-    bulk.insert_many(OutboxEntry, rows)
-    _record_sent(ctx.outgoing, ticket.number, now)
-    return [row["message_id"] for row in rows]
+            bulk.insert(Message, ticket=ticket_id, spool_id=None, direction=OUTBOUND, from_addr=out.from_address,
+                        from_name=out.from_name, to=out.to, cc=[], subject=out.subject, public=True,
+                        internal=False, text=out.body, reply_text=out.body, rules_version="",
+                        message_id=out.message_id, attachments=[], received_at=now)
 
 
-def _queue_notices(ctx, templates, now):
-    services = ctx.services
-    rows = []
-    for out in ctx.outgoing:  # only notices are planned for triage
-        message_id = services.signer.make_notice()  # recognised when an answer to it comes back
-        subject, _, raw = compose.inbound_notice(ctx.parsed, out, services, templates, ctx.reason,
-                                                 ctx.ticket_number, message_id)
-        rows.append({"ticket": None, "cause_id": ctx.spool.id, "kind": out.kind,
-                     "mail_from": services.settings.notifications_address, "rcpt": out.rcpt, "to": out.to,
-                     "cc": [], "bcc": [], "subject": subject, "message_id": message_id,
-                     "raw": _marked(raw, services), "status": "pending", "attempts": 0, "next_attempt_at": now,
-                     "created_at": now})
-    bulk.insert_many(OutboxEntry, rows)
-    _record_sent(ctx.outgoing, None, now)
-
-
-def _marked(raw, services):
+def _marked(raw, signer):
     """`raw` with our loop marker, so our mail is recognised when it comes back; the
     markers of other connectors on a redistributed original are kept."""
-    return f"{LOOP_HEADER}: {services.signer.loop_token}\r\n".encode("ascii") + raw
+    return f"{LOOP_HEADER}: {signer.loop_token}\r\n".encode("ascii") + raw
 
 
 def _record_sent(outgoing, ticket_number, now):
     """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
-    database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (now - SENT_MAIL_KEPT,))
+    forget_sent_before(now - SENT_MAIL_KEPT)
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
                                  "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
                                 for out in outgoing for a in out.rcpt])
 
 
-def _log_suppressed(ctx):
-    for item in ctx.suppressed:
-        log.info(SUPPRESSED_EVENTS.get(item["kind"], "loop.suppressed"), ticket=ctx.ticket_number, **item)
+def _log_suppressed(plan):
+    for item in plan.suppressed:
+        log.info(SUPPRESSED_EVENTS.get(item["kind"], "loop.suppressed"), ticket=plan.ticket_number, **item)
 
 
 def _remember_threads(message_ids, ticket_id):
@@ -171,61 +136,65 @@ def _remember_threads(message_ids, ticket_id):
     bulk.insert_many(ThreadRef, [{"message_id": m, "ticket": ticket_id} for m in message_ids if m], or_ignore=True)
 
 
-def apply_decision(ctx, templates):
-    """Write `ctx`'s decision; returns the ticket touched (or None)."""
+def apply_decision(ctx):
+    """Write `ctx.plan`; returns the id of the ticket touched (or None)."""
     now = ctx.services.clock()
-    spool, ticket = ctx.spool, ctx.ticket
-    if ctx.action == NEW_TICKET:
-        ticket = _create_ticket(ctx, now)
-    elif ctx.action in (FOLLOW_UP, INTERNAL):
+    spool, plan = ctx.spool, ctx.plan
+    ticket_id = None
+    if plan.action == NEW_TICKET:
+        ticket_id = _create_ticket(ctx, now).id
+    elif plan.action in FILED:
+        ticket_id = ctx.ticket.id
         _contact_id(ctx, now)
-        bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
-    elif ctx.action == CONTACT_ONLY:
+        bulk.update(Ticket, ticket_id, updated_at=now, **plan.ticket_changes)
+    elif plan.action == CONTACT_ONLY:
         _contact_id(ctx, now)
-    if ctx.commands is not None:  # staff commands, before the mail is filed (a note of what was done)
-        row = commands.run(ctx, ticket, templates, now)
-        bulk.insert(OutboxEntry, **dict(row, raw=_marked(row["raw"], ctx.services)))
-    if ctx.action == NEW_TICKET and ctx.hints.get("ticket_fields"):
-        bulk.update(Ticket, ticket.id, **_ticket_changes(ctx, now))
-    if ctx.action in FILED:
-        if ctx.services.settings.add_recipients_from_headers and not ctx.automatic.is_automatic:
-            _add_recipients_from_headers(ctx, ticket.id)
-        _file_message(ctx, ticket.id)
-        _remember_threads([ctx.parsed.message_id] + _queue(ctx, ticket, templates, now), ticket.id)
-    if ctx.action in (TRIAGE, IGNORED_AUTOMATIC):
-        bulk.insert(TriageItem, spool_id=spool.id, status=ctx.triage_status, reason=ctx.reason,
-                    detail=ctx.sender.unauthenticated if ctx.sender else "",
+    if plan.commands is not None:  # staff commands, before the mail is filed (a note of what was done)
+        commands.run(ctx, now)
+    if plan.action in FILED:
+        _add_recipients(plan, ticket_id)
+        _file_message(ctx, ticket_id)
+        _file_auto_responses(ctx, ticket_id, now)
+        _queue(ctx, ticket_id, now)
+        _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
+    if plan.action in TRIAGED:
+        bulk.insert(TriageItem, spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
+                    detail=plan.triage_detail,
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
-                    ticket_number=ctx.ticket_number if (ctx.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
+                    ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
-        _queue_notices(ctx, templates, now)
-    if ctx.action in FILED:
-        _record_event(ctx, ticket, now)
-    _close_superseded(ctx)
-    record_processing(spool, SPOOL_DONE, ctx.action, ctx.reason, ctx.parsed.message_id, now)
-    _log_suppressed(ctx)
-    return ticket
+        _queue(ctx, None, now)   # notices (and a command reply) only are planned for triage
+    elif plan.action not in FILED and plan.outgoing:
+        _queue(ctx, None, now)   # a reply to a notice's commands: the result mail alone
+    if plan.action in FILED:
+        _record_event(ctx, ticket_id, now)
+    if plan.supersedes:  # an earlier copy's notifications triage, now filed with this copy (see `classify`)
+        close_superseded_triage(plan.supersedes, f"filed with spool entry {spool.id}")
+    record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now)
+    _log_suppressed(plan)
+    return ticket_id
 
 
-def _record_event(ctx, ticket, now):
+def _record_event(ctx, ticket_id, now):
     """The ticket's history: who wrote, through which channel (`tickets history`)."""
     via, by = events.via_of_intake(ctx.spool.intake), ctx.sender.address or None
-    detail = {"message_id": ctx.parsed.message_id, "public": bool(ctx.public)}
-    if ctx.action == NEW_TICKET:
-        events.record(ticket.id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
-        events.record(ticket.id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
+    detail = {"message_id": ctx.parsed.message_id, "public": bool(ctx.plan.public)}
+    if ctx.plan.action == NEW_TICKET:
+        forced = ctx.hints.get("triage")
+        if forced:  # made by staff from a triage item: the creation is theirs
+            events.record(ticket_id, events.TICKET_CREATED, at=now, by=forced["by"], via=forced["via"],
+                          detail={**detail, "triage_item": forced["item"]})
+        else:
+            events.record(ticket_id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
+        events.record(ticket_id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
+        inbox.place_new_ticket(ticket_id, delivered_to=delivered_to(ctx), inbox=ctx.hints.get("assign_inbox"),
+                               by=forced["by"] if forced else None, via=forced["via"] if forced else via, now=now,
+                               settings=ctx.services.settings)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
-        if kind_of(ctx) == NOTE:
+        if kind_of(ctx) == NOTE:  # `tickets note`
             name = events.NOTE_ADDED
-        events.record(ticket.id, name, at=now, by=by, via=via, detail=detail)
-
-
-def _close_superseded(ctx):
-    """An earlier copy's notifications triage, now filed with this copy (see `classify`)."""
-    if ctx.supersedes:
-        TriageItem.update(status=TRIAGE_CLOSED, detail=f"filed with spool entry {ctx.spool.id}").where(
-            TriageItem.spool_id.in_(ctx.supersedes) & (TriageItem.status == TRIAGE_AWAITING_REVIEW)).execute()
+        events.record(ticket_id, name, at=now, by=by, via=via, detail=detail)
 
 
 def record_processing(spool, state, action, reason, message_id, now, attempts=0):

@@ -48,8 +48,8 @@ def domain_of(address):
 
 def suppress(ctx, kind, address, reason, detail):
     """Record that `kind` to `address` is not sent, and why."""
-    ctx.suppressed.append({"kind": kind, "address": address, "reason": reason, "detail": detail})
-    ctx.notes.append(f"{kind} to {address} suppressed: {reason} ({detail})")
+    ctx.plan.suppressed.append({"kind": kind, "address": address, "reason": reason, "detail": detail})
+    ctx.plan.notes.append(f"{kind} to {address} suppressed: {reason} ({detail})")
 
 
 def _over(ctx, limits):
@@ -84,17 +84,18 @@ def loop_cause(ctx):
     window, address = ctx.services.settings.loop_reply_seconds, ctx.sender.address
     if ctx.ticket is None or not address:
         return ""
-    if ctx.reply_text.strip() and same_text_since(ctx.ticket_number, ctx.parsed.from_addr, ctx.reply_text,
+    text = ctx.plan.reply_text
+    if text.strip() and same_text_since(ctx.plan.ticket_number, ctx.parsed.from_addr, text,
                                 ctx.spool.received_at - HOUR):
         return REPEATED_TEXT
-    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.ticket_number):
+    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.plan.ticket_number):
         return QUICK_REPLY
     return ""
 
 
 def within_loop_budget(ctx, kind, addresses):
     """The `addresses` that may still get a loop-caused copy of this ticket."""
-    settings, number = ctx.services.settings, ctx.ticket_number
+    settings, number = ctx.services.settings, ctx.plan.ticket_number
     kept = []
     for address in addresses:
         key = address.lower()

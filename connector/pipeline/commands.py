@@ -3,39 +3,48 @@
 Where it stands in the flow:
 
     sender -> reference -> read (here) -> route -> extract -> settle (here) -> distribute
-    apply: run (here), inside the filing transaction
+    finally: reply (here), notify          apply: run (here), in the filing transaction
 
 `read` takes the command lines at the top of a mail from an active,
 authenticated employee (`#` + word, one per line, blank lines between them
-allowed, before any other text). A reply to a New Inbound Message Notice
-(threaded by the notice's signed Message-ID) acts on that triage item: the
-mail is decided `staff_command` here and filed nowhere. Otherwise the
-commands act on the ticket the mail refers to, and `route` decides as for any
-employee mail; `settle` then files the rest of the reply as usual (the copy
-carries no command line), Not Public with `#internal`, and a mail with only
-commands as an internal note of what was done, distributed to nobody.
+allowed, before any other text) into `plan.commands` (a `Commands`). A reply
+to a New Inbound Message Notice (threaded by the notice's signed Message-ID)
+acts on that triage item: the mail is decided `staff_command` here and filed
+nowhere. Otherwise the commands act on the ticket the mail refers to, and
+`route` decides as for any employee mail; `settle` then files the rest of
+the reply as usual (the copy carries no command line, `Commands.copy`), Not
+Public with `#internal`, and a mail with only commands as an internal note
+of what was done, distributed to nobody.
 
-`run` executes the commands in order inside a savepoint: the first refusal
-undoes the ones before it and the rest do not run, so a mail does all it
-asks or nothing. A line that is no command of `COMMANDS`, or whose
-arguments do not fit, is refused before anything runs (never guessed), and
-the mail is then filed Not Public whatever else it says. The outcome is
-mailed back to the sender from the notifications address
-(`staff_command_result.txt.j2`, `Auto-Submitted: auto-replied`).
+`reply` plans the result mailed back to the sender: one COMMAND_REPLY
+`Outgoing` from the notifications address (`staff_command_result.txt.j2`,
+`Auto-Submitted: auto-replied`), whole (envelope, To, From, Message-ID,
+subject, text). A mail refused before anything runs (a line that is no
+command of `COMMANDS` or whose arguments do not fit, never guessed; a
+command for the wrong target; a mail not filed on its ticket) runs nothing,
+and its reply is final as planned. Otherwise the text says what is to run.
+
+`run` (apply's part) executes the commands in order inside a savepoint: the
+first refusal undoes the ones before it and the rest do not run, so a mail
+does all it asks or nothing. What the store says is known only then (the
+entry was taken meanwhile, the inbox has no open entry, a due date passed),
+so `run` renders the planned reply's subject and text again from the
+outcomes, through `_render`, the one place that text is made; nothing else
+of the planned mail changes. A refused mail is filed Not Public whatever
+else it says.
 """
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, time, timezone
+from datetime import datetime, timezone
 from email.message import EmailMessage
 
 from connector.log import get_logger
 from connector.mail.automatic import own_mail
-from connector.outbound import compose
 from connector.pipeline.cli_mail import CLI_INTAKE, NOTE, kind_of
-from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND
+from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND, Outgoing
 from connector.store import events
-from connector.store.models import OutboxEntry, Ticket, TriageItem, database
+from connector.store.models import COMMAND_REPLY, OutboxEntry, Ticket, TriageItem, database
 from connector.workqueue import inbox as inbox_actions
 from connector.workqueue.errors import Refused
 
@@ -55,9 +64,10 @@ ON_TICKET = "ticket"
 ON_ITEM = "inbound item"
 ON_FILING = "filing"   # how this mail itself is filed (#internal)
 
+STEP = "commands"
 REFILED_HINT = "triage"  # set by connector.workqueue.triage when it files a triage item's mail again
 NOT_RUN = "not run"
-KIND = "command_reply"  # the outbox kind of the result mailed back
+TO_RUN = "to run"        # a planned line's outcome until `run` executes it
 TEMPLATE = "staff_command_result.txt.j2"
 
 
@@ -85,12 +95,17 @@ class Command:
 
 @dataclass(frozen=True)
 class Act:
-    """Who acts, when, and what the triage actions file with (they run the pipeline again)."""
+    """Who acts, when, and what the actions need: the inboxes' settings, and what the
+    triage actions file with (they run the pipeline again)."""
 
     by: str
     now: float
     services: object
     templates: object
+
+    @property
+    def settings(self):
+        return self.services.settings
 
 
 @dataclass
@@ -103,8 +118,8 @@ class Line:
 
 
 @dataclass
-class Plan:
-    """The commands of one mail and what became of them."""
+class Commands:
+    """The commands of one mail (`plan.commands`) and what became of them."""
 
     lines: list
     on: str = ON_TICKET
@@ -121,18 +136,10 @@ class Plan:
         return not self.refusal and all(line.done for line in self.lines)
 
 
-def due_timestamp(text):
-    """A due date (`2026-12-05`: the end of that day, UTC; or an ISO 8601 date-time, naive
-    meaning UTC) as a timestamp."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise Refused(f"{text!r} is not a date (write it like 2026-12-05 or 2026-12-05T17:00+01:00)") from None
-    if len(text) <= 10:
-        moment = datetime.combine(moment.date(), time(23, 59, 59))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+def due_date(text):
+    """A due date's form (`inbox.parse_due`: ISO 8601, a date alone is the end of that
+    day, UTC) as epoch seconds; whether it is past is checked when the command runs."""
+    return inbox_actions.parse_due(text, now=0)
 
 
 def ticket_argument(text):
@@ -142,37 +149,39 @@ def ticket_argument(text):
 
 
 def _entry(ticket, act):
-    return inbox_actions.entry_for(ticket.number, by=act.by)
+    return inbox_actions.entry_for(ticket.number, by=act.by, settings=act.settings)
 
 
 def _take(ticket, args, act):
     entry = _entry(ticket, act)
-    inbox_actions.take(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    inbox_actions.take(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now, settings=act.settings)
     return f"ticket {ticket.number} in {entry.inbox} is yours"
 
 
 def _complete(ticket, args, act):
     entry = _entry(ticket, act)
-    inbox_actions.complete(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    inbox_actions.complete(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now, settings=act.settings)
     return f"ticket {ticket.number} completed in {entry.inbox}"
 
 
 def _cancel(ticket, args, act):
     entry = _entry(ticket, act)
-    inbox_actions.cancel(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now, message=args.get("message"))
+    inbox_actions.cancel(entry.id, by=act.by, via=events.VIA_MAIL, now=act.now, message=args.get("message"),
+                         settings=act.settings)
     return f"ticket {ticket.number} cancelled in {entry.inbox}"
 
 
 def _forward(ticket, args, act):
     entry = _entry(ticket, act)
     inbox_actions.forward(entry.id, to=args["inbox"], due_type=args["due_type"], due_at=args["date"], by=act.by,
-                          via=events.VIA_MAIL, now=act.now, message=args.get("message"))
+                          via=events.VIA_MAIL, now=act.now, message=args.get("message"), settings=act.settings)
     due = datetime.fromtimestamp(args["date"], timezone.utc).isoformat(timespec="minutes")
     return f"ticket {ticket.number} forwarded from {entry.inbox} to {args['inbox']} ({args['due_type']} due {due})"
 
 
 def _add(ticket, args, act):
-    inbox_actions.add(ticket.number, args["name"], by=act.by, via=events.VIA_MAIL, now=act.now)
+    inbox_actions.add(ticket.number, args["name"], by=act.by, via=events.VIA_MAIL, now=act.now,
+                      settings=act.settings)
     return f"ticket {ticket.number} added to inbox {args['name']}"
 
 
@@ -226,7 +235,7 @@ COMMANDS = {c.name: c for c in (
     Command("take", ON_TICKET, _take),
     Command("complete", ON_TICKET, _complete),
     Command("cancel", ON_TICKET, _cancel, (MESSAGE,)),
-    Command("forward", ON_TICKET, _forward, (Arg("inbox"), Arg("due_type"), Arg("date", due_timestamp), MESSAGE)),
+    Command("forward", ON_TICKET, _forward, (Arg("inbox"), Arg("due_type"), Arg("date", due_date), MESSAGE)),
     Command("status", ON_TICKET, _status, (Arg("value", rest=True),)),
     Command("inbox", ON_TICKET, _add, (Arg("name", rest=True),)),
     Command("internal", ON_FILING, _internal),
@@ -292,47 +301,59 @@ def answered_item(ctx):
 
 
 def read(ctx):
-    """Step between `reference` and `route`: the commands of an employee's mail."""
+    """Step between `reference` and `route`: the commands of an employee's mail.
+
+    Reads: the sender, the parsed text and threading, the notices we sent (outbox).
+    Sets: `plan.commands`; for a reply to a notice the decision (`staff_command`).
+    """
     if not ctx.sender.is_staff or ctx.automatic.is_automatic or ctx.spool.intake == CLI_INTAKE \
             or own_mail(ctx.parsed, ctx.services.signer) or ctx.hints.get(REFILED_HINT):
-        return  # our own mail come back never commands; a refiled triage item's were answered already
+        return ctx.record(STEP, "read", "none")  # our own mail come back never commands; a refiled item's ran
     found, _ = split_commands(ctx.parsed.text)
     if not found:
-        return
-    plan = ctx.commands = Plan([parse_line(text) for text in found])
-    notice, plan.item_id = answered_item(ctx)
+        return ctx.record(STEP, "read", "none")
+    commands = ctx.plan.commands = Commands([parse_line(text) for text in found])
+    notice, commands.item_id = answered_item(ctx)
     if notice:
-        plan.on = ON_ITEM
-        if plan.item_id is None:
-            plan.refusal = "the notice this mail answers names no inbound item that still exists"
-        ctx.finish(STAFF_COMMAND, R_NOTICE_REPLY, distribute=False)
-    wrong = [line for line in plan.lines if line.command and line.command.on not in (plan.on, ON_FILING)]
+        commands.on = ON_ITEM
+        if commands.item_id is None:
+            commands.refusal = "the notice this mail answers names no inbound item that still exists"
+        ctx.finish(STAFF_COMMAND, R_NOTICE_REPLY)
+    wrong = [line for line in commands.lines if line.command and line.command.on not in (commands.on, ON_FILING)]
     for line in wrong:
         line.outcome = (f"#{line.command.name} acts on an inbound item: reply to its New Inbound Message Notice"
                         if line.command.on == ON_ITEM else
                         f"#{line.command.name} acts on a ticket: this mail answers a New Inbound Message Notice")
-    if not plan.refusal and any(not line.command or line in wrong for line in plan.lines):
-        plan.refusal = "nothing was done: a command line is refused"
+    if not commands.refusal and any(not line.command or line in wrong for line in commands.lines):
+        commands.refusal = "nothing was done: a command line is refused"
+    ctx.record(STEP, "read", f"{len(commands.lines)} on {commands.on}")
 
 
 def settle(ctx):
-    """Step between `extract` and `distribute`: how a filed command mail itself is filed."""
-    plan = ctx.commands
-    if ctx.action not in (FOLLOW_UP, INTERNAL):
+    """Step between `extract` and `distribute`: how a filed command mail itself is filed.
+
+    Reads: the plan so far, `plan.commands`, the CLI hint. Sets: `plan.action` (INTERNAL for
+    a note, `#internal`, a refusal or commands only), `reason`, `public`, `internal`,
+    `set_inbox`, `distribute`, `reply_text` (without the command lines), `commands.copy`.
+    """
+    plan, commands = ctx.plan, ctx.plan.commands
+    if plan.action not in (FOLLOW_UP, INTERNAL):
         return
-    if plan is None:
+    if commands is None:
         if kind_of(ctx) == NOTE:  # `tickets note`: Not Public, to the employee recipients
-            ctx.action, ctx.reason, ctx.public, ctx.internal = INTERNAL, R_CLI_NOTE, False, True
+            plan.action, plan.reason, plan.public, plan.internal = INTERNAL, R_CLI_NOTE, False, True
+            ctx.record(STEP, "settle", R_CLI_NOTE)
         return
-    ctx.reply_text = split_commands(ctx.reply_text)[1].strip()
-    if not ctx.reply_text:
-        ctx.action, ctx.reason, ctx.distribute = INTERNAL, R_COMMANDS_ONLY, False
-    elif plan.internal or plan.refusal:
-        ctx.action, ctx.reason = INTERNAL, R_INTERNAL_COMMAND if plan.internal else R_REFUSED_COMMANDS
-    if ctx.action == INTERNAL:
-        ctx.public, ctx.internal, ctx.set_inbox = False, True, False
-    if ctx.distribute:
-        plan.copy = copy_without_commands(ctx.parsed)
+    plan.reply_text = split_commands(plan.reply_text)[1].strip()
+    if not plan.reply_text:
+        plan.action, plan.reason, plan.distribute = INTERNAL, R_COMMANDS_ONLY, False
+    elif commands.internal or commands.refusal:
+        plan.action, plan.reason = INTERNAL, R_INTERNAL_COMMAND if commands.internal else R_REFUSED_COMMANDS
+    if plan.action == INTERNAL:
+        plan.public, plan.internal, plan.set_inbox = False, True, False
+    if plan.distribute:
+        commands.copy = copy_without_commands(ctx.parsed)
+    ctx.record(STEP, "settle", plan.reason)
 
 
 def copy_without_commands(parsed):
@@ -350,72 +371,98 @@ def copy_without_commands(parsed):
     return copy.as_bytes()
 
 
-def run(ctx, ticket, templates, now):
-    """Apply's part, in the filing transaction: execute the plan; returns the outbox row
-    of the result mailed back to the sender (without our loop marker: apply adds it)."""
-    plan, by = ctx.commands, ctx.sender.staff.email
-    target = plan.item_id if plan.on == ON_ITEM else ticket
-    if not plan.refusal and plan.on == ON_TICKET and (ticket is None or ctx.action not in (FOLLOW_UP, INTERNAL)):
-        plan.refusal = _not_filed(ctx, ticket)
-    if not plan.refusal:
-        _execute(plan, target, Act(by, now, ctx.services, templates))
-    if plan.on == ON_TICKET and ctx.reason == R_COMMANDS_ONLY:
-        ctx.reply_text = summary(plan)  # the internal note of what was done
-    log.info("staff.commands", by=by, on=plan.on, ticket=ticket.number if ticket else None, item=plan.item_id,
-             ok=plan.ok, commands=[line.text for line in plan.lines], refusal=plan.refusal or None,
-             outcomes=[line.outcome or NOT_RUN for line in plan.lines])
-    return _reply_row(ctx, plan, ticket if plan.on == ON_TICKET else None, templates, now)
+def reply(ctx):
+    """Run for every decision (before `notify`): the result mail of this mail's commands.
+
+    Reads: `plan.commands`, the decision (a ticket command runs only on a mail filed on
+    its ticket). Sets: one COMMAND_REPLY in `plan.outgoing`; `commands.refusal` when the
+    mail is not filed where its commands act.
+    """
+    commands, plan, services = ctx.plan.commands, ctx.plan, ctx.services
+    if commands is None:
+        return
+    if not commands.refusal and commands.on == ON_TICKET and (ctx.ticket is None
+                                                               or plan.action not in (FOLLOW_UP, INTERNAL)):
+        commands.refusal = _not_filed(ctx)
+    on_ticket = commands.on == ON_TICKET and ctx.ticket is not None
+    to, notifications = ctx.sender.address, services.settings.notifications_address
+    out = Outgoing(COMMAND_REPLY, [to], [to], from_name=services.settings.response_from_name,
+                   from_address=notifications, mail_from=notifications, template=TEMPLATE,
+                   message_id=services.signer.make(ctx.ticket.number) if on_ticket else services.signer.make_notice())
+    _render(ctx, out, commands)
+    plan.outgoing.append(out)
+    ctx.record(STEP, "reply", "refused" if commands.refusal else TO_RUN)
 
 
-def _not_filed(ctx, ticket):
-    """Why ticket commands did not run: the mail was not filed on a ticket."""
-    if ticket is not None:
-        return (f"nothing was done: this mail was not filed on ticket {ticket.number} ({ctx.reason}); "
-                f"send commands to {ctx.services.settings.public_address}")
-    if ctx.ticket_number:
-        return f"nothing was done: there is no ticket {ctx.ticket_number}"
-    return "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)"
-
-
-def _reply_row(ctx, plan, ticket, templates, now):
-    services, parsed = ctx.services, ctx.parsed
-    to = ctx.sender.address
-    message_id = services.signer.make(ticket.number) if ticket else services.signer.make_notice()
+def _render(ctx, out, commands):
+    """The reply's subject and text from the commands' outcomes (planned or run)."""
+    services, parsed, ticket = ctx.services, ctx.parsed, ctx.ticket
+    on_ticket = commands.on == ON_TICKET and ticket is not None
     values = {
-        "ok": plan.ok, "refusal": plan.refusal, "summary": summary(plan),
-        "lines": [{"text": line.text, "outcome": line.outcome or NOT_RUN, "done": line.done} for line in plan.lines],
+        "ok": not commands.refusal, "refusal": commands.refusal, "summary": summary(commands),
+        "lines": [{"text": line.text, "outcome": outcome(commands, line), "done": line.done}
+                  for line in commands.lines],
         "ticket": {"number": ticket.number, "tag": services.tag(ticket.number), "subject": ticket.subject}
-        if ticket else None,
-        "item": plan.item_id,
+        if on_ticket else None,
+        "item": commands.item_id,
         "message": {"subject": parsed.subject, "message_id": parsed.message_id},
         "settings": {"public_address": services.settings.public_address,
                      "notifications_address": services.settings.notifications_address},
     }
-    subject, raw = compose.command_result(parsed, to, services, templates, TEMPLATE, values, message_id)
-    return {"ticket": ticket.id if ticket else None, "cause_id": ctx.spool.id, "kind": KIND,
-            "mail_from": services.settings.notifications_address, "rcpt": [to], "to": [to], "cc": [], "bcc": [],
-            "subject": subject, "message_id": message_id, "raw": raw, "status": "pending", "attempts": 0,
-            "next_attempt_at": now, "created_at": now}
+    out.subject, out.body = ctx.templates.render(TEMPLATE, **values)
+    out.subject = out.subject or parsed.subject
 
 
-def _execute(plan, target, act):
+def run(ctx, now):
+    """Apply's part, in the filing transaction: execute `plan.commands` (unless refused
+    before running) and render the planned reply again from the outcomes."""
+    commands, ticket, by = ctx.plan.commands, ctx.ticket, ctx.sender.staff.email
+    if not commands.refusal:
+        target = commands.item_id if commands.on == ON_ITEM else ticket
+        _execute(commands, target, Act(by, now, ctx.services, ctx.templates))
+        out = next(o for o in ctx.plan.outgoing if o.kind == COMMAND_REPLY)
+        _render(ctx, out, commands)
+    if commands.on == ON_TICKET and ctx.plan.reason == R_COMMANDS_ONLY:
+        ctx.plan.reply_text = summary(commands)  # the internal note of what was done
+    log.info("staff.commands", by=by, on=commands.on, ticket=ticket.number if ticket else None,
+             item=commands.item_id, ok=commands.ok, commands=[line.text for line in commands.lines],
+             refusal=commands.refusal or None, outcomes=[outcome(commands, line) for line in commands.lines])
+
+
+def _not_filed(ctx):
+    """Why ticket commands do not run: the mail is not filed on a ticket."""
+    ticket = ctx.ticket
+    if ticket is not None:
+        return (f"nothing was done: this mail was not filed on ticket {ticket.number} ({ctx.plan.reason}); "
+                f"send commands to {ctx.services.settings.public_address}")
+    if ctx.plan.ticket_number:
+        return f"nothing was done: there is no ticket {ctx.plan.ticket_number}"
+    return "nothing was done: this mail refers to no ticket (keep the ticket tag in the subject)"
+
+
+def _execute(commands, target, act):
     current = None
     try:
         with database.atomic():  # a savepoint: a refusal undoes the commands before it
-            for current in plan.lines:
+            for current in commands.lines:
                 current.outcome, current.done = current.command.handler(target, current.args, act), True
     except Refused as exc:
         current.outcome = f"refused: {exc}"
-        for line in plan.lines:
+        for line in commands.lines:
             if line.done:
                 line.done, line.outcome = False, f"undone ({line.outcome}): a later command was refused"
             elif line is not current and not line.outcome:
                 line.outcome = "not run: an earlier command was refused"
-        plan.refusal = "nothing was done: a command was refused"
+        commands.refusal = "nothing was done: a command was refused"
 
 
-def summary(plan):
+def outcome(commands, line):
+    """What became of `line`: its outcome once run or refused, else what is to happen."""
+    return line.outcome or (NOT_RUN if commands.refusal else TO_RUN)
+
+
+def summary(commands):
     """What the mail did, one line per command (the reply mail's and the note's text)."""
-    lines = [plan.refusal] if plan.refusal else []
-    lines += [f"{line.text}\n  {line.outcome or NOT_RUN}" for line in plan.lines]
+    lines = [commands.refusal] if commands.refusal else []
+    lines += [f"{line.text}\n  {outcome(commands, line)}" for line in commands.lines]
     return "\n".join(lines)

@@ -1,4 +1,17 @@
-"""What the pipeline knows about one message while it decides, and the decision itself."""
+"""What the pipeline reads about one message, and the plan it produces.
+
+A `Context` is what the steps read: the spool entry, the parsed message, the
+automatic-mail verdict, the sender and the referenced ticket. Its `plan` (a
+`Plan`) is the decision: every value `apply` writes (action, ticket,
+public/internal, recipients, each outgoing mail whole) is set there by the
+deciding steps, so that `replay --dry-run` shows exactly what is sent.
+`trace` records how the plan was reached: one `{step, link, result}` per
+step, and per routing link tried.
+
+A later feature extends the plan by adding a field here, set by the step that
+decides it and written by `apply` (documented in the step's docstring and the
+README's step table).
+"""
 
 from dataclasses import dataclass, field
 
@@ -11,23 +24,33 @@ DUPLICATE = "duplicate"
 IGNORED_AUTOMATIC = "ignored_automatic"
 CONTACT_ONLY = "contact_only"
 STAFF_COMMAND = "staff_command"  # a reply to a New Inbound Message Notice with commands (pipeline/commands.py)
+FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)   # actions that file the message on a ticket
+TRIAGED = (TRIAGE, IGNORED_AUTOMATIC)       # actions that leave a triage item
 
 # Triage reasons.
-R_NOTIFICATIONS = "notifications_address"
-R_UNKNOWN_SENDER = "unknown_sender"
-R_UNKNOWN_TICKET = "unknown_ticket"
-R_STAFF_NO_TICKET = "staff_without_ticket"
-R_UNAUTHENTICATED_STAFF = "unauthenticated_staff"  # an employee's From, not authenticated (sender step)
-R_BOUNCE = "bounce"
-R_PROCESSING_ERROR = "processing_error"
+REASON_NOTIFICATIONS = "notifications_address"
+REASON_UNKNOWN_SENDER = "unknown_sender"
+REASON_UNKNOWN_TICKET = "unknown_ticket"
+REASON_STAFF_NO_TICKET = "staff_without_ticket"
+REASON_UNAUTHENTICATED_STAFF = "unauthenticated_staff"  # an employee's From, not authenticated (sender step)
+REASON_BOUNCE = "bounce"
+REASON_PROCESSING_ERROR = "processing_error"
 
 # Other reasons.
-R_CUSTOMER = "customer"
-R_SCANNER_RULE = "scanner_rule_match"  # a scanner rule's own `match` named the ticket
-R_EMPLOYEE = "employee"
-R_KEYWORD = "internal_keyword"
-R_CC_ONLY = "public_address_not_in_to"
-R_NEW = "no_ticket_reference"
+REASON_CUSTOMER = "customer"
+REASON_SCANNER_RULE = "scanner_rule_match"  # a scanner rule's own `match` named the ticket
+REASON_EMPLOYEE = "employee"
+REASON_KEYWORD = "internal_keyword"
+REASON_CC_ONLY = "public_address_not_in_to"
+REASON_NEW = "no_ticket_reference"
+REASON_CONTACT_ONLY = "scanner rule creates the contact only"
+REASON_TRIAGE_NEW = "triage_create_ticket"     # staff made a ticket of a triage item
+REASON_TRIAGE_ATTACHED = "triage_attached"      # staff filed a triage item into a ticket
+
+# How the ticket was found (`Context.ref_via`).
+VIA_SUBJECT = "subject"
+VIA_REFERENCES = "references"
+VIA_HINT = "hint"           # staff named the ticket (`inbound attach`)
 
 # The rules_version of a message whose reply text is its full text: the time budget ran out.
 REPLY_NOT_EXTRACTED = "not-extracted"
@@ -49,15 +72,21 @@ class Sender:
 
 @dataclass
 class Outgoing:
-    """One planned outgoing mail; rendered into an outbox row by `apply`."""
+    """One planned outgoing mail, whole: `apply` composes it from these values only."""
 
-    kind: str                   # auto_response | distribution
+    kind: str                   # AUTO_RESPONSE | DISTRIBUTION | NOTICE (connector.store.models)
     rcpt: list                  # envelope recipients
     to: list
     cc: list = field(default_factory=list)
     bcc: list = field(default_factory=list)
     from_name: str = ""
+    from_address: str = ""      # the From header's address (public or notifications address)
+    mail_from: str = ""         # the envelope sender
     subject: str = ""
+    template: str = ""          # the template the body was rendered from (auto-response, notice)
+    body: str = ""              # the rendered text (a distribution carries the original's body)
+    original_from: str = ""     # X-Connector-Original-From of a distribution copy
+    message_id: str = ""
     automatic: bool = False     # auto-response, notice: counted by the budgets
     loop: bool = False          # a copy caused by a possible loop: counted too
 
@@ -65,57 +94,84 @@ class Outgoing:
     def budgeted(self):
         return self.automatic or self.loop
 
+    def summary(self):
+        return {"kind": self.kind, "mail_from": self.mail_from, "rcpt": self.rcpt, "to": self.to, "cc": self.cc,
+                "bcc": self.bcc, "from_name": self.from_name, "from_address": self.from_address,
+                "subject": self.subject, "template": self.template or None, "message_id": self.message_id}
+
 
 @dataclass
-class Context:
-    services: object
-    spool: object               # SpoolEntry (may be unsaved for a dry run)
-    parsed: object = None
-    automatic: object = None
-    sender: Sender = None
-    ticket_number: int = None   # referenced or to be created
-    ticket: object = None       # the Ticket row, when it exists
-    ref_via: str = ""           # subject | references | hint
-    envelope: list = field(default_factory=list)    # recipients of this copy and its earlier copies
-    supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one
+class Plan:
+    """The decision: what `apply` writes, and nothing it has to work out itself."""
+
     action: str = ""
     reason: str = ""
+    link: str = ""              # the routing link that fired
+    ticket_number: int = None   # referenced, or the number the new ticket gets
+    new_ticket: dict = None     # columns of the ticket to create (number and times added by apply)
+    ticket_changes: dict = field(default_factory=dict)   # columns of the ticket to change
     triage_status: str = ""
+    triage_detail: str = ""     # the triage item's detail (a bounce: who failed, why)
     public: bool = True
     internal: bool = False
     distribute: bool = True
     set_inbox: bool = False
     reply_text: str = ""
     reply_extracted: bool = True  # False: reply_text is the full text (time budget spent)
+    employee_recipients: list = field(default_factory=list)  # emails joining the ticket's employee recipients
+    external_recipients: list = field(default_factory=list)  # (address, kind) joining its external ones
     outgoing: list = field(default_factory=list)
-    employee_defaults: list = field(default_factory=list)  # new ticket's employee recipients
-    notes: list = field(default_factory=list)  # what else was decided, for the log line
-    commands: object = None     # staff commands of this mail (pipeline/commands.py), run by apply
+    supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one
+    notes: list = field(default_factory=list)       # what else was decided, for the log line
     suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
+    commands: object = None     # staff commands of this mail (`connector.pipeline.commands.Commands`)
+
+
+@dataclass
+class Context:
+    services: object
+    spool: object               # SpoolEntry (may be unsaved for a dry run)
+    templates: object = None    # outbound.compose.Templates: rendered while deciding
+    parsed: object = None
+    automatic: object = None
+    sender: Sender = None
+    ticket: object = None       # the referenced Ticket row, when it exists
+    ref_via: str = ""           # VIA_SUBJECT | VIA_REFERENCES | VIA_HINT
+    envelope: list = field(default_factory=list)    # recipients of this copy and its earlier copies
+    associated: bool = None     # the sender is on the ticket (`route.associated`, asked once)
+    plan: Plan = field(default_factory=Plan)
+    trace: list = field(default_factory=list)       # {step, link, result}, in order
     done: bool = False          # decision final; later steps skipped
 
     @property
     def hints(self):
         return self.spool.hints or {}
 
+    def record(self, step, link, result):
+        self.trace.append({"step": step, "link": link, "result": result})
+
     def finish(self, action, reason, **fields):
-        self.action, self.reason = action, reason
+        """The decision is final: `action` for `reason`; `fields` are further plan fields."""
+        plan = self.plan
+        plan.action, plan.reason, plan.distribute = action, reason, False
         for name, value in fields.items():
-            setattr(self, name, value)
+            setattr(plan, name, value)
         self.done = True
 
     def summary(self):
         """The decision as `replay --dry-run --json` prints it."""
+        plan = self.plan
         return {
-            "action": self.action,
-            "ticket": self.ticket_number,
-            "reason": self.reason,
-            "public": self.public if self.action in (NEW_TICKET, FOLLOW_UP, INTERNAL) else None,
-            "internal": self.internal,
+            "action": plan.action,
+            "ticket": plan.ticket_number,
+            "reason": plan.reason,
+            "link": plan.link or None,
+            "public": plan.public if plan.action in FILED else None,
+            "internal": plan.internal,
             "sender": self.sender.address if self.sender else (self.parsed.from_addr if self.parsed else ""),
-            "sender_kind": ("employee" if self.sender and self.sender.is_staff else "contact") if self.sender else None,
-            "recipients": sorted({a for out in self.outgoing for a in out.rcpt}),
-            "outgoing": [{"kind": o.kind, "to": o.to, "cc": o.cc, "bcc": o.bcc, "subject": o.subject}
-                         for o in self.outgoing],
-            "notes": self.notes,
+            "sender_kind": ("employee" if self.sender.is_staff else "contact") if self.sender else None,
+            "recipients": sorted({a for out in plan.outgoing for a in out.rcpt}),
+            "outgoing": [out.summary() for out in plan.outgoing],
+            "notes": plan.notes,
+            "trace": self.trace,
         }

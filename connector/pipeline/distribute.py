@@ -19,14 +19,29 @@ connector, and the copy that threads with the ticket is the one from it).
 A scanner rule's `manager` is the ticket's manager for this mail already.
 Copies of a mail that may be a loop, and auto-responses, are held to the
 budgets of `connector.pipeline.budget`.
+
+Every planned mail is whole here: envelope sender and recipients, To/Cc/Bcc,
+From name and address, subject (ticket tag, and the internal keyword on
+internal mail so that replies stay internal), Message-ID, the original
+sender's address on copies to other people, and an auto-response's text
+rendered from its template. `apply` composes the bytes from these values.
+
+Reads: the plan so far (action, ticket number, public/internal, scanner
+rule's manager), the sender, the ticket and its recipients, the budgets.
+Sets: `plan.employee_recipients`, `plan.external_recipients` (who joins the
+ticket), `plan.outgoing`; `plan.suppressed` and notes for what a budget stopped.
 """
 
+from connector.outbound.compose import AUTO_RESPONSE_TEMPLATE, auto_response_text
 from connector.pipeline import budget
-from connector.pipeline.context import FOLLOW_UP, INTERNAL, NEW_TICKET, Outgoing
-from connector.store.models import EmployeeRecipient, ExternalRecipient
+from connector.pipeline.context import FILED, FOLLOW_UP, NEW_TICKET, Outgoing
+from connector.pipeline.route import delivered_to
+from connector.settings.schema import RECEIVE_ACCOUNT_MANAGER, RECEIVE_ALL, RECEIVE_MANAGER, RECEIVE_OFF
+from connector.store.filing import employee_recipients as subscribed_employees, external_recipients
+from connector.store.models import AUTO_RESPONSE, DISTRIBUTION, RECIPIENT_BCC, RECIPIENT_CC, RECIPIENT_TO
+from connector.workqueue import inbox
 
-AUTO_RESPONSE = "auto_response"
-DISTRIBUTION = "distribution"
+STEP = "distribute"
 
 
 def new_ticket_defaults(ctx):
@@ -36,21 +51,21 @@ def new_ticket_defaults(ctx):
     emails = []
     if account and account.manager:
         emails.append(account.manager)
-    emails += [s.email for s in settings.staff if s.receive == "all" and s.active]
+    emails += [s.email for s in settings.staff if s.receive == RECEIVE_ALL and s.active]
     return list(dict.fromkeys(emails))
 
 
 def receives(member, subscribed, manager, account_manager):
-    if not member.active or member.receive == "off":
+    if not member.active or member.receive == RECEIVE_OFF:
         return False
-    if member.receive == "all":
+    if member.receive == RECEIVE_ALL:
         return True
     mine = set(member.emails)
     if subscribed & mine:
         return True
-    if member.receive in ("manager", "account_manager") and manager in mine:
+    if member.receive in (RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER) and manager in mine:
         return True
-    return member.receive == "account_manager" and account_manager in mine
+    return member.receive == RECEIVE_ACCOUNT_MANAGER and account_manager in mine
 
 
 def employee_recipients(ctx, manager, account_name, subscribed):
@@ -67,19 +82,37 @@ def employee_recipients(ctx, manager, account_name, subscribed):
     return chosen
 
 
+def _joining(ctx):
+    """(employee emails, (address, kind) pairs) joining the ticket's recipients: a new
+    ticket's defaults and its sender, and with `add_recipients_from_headers` the To/Cc
+    addresses of a person's mail (seed 004, optional)."""
+    services, plan, sender = ctx.services, ctx.plan, ctx.sender.address
+    employees, external = [], []
+    if plan.action == NEW_TICKET:
+        employees, external = new_ticket_defaults(ctx), [(sender, RECIPIENT_TO)]
+    if services.settings.add_recipients_from_headers and not ctx.automatic.is_automatic:
+        for kind, addresses in ((RECIPIENT_TO, ctx.parsed.to), (RECIPIENT_CC, ctx.parsed.cc)):
+            for address in addresses:
+                if address == sender or services.addresses.is_own(address):
+                    continue
+                member = services.settings.staff_by_email(address)
+                if member is not None:
+                    employees.append(member.email)
+                else:
+                    external.append((address, kind))
+    return list(dict.fromkeys(employees)), external
+
+
 def _ticket_state(ctx):
-    """(manager, account name, subscribed employees, external recipients) as this mail leaves them."""
-    rule_manager = (ctx.hints.get("ticket_fields") or {}).get("manager")  # apply sets it on the ticket
-    if ctx.action == NEW_TICKET:
-        account = ctx.sender.account
-        manager = rule_manager or (account.manager if account and account.manager else None)
-        return manager, account.name if account else None, ctx.employee_defaults, \
-            [(ctx.sender.address, "to")]
+    """(manager, account name, subscribed employees, external recipients) as this mail finds them."""
+    plan = ctx.plan
+    rule_manager = plan.ticket_changes.get("manager")  # apply sets it on the ticket
+    if plan.action == NEW_TICKET:
+        new = plan.new_ticket
+        return rule_manager or new["manager"], new["account"], new_ticket_defaults(ctx), \
+            [(ctx.sender.address, RECIPIENT_TO)]
     ticket = ctx.ticket
-    subscribed = [r.email for r in EmployeeRecipient.select().where(EmployeeRecipient.ticket == ticket)]
-    external = [(r.address, r.kind) for r in
-                ExternalRecipient.select().where(ExternalRecipient.ticket == ticket).order_by(ExternalRecipient.id)]
-    return rule_manager or ticket.manager, ticket.account, subscribed, external
+    return rule_manager or ticket.manager, ticket.account, subscribed_employees(ticket), external_recipients(ticket)
 
 
 def _from_name(ctx):
@@ -106,13 +139,19 @@ def own_name(name, address):
 
 
 def run(ctx):
-    _plan(ctx)
+    plan = ctx.plan
+    if plan.action in FILED:
+        plan.employee_recipients, plan.external_recipients = _joining(ctx)
+    if plan.action not in FILED or not plan.distribute:
+        return ctx.record(STEP, STEP, "not distributed")
+    _recipients(ctx)
     cause = budget.loop_cause(ctx)
     if cause:
-        ctx.notes.append(f"possible loop ({cause}): copies count against the loop budget")
-        ctx.outgoing = [kept for out in ctx.outgoing if (kept := _within_loop_budget(ctx, out))]
-    for out in ctx.outgoing:
-        out.subject = ctx.services.subject_with_tag(ctx.parsed.subject, ctx.ticket_number)
+        plan.notes.append(f"possible loop ({cause}): copies count against the loop budget")
+        plan.outgoing = [kept for out in plan.outgoing if (kept := _within_loop_budget(ctx, out))]
+    for out in plan.outgoing:
+        _complete(ctx, out)
+    ctx.record(STEP, STEP, f"{len(plan.outgoing)} outgoing")
 
 
 def _within_loop_budget(ctx, out):
@@ -125,33 +164,60 @@ def _within_loop_budget(ctx, out):
     return out
 
 
-def _plan(ctx):
-    if ctx.action == NEW_TICKET:
-        ctx.employee_defaults = new_ticket_defaults(ctx)
-    if ctx.action not in (NEW_TICKET, FOLLOW_UP, INTERNAL) or not ctx.distribute:
-        return
+def distribution_subject(ctx):
+    """The copies' subject: the ticket tag once, and on internal mail the internal keyword,
+    so that replies to it stay internal."""
+    services, keyword = ctx.services, ctx.services.settings.internal_keyword
+    subject = services.subject_with_tag(ctx.parsed.subject, ctx.plan.ticket_number)
+    if ctx.plan.internal and keyword and keyword.lower() not in subject.lower():
+        subject = f"{keyword} {subject}"
+    return subject
+
+
+def _complete(ctx, out):
+    """Envelope sender, From address, Message-ID, subject and text of a planned mail."""
+    services, plan = ctx.services, ctx.plan
+    out.mail_from = out.from_address = services.settings.public_address
+    out.message_id = services.signer.make(plan.ticket_number)
+    if out.kind == AUTO_RESPONSE:
+        sender = inbox.sender_of_new_ticket(delivered_to(ctx), ctx.hints.get("assign_inbox"),
+                                            settings=services.settings)
+        if sender:  # the `sender` of the inbox the new ticket lands in (config/inboxes.yaml)
+            out.from_address, out.from_name = sender[0], sender[1] or out.from_name
+        out.template = AUTO_RESPONSE_TEMPLATE
+        out.subject, out.body = auto_response_text(ctx.parsed, services, ctx.templates, plan.ticket_number,
+                                                   plan.new_ticket["subject"])
+    else:
+        out.subject = distribution_subject(ctx)
+        # Who really wrote it, for the people the copy is addressed to (never on a staff mail).
+        out.original_from = "" if ctx.sender.is_staff or not (out.to or out.cc) else ctx.parsed.from_addr
+
+
+def _recipients(ctx):
+    """The planned mails and their recipients (seed 004), before the budgets."""
+    plan, sender = ctx.plan, ctx.sender
     manager, account, subscribed, external = _ticket_state(ctx)
     employees = employee_recipients(ctx, manager, account, subscribed)
     from_name = _from_name(ctx)
-    if ctx.sender.is_staff and ctx.action == FOLLOW_UP:
-        ext = [(a, k) for a, k in external if a != ctx.sender.address and not ctx.services.is_own(a)]
-        to = [a for a, k in ext if k == "to"]
-        cc = [a for a, k in ext if k == "cc"]
-        bcc = [a for a, k in ext if k == "bcc"] + employees
+    if sender.is_staff and plan.action == FOLLOW_UP:
+        ext = [(a, k) for a, k in external if a != sender.address and not ctx.services.addresses.is_own(a)]
+        to = [a for a, k in ext if k == RECIPIENT_TO]
+        cc = [a for a, k in ext if k == RECIPIENT_CC]
+        bcc = [a for a, k in ext if k == RECIPIENT_BCC] + employees
         if to or cc or bcc:
-            ctx.outgoing.append(Outgoing(DISTRIBUTION, to + cc + bcc, to, cc, bcc, from_name))
+            plan.outgoing.append(Outgoing(DISTRIBUTION, to + cc + bcc, to, cc, bcc, from_name))
     elif employees:
-        if ctx.sender.is_staff:  # internal mail from an employee: everybody in Bcc
-            ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, [], [], employees, from_name))
+        if sender.is_staff:  # internal mail from an employee: everybody in Bcc
+            plan.outgoing.append(Outgoing(DISTRIBUTION, employees, [], [], employees, from_name))
         else:
             # Seed 004: "the Ticket Manager appears in the To field. Other employees appear
             # in Cc" -- also when the manager gets no copy (no manager, receive: off, ...).
             to = [employees[0]] if employees[0] == manager else []
             cc = employees[len(to):]
-            ctx.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
-    if ctx.action == NEW_TICKET and not ctx.automatic.is_automatic:
-        address = ctx.sender.address
-        if address and not ctx.services.is_own(address) and budget.auto_response_allowed(ctx, AUTO_RESPONSE, address):
-            ctx.outgoing.append(Outgoing(AUTO_RESPONSE, [address], [address],
-                                         from_name=ctx.services.settings.response_from_name,
-                                         automatic=True))
+            plan.outgoing.append(Outgoing(DISTRIBUTION, employees, to, cc, [], from_name))
+    if plan.action == NEW_TICKET and not ctx.automatic.is_automatic:
+        address = sender.address
+        if address and not ctx.services.addresses.is_own(address) \
+                and budget.auto_response_allowed(ctx, AUTO_RESPONSE, address):
+            plan.outgoing.append(Outgoing(AUTO_RESPONSE, [address], [address],
+                                          from_name=ctx.services.settings.response_from_name, automatic=True))

@@ -6,20 +6,28 @@ the message's time budget as a block that can be abandoned
 hostile mail, or a budget already spent by the parse, files the mail with
 its full text as the reply text, marked as not extracted (`rules_version`
 REPLY_NOT_EXTRACTED), instead of holding up every mail behind it.
+
+Reads: the parsed message, the reply rules. Sets: `plan.reply_text`,
+`plan.reply_extracted`; a note when the budget ran out.
 """
 
-from connector.timebudget import OverBudget, interruptible
 from connector.log import get_logger
+from connector.timebudget import OverBudget, interruptible
 
 log = get_logger("pipeline")
 
+STEP = "extract"
+EXTRACTED, NOT_EXTRACTED = "extracted", "not_extracted"
+
 
 def run(ctx):
+    plan = ctx.plan
     try:
         with interruptible():
-            ctx.reply_text = ctx.services.extractor.extract_message(ctx.parsed)
+            plan.reply_text = ctx.services.extractor.extract_message(ctx.parsed)
     except OverBudget:
-        ctx.reply_text = ctx.parsed.text or ""
-        ctx.reply_extracted = False
-        ctx.notes.append("reply_not_extracted: time budget spent")
+        plan.reply_text = ctx.parsed.text or ""
+        plan.reply_extracted = False
+        plan.notes.append("reply_not_extracted: time budget spent")
         log.warning("reply.not_extracted", reason="time_budget", size=len(ctx.parsed.text or ""))
+    ctx.record(STEP, STEP, EXTRACTED if plan.reply_extracted else NOT_EXTRACTED)

@@ -4,11 +4,20 @@ The ticket tag in the subject (the `ticket_tag` format, or a scanner rule's
 `ticket_match` regex, which only counts when it names an existing ticket)
 wins; otherwise In-Reply-To/References naming a Message-ID we sent (verified
 by its HMAC) or filed for a ticket.
+
+Reads: the parsed subject and threading headers, the scanner hint
+`ticket_match`, the ticket staff named (hint `triage`, `inbound attach`), the tickets and our Message-IDs.
+Sets: `ctx.ticket` (the row, when it exists), `ctx.ref_via`;
+`plan.ticket_number` (the number named, also when no such ticket exists).
 """
 
 import re
 
-from connector.store.models import ThreadRef, Ticket
+from connector.pipeline.context import VIA_HINT, VIA_REFERENCES, VIA_SUBJECT
+from connector.store.filing import ticket_by_number, ticket_number_of_thread
+
+STEP = "reference"
+NONE = "none"
 
 
 def from_subject(ctx):
@@ -27,12 +36,7 @@ def from_references(ctx):
         number = ctx.services.signer.verify(message_id)
         if number is not None:
             return number
-    if ids:
-        ref = (ThreadRef.select(ThreadRef, Ticket).join(Ticket)
-               .where(ThreadRef.message_id.in_(ids)).first())
-        if ref is not None:
-            return ref.ticket.number
-    return None
+    return ticket_number_of_thread(ids) if ids else None
 
 
 # The largest number SQLite stores; a subject tag beyond it names no ticket we could have.
@@ -48,11 +52,15 @@ def ticket_number(digits):
 
 
 def find_ticket(number):
-    return Ticket.get_or_none(Ticket.number == number) if number <= MAX_TICKET_NUMBER else None
+    return ticket_by_number(number) if number <= MAX_TICKET_NUMBER else None
 
 
 def run(ctx):
-    number, via = from_subject(ctx), "subject"
+    forced = (ctx.hints.get("triage") or {}).get("ticket")
+    if forced is not None:  # staff attach a triage item to the ticket they name
+        ctx.plan.ticket_number, ctx.ref_via, ctx.ticket = forced, VIA_HINT, find_ticket(forced)
+        return ctx.record(STEP, VIA_HINT, f"#{forced}")
+    number, via = from_subject(ctx), VIA_SUBJECT
     ticket = find_ticket(number) if number is not None else None
     if ticket is None and number is not None and ctx.hints.get("ticket_match"):
         # Seed 003: a rule's own regex links the mail to a ticket only when "such a
@@ -60,7 +68,9 @@ def run(ctx):
         # a partner's reference) makes a new ticket, not a triage item.
         number = None
     if number is None:
-        number, via = from_references(ctx), "references"
+        number, via = from_references(ctx), VIA_REFERENCES
         ticket = find_ticket(number) if number is not None else None
-    if number is not None:
-        ctx.ticket_number, ctx.ref_via, ctx.ticket = number, via, ticket
+    if number is None:
+        return ctx.record(STEP, NONE, NONE)
+    ctx.plan.ticket_number, ctx.ref_via, ctx.ticket = number, via, ticket
+    ctx.record(STEP, via, f"#{number}" if ticket else f"#{number}: no such ticket")

@@ -30,26 +30,28 @@ from connector import timebudget
 from connector.log import bind_message, clear_message, get_logger
 from connector.outbound.compose import Templates
 from connector.pipeline import decide
-from connector.pipeline.apply import apply_decision, record_processing
-from connector.pipeline.context import R_PROCESSING_ERROR, Context
+from connector.pipeline.apply import apply_decision, plan_current, record_processing
+from connector.pipeline.context import (
+    CONTACT_ONLY, DUPLICATE, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REASON_PROCESSING_ERROR,
+    STAFF_COMMAND, TRIAGE, Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
-from connector.store.models import (
-    SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Processing, TriageItem, database)
+from connector.store.filing import close_triage, processing, requeue as requeue_entry
+from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, last_spool_id, processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids)
 
 log = get_logger("pipeline")
 
 EVENTS = {
-    "new_ticket": "ticket.created",
-    "follow_up": "message.filed",
-    "internal": "message.filed",
-    "triage": "message.triaged",
-    "duplicate": "message.duplicate",
-    "ignored_automatic": "message.ignored",
-    "contact_only": "contact.created",
-    "staff_command": "message.staff_command",
+    NEW_TICKET: "ticket.created",
+    FOLLOW_UP: "message.filed",
+    INTERNAL: "message.filed",
+    TRIAGE: "message.triaged",
+    DUPLICATE: "message.duplicate",
+    IGNORED_AUTOMATIC: "message.ignored",
+    CONTACT_ONLY: "contact.created",
+    STAFF_COMMAND: "message.staff_command",
 }
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
@@ -71,7 +73,7 @@ class Runner:
 
     def _decide(self, spool):
         with timebudget.limit(self.services.settings.message_time_budget):
-            return decide(Context(self.services, spool))
+            return decide(Context(self.services, spool, self.templates))
 
     def process(self, spool_id):
         """Process one entry; returns the Context, or None when it was not waiting."""
@@ -86,11 +88,12 @@ class Runner:
             with filing_transaction(spool_id):
                 if processing_state(spool_id) != state:
                     return None  # another process got there first
-                apply_decision(ctx, self.templates)
+                if not plan_current(ctx):  # another process filed a ticket meanwhile: decide again
+                    ctx = self._decide(spool)
+                apply_decision(ctx)
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
-                    TriageItem.update(status=TRIAGE_CLOSED).where(
-                        (TriageItem.spool_id == spool_id) & (TriageItem.reason == R_PROCESSING_ERROR)).execute()
-            if ctx.outgoing or ctx.commands:  # staff commands mail their outcome back
+                    close_triage(spool_id, REASON_PROCESSING_ERROR)
+            if ctx.plan.outgoing:
                 wakeup.notify(wakeup.DELIVER)
             self._log(ctx)
             self._recovered()
@@ -122,10 +125,11 @@ class Runner:
         return self.monotonic() < self.retry_at
 
     def _log(self, ctx):
-        summary = ctx.summary()
-        log.info(EVENTS.get(ctx.action, "message.processed"), action=ctx.action, ticket=ctx.ticket_number,
-                 reason=ctx.reason, public=summary["public"], sender=summary["sender"],
-                 recipients=summary["recipients"], outgoing=len(ctx.outgoing), notes=ctx.notes or None)
+        summary, plan = ctx.summary(), ctx.plan
+        log.info(EVENTS.get(plan.action, "message.processed"), action=plan.action, ticket=plan.ticket_number,
+                 reason=plan.reason, public=summary["public"], sender=summary["sender"],
+                 recipients=summary["recipients"], outgoing=len(plan.outgoing), notes=plan.notes or None,
+                 link=plan.link or None)
 
     def _shunt(self, spool_id, exc):
         reason = f"{type(exc).__name__}: {exc}"
@@ -148,11 +152,11 @@ class Runner:
         except Exception:
             pass
         now = self.services.clock()
-        previous = Processing.get_or_none(Processing.spool_id == spool_id)
+        previous = processing(spool_id)
+        attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
-            record_processing(spool, SPOOL_SHUNTED, None, reason, None, now,
-                              attempts=(previous.attempts if previous else 0) + 1)
-            bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=R_PROCESSING_ERROR,
+            record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
+            bulk.insert(TriageItem, spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,
                         detail=reason, subject=subject, from_addr=from_addr, ticket_number=None,
                         received_at=spool.received_at)
 
@@ -186,6 +190,6 @@ class Runner:
 
 def requeue(spool_id):
     """Ask for an entry to be processed again; the worker picks it up next."""
-    queued = Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
+    queued = requeue_entry(spool_id)
     wakeup.notify(wakeup.WORKER)
     return queued

@@ -1,18 +1,13 @@
 """What every pipeline step may use, built once per process: settings, the
 reply extractor, the Message-ID signer (which also makes our loop marker),
-the clock, and address/tag matching."""
+the clock, our own addresses and ticket tag matching."""
 
 import re
 import time
 
+from connector.mail.addresses import OwnAddresses
 from connector.outbound.msgid import MessageIdSigner
 from connector.reply import load_extractor
-
-
-def own_address_re(address):
-    """Matches `address` and its +tag forms (support+x@example.com), case-insensitive."""
-    local, _, domain = address.partition("@")
-    return re.compile(rf"^{re.escape(local)}(\+[^@]*)?@{re.escape(domain)}$", re.I)
 
 
 def ticket_tag_re(tag):
@@ -32,20 +27,15 @@ class Services:
         self.extractor = extractor or load_extractor(settings.folder_candidates("rules"))
         domain = settings.public_address.rpartition("@")[2]
         self.signer = MessageIdSigner(hmac_key, domain)
-        self.public_re = own_address_re(settings.public_address)
-        self.notifications_re = own_address_re(settings.notifications_address)
+        self.addresses = OwnAddresses.of(settings)
         self.tag_re = ticket_tag_re(settings.ticket_tag)
         self.loop_value = settings.public_address
-        self.trusted_authserv_ids = {i.strip().lower() for i in settings.trusted_authserv_ids.split(",") if i.strip()}
+        self.trusted_authserv_ids = self.trusted_ids(settings)
 
-    def is_public(self, address):
-        return bool(self.public_re.match(address or ""))
-
-    def is_notifications(self, address):
-        return bool(self.notifications_re.match(address or ""))
-
-    def is_own(self, address):
-        return self.is_public(address) or self.is_notifications(address)
+    @staticmethod
+    def trusted_ids(settings):
+        """`[security] trusted_authserv_ids` as a set of lower-case ids."""
+        return {i.strip().lower() for i in settings.trusted_authserv_ids.split(",") if i.strip()}
 
     def tag(self, number):
         return self.settings.ticket_tag.format(number=number)

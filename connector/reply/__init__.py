@@ -7,18 +7,12 @@
 docs/reply-extraction.md.
 """
 
-from connector.reply.extract import Extractor, extract_reply, shipped_extractor
+from connector.reply.extract import Extractor, extract_reply
 from connector.reply.rules import RuleError, load_rules
 
-__all__ = ["Extractor", "RuleError", "RULES_VERSION", "extract_reply", "load_extractor"]
+__all__ = ["Extractor", "RuleError", "extract_reply", "load_extractor"]
 
 
 def load_extractor(search_dirs):
     """An `Extractor` for the rule files in `search_dirs` (local first); raises `RuleError`."""
     return Extractor(load_rules(search_dirs))
-
-
-def __getattr__(name):
-    if name == "RULES_VERSION":  # the shipped rule set's version, read when first asked
-        return shipped_extractor().version
-    raise AttributeError(name)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from connector.mail.rules import check_samples  # noqa: F401  (one sample check for every rule file)
 from connector.settings.shipped import SHIPPED_DIR
 
 RULES_FILE = "quotes.yaml"
@@ -42,9 +43,6 @@ class Rule:
     source: str = ""                # file the rule came from
     compiled: object = None
     requires: tuple = ()            # words (any, case-insensitive) a body must contain for the rule to be tried
-
-    def search(self, text):
-        return self.compiled.search(text)
 
 
 @dataclass
@@ -207,20 +205,3 @@ def load_rules(search_dirs):
         version += "+local-" + digest.hexdigest()[:8]
     return RuleSet(version=version, rules=[rules[n] for n in order],
                    files=[str(base)] + [str(p) for p in overrides])
-
-
-def check_samples(rule):
-    """The list of problems with `rule`'s samples (empty when every sample agrees)."""
-    problems = []
-    if not rule.samples.get("match"):
-        problems.append(f"rule {rule.name!r} has no 'match' samples")
-    if not rule.samples.get("no_match"):
-        problems.append(f"rule {rule.name!r} has no 'no_match' samples")
-    for sample in rule.samples.get("match", []):
-        if not rule.compiled.search(sample):
-            problems.append(f"rule {rule.name!r} does not match {sample!r}")
-    for sample in rule.samples.get("no_match", []):
-        found = rule.compiled.search(sample)
-        if found:
-            problems.append(f"rule {rule.name!r} matches {found.group(0)!r} in {sample!r}")
-    return problems

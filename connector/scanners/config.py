@@ -15,8 +15,9 @@ from pathlib import Path
 
 from connector.scanners.conditions import ConditionError, parse_conditions
 from connector.scanners.rules import (
-    ACTIONS, CREATE_OR_UPDATE_TICKET, DELETE_MESSAGE, MOVE_TO_FOLDER, STOP, TICKET_KEYS, UNMATCHED_LEAVE,
+    ACTIONS, ASSIGN_INBOX, CREATE_OR_UPDATE_TICKET, DELETE_MESSAGE, MOVE_TO_FOLDER, STOP, TICKET_KEYS, UNMATCHED_LEAVE,
     UNMATCHED_PIPELINE, Action, Rule, valid_regex)
+from connector.settings import inboxes
 from connector.settings.errors import ConfigError
 
 FILE = "scanners.yaml"
@@ -238,6 +239,9 @@ def _rule(path, where, entry, folders, settings):
     names = [a.name for a in parsed]
     for name in set(names) - {STOP}:
         _check(path, f"{where}.actions", names.count(name) == 1, f"{name} is listed twice", "list each action once")
+    _check(path, f"{where}.actions", ASSIGN_INBOX not in names or CREATE_OR_UPDATE_TICKET in names,
+           "assign_inbox without create_or_update_ticket", "assign_inbox places the tickets this rule creates: "
+           "add create_or_update_ticket to the rule")
     _check(path, f"{where}.actions", not (MOVE_TO_FOLDER in names and DELETE_MESSAGE in names),
            "both move_to_folder and delete_message", "a message is either moved or deleted; keep one")
     return Rule(name=entry["name"], active=_bool(path, where, entry, "active", True), folders=rule_folders,
@@ -259,6 +263,11 @@ def _action(path, where, item, settings):
         return Action(name, folder=arg.strip())
     if name == CREATE_OR_UPDATE_TICKET:
         return _ticket_action(path, f"{where}.{name}", arg or {}, settings)
+    if name == ASSIGN_INBOX:
+        found = inboxes.of(settings).get(arg) if isinstance(arg, str) else None
+        _check(path, f"{where}.{name}", found is not None, f"{arg!r} is not an inbox of config/inboxes.yaml",
+               f"write assign_inbox: NAME with one of: {inboxes.of(settings).names}")
+        return Action(name, inbox=found.name)
     _check(path, f"{where}.{name}", arg is None, "takes no value", f"write just - {name}")
     return Action(name)
 

@@ -24,7 +24,8 @@ MOVE_TO_FOLDER = "move_to_folder"
 DELETE_MESSAGE = "delete_message"
 MARK_READ = "mark_read"
 STOP = "stop"
-ACTIONS = (CREATE_CONTACT, CREATE_OR_UPDATE_TICKET, MOVE_TO_FOLDER, DELETE_MESSAGE, MARK_READ, STOP)
+ASSIGN_INBOX = "assign_inbox"   # a new ticket's inbox entry (config/inboxes.yaml), a hint to the pipeline
+ACTIONS = (CREATE_CONTACT, CREATE_OR_UPDATE_TICKET, MOVE_TO_FOLDER, DELETE_MESSAGE, MARK_READ, STOP, ASSIGN_INBOX)
 TICKET_KEYS = ("status", "manager", "inbox", "priority", "match")
 
 UNMATCHED_PIPELINE = "pipeline"
@@ -37,6 +38,7 @@ class Action:
     folder: str = ""                            # move_to_folder
     fields: tuple = ()                          # create_or_update_ticket: ((name, value), ...)
     match: str = ""                             # create_or_update_ticket: ticket number regex
+    inbox: str = ""                             # assign_inbox: the inbox's name
 
     def describe(self, sender="", imports=True):
         """What this action would do; `imports`: whether its rule puts the message in the spool."""
@@ -54,6 +56,8 @@ class Action:
             return f"delete_message: deleted from the mailbox {after}"
         if self.name == MARK_READ:
             return "mark_read: flagged \\Seen"
+        if self.name == ASSIGN_INBOX:
+            return f"assign_inbox: a new ticket gets an entry in the inbox {self.inbox}"
         return "stop: no further action"
 
 
@@ -111,6 +115,9 @@ def hints_for(scanner_name, rule):
         hints["create_ticket"] = False
         return hints
     hints["ticket_fields"] = dict(ticket.fields)
+    assign = next((a for a in rule.effective_actions if a.name == ASSIGN_INBOX), None)
+    if assign is not None:
+        hints["assign_inbox"] = assign.inbox
     if ticket.match:
         hints["ticket_match"] = ticket.match
     return hints

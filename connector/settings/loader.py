@@ -16,16 +16,17 @@ from pathlib import Path
 
 import yaml
 
+from connector.settings import inboxes
+from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
-from connector.settings.schema import BY_NAME, KEYS, RECEIVE_OPTIONS, SECTIONS
+from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
 
-ADDRESS_RE = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$|^[^@\s<>,;]+@[A-Za-z0-9-]+$")
 SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
-CONFIG_FILES = ("staff.yaml", "accounts.yaml")
+CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml")
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
@@ -38,7 +39,7 @@ class Staff:
     name: str
     emails: tuple
     active: bool = True
-    receive: str = "manager"
+    receive: str = RECEIVE_MANAGER
 
     @property
     def email(self):
@@ -117,6 +118,9 @@ class Settings:
             f"  {len(self.staff)} staff ({sum(1 for s in self.staff if s.active)} active), "
             f"{len(self.accounts)} accounts",
         ]
+        config = inboxes.of(self)
+        if config.inboxes:
+            lines.append(f"  {len(config.inboxes)} inboxes (default {config.default_inbox or 'none'})")
         for what, path in self.files.items():
             lines.append(f"  {what}: {path}")
         return "\n".join(lines)
@@ -326,8 +330,8 @@ def _same_endpoint(values):
     return bool(relay_loop and listen_loop and relay_loop & listen_loop)
 
 
-def load_yaml(path, top_key):
-    """A YAML file whose top level is a mapping with one list under `top_key`."""
+def read_yaml(path):
+    """A YAML file's document (None when empty); unreadable or invalid is a ConfigError."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -341,6 +345,12 @@ def load_yaml(path, top_key):
         where = f"line {mark.line + 1}" if mark else "-"
         raise ConfigError(path, where, f"is not valid YAML: {getattr(exc, 'problem', exc)}",
                           "check indentation and quoting") from None
+    return data
+
+
+def load_yaml(path, top_key):
+    """A YAML file whose top level is a mapping with one list under `top_key`."""
+    data = read_yaml(path)
     if data is None:
         return []
     if not isinstance(data, dict) or set(data) - {top_key}:
@@ -424,7 +434,7 @@ def load_staff(path):
         active = entry.get("active", True)
         if not isinstance(active, bool):
             raise ConfigError(path, f"{where}.active", f"{active!r} is not true or false", "write true or false")
-        receive = entry.get("receive", "manager")
+        receive = entry.get("receive", RECEIVE_MANAGER)
         if receive is False:
             # YAML 1.1 reads an unquoted `off` (the seed's "OFF") as false.
             receive = "off"
@@ -492,8 +502,10 @@ def load_settings(ini_path, plugins=None):
     settings.accounts = load_accounts(accounts_path, index) if accounts_path.exists() else []
     settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
     settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
+    inboxes.load_inboxes(settings, read_yaml)
     if plugins is None:
         from connector.settings.plugins import PLUGINS as plugins
     for plugin in plugins:
         plugin(settings)
+    inboxes.install(settings)
     return settings

@@ -7,16 +7,25 @@ fingerprint once a second catches the ini. A good
 configuration replaces the running one; a bad one is logged with the same
 message `check-config` prints, and the last good configuration stays in
 force: a typo never stops a running daemon.
+
+`Reloader` is the one way every process reloads: the daemon (and the scanners
+and intake inside it), the filing worker and the delivery process.
 """
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
-from connector.settings.schema import RESTART_FIELDS
+from connector.log import get_logger
+from connector.settings.errors import ConfigError
+from connector.settings.schema import RESTART_FIELDS, WHERE
+
+log = get_logger("config")
+KEEPING = "last good configuration"
 
 DEBOUNCE = 0.3  # editors write a file in several steps
 WATCHED = ("config", "templates", "rules")  # the folders beside the ini
@@ -113,3 +122,61 @@ class ConfigWatcher:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
+
+
+class Reloader:
+    """The settings in force in one process, and how they are replaced.
+
+    `load(ini_path)` is what `connector run` checks at start (connector.checks.load_checked:
+    settings, rules, templates, data directory), injected because `settings` knows nothing
+    above it. `reload(apply)` loads the files again, carries the restart-only keys over and
+    hands the new settings to `apply`, which swaps them in or raises; when loading or
+    applying fails the running settings stay (`config.reload_failed`).
+    """
+
+    def __init__(self, settings, load, process, clock=time.time):
+        self.settings = settings
+        self.load = load
+        self.process = process
+        self.clock = clock
+        self.fingerprint = self.in_force = fingerprint(settings)
+        self.generation = 1
+        self.loaded_at = clock()
+        self.error = None  # {"error", "at"} of the last refused reload, None after a good one
+
+    def files_changed(self):
+        """A SIGHUP can arrive before its handler exists; the files' fingerprint cannot be missed."""
+        return fingerprint(self.settings) != self.fingerprint
+
+    def reload(self, apply):
+        """Returns whether the new settings are in force."""
+        self.fingerprint = fingerprint(self.settings)
+        try:
+            settings = self.load(self.settings.ini_path)
+            restart = keep_in_force(self.settings, settings)  # e.g. a new database waits for the restart
+            apply(settings)
+        except ConfigError as exc:
+            return self._refuse(str(exc))
+        except Exception as exc:  # a file changed again since the check, or an error of ours
+            return self._refuse(f"{type(exc).__name__}: {exc}")
+        self.settings = settings
+        if self.fingerprint != self.in_force:  # watchdog and the fingerprint can both report one change
+            self.in_force = self.fingerprint
+            self.generation += 1
+            self.loaded_at = self.clock()
+        self.error = None
+        if restart:
+            log.warning("config.restart_needed", process=self.process, keys=restart,
+                        where=[WHERE[k] for k in restart])
+        log.info("config.reloaded", process=self.process, generation=self.generation,
+                 restart_needed=restart or None)
+        return True
+
+    def _refuse(self, error):
+        self.error = {"error": error, "at": self.clock()}
+        log.error("config.reload_failed", process=self.process, error=error, keeping=KEEPING)
+        return False
+
+    def state(self):
+        """The `config` part of the daemon's state file: {generation, loaded_at, reload_error}."""
+        return {"generation": self.generation, "loaded_at": self.loaded_at, "reload_error": self.error}

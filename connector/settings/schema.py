@@ -7,7 +7,10 @@ code and the example never drift.
 
 from dataclasses import dataclass
 
-RECEIVE_OPTIONS = ("off", "all", "subscribed", "manager", "account_manager")
+# Recipient options (staff.yaml `receive`, seed 004), read as a ladder by `pipeline.distribute`.
+RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED = "off", "all", "subscribed"
+RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER = "manager", "account_manager"
+RECEIVE_OPTIONS = (RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED, RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ KEYS = (
     Key("connector", "triage_notice_to", "addresses", "",
         "Where a New Inbound Message Notice goes when a mail lands in triage "
         "(comma-separated addresses; empty sends none). Never sent for bounces."),
+    Key("connector", "triage_notice_cc", "addresses", "",
+        "Also copied (Cc) on every New Inbound Message Notice, e.g. a team lead "
+        "(comma-separated addresses; empty for none). The same limits as "
+        "triage_notice_to apply to each address."),
     Key("connector", "message_time_budget", "float", "10",
         "Seconds the worker spends at most on the expensive pure steps of one "
         "message (HTML to text, reply extraction); past it the message is filed "
@@ -165,6 +172,10 @@ KEYS = (
         "statuses stay; mail still in review, shunted or unfiled is never "
         "touched). 0 keeps everything. `connector db vacuum` returns the "
         "space to the disk."),
+    Key("connector", "auto_upgrade", "bool", "yes",
+        "Whether `connector run` upgrades an older database schema itself when "
+        "it starts (after a backup to <database>.bak-<version>). no: it refuses "
+        "to start until you run `connector db upgrade`.", ("yes", "no"), restart=True),
 )
 
 RESTART_FIELDS = tuple(k.field for k in KEYS if k.restart)
@@ -198,6 +209,8 @@ def render_example():
             if key.section != section:
                 continue
             lines.append(f"; {key.doc}")
+            if key.restart:
+                lines.append("; Read at start: a change takes effect at the next restart.")
             if key.choices:
                 lines.append(f"; Values: {' | '.join(key.choices)}")
             lines.append(f"{key.name} = {key.default}")

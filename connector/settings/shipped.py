@@ -9,5 +9,4 @@ from pathlib import Path
 
 PACKAGE_DATA = Path(__file__).resolve().parent.parent / "shipped"
 SOURCE_TREE = Path(__file__).resolve().parents[2]
-FOLDERS = ("config", "rules", "templates")
 SHIPPED_DIR = PACKAGE_DATA if PACKAGE_DATA.is_dir() else SOURCE_TREE

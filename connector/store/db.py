@@ -1,6 +1,9 @@
 """Open the SQLite store: WAL, durable commits, schema creation and migrations.
 
 `open_store(path)` binds the models to the file and creates missing tables.
+A store written by an older release is upgraded (after a backup) when the
+caller allows it (`upgrade`: `[connector] auto_upgrade` for the daemon and its
+processes); otherwise `SchemaOutdated` names `connector db upgrade`.
 Commits use `synchronous=FULL`, so a commit that returned is on disk: the
 intake answers 250 / exit 0 only after one. The files are created 0600 (their
 WAL and SHM files follow), the data directory 0700; a file that cannot be
@@ -36,6 +39,19 @@ class StoreUnavailable(ConfigError):
         super().__init__(path, "[connector] database", f"cannot be opened: {problem}",
                          "the folder must exist and be writable by the daemon's user, and the file be "
                          "the connector's database; `connector check-config` checks both")
+
+
+class SchemaOutdated(ConfigError):
+    """The store's schema is older than this release's and may not be upgraded here."""
+
+    def __init__(self, path, status):
+        pending = status["pending"]
+        super().__init__(path, "[connector] auto_upgrade",
+                         f"the database schema is at version {status['version']} of {status['latest']} "
+                         f"({len(pending)} migration{'s' if len(pending) != 1 else ''} pending: "
+                         f"{', '.join(pending)}) and auto_upgrade = no",
+                         "run `connector db upgrade` (it backs the file up first), "
+                         "or set [connector] auto_upgrade = yes")
 
 
 def probe(path):
@@ -96,18 +112,24 @@ def make_database(path, synchronous="full"):
     return db
 
 
-def open_store(path, synchronous="full"):
+def open_store(path, synchronous="full", upgrade=True):
     """Bind the models to the SQLite file at `path`, creating it if needed.
 
     The spool file always commits with `full`. The worker may use `normal`
     for the main file (WAL): what it writes there is derived from spooled
     messages, so a commit lost to a power cut is redone from the spool.
+    A new store is made at the latest schema; an older one is backed up and
+    upgraded when `upgrade`, else SchemaOutdated is raised and nothing changes.
     """
     db = make_database(path, synchronous)
     database.initialize(db)
     try:
         db.connect(reuse_if_open=True)
-        if migrations.status(db)["pending"] and db.table_exists("ticket"):
+        status = migrations.status(db)
+        if status["pending"] and db.table_exists("ticket"):
+            if not upgrade:
+                db.close()
+                raise SchemaOutdated(path, status)
             backup(db, path)
         with db.atomic():
             migrations.upgrade(db)  # older files gain their new columns first: create_tables indexes them

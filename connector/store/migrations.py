@@ -78,6 +78,14 @@ def _ticket_events_and_inboxes(db):
     InboxEntry.create_table(safe=True)
 
 
+def _triage_tombstones(db):
+    """What `inbound delete` leaves of a deleted triage item: a new table only."""
+    from connector.store.models import TriageTombstone
+    if not _columns(db, "triage"):
+        return  # a new store: create_tables makes it
+    TriageTombstone.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 MIGRATIONS = (
     ("0001_baseline", _baseline),
@@ -85,6 +93,7 @@ MIGRATIONS = (
     ("0003_processing_processed_at_index", _processing_processed_at_index),
     ("0004_sent_mail", _sent_mail),
     ("0005_ticket_events_and_inboxes", _ticket_events_and_inboxes),
+    ("0007_triage_tombstones", _triage_tombstones),
 )
 
 

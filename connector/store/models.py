@@ -13,14 +13,30 @@ database = peewee.DatabaseProxy()
 # Spool states: where a received message stands.
 SPOOL_QUEUED = "queued"        # committed, not yet processed
 SPOOL_DONE = "done"            # processed: filed, triaged or ignored (see `action`)
-SPOOL_PROCESSING_STATES = ("queued", "done", "shunted")
 SPOOL_SHUNTED = "shunted"      # processing raised; kept with its reason, replayable
+SPOOL_PROCESSING_STATES = (SPOOL_QUEUED, SPOOL_DONE, SPOOL_SHUNTED)
 
 # Triage statuses (seed 000).
 TRIAGE_AWAITING_REVIEW = "awaiting_review"
 TRIAGE_NEEDS_ATTENTION = "needs_attention"
 TRIAGE_CLOSED = "closed"
 TRIAGE_STATUSES = (TRIAGE_AWAITING_REVIEW, TRIAGE_NEEDS_ATTENTION, TRIAGE_CLOSED)
+
+# A new ticket's status (seed 004); staff change it with `tickets set --status`.
+TICKET_NEW = "New"
+
+# A message's direction: a mail we received, or one we wrote (an auto-response).
+INBOUND = "in"
+OUTBOUND = "out"
+
+# How an external recipient was addressed, and is addressed by the copies.
+RECIPIENT_TO, RECIPIENT_CC, RECIPIENT_BCC = "to", "cc", "bcc"
+
+# Kinds of outgoing mail (the outbox's and sent_mail's `kind`).
+AUTO_RESPONSE = "auto_response"
+DISTRIBUTION = "distribution"
+NOTICE = "notice"
+COMMAND_REPLY = "command_reply"  # the outcome of a staff mail's commands, mailed back (pipeline/commands.py)
 
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
@@ -106,7 +122,7 @@ class Contact(BaseModel):
 class Ticket(BaseModel):
     number = peewee.IntegerField(unique=True)
     subject = peewee.TextField(default="")
-    status = peewee.CharField(default="New")
+    status = peewee.CharField(default=TICKET_NEW)
     priority = peewee.CharField(null=True)
     in_inbox = peewee.BooleanField(default=True)
     contact = peewee.ForeignKeyField(Contact, null=True, backref="tickets")
@@ -119,7 +135,7 @@ class Ticket(BaseModel):
 class ExternalRecipient(BaseModel):
     ticket = peewee.ForeignKeyField(Ticket, backref="external_recipients", on_delete="CASCADE")
     address = peewee.CharField()
-    kind = peewee.CharField(default="to")   # to | cc | bcc
+    kind = peewee.CharField(default=RECIPIENT_TO)   # to | cc | bcc
 
     class Meta:
         indexes = ((("ticket", "address"), True),)
@@ -165,7 +181,7 @@ class TriageItem(BaseModel):
     """An inbound message that could not be routed (seed 000)."""
 
     spool_id = peewee.IntegerField()
-    status = peewee.CharField(default="awaiting_review", index=True)
+    status = peewee.CharField(default=TRIAGE_AWAITING_REVIEW, index=True)
     reason = peewee.CharField()
     detail = peewee.TextField(default="")
     from_addr = peewee.TextField(default="")
@@ -182,7 +198,7 @@ class OutboxEntry(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
     cause_id = peewee.IntegerField(null=True)  # the spool entry of the inbound message that caused it
-    kind = peewee.CharField()                # auto_response | distribution | notice
+    kind = peewee.CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE | COMMAND_REPLY
     mail_from = peewee.TextField()
     rcpt = JSONField()                        # envelope recipients
     to = JSONField(default=list)
@@ -191,7 +207,7 @@ class OutboxEntry(BaseModel):
     subject = peewee.TextField(default="")
     message_id = peewee.TextField(default="")
     raw = peewee.BlobField()
-    status = peewee.CharField(default="pending", index=True)
+    status = peewee.CharField(default=OUTBOX_PENDING, index=True)
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField(index=True)
     last_error = peewee.TextField(null=True)
@@ -278,15 +294,24 @@ InboxEntry.add_index(InboxEntry.index(InboxEntry.ticket, InboxEntry.inbox, uniqu
                                       where=(InboxEntry.status == ENTRY_OPEN)))
 
 
-class Meta_(BaseModel):
-    """Small key/value facts about the store (schema version, counters)."""
+class TriageTombstone(BaseModel):
+    """What is left of a triage item deleted as spam or phishing (`inbound delete`): its
+    raw bytes are gone; this says what the mail was, who deleted it and when, so the same
+    mail delivered again is recognised (`classify`) and `message export` can say so."""
 
-    key = peewee.CharField(primary_key=True)
-    value = peewee.TextField()
+    item_id = peewee.IntegerField(unique=True)   # the deleted triage item's id
+    spool_id = peewee.IntegerField(index=True)
+    message_id = peewee.TextField(default="", index=True)  # '' for a mail without one
+    from_addr = peewee.TextField(default="")
+    subject = peewee.TextField(default="")
+    sha256 = peewee.CharField(index=True)
+    deleted_by = peewee.TextField()              # staff email
+    deleted_at = peewee.FloatField()
 
     class Meta:
-        table_name = "meta"
+        table_name = "triage_tombstone"
 
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry, Meta_)
+              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
+              TriageTombstone)

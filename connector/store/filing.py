@@ -1,0 +1,74 @@
+"""The queries the pipeline runs, as functions: what the deciding steps read
+(tickets, recipients, threads) and the few writes `apply` and the runner make
+beyond their `bulk` inserts. No pipeline module runs SQL itself."""
+
+from connector.store.models import (
+    SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient,
+    Processing, ThreadRef, Ticket, TriageItem, database)
+
+
+def ticket_by_number(number):
+    return Ticket.get_or_none(Ticket.number == number)
+
+
+def ticket_number_of_thread(message_ids):
+    """The number of the ticket one of `message_ids` was filed or sent for, or None."""
+    ref = ThreadRef.select(ThreadRef, Ticket).join(Ticket).where(ThreadRef.message_id.in_(message_ids)).first()
+    return ref.ticket.number if ref is not None else None
+
+
+def contact_email(ticket):
+    """The email of the ticket's contact, or None."""
+    if ticket.contact_id is None:
+        return None
+    return Contact.select(Contact.email).where(Contact.id == ticket.contact_id).scalar()
+
+
+def is_external_recipient(ticket, address):
+    return ExternalRecipient.select().where(
+        (ExternalRecipient.ticket == ticket) & (ExternalRecipient.address == address)).exists()
+
+
+def employee_recipients(ticket):
+    """Emails of the ticket's Employee Recipients."""
+    return [r.email for r in EmployeeRecipient.select(EmployeeRecipient.email).where(EmployeeRecipient.ticket == ticket)]
+
+
+def external_recipients(ticket):
+    """(address, kind) of the ticket's External Recipients, in the order they joined."""
+    return [(r.address, r.kind) for r in
+            ExternalRecipient.select().where(ExternalRecipient.ticket == ticket).order_by(ExternalRecipient.id)]
+
+
+def contact_id(address, name, account, now):
+    """The id of the contact with `address`, created when unknown (a replay in another
+    process may have created it since the pipeline looked)."""
+    Contact.insert(email=address, name=name, account=account, created_at=now).on_conflict_ignore().execute()
+    return Contact.get(Contact.email == address).id
+
+
+def close_superseded_triage(spool_ids, detail):
+    """Close the awaiting triage items of earlier copies now filed with another one."""
+    TriageItem.update(status=TRIAGE_CLOSED, detail=detail).where(
+        TriageItem.spool_id.in_(spool_ids) & (TriageItem.status == TRIAGE_AWAITING_REVIEW)).execute()
+
+
+def close_triage(spool_id, reason):
+    """Close a spool entry's triage items for `reason` (a replay resolved its processing error)."""
+    TriageItem.update(status=TRIAGE_CLOSED).where(
+        (TriageItem.spool_id == spool_id) & (TriageItem.reason == reason)).execute()
+
+
+def forget_sent_before(at):
+    """Drop `sent_mail` rows older than `at`: the budgets look back an hour only."""
+    database.execute_sql('DELETE FROM "sent_mail" WHERE "at" < ?', (at,))
+
+
+def processing(spool_id):
+    """The entry's processing row (state, action, reason, attempts), or None."""
+    return Processing.get_or_none(Processing.spool_id == spool_id)
+
+
+def requeue(spool_id):
+    """Set a processed entry's state back to queued; whether it had a processing row."""
+    return Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
