@@ -22,6 +22,7 @@ from connector.store.db import load_hmac_key, open_store
 from connector.store.faults import describe, transient_fault
 from connector.store.retention import prune
 from connector.store.wakeup import IDLE_POLL, Waker
+from connector.workqueue import triage as triage_actions
 
 log = get_logger("worker")
 
@@ -122,7 +123,8 @@ class FilingWorker(BackgroundLoop):
     name = "worker"
 
     def configure(self, settings):
-        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))
+        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
+                                      triage=triage_actions))
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
 
     def step(self):

@@ -8,6 +8,7 @@ the tests of the commands that need them skip while those functions are missing.
 
 import email
 import json
+import sqlite3
 from email import policy
 
 import pytest
@@ -244,6 +245,31 @@ def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
 
     assert (decision["action"], decision["reason"], decision["public"]) == ("internal", "staff_commands", False)
     assert daemon.ticket(number)["status"] == "New"
+    assert [(o["kind"], o["rcpt"], o["from_address"], o["mail_from"], o["template"], o["subject"])
+            for o in decision["outgoing"]] == [
+        ("command_reply", ["bob@example.com"], "notifications@example.com", "notifications@example.com",
+         "staff_command_result.txt.j2", f"Done: Re: [Ticket #{number}] Printer broken")]
+    assert {"step": "commands", "link": "reply", "result": "to run"} in decision["trace"]
+
+
+def test_a_mail_refused_before_running_is_planned_as_it_is_sent(daemon, sink, tmp_path):
+    """Refused before anything runs: the planned reply is the one written, text and all."""
+    number = new_ticket(daemon)
+    mail = tmp_path / "bob.eml"
+    mail.write_bytes(make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="bob@example.com",
+                               body="#frobnicate\n").as_bytes())
+    dry = json.loads(daemon.cli("replay", "--dry-run", "--json", str(mail)).stdout)
+    real = json.loads(daemon.cli("replay", "--json", str(mail)).stdout)   # the daemon's worker may file it
+    daemon.wait_processed(len(daemon.spool_states()))
+
+    assert [o["subject"] for o in dry["outgoing"]] == [f"Not done: Re: [Ticket #{number}] Printer broken"]
+    with sqlite3.connect(daemon.path / "var" / "connector.db") as conn:
+        rows = conn.execute('SELECT kind, mail_from, rcpt, "to", subject, raw FROM outbox WHERE cause_id = ?',
+                            (real["spool_id"],)).fetchall()
+    assert [(o["kind"], o["mail_from"], o["rcpt"], o["to"], o["subject"]) for o in dry["outgoing"]] == [
+        (kind, mail_from, json.loads(rcpt), json.loads(to), subject) for kind, mail_from, rcpt, to, subject, _ in rows]
+    raw = rows[0][-1]
+    assert "unknown command #frobnicate" in parsed(raw).get_content()
 
 
 def test_commands_from_a_customer_are_only_text(daemon, sink):

@@ -201,32 +201,33 @@ def _internal(ticket, args, act):
     return "this mail is filed Not Public (employees only)"
 
 
-def triage_actions():
-    """`connector.workqueue.triage`, imported when first used: it runs the pipeline itself,
-    and the pipeline imports this module."""
-    from connector.workqueue import triage
-    return triage
+def triage_actions(act):
+    """`connector.workqueue.triage`, as the wiring gave it to the services (it runs the
+    pipeline itself, and the pipeline imports this module)."""
+    if act.services.triage is None:
+        raise Refused("this process runs no triage action (a mail command needs the daemon's worker)")
+    return act.services.triage
 
 
 def _create_ticket(item_id, args, act):
-    number = triage_actions().create_ticket(item_id, by=act.by, via=events.VIA_MAIL, now=act.now,
+    number = triage_actions(act).create_ticket(item_id, by=act.by, via=events.VIA_MAIL, now=act.now,
                                           services=act.services, templates=act.templates)
     return f"inbound item {item_id}: ticket {number} created"
 
 
 def _attach(item_id, args, act):
-    triage_actions().attach(item_id, args["ticket"], by=act.by, via=events.VIA_MAIL, now=act.now,
+    triage_actions(act).attach(item_id, args["ticket"], by=act.by, via=events.VIA_MAIL, now=act.now,
                           services=act.services, templates=act.templates)
     return f"inbound item {item_id} attached to ticket {args['ticket']}"
 
 
 def _close(item_id, args, act):
-    triage_actions().close(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    triage_actions(act).close(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} closed"
 
 
 def _delete(item_id, args, act):
-    triage_actions().delete(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
+    triage_actions(act).delete(item_id, by=act.by, via=events.VIA_MAIL, now=act.now)
     return f"inbound item {item_id} deleted"
 
 

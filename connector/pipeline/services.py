@@ -1,6 +1,8 @@
 """What every pipeline step may use, built once per process: settings, the
 reply extractor, the Message-ID signer (which also makes our loop marker),
-the clock, our own addresses and ticket tag matching."""
+the clock, our own addresses and ticket tag matching, and the triage actions
+(`connector.workqueue.triage`, given by the wiring: they run the pipeline, so
+the pipeline's staff mail commands cannot import them)."""
 
 import re
 import time
@@ -21,8 +23,9 @@ def ticket_tag_re(tag):
 
 
 class Services:
-    def __init__(self, settings, hmac_key, clock=time.time, extractor=None):
+    def __init__(self, settings, hmac_key, clock=time.time, extractor=None, triage=None):
         self.settings = settings
+        self.triage = triage    # connector.workqueue.triage, or None where no mail command runs
         self.clock = clock
         self.extractor = extractor or load_extractor(settings.folder_candidates("rules"))
         domain = settings.public_address.rpartition("@")[2]
