@@ -236,11 +236,17 @@ def test_our_own_mail_come_back_never_commands(daemon, sink):
     assert replies_to(sink, "bob@example.com") == []
 
 
-def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
+def command_file(daemon, tmp_path, body):
+    """A new ticket's number, and a file of Bob's mail on it with `body`."""
     number = new_ticket(daemon)
     mail = tmp_path / "bob.eml"
     mail.write_bytes(make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="bob@example.com",
-                               body="#status Waiting\n").as_bytes())
+                               body=body).as_bytes())
+    return number, mail
+
+
+def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
+    number, mail = command_file(daemon, tmp_path, "#status Waiting\n")
     decision = json.loads(daemon.cli("replay", "--dry-run", "--json", str(mail)).stdout)
 
     assert (decision["action"], decision["reason"], decision["public"]) == ("internal", "staff_commands", False)
@@ -254,10 +260,7 @@ def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
 
 def test_a_mail_refused_before_running_is_planned_as_it_is_sent(daemon, sink, tmp_path):
     """Refused before anything runs: the planned reply is the one written, text and all."""
-    number = new_ticket(daemon)
-    mail = tmp_path / "bob.eml"
-    mail.write_bytes(make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="bob@example.com",
-                               body="#frobnicate\n").as_bytes())
+    number, mail = command_file(daemon, tmp_path, "#frobnicate\n")
     dry = json.loads(daemon.cli("replay", "--dry-run", "--json", str(mail)).stdout)
     real = json.loads(daemon.cli("replay", "--json", str(mail)).stdout)   # the daemon's worker may file it
     daemon.wait_processed(len(daemon.spool_states()))
