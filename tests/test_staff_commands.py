@@ -256,6 +256,8 @@ def test_a_dry_run_shows_the_decision_and_runs_nothing(daemon, sink, tmp_path):
         ("command_reply", ["bob@example.com"], "notifications@example.com", "notifications@example.com",
          "staff_command_result.txt.j2", f"Done: Re: [Ticket #{number}] Printer broken")]
     assert {"step": "commands", "link": "reply", "result": "to run"} in decision["trace"]
+    assert decision["commands"] == {"on": "ticket", "item": None, "refusal": None, "lines": [
+        {"text": "#status Waiting", "command": "status", "args": {"value": "Waiting"}, "outcome": "to run"}]}
 
 
 def test_a_mail_refused_before_running_is_planned_as_it_is_sent(daemon, sink, tmp_path):

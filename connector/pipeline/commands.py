@@ -135,6 +135,12 @@ class Commands:
     def ok(self):
         return not self.refusal and all(line.done for line in self.lines)
 
+    def summary(self):
+        """The commands as `replay --dry-run --json` prints them (`commands`)."""
+        return {"on": self.on, "item": self.item_id, "refusal": self.refusal or None,
+                "lines": [{"text": line.text, "command": line.command.name if line.command else None,
+                           "args": line.args, "outcome": outcome(self, line)} for line in self.lines]}
+
 
 def due_date(text):
     """A due date's form (`inbox.parse_due`: ISO 8601, a date alone is the end of that

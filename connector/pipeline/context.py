@@ -173,5 +173,6 @@ class Context:
             "recipients": sorted({a for out in plan.outgoing for a in out.rcpt}),
             "outgoing": [out.summary() for out in plan.outgoing],
             "notes": plan.notes,
+            "commands": plan.commands.summary() if plan.commands else None,
             "trace": self.trace,
         }
