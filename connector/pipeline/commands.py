@@ -53,11 +53,11 @@ log = get_logger("pipeline")
 COMMAND_RE = re.compile(r"^#([A-Za-z][A-Za-z0-9_-]*)(?:[ \t]+(.*?))?[ \t]*$")
 
 # Reasons of the decisions this module makes.
-R_NOTICE_REPLY = "reply_to_notice"
-R_COMMANDS_ONLY = "staff_commands"
-R_INTERNAL_COMMAND = "internal_command"
-R_REFUSED_COMMANDS = "refused_commands"
-R_CLI_NOTE = "cli_note"
+REASON_NOTICE_REPLY = "reply_to_notice"
+REASON_COMMANDS_ONLY = "staff_commands"
+REASON_INTERNAL_COMMAND = "internal_command"
+REASON_REFUSED_COMMANDS = "refused_commands"
+REASON_CLI_NOTE = "cli_note"
 
 # What a command acts on.
 ON_TICKET = "ticket"
@@ -325,7 +325,7 @@ def read(ctx):
         commands.on = ON_ITEM
         if commands.item_id is None:
             commands.refusal = "the notice this mail answers names no inbound item that still exists"
-        ctx.finish(STAFF_COMMAND, R_NOTICE_REPLY)
+        ctx.finish(STAFF_COMMAND, REASON_NOTICE_REPLY)
     wrong = [line for line in commands.lines if line.command and line.command.on not in (commands.on, ON_FILING)]
     for line in wrong:
         line.outcome = (f"#{line.command.name} acts on an inbound item: reply to its New Inbound Message Notice"
@@ -348,14 +348,14 @@ def settle(ctx):
         return
     if commands is None:
         if kind_of(ctx) == NOTE:  # `tickets note`: Not Public, to the employee recipients
-            plan.action, plan.reason, plan.public, plan.internal = INTERNAL, R_CLI_NOTE, False, True
-            ctx.record(STEP, "settle", R_CLI_NOTE)
+            plan.action, plan.reason, plan.public, plan.internal = INTERNAL, REASON_CLI_NOTE, False, True
+            ctx.record(STEP, "settle", REASON_CLI_NOTE)
         return
     plan.reply_text = split_commands(plan.reply_text)[1].strip()
     if not plan.reply_text:
-        plan.action, plan.reason, plan.distribute = INTERNAL, R_COMMANDS_ONLY, False
+        plan.action, plan.reason, plan.distribute = INTERNAL, REASON_COMMANDS_ONLY, False
     elif commands.internal or commands.refusal:
-        plan.action, plan.reason = INTERNAL, R_INTERNAL_COMMAND if commands.internal else R_REFUSED_COMMANDS
+        plan.action, plan.reason = INTERNAL, REASON_INTERNAL_COMMAND if commands.internal else REASON_REFUSED_COMMANDS
     if plan.action == INTERNAL:
         plan.public, plan.internal, plan.set_inbox = False, True, False
     if plan.distribute:
@@ -429,7 +429,7 @@ def run(ctx, now):
         _execute(commands, target, Act(by, now, ctx.services, ctx.templates))
         out = next(o for o in ctx.plan.outgoing if o.kind == COMMAND_REPLY)
         _render(ctx, out, commands)
-    if commands.on == ON_TICKET and ctx.plan.reason == R_COMMANDS_ONLY:
+    if commands.on == ON_TICKET and ctx.plan.reason == REASON_COMMANDS_ONLY:
         ctx.plan.reply_text = summary(commands)  # the internal note of what was done
     log.info("staff.commands", by=by, on=commands.on, ticket=ticket.number if ticket else None,
              item=commands.item_id, ok=commands.ok, commands=[line.text for line in commands.lines],
