@@ -160,3 +160,14 @@ def test_staff_authentication_value_is_checked(tmp_path, sink):
     inst = with_security(tmp_path, sink, staff_authentication="dkim")
     result = inst.cli("check-config", check=False)
     assert result.returncode == 1 and b"[security] staff_authentication" in result.stderr
+
+
+def test_the_unauthenticated_staff_link_says_why_and_plans_nothing_for_the_sender(tmp_path):
+    """The routing link's plan (tests/fixtures/steps/unauthenticated_staff.eml, a header from a
+    stranger's authserv-id): a triage item whose detail says why; no command, no copy."""
+    from steps import StepWorld, fired
+    ctx = StepWorld(tmp_path).decide("unauthenticated_staff")
+    plan = ctx.plan
+    assert fired(ctx) == "unauthenticated_staff" and (plan.action, plan.reason) == ("triage", "unauthenticated_staff")
+    assert plan.triage_detail == authentication.NO_TRUSTED_HEADER and plan.commands is None
+    assert [o.kind for o in plan.outgoing if o.kind != "notice"] == [] and not ctx.sender.is_staff
