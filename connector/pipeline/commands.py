@@ -44,7 +44,8 @@ from connector.mail.automatic import own_mail
 from connector.pipeline.cli_mail import CLI_INTAKE, NOTE, kind_of
 from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND, Outgoing
 from connector.store import events
-from connector.store.models import COMMAND_REPLY, OutboxEntry, Ticket, TriageItem, database
+from connector.store.filing import savepoint, set_ticket_status, ticket_status, triage_item_of_notices
+from connector.store.models import COMMAND_REPLY
 from connector.workqueue import inbox as inbox_actions
 from connector.workqueue.errors import Refused
 
@@ -192,10 +193,10 @@ def _add(ticket, args, act):
 
 
 def _status(ticket, args, act):
-    value, current = args["value"], Ticket.get_by_id(ticket.id).status
+    value, current = args["value"], ticket_status(ticket.id)
     if value == current:
         return f"ticket {ticket.number} is {value} already"
-    Ticket.update(status=value, updated_at=act.now).where(Ticket.id == ticket.id).execute()
+    set_ticket_status(ticket.id, value, act.now)
     detail = {"from": current, "to": value}
     events.record(ticket.id, events.STATUS_CHANGED, at=act.now, by=act.by, via=events.VIA_MAIL, detail=detail)
     log.info("ticket.changed", ticket=ticket.number, change=events.STATUS_CHANGED, by=act.by, via=events.VIA_MAIL,
@@ -300,11 +301,7 @@ def answered_item(ctx):
     notices = [m for m in ctx.parsed.in_reply_to + ctx.parsed.references if signer.is_notice(m)]
     if not notices:
         return False, None
-    causes = [o.cause_id for o in OutboxEntry.select(OutboxEntry.cause_id)
-              .where(OutboxEntry.message_id.in_(notices) & OutboxEntry.cause_id.is_null(False))]
-    item = (TriageItem.select(TriageItem.id).where(TriageItem.spool_id.in_(causes))
-            .order_by(TriageItem.id.desc()).first()) if causes else None
-    return True, item.id if item else None
+    return True, triage_item_of_notices(notices)
 
 
 def read(ctx):
@@ -450,7 +447,7 @@ def _not_filed(ctx):
 def _execute(commands, target, act):
     current = None
     try:
-        with database.atomic():  # a savepoint: a refusal undoes the commands before it
+        with savepoint():  # a refusal undoes the commands before it
             for current in commands.lines:
                 current.outcome, current.done = current.command.handler(target, current.args, act), True
     except Refused as exc:
