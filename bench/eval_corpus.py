@@ -312,7 +312,6 @@ def eval_bounces(verbose, half=None):
         reasoned = [r for r in bounces if r["reason"]]
         others = [r for r in group if r["kind"] not in (BOUNCE, DELAYED)]
         calm = [r for r in group if r["kind"] in (DELAYED, "delivered")]
-        kinds = [r for r in group if r["kind"] != "not_bounce" or r["got_kind"] is None]
         figures = {
             "detected": _ratio(sum(r["is_bounce"] for r in bounces), len(bounces)),
             "read_as_delayed": sum(r["got_kind"] == DELAYED for r in bounces),

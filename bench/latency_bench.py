@@ -122,7 +122,7 @@ def measure_connector(rate, args):
     port, relay_port = free_port(), free_port()
     write_config(workdir, port, relay_port, args.python)
     sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{relay_port}", "256"])
-    daemon = subprocess.Popen([str(Path(args.python).absolute()), "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
+    daemon = subprocess.Popen([args.python, "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
                               stdout=open(workdir / "daemon.log", "wb"), stderr=subprocess.STDOUT, cwd=workdir)
     try:
         wait_port(relay_port, sink)
@@ -153,6 +153,7 @@ def main():
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--python", default=sys.executable, help="the interpreter whose connector is measured")
     args = parser.parse_args()
+    args.python = str(Path(args.python).absolute())
     for rate in (int(r) for r in args.rates.split(",")):
         (s50, s99, smax), _ = measure_sink(rate, args)
         (c50, c99, cmax), (backlog, drain) = measure_connector(rate, args)

@@ -10,7 +10,13 @@ daemon whose relay is Postfix's smtp-sink. Printed:
   end to end   messages/s from the first SMTP connection until every message
                is filed and every outgoing mail (distribution + auto-response)
                was written and none is pending: the backlog drained
-Targets (issue 2, this 2-core machine class): ratio >= 0.8, end to end >= 300 msg/s.
+  CPU          milliseconds of CPU (user + system) per message of each process:
+               the sink, the intake alone, and intake, worker and deliver end to
+               end. Unlike the rates, these hold on a machine others load (the
+               worker and delivery run in the idle class: any other process
+               delays them, so end to end falls with the load average).
+Targets (issue 14, this 2-core machine class): acceptance while filing >= 0.9 of the
+sink, end to end >= 500 msg/s.
 
     python bench/smtp_bench.py [--messages 5000] [--sessions 20] [--size 4096] [--rounds 2]
 """
@@ -52,6 +58,43 @@ def wait_port(port, proc, timeout=20):
     raise SystemExit(f"nothing listens on {port}")
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process so far (load-proof, unlike wall time)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(daemon_pid):
+    """{role: pid} of the daemon (intake) and its children (worker, deliver)."""
+    found = {"intake": daemon_pid}
+    try:
+        children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for pid in map(int, children):
+        try:
+            role = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").rpartition(b"\0")[2].decode()
+        except OSError:
+            continue
+        found[role] = pid
+    return found
+
+
+class CPU:
+    """CPU seconds each process spends between start() and stop()."""
+
+    def __init__(self, daemon_pid):
+        self.pids = processes(daemon_pid)
+        self.before = {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+
+    def stop(self, messages):
+        """{role: CPU milliseconds per message}."""
+        return {role: 1000 * (cpu_seconds(pid) - self.before[role]) / messages for role, pid in self.pids.items()}
+
+
 def source(port, args):
     cmd = [SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
            "-f", "a@client.test", "-t", "support@example.test", f"127.0.0.1:{port}"]
@@ -65,7 +108,9 @@ def timed_server(cmd, port, args, cwd):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         wait_port(port, proc)
-        return source(port, args)
+        before = cpu_seconds(proc.pid)
+        elapsed = source(port, args)
+        return elapsed, 1000 * (cpu_seconds(proc.pid) - before) / args.messages
     finally:
         proc.terminate()
         proc.wait()
@@ -146,6 +191,10 @@ def run_connector(args, workdir):
     try:
         wait_port(relay_port, sink)
         wait_port(port, daemon)
+        deadline = time.monotonic() + 20
+        while not {"worker", "deliver"} <= set(processes(daemon.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu = CPU(daemon.pid)
         start = time.perf_counter()
         accept = source(port, args)
         progress = Progress(workdir / "var" / "connector.db")
@@ -158,7 +207,7 @@ def run_connector(args, workdir):
             time.sleep(0.2)
         end_to_end = time.perf_counter() - start
         progress.close()
-        return accept, end_to_end, total, sent
+        return accept, end_to_end, total, sent, cpu.stop(args.messages)
     finally:
         daemon.terminate()
         daemon.wait()
@@ -182,11 +231,11 @@ def main():
             raise SystemExit(f"{tool} is missing: run tests/install-system-deps.sh (Postfix) first")
     rows = []
     for index in range(args.rounds):
-        sink_time = run_sink(args)
+        sink_time, sink_cpu = run_sink(args)
         workdirs = [Path(tempfile.mkdtemp(prefix="connector-bench-")) for _ in range(2)]
         try:
-            alone = run_intake_only(args, workdirs[0])
-            accept, e2e, total, sent = run_connector(args, workdirs[1])
+            alone, alone_cpu = run_intake_only(args, workdirs[0])
+            accept, e2e, total, sent, cpu = run_connector(args, workdirs[1])
         finally:
             for workdir in workdirs:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -197,12 +246,14 @@ def main():
               f"alone (ratio {alone_rate / sink_rate:.2f}), {accept_rate:5.0f} msg/s while filing "
               f"(ratio {accept_rate / sink_rate:.2f}) | end to end {e2e_rate:4.0f} msg/s "
               f"({total} filed, {sent} outgoing)", flush=True)
+        print(f"         CPU ms per message: sink {sink_cpu:.2f}, intake alone {alone_cpu:.2f}; end to end: "
+              + ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(cpu.items())), flush=True)
     print(f"\n{args.messages} messages of {args.size} bytes over {args.sessions} sessions, "
           f"median of {args.rounds} rounds:")
-    print(f"  acceptance / no-op sink, nothing else running: {statistics.median(r[0] for r in rows):.2f}"
-          "   (target >= 0.80)")
-    print(f"  acceptance / no-op sink, worker filing at once: {statistics.median(r[1] for r in rows):.2f}")
-    print(f"  end to end: {statistics.median(r[2] for r in rows):.0f} msg/s   (target >= 300)")
+    print(f"  acceptance / no-op sink, nothing else running: {statistics.median(r[0] for r in rows):.2f}")
+    print(f"  acceptance / no-op sink, worker filing at once: {statistics.median(r[1] for r in rows):.2f}"
+          "   (target >= 0.90)")
+    print(f"  end to end: {statistics.median(r[2] for r in rows):.0f} msg/s   (target >= 500)")
 
 
 if __name__ == "__main__":

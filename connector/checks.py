@@ -4,7 +4,7 @@
 it, so what check-config accepts is exactly what the daemon can run on, and
 a reload that fails here leaves the running configuration in force:
 
-    ini + config/*.yaml   (connector.settings)
+    ini + config/*.yaml   (connector.settings; scanners.yaml: connector.scanners.config)
     reply rules           (rules/quotes.yaml + quotes.local.yaml)
     mail templates        every file compiled, the known ones rendered with sample values
     data directory        writable by the user this process runs as, the database files too
@@ -24,6 +24,7 @@ from connector.log import get_logger, setup_logging
 from connector.outbound.compose import Templates
 from connector.reply import RuleError, load_extractor
 from connector.reply.rules import RULES_FILE
+from connector.scanners.config import scanners_of
 from connector.settings import ConfigError, load_settings
 from connector.store.db import spool_path
 
@@ -56,6 +57,7 @@ DATA_DIR_HINT = ("create it for that user, e.g. install -d -o connector -g conne
 def load_checked(ini_path):
     """Settings, rules, templates and data directory as `run` will use them; raises ConfigError."""
     settings = load_settings(ini_path)
+    scanners_of(settings)  # config/scanners.yaml, read and checked
     check_rules(settings)
     check_templates(settings)
     check_data_dir(settings)

@@ -261,28 +261,27 @@ class Site:
         (path / "secrets").mkdir(exist_ok=True)
         (path / "secrets" / "imap.pass").write_text(PASSWORD + "\n")
         self.write(scanners)
-        from connector.scanners.state import create_tables
         from connector.settings import load_settings
         from connector.store.db import open_store
         self.settings = load_settings(self.inst.ini)
         open_store(self.settings.database)
-        create_tables()
 
     def write(self, scanners):
         import yaml
         (self.path / "config" / "scanners.yaml").write_text(yaml.safe_dump({"scanners": scanners}, sort_keys=False))
 
     def cfg(self, name="support"):
-        return next(c for c in self.settings.extra["scanners"] if c.name == name)
+        from connector.scanners.config import scanners_of
+        return next(c for c in scanners_of(self.settings) if c.name == name)
 
     def scan(self, name="support"):
-        from connector.intake.imap import Scanner, _logout, connect
+        from connector.intake.imap import Scanner, connect, logout
         scanner = Scanner(self.cfg(name))
         try:
             return scanner.scan(connect(self.cfg(name)))
         finally:
             if scanner.client is not None:
-                _logout(scanner.client)
+                logout(scanner.client)
 
     def file(self):
         from connector.app import open_services

@@ -12,7 +12,7 @@ from imapclient import SEEN
 from conftest import make_mail
 from dovecot import Site, dovecot_fixture, scanner
 from connector.intake.imap import ScanError
-from connector.scanners.state import ScannerMessage
+from connector.store.models import ScannerMessage
 from connector.settings import load_settings
 
 dovecot = pytest.fixture(scope="module")(dovecot_fixture)
@@ -41,7 +41,7 @@ def test_all_since_last_imports_read_mail_flags_after_commit_and_only_new_uids(t
     assert (result.fetched, result.imported) == (1, 1)
     assert newer > unread > read_elsewhere
     assert site.scan().fetched == 0
-    from connector.scanners.state import ScannerFolder
+    from connector.store.models import ScannerFolder
     assert ScannerFolder.get(ScannerFolder.scanner == "support").last_uid == newer
 
 
@@ -440,7 +440,7 @@ def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dove
     """Mail delivered after the SELECT that precedes IDLE is announced by the server in the
     answer to the next command; IDLE never repeats it, so no command may come in between."""
     import threading
-    from connector.intake.imap import _logout, connect, wait_for_mail
+    from connector.intake.imap import connect, logout, wait_for_mail
     user = dovecot.new_user()
     dovecot.append(user, mail("before"))
     site = Site(tmp_path, [scanner(dovecot, user, idle=True)])
@@ -456,4 +456,46 @@ def test_idle_wakes_for_mail_that_arrives_while_it_looks_for_mail(tmp_path, dove
     try:
         assert wait_for_mail(client, site.cfg(), threading.Event(), last_uid, max_wait=10) == "idle"
     finally:
-        _logout(client)
+        logout(client)
+
+
+def test_fetch_reads_plain_answers_and_falls_back_on_any_other(tmp_path, dovecot):
+    """The fast read of `UID n BODY[] {size}` answers gives what imapclient's parser gives; an
+    answer of another shape (here an unsolicited FLAGS change another client made) is parsed
+    by imapclient, the body still returned by UID."""
+    from imapclient import IMAPClient
+    from connector.intake.imap import fetch_bodies
+    from dovecot import PASSWORD
+    user = dovecot.new_user()
+    raws = [mail(f"Message {n}") for n in range(3)]
+    uids = [dovecot.append(user, raw) for raw in raws]
+    clients = [IMAPClient("127.0.0.1", dovecot.port, ssl=False) for _ in range(2)]
+    try:
+        for client in clients:
+            client.login(user, PASSWORD)
+            client.select_folder("INBOX")
+        reader, other = clients
+        expected = {uid: item[b"BODY[]"] for uid, item in reader.fetch(uids, [b"BODY.PEEK[]"]).items()}
+        assert fetch_bodies(reader, uids) == expected == dict(zip(uids, raws))
+        other.add_flags(uids[:1], [b"\\Flagged"])
+        assert fetch_bodies(reader, uids) == expected            # with `* 1 FETCH (FLAGS ...)` inside
+        assert SEEN not in dovecot.flags(user)[uids[0]]
+    finally:
+        for client in clients:
+            client.logout()
+
+
+def test_a_scan_error_is_told_by_its_type_not_its_name():
+    """Its own words for any ScanError (a subclass too); the type in front of anything else,
+    even an exception that happens to be called ScanError."""
+    from connector.scanners.service import describe
+
+    class TokenExpired(ScanError):
+        pass
+
+    class Other(Exception):
+        pass
+    Other.__name__ = "ScanError"
+    assert describe(TokenExpired("token expired")) == "token expired"
+    assert describe(Other("boom")) == "ScanError: boom"
+    assert describe(OSError("reset")) == "OSError: reset"

@@ -1,12 +1,13 @@
 """The package's import graph, read with `ast` (nothing is imported): no cycles, no hidden
 imports (`__import__`, `importlib`), commands on top with nothing below importing them, the
 bottom layers (settings, mail, store, log, the time budget) importing nothing above them,
-and exceptions matched by type, never by name."""
+exceptions matched by type, never by name, no module importing another package's
+`_private` names, and the scanners' rules, configuration and state knowing nothing of
+the IMAP wire."""
 
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "connector"
 BOTTOM = ("connector.settings", "connector.mail", "connector.store", "connector.log", "connector.timebudget")
@@ -15,7 +16,6 @@ HIDDEN = ("__import__", "import_module")
 # The scanners' line of work removes this module's `__import__` (and with it the cycle
 # scanners/config.py -> settings/loader.py -> settings/plugins.py): until it is merged,
 # only the xfail test below looks at it.
-PLUGINS = "connector.settings.plugins"
 
 
 def _modules():
@@ -50,7 +50,7 @@ def _hidden_imports(tree):
     return names, uses
 
 
-def _graph(skip_hidden_of=(PLUGINS,)):
+def _graph(skip_hidden_of=()):
     """module -> modules it imports, hidden imports included (except those of `skip_hidden_of`)."""
     modules = _modules()
     graph = {}
@@ -123,18 +123,9 @@ def test_nothing_below_the_commands_imports_them():
 
 def test_no_hidden_imports():
     """Wiring is written out as imports a reader (and this test) can follow."""
-    hidden = {name: uses for name, tree in _trees().items() if name != PLUGINS
+    hidden = {name: uses for name, tree in _trees().items()
               for uses in [_hidden_imports(tree)[1]] if uses}
     assert hidden == {}
-
-
-@pytest.mark.xfail(reason="settings/plugins.py still wires the scanners' config with __import__ "
-                          "(the scanners helper's branch removes it); remove this mark once merged")
-def test_settings_plugins_has_no_hidden_import_and_no_cycle():
-    tree = _trees()[PLUGINS]
-    assert _hidden_imports(tree)[1] == []
-    graph = _graph(skip_hidden_of=())
-    assert _cycles(graph) == [] and _upward(graph) == []
 
 
 def _names_an_exception_type(node):
@@ -152,3 +143,49 @@ def test_exceptions_are_matched_by_type_never_by_name():
                for node in ast.walk(tree) if isinstance(node, ast.Compare)
                and any(_names_an_exception_type(side) for side in [node.left, *node.comparators])]
     assert by_name == []
+
+
+def test_settings_knows_nothing_of_the_scanners():
+    assert [t for t in _graph()["connector.settings.loader"] | _graph()["connector.settings"]
+            if _within(t, "connector.scanners")] == []
+    assert not (PACKAGE / "settings" / "plugins.py").exists()
+
+
+def _package_of(name):
+    parts = name.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_module_imports_another_packages_private_names():
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("connector.") \
+                    and _package_of(node.module) != _package_of(name):
+                found += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert found == []
+
+
+# The scanners' rules, configuration and conditions, and the store's scanner state: what a
+# mailbox holds and what to do with it, not how IMAP says it (that is connector.intake.imap).
+WIRE_FREE = ("connector.scanners.config", "connector.scanners.conditions", "connector.scanners.rules",
+             "connector.scanners.schema", "connector.store.scanners")
+WIRE = ("imapclient", "imaplib", "connector.intake")
+
+
+def test_scanner_rules_and_state_know_nothing_of_the_imap_wire():
+    modules, graph = _modules(), _graph()
+    found = []
+    for name in WIRE_FREE:
+        for node in ast.walk(ast.parse(modules[name].read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{name} imports {n}" for n in names if any(_within(n, wire) for wire in WIRE)]
+        seen, todo = set(), [name]  # nor through what they import
+        while todo:
+            for target in graph[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        found += [f"{name} reaches {t}" for t in sorted(seen) if _within(t, "connector.intake")]
+    assert found == []

@@ -8,6 +8,7 @@ import yaml
 
 from conftest import Instance, make_mail, wait_for
 from connector.mail.parse import parse_message
+from connector.scanners.config import scanners_of
 from connector.scanners.rules import decide
 from connector.settings import load_settings
 from dovecot import PASSWORD, dovecot_fixture, scanner
@@ -93,7 +94,7 @@ def test_assign_inbox_needs_a_known_inbox_and_a_ticket_action(inst):
 
     path.write_text(scanners_yaml([{"name": "r", "actions": ["create_or_update_ticket",
                                                              {"assign_inbox": "finance"}]}]))
-    [config] = load_settings(inst.ini).extra["scanners"]
+    [config] = scanners_of(load_settings(inst.ini))
     raw = make_mail().as_bytes()
     decision = decide(config, "INBOX", raw, parse_message(raw))
     assert decision.hints["assign_inbox"] == "Finance"

@@ -10,7 +10,9 @@ import pytest
 
 from conftest import Instance, make_mail
 from connector.mail.parse import parse_message
+from connector.checks import load_checked
 from connector.scanners.conditions import MessageFields, parse_conditions
+from connector.scanners.config import scanners_of
 from connector.scanners.rules import decide
 from connector.settings import ConfigError, load_settings
 
@@ -141,8 +143,8 @@ def test_any_all_nesting():
     assert not matches([yes, no], MAIL)
 
 
-def settings_with(tmp_path, yaml_text, files=None):
-    inst = Instance(tmp_path, 25)
+def settings_with(tmp_path, yaml_text, files=None, **ini):
+    inst = Instance(tmp_path, 25, **ini)
     (tmp_path / "config" / "scanners.yaml").write_text(textwrap.dedent(yaml_text))
     for name, text in (files or {}).items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -174,8 +176,7 @@ PASS = {"secrets/support.pass": "s3cret\n"}
 
 def test_good_config_loads(tmp_path):
     inst = settings_with(tmp_path, scanner_yaml(GOOD_RULES), PASS)
-    settings = load_settings(inst.ini)
-    (cfg,) = settings.extra["scanners"]
+    (cfg,) = scanners_of(load_settings(inst.ini))
     assert cfg.port == 993 and cfg.security == "ssl" and cfg.scan == "all_since_last" and cfg.idle
     assert cfg.secret() == "s3cret"
     assert cfg.password_file == tmp_path / "secrets" / "support.pass"
@@ -217,7 +218,7 @@ def test_good_config_loads(tmp_path):
 def test_check_config_names_file_scanner_rule_and_hint(tmp_path, rules, extra, key, problem):
     inst = settings_with(tmp_path, scanner_yaml(rules, **extra), PASS)
     with pytest.raises(ConfigError) as info:
-        load_settings(inst.ini)
+        load_checked(inst.ini)
     assert info.value.key == key
     assert problem in info.value.problem
     assert info.value.hint
@@ -281,6 +282,53 @@ def test_an_image_embedded_in_the_html_is_not_an_attachment():
 def test_inbox_is_case_insensitive_and_folders_are_read_once(tmp_path):
     rules = "rules:\n  - name: r1\n    folders: [inbox]\n    actions: [mark_read]\n"
     inst = settings_with(tmp_path, scanner_yaml(rules, folders="[Inbox, INBOX, Archive]"), PASS)
-    (cfg,) = load_settings(inst.ini).extra["scanners"]
+    (cfg,) = scanners_of(load_settings(inst.ini))
     assert cfg.folders == ("INBOX", "Archive")
     assert cfg.rules[0].folders == ("INBOX",)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_file_and_docs_tables_are_generated_from_the_declared_keys(tmp_path):
+    """config/scanners.yaml.example and the key tables of docs/scanners.md are what
+    connector/scanners/schema.py generates; the example's sample loads, and uses only declared keys."""
+    from connector.scanners.schema import RULE, SCANNER, render_example, render_table
+    example = (ROOT / "config" / "scanners.yaml.example").read_text()
+    assert example == render_example()
+    assert Instance(tmp_path / "cli", 25).cli("example-scanners").stdout.decode() == example
+    docs = (ROOT / "docs" / "scanners.md").read_text()
+    for what, keys in (("scanner keys", SCANNER), ("rule keys", RULE)):
+        start = docs.index(f"<!-- {what}: generated")
+        block = docs[docs.index("\n", start) + 1:docs.index(f"<!-- end {what} -->")]
+        assert block == render_table(keys)
+    inst = settings_with(tmp_path / "site", example, PASS)
+    support, shared = scanners_of(load_settings(inst.ini))
+    assert (support.name, support.port, len(support.rules), shared.auth) == ("support-mailbox", 993, 3, "xoauth2")
+
+
+def test_a_default_comes_from_the_declaration(tmp_path, monkeypatch):
+    """The loader takes its defaults from the declared keys, not from copies of its own."""
+    from connector.scanners import schema
+    monkeypatch.setitem(schema.DEFAULTS, "interval", 15)
+    monkeypatch.setitem(schema.DEFAULTS, "unmatched", "leave")
+    monkeypatch.setitem(schema.RULE_DEFAULTS, "case_sensitive", True)
+    inst = settings_with(tmp_path, scanner_yaml(GOOD_RULES), PASS)
+    (cfg,) = scanners_of(load_settings(inst.ini))
+    assert (cfg.interval, cfg.unmatched) == (15.0, "leave")
+    assert cfg.rules[0].conditions.children[0].case_sensitive is True
+
+
+def test_sizes_and_yes_no_read_the_same_in_the_ini_and_in_rules(tmp_path):
+    """One parser each (connector.settings.values): `on` is yes in the ini and in a rule's
+    has_attachment; `1 GB` is the same number of bytes for max_message_size and a size rule."""
+    from connector.settings.values import parse_bool, parse_size
+    assert parse_conditions({"field": "has_attachment", "op": "equals", "value": "on"}).value is True
+    assert parse_conditions({"field": "has_attachment", "op": "equals", "value": "Off"}).value is False
+    assert parse_conditions({"field": "size", "op": "greater_than", "value": "1 GB"}).value == 1 << 30
+    inst = settings_with(tmp_path, scanner_yaml(), PASS, smtp__max_message_size="1 GB",
+                         connector__add_recipients_from_headers="on")
+    settings = load_settings(inst.ini)
+    assert settings.max_message_size == 1 << 30 and settings.add_recipients_from_headers is True
+    assert (parse_size("1 GB"), parse_bool("on")) == (1 << 30, True)
+    assert parse_size("25x") is None and parse_bool("maybe") is None

@@ -9,9 +9,10 @@ command runs: each in one transaction, one log line, and a refusal
 import sys
 
 from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
-from connector.store import events, wakeup
+from connector.store import events, views, wakeup
 from connector.store.db import open_store
-from connector.store.models import SPOOL_SHUNTED, TRIAGE_STATUSES, Processing, SpoolEntry, TriageItem, database
+from connector.store.filing import processing as processing_of
+from connector.store.models import SPOOL_SHUNTED, TRIAGE_STATUSES, database
 from connector.workqueue import triage
 from connector.workqueue.errors import Refused
 
@@ -24,10 +25,7 @@ def inbound_json(item):
 
 def cmd_inbound_list(args):
     open_store(database_or_exit(args))
-    query = TriageItem.select().order_by(TriageItem.id)
-    if args.status:
-        query = query.where(TriageItem.status == args.status)
-    emit(args, [inbound_json(i) for i in query],
+    emit(args, [inbound_json(i) for i in views.triage_items(args.status)],
          ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
     return 0
 
@@ -35,11 +33,11 @@ def cmd_inbound_list(args):
 def cmd_inbound_replay(args):
     open_store(database_or_exit(args))
     from connector.pipeline.runner import requeue
-    item = TriageItem.get_or_none(TriageItem.id == args.id)
+    item = views.triage_item(args.id)
     if item is None:
         print(f"connector: no inbound item {args.id}", file=sys.stderr)
         return 1
-    processing = Processing.get_or_none(Processing.spool_id == item.spool_id)
+    processing = processing_of(item.spool_id)
     if processing is None:
         print(f"connector: inbound item {args.id} is still waiting to be processed", file=sys.stderr)
         return 1
@@ -47,8 +45,7 @@ def cmd_inbound_replay(args):
         print(f"connector: inbound item {args.id} was processed ({processing.action}); "
               "use --force to process it again", file=sys.stderr)
         return 1
-    spool = SpoolEntry.get_or_none(SpoolEntry.id == item.spool_id)
-    if spool is not None and not len(spool.raw or b""):
+    if views.spool_raw_kept(item.spool_id) is False:
         print(f"connector: inbound item {args.id}: its original bytes were pruned ([retention] raw_days); "
               "nothing to process again", file=sys.stderr)
         return 1
@@ -73,9 +70,7 @@ def _act(args, action, needs_staff=True, show=None):
     services = open_services(settings)
     try:
         with database.atomic():
-            # Write first: the transaction holds the write lock before it reads the item, so an
-            # action by mail or another operator at the same moment waits instead of racing.
-            database.execute_sql('UPDATE "triage" SET "id" = "id" WHERE "id" = ?', (args.id,))
+            views.lock_triage_item(args.id)
             result = action(by, services)
     except Refused as refusal:
         print(f"connector: {refusal}", file=sys.stderr)
@@ -108,14 +103,14 @@ def cmd_attach(args):
 def cmd_close(args):
     def action(by, services):
         triage.close(args.id, by=by, via=events.VIA_CLI, now=services.clock())
-        return inbound_json(TriageItem.get_by_id(args.id))
+        return inbound_json(views.triage_item(args.id))
     return _act(args, action, needs_staff=False)
 
 
 def cmd_status(args):
     def action(by, services):
         triage.set_status(args.id, args.status, by=by, via=events.VIA_CLI, now=services.clock())
-        return inbound_json(TriageItem.get_by_id(args.id))
+        return inbound_json(views.triage_item(args.id))
     return _act(args, action, needs_staff=False)
 
 

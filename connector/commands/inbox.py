@@ -13,9 +13,9 @@ import peewee
 from connector.commands.common import database_or_exit, emit, iso, settings_or_exit
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
-from connector.store import events
+from connector.store import events, views
 from connector.store.db import open_store
-from connector.store.models import ENTRY_OPEN, ENTRY_STATUSES, InboxEntry, Message, Ticket, database
+from connector.store.models import ENTRY_OPEN, ENTRY_STATUSES, InboxEntry, database
 from connector.workqueue import inbox as actions
 from connector.workqueue.errors import Refused
 
@@ -39,13 +39,7 @@ def _refuse(text):
 
 def _entries(where=None, order=None, limit=None):
     """Entries with their ticket's number and subject, in one query."""
-    query = (InboxEntry.select(InboxEntry, Ticket.number.alias("number"), Ticket.subject.alias("subject"))
-             .join(Ticket, on=(InboxEntry.ticket == Ticket.id)).order_by(*(order or (InboxEntry.id,))))
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    return [entry_json(e, e.number, e.subject) for e in query.objects()]
+    return [entry_json(e, e.number, e.subject) for e in views.inbox_entries(where, order, limit)]
 
 
 def cmd_inbox_list(args):
@@ -82,11 +76,8 @@ def cmd_inbox_show(args):
     if not rows:
         return _refuse(f"no inbox entry {args.id}")
     data = rows[0]
-    entry = InboxEntry.get_by_id(args.id)
-    latest = (Message.select(Message.reply_text)
-              .where((Message.ticket == entry.ticket_id) & (Message.direction == "in"))
-              .order_by(Message.received_at.desc(), Message.id.desc()).first())
-    data["reply_text"] = latest.reply_text if latest else None
+    entry = views.inbox_entries(InboxEntry.id == args.id)[0]
+    data["reply_text"] = views.latest_inbound_reply(entry.ticket_id)
     data["history"] = [event_json(e) for e in _chain_history(entry)]
     if args.json:
         emit(args, data)
@@ -102,8 +93,7 @@ def cmd_inbox_show(args):
 
 def _chain_history(entry):
     """The inbox events of this entry's chain: the entries it was forwarded from, and to."""
-    links = {e.id: e.forwarded_from for e in
-             InboxEntry.select(InboxEntry.id, InboxEntry.forwarded_from).where(InboxEntry.ticket == entry.ticket_id)}
+    links = views.inbox_links(entry.ticket_id)
     chain, grew = {entry.id}, True
     while grew:
         more = {i for i, source in links.items() if source in chain} | {links[i] for i in chain if links.get(i)}

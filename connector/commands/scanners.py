@@ -1,13 +1,26 @@
-"""`scanners status [--json]`, `scanners run NAME`, `scanners test NAME FILE.eml`."""
+"""`scanners status [--json]`, `scanners run NAME`, `scanners test NAME FILE.eml`, `example-scanners`."""
 
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-from connector.commands.common import EX_TEMPFAIL, emit, iso, settings_or_exit
+from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, iso, settings_or_exit
 from connector.scanners.config import scanners_of
+from connector.scanners.schema import render_example
+from connector.settings import ConfigError
 from connector.store.db import open_store
+
+
+def _settings_or_exit(args):
+    """The settings, config/scanners.yaml read and checked; on a bad config the error, exit 1."""
+    settings = settings_or_exit(args)
+    try:
+        scanners_of(settings)
+    except ConfigError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    return settings
 
 
 def _scanner_or_exit(settings, name):
@@ -20,16 +33,10 @@ def _scanner_or_exit(settings, name):
     raise SystemExit(1)
 
 
-def _store(settings):
-    from connector.scanners.state import create_tables
-    open_store(settings.database)
-    create_tables()
-
-
 def cmd_status(args):
-    settings = settings_or_exit(args)
-    _store(settings)
-    from connector.scanners.state import status_json
+    settings = _settings_or_exit(args)
+    open_store(settings.database)
+    from connector.store.scanners import status_json
     rows = [status_json(cfg, iso) for cfg in scanners_of(settings)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -44,10 +51,10 @@ def cmd_status(args):
 
 def cmd_run(args):
     """Seed 003's Run button: scan once now, also a scanner that is not active."""
-    settings = settings_or_exit(args)
+    settings = _settings_or_exit(args)
     cfg = _scanner_or_exit(settings, args.name)
-    _store(settings)
-    from connector.intake.imap import Scanner, _logout, connect
+    open_store(settings.database)
+    from connector.intake.imap import Scanner, connect, logout
     from connector.scanners.service import describe
     scanner = Scanner(cfg)
     try:
@@ -59,7 +66,7 @@ def cmd_run(args):
         return EX_TEMPFAIL
     finally:
         if scanner.client is not None:
-            _logout(scanner.client)
+            logout(scanner.client)
     # Seed 003's Run button makes the tickets now: what this run imported goes through the
     # pipeline here, daemon running or not (an entry the daemon's worker already took is
     # skipped: Runner.process re-reads its state under the write lock).
@@ -83,17 +90,16 @@ def _process(settings, spool_ids):
         return {}
     from connector.app import open_services
     from connector.pipeline.runner import Runner
-    from connector.store.models import Processing
+    from connector.store.views import actions_of
     runner = Runner(open_services(settings))
     for spool_id in spool_ids:
         runner.process(spool_id)
-    rows = Processing.select().where(Processing.spool_id.in_(spool_ids))
-    return dict(Counter(row.action or row.state for row in rows))
+    return dict(Counter(actions_of(spool_ids)))
 
 
 def cmd_test(args):
     """Which rule matches FILE.eml and what its actions would do; changes nothing."""
-    settings = settings_or_exit(args)
+    settings = _settings_or_exit(args)
     cfg = _scanner_or_exit(settings, args.name)
     try:
         raw = Path(args.file).read_bytes()
@@ -146,7 +152,15 @@ def _pipeline_preview(settings, cfg, raw, decision):
     return {k: summary.get(k) for k in ("action", "ticket", "reason", "sender", "recipients")}
 
 
+def cmd_example_scanners(args):
+    sys.stdout.write(render_example())
+    return 0
+
+
 def register(subparsers):
+    p = subparsers.add_parser("example-scanners",
+                              help="print config/scanners.yaml.example (every key, its default, a sample)")
+    p.set_defaults(handler=cmd_example_scanners)
     parser = subparsers.add_parser("scanners", help="IMAP mail scanners: status, run now, test a rule")
     inner = parser.add_subparsers(dest="scanners_command", metavar="ACTION")
     inner.required = True

@@ -6,11 +6,11 @@ import time
 
 from connector.commands.common import database_or_exit, emit, iso, parse_since, settings_or_exit
 from connector.log import get_logger
-from connector.store import events, tombstones
+from connector.store import events, tombstones, views
 from connector.store.db import open_store
+from connector.store.filing import ticket_by_number
+from connector.store.models import database
 from connector.store.queries import ticket_page
-from connector.store.models import (
-    EmployeeRecipient, ExternalRecipient, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
 log = get_logger("tickets")
 
@@ -22,7 +22,7 @@ def _open(args):
 def ticket_summary(ticket, message_count=None, contact=None):
     """A ticket as the commands show it; `list` passes the count and contact it fetched in its one query."""
     if message_count is None:
-        message_count = Message.select().where(Message.ticket == ticket).count()
+        message_count = views.message_count(ticket.id)
     if contact is None and ticket.contact_id:
         contact = ticket.contact.email
     return {
@@ -70,19 +70,14 @@ def cmd_tickets_list(args):
 
 def cmd_tickets_show(args):
     _open(args)
-    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    ticket = ticket_by_number(args.number)
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)
         return 1
     data = ticket_summary(ticket)
-    data["recipients"] = {
-        "external": [{"address": r.address, "kind": r.kind} for r in
-                     ExternalRecipient.select().where(ExternalRecipient.ticket == ticket).order_by(ExternalRecipient.id)],
-        "employees": [r.email for r in
-                      EmployeeRecipient.select().where(EmployeeRecipient.ticket == ticket).order_by(EmployeeRecipient.id)],
-    }
-    data["messages"] = [message_json(m) for m in
-                        Message.select().where(Message.ticket == ticket).order_by(Message.received_at, Message.id)]
+    external, employees = views.ticket_recipients(ticket.id)
+    data["recipients"] = {"external": external, "employees": employees}
+    data["messages"] = [message_json(m) for m in views.ticket_messages(ticket.id)]
     if args.json:
         emit(args, data)
         return 0
@@ -100,7 +95,7 @@ def cmd_tickets_set(args):
     """Seed 004's manual actions: change status or manager, move into / remove from the inbox."""
     settings = settings_or_exit(args)  # needs the staff list
     open_store(settings.database)
-    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    ticket = ticket_by_number(args.number)
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)
         return 1
@@ -140,7 +135,7 @@ def cmd_tickets_write(args):
     from connector.pipeline import cli_mail
     from connector.store.spool import store_message
     services = open_services(settings)
-    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    ticket = ticket_by_number(args.number)
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)
         return 1
@@ -154,8 +149,7 @@ def cmd_tickets_write(args):
         print(f"connector: no text on stdin: nothing to file (hint: echo 'text' | connector tickets "
               f"{args.kind} {args.number} --as {args.as_email})", file=sys.stderr)
         return 1
-    references = [m.message_id for m in Message.select(Message.message_id).where(Message.ticket == ticket)
-                  .order_by(Message.received_at, Message.id) if m.message_id]
+    references = [m.message_id for m in views.ticket_messages(ticket.id) if m.message_id]
     raw, message_id = cli_mail.build(services, ticket, staff, args.as_email.lower(), text, references)
     spool_id = store_message(raw, mail_from=args.as_email, rcpt_to=[settings.public_address],
                              intake=cli_mail.CLI_INTAKE,
@@ -179,7 +173,7 @@ def event_json(event):
 def cmd_tickets_history(args):
     """Every event of a ticket, oldest first."""
     _open(args)
-    ticket = Ticket.get_or_none(Ticket.number == args.number)
+    ticket = ticket_by_number(args.number)
     if ticket is None:
         print(f"connector: no ticket {args.number}", file=sys.stderr)
         return 1
@@ -195,24 +189,11 @@ def cmd_tickets_history(args):
 
 def cmd_message_export(args):
     _open(args)
-    if args.spool:
-        entry = SpoolEntry.get_or_none(SpoolEntry.id == args.id)
-        raw = bytes(entry.raw) if entry else None
-    elif args.outbox:
-        entry = OutboxEntry.get_or_none(OutboxEntry.id == args.id)
-        raw = bytes(entry.raw) if entry else None
-    else:
-        message = Message.get_or_none(Message.id == args.id)
-        raw = None
-        if message is not None and message.spool_id:
-            raw = bytes(SpoolEntry.get_by_id(message.spool_id).raw)
-        elif message is not None:
-            out = OutboxEntry.get_or_none(OutboxEntry.message_id == message.message_id)
-            raw = bytes(out.raw) if out else None
+    raw, sha256 = views.original_bytes("spool" if args.spool else "outbox" if args.outbox else "message", args.id)
     if raw is None:
         print(f"connector: no message {args.id}", file=sys.stderr)
         return 1
-    deleted = tombstones.matching(None, None, entry.sha256) if args.spool and not raw else None
+    deleted = tombstones.matching(None, None, sha256) if args.spool and not raw else None
     if deleted is not None:
         print(f"connector: spool entry {args.id} was deleted as spam or phishing: {tombstones.describe(deleted)} "
               f"(From {deleted.from_addr or '-'}, Message-ID {deleted.message_id or '-'}, "

@@ -12,6 +12,8 @@ Messages are addressed by UID only, never by sequence number. Per folder:
               alone unless a rule reads the body) -> spool commit (synchronous=FULL)
               -> state rows, with the outcomes of the previous chunk's actions
               -> \\Seen, move, delete (a command per group)
+              The spool commit and state rows run in a filer thread while this thread
+              fetches and decides the next chunk.
 
 Flags, moves and deletes happen only after the spool has committed the
 message: a crash in between makes the next scan see it again, and the
@@ -21,18 +23,21 @@ blocks the rest of the folder.
 """
 
 import hashlib
+import re
 import ssl
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from imapclient import SEEN, IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from connector.log import get_logger
 from connector.scanners.rules import Decision, decide
-from connector.scanners.state import DONE, FAILED, IMPORTED, LEFT, ScannerState
-from connector.store.models import database
+from connector.store.models import SCANNER_DONE, SCANNER_FAILED, SCANNER_IMPORTED, SCANNER_LEFT, database
+from connector.store.scanners import ScannerState
 # the spool's own row builder and multi-row insert (what its GroupCommitter uses): a chunk
 # is one statement, not a savepoint per message
 from connector.store.spool import store_messages
@@ -47,6 +52,7 @@ TOKEN_TIMEOUT = 60.0   # token_command, seconds
 IDLE_MAX = 25 * 60     # RFC 2177: re-issue IDLE at least every 29 minutes
 MAX_RECONNECTS = 5     # per scan, for messages whose fetch breaks the connection
 IDLE_POLL = 1.0        # seconds between looks at the stop event while idling
+FETCH_BODY_RE = re.compile(rb"\d+ \(UID (\d+) BODY\[\] \{\d+\}\Z")  # `* N FETCH (UID u BODY[] {size}`
 
 
 class ScanError(Exception):
@@ -119,10 +125,10 @@ def connect(cfg, timeout=TIMEOUT):
         else:
             client.login(cfg.username, cfg.secret())
     except ScanError:
-        _logout(client)
+        logout(client)
         raise
     except (OSError, IMAPClientError) as exc:
-        _logout(client)
+        logout(client)
         raise ScanError(f"login to {cfg.host} as {cfg.mailbox or cfg.username} failed: {_text(exc)}") from None
     log.info("imap.connected", scanner=cfg.name, host=cfg.host, port=cfg.port, security=cfg.security,
              auth=cfg.auth, user=cfg.mailbox or cfg.username)
@@ -140,7 +146,8 @@ def _text(exc):
     return text
 
 
-def _logout(client):
+def logout(client):
+    """Log out, or at least close the connection (a client already broken cannot log out)."""
     try:
         client.logout()
     except Exception:
@@ -148,6 +155,35 @@ def _logout(client):
             client.shutdown()
         except Exception:
             pass
+
+
+def fetch_bodies(client, uids):
+    """{uid: raw message or None} of `uids`, by UID FETCH BODY.PEEK[] (never sets \\Seen).
+
+    The answers of the usual shape, `* N FETCH (UID u BODY[] {size}` + the literal + `)`,
+    are read straight from imaplib's data: imapclient's general response parser cost a
+    third of a first scan's time. Any other answer (unsolicited FLAGS, UID after the body,
+    a server's own order) goes through that parser.
+    """
+    imap = client._imap  # the imaplib.IMAP4 under the client (no public accessor)
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
+    if typ != "OK":
+        raise IMAPClientError(b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace"))
+    bodies = _plain_bodies(data)
+    if bodies is None:
+        bodies = {uid: item.get(b"BODY[]") for uid, item in parse_fetch_response(data, False, True).items()}
+    return bodies
+
+
+def _plain_bodies(data):
+    """{uid: raw} when every answer has the usual shape, else None."""
+    bodies, items = {}, iter(data)
+    for item in items:
+        match = FETCH_BODY_RE.match(item[0]) if isinstance(item, tuple) and len(item) == 2 else None
+        if match is None or next(items, None) != b")":
+            return None
+        bodies[int(match.group(1))] = item[1]
+    return bodies
 
 
 def _next_chunk(fetched_bytes, count):
@@ -204,23 +240,50 @@ class Scanner:
             final = self.state.final_uids(folder, uidvalidity)
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
-        start, size, self.acted = 0, CHUNK_FIRST, []
+        self.acted = []
+        # Two chunks in flight: while the filer thread commits one, this thread fetches and
+        # decides the next (the commit's fsync and the server's time overlap the Python work,
+        # which stays on one thread); a chunk is flagged, moved or deleted only once its
+        # commit has returned.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{self.cfg.name}-filer") as filer:
+            start, size, filing = 0, CHUNK_FIRST, None
+            try:
+                while start < len(todo):
+                    # the chunks shrink towards the end of the folder: only the last one's
+                    # filing is not overlapped by a fetch
+                    chunk = todo[start:start + max(min(size, (len(todo) - start) // 2), CHUNK_FIRST)]
+                    start += len(chunk)
+                    bodies, errors = self._fetch(folder, chunk)
+                    result.fetched += len(bodies)
+                    plans = self._decide(folder, bodies, errors)
+                    if filing is not None:
+                        self._act(folder, filing.result(), result)
+                    filing = filer.submit(self._file, folder, uidvalidity, chunk, bodies, errors, plans, result)
+                    size = _next_chunk(sum(map(len, bodies.values())), len(chunk))
+                if filing is not None:
+                    self._act(folder, filing.result(), result)
+                    filing = None
+            finally:
+                if filing is not None:
+                    wait([filing])  # a fetch failed meanwhile: what it commits is flagged next scan
+                filer.submit(self._close, folder, uidvalidity).result()
+
+    def _close(self, folder, uidvalidity):
+        """In the filer thread, at the end of a folder: the last chunk's action outcomes, then
+        its database connection closed."""
         try:
-            while start < len(todo):
-                chunk = todo[start:start + size]
-                start += len(chunk)
-                size = _next_chunk(self._chunk(folder, uidvalidity, chunk, result), len(chunk))
-        finally:
             if self.acted:
                 with database.atomic():
                     self._record_acted(folder, uidvalidity)
+        finally:
+            database.close()
 
     def _reconnect(self, folder, exc):
         self.reconnects += 1
         if self.reconnects > MAX_RECONNECTS:
             raise exc
         log.warning("imap.reconnect", scanner=self.cfg.name, folder=folder, error=str(exc))
-        _logout(self.client)
+        logout(self.client)
         self.client = self.connector(self.cfg)
         self.client.select_folder(server_folder_name(self.client, folder))
 
@@ -228,7 +291,7 @@ class Scanner:
         """{uid: raw} and {uid: error}; a failing message is isolated, never fails the rest,
         even one whose fetch makes the server drop the connection (Dovecot's BYE)."""
         try:
-            data = self.client.fetch(uids, [b"BODY.PEEK[]"])
+            data = fetch_bodies(self.client, uids)
         except (IMAPClientAbortError, OSError) as exc:
             self._reconnect(folder, exc)
             if len(uids) == 1:
@@ -240,10 +303,9 @@ class Scanner:
             return self._one_by_one(folder, uids)
         bodies, errors = {}, {}
         for uid in uids:
-            item = data.get(uid)
-            if item is None:
+            if uid not in data:
                 continue  # expunged meanwhile
-            raw = item.get(b"BODY[]")
+            raw = data[uid]
             if raw is None:
                 errors[uid] = "fetch returned no body"
             else:
@@ -258,12 +320,9 @@ class Scanner:
             errors.update(err)
         return bodies, errors
 
-    def _chunk(self, folder, uidvalidity, uids, result):
-        """Fetch, decide, store, record and act on `uids`; returns the bytes fetched."""
+    def _decide(self, folder, bodies, errors):
+        """{uid: (Decision, sha256)} of `bodies`; a message the rules cannot read goes to `errors`."""
         mlog = log.bind(scanner=self.cfg.name, folder=folder)  # bound once: a proxy's bind per line costs
-        bodies, errors = self._fetch(folder, uids)
-        result.fetched += len(bodies)
-        existing = self.state.rows(folder, uidvalidity, uids=uids)
         plans = {}  # uid -> (decision, sha256)
         for uid, raw in bodies.items():
             try:
@@ -271,11 +330,19 @@ class Scanner:
                 mlog.info("imap.fetched", uid=uid, size=len(raw), rule=plans[uid][0].rule)
             except Exception as exc:  # a message the rules cannot read is kept and reported
                 errors[uid] = f"cannot decide: {type(exc).__name__}: {exc}"
+        return plans
+
+    def _file(self, folder, uidvalidity, uids, bodies, errors, plans, result):
+        """In the filer thread: commit to the spool and record `uids` (fetched as `bodies` and
+        decided as `plans`, or failed with `errors`); returns {uid: Decision} of the messages
+        to act on."""
+        mlog = log.bind(scanner=self.cfg.name, folder=folder)  # bound once: a proxy's bind per line costs
+        existing = self.state.rows(folder, uidvalidity, uids=uids)
         known = self.state.known_imports({sha for d, sha in plans.values() if d.imports})
         store, act, rows = [], [], []
         for uid, (decision, sha) in plans.items():
             row = existing.get(uid)
-            if row is not None and row.spool_id is not None and row.state in (IMPORTED, FAILED):
+            if row is not None and row.spool_id is not None and row.state in (SCANNER_IMPORTED, SCANNER_FAILED):
                 decision.imports = True               # stored before; its actions did not finish
                 act.append(uid)
             elif decision.imports and sha in known:
@@ -284,7 +351,7 @@ class Scanner:
                 # flagged \\Seen like any import, but not moved or deleted again: the copy in
                 # another scanned folder must not travel in a loop
                 plans[uid] = (Decision(rule=decision.rule, imports=True), sha)
-                rows.append({"uid": uid, "state": IMPORTED, "rule": decision.rule, "sha256": sha,
+                rows.append({"uid": uid, "state": SCANNER_IMPORTED, "rule": decision.rule, "sha256": sha,
                              "spool_id": known[sha]})
                 act.append(uid)
             elif decision.imports:
@@ -293,14 +360,14 @@ class Scanner:
                 act.append(uid)
             else:
                 result.left += 1
-                rows.append({"uid": uid, "state": LEFT, "rule": decision.rule})
+                rows.append({"uid": uid, "state": SCANNER_LEFT, "rule": decision.rule})
         spool_ids = self._store(mlog, store, bodies, plans)
         for uid in store:
-            rows.append({"uid": uid, "state": IMPORTED, "rule": plans[uid][0].rule, "sha256": plans[uid][1],
-                         "spool_id": spool_ids[uid]})
+            rows.append({"uid": uid, "state": SCANNER_IMPORTED, "rule": plans[uid][0].rule,
+                         "sha256": plans[uid][1], "spool_id": spool_ids[uid]})
         for uid, error in errors.items():
             mlog.error("imap.message_failed", uid=uid, error=error)
-            rows.append({"uid": uid, "state": FAILED, "error": error})
+            rows.append({"uid": uid, "state": SCANNER_FAILED, "error": error})
         result.imported += len(store)
         result.spool_ids.extend(spool_ids[uid] for uid in store)
         result.failed += len(errors)
@@ -309,23 +376,27 @@ class Scanner:
             self.state.record(folder, uidvalidity, rows)
             self.state.advance(folder, uidvalidity, max(uids))
             self.state.count_imported(len(store))
-        act += store
-        if act:
-            outcome = self._act(self.client, folder, {uid: plans[uid][0] for uid in act})
-            result.acted += sum(1 for error in outcome.values() if error is None)
-            # Recorded in the next chunk's transaction (one commit less a chunk): lost in a crash,
-            # the rows stay `imported` and the next scan repeats the actions, as before a commit.
-            self.acted = [
-                {"uid": uid, "state": FAILED, "error": error} if error else
-                {"uid": uid, "state": DONE if plans[uid][0].imports else LEFT, "rule": plans[uid][0].rule}
-                for uid, error in outcome.items()]
-        return sum(map(len, bodies.values()))
+        return {uid: plans[uid][0] for uid in act + store}
+
+    def _act(self, folder, decisions, result):
+        """The mailbox actions of a committed chunk; their outcomes are recorded with the next
+        chunk's rows (one commit less a chunk): lost in a crash, the rows stay `imported` and
+        the next scan repeats the actions, as before a commit."""
+        if not decisions:
+            return
+        outcome = self._mailbox(self.client, folder, decisions)
+        result.acted += sum(1 for error in outcome.values() if error is None)
+        self.acted = [
+            {"uid": uid, "state": SCANNER_FAILED, "error": error} if error else
+            {"uid": uid, "state": SCANNER_DONE if decisions[uid].imports else SCANNER_LEFT,
+             "rule": decisions[uid].rule}
+            for uid, error in outcome.items()]
 
     def _record_acted(self, folder, uidvalidity):
         """The outcomes of the last chunk's mailbox actions (inside the caller's transaction)."""
         acted, self.acted = self.acted, []
-        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == DONE])
-        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != DONE])
+        self.state.finish(folder, uidvalidity, [row["uid"] for row in acted if row["state"] == SCANNER_DONE])
+        self.state.record(folder, uidvalidity, [row for row in acted if row["state"] != SCANNER_DONE])
 
     def _store(self, mlog, uids, bodies, plans):
         """Commit the messages to the spool, in one transaction; returns {uid: spool id}."""
@@ -337,7 +408,7 @@ class Scanner:
             mlog.info("imap.stored", uid=uid, spool_id=ids[uid], rule=plans[uid][0].rule)
         return ids
 
-    def _act(self, client, folder, decisions):
+    def _mailbox(self, client, folder, decisions):
         """\\Seen, then moves and deletes, a command per group; returns {uid: error or None}."""
         outcome = {uid: None for uid in decisions}
         seen = sorted(uid for uid, d in decisions.items() if d.imports or d.mark_read)

@@ -1,1 +1,2 @@
-"""Mail: bytes -> a parsed message (parse), automatic-mail detection (automatic)."""
+"""Mail: bytes -> a parsed message (parse; its header fields alone: headers), automatic-mail detection
+(automatic)."""

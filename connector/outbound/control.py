@@ -10,8 +10,8 @@ import time
 
 from connector.outbound.replies import ACCEPTED
 from connector.store import wakeup
-from connector.store.models import (
-    OUTBOX_ACTIVE, OUTBOX_CANCELLED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT, OutboxEntry)
+from connector.store.models import OUTBOX_ACTIVE, OUTBOX_CANCELLED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
+from connector.store.views import change_outbox_row, outbox_row
 
 CANCELLABLE = (*OUTBOX_ACTIVE, OUTBOX_FAILED)  # a failed row is cancelled to acknowledge it
 RETRYABLE = (*OUTBOX_ACTIVE, OUTBOX_FAILED, OUTBOX_SENT)  # sent: only if some recipient was refused
@@ -22,7 +22,7 @@ class OutboxStateError(Exception):
 
 
 def _get(entry_id):
-    entry = OutboxEntry.get_or_none(OutboxEntry.id == entry_id)
+    entry = outbox_row(entry_id)
     if entry is None:
         raise OutboxStateError(f"no outbox row {entry_id}")
     return entry
@@ -40,8 +40,8 @@ def retry(entry_id, clock=time.time):
         raise OutboxStateError(f"outbox row {entry_id}: its body was pruned ([retention] raw_days); "
                                "nothing to send")
     now = clock()
-    changed = (OutboxEntry.update(status=OUTBOX_PENDING, next_attempt_at=now, queued_at=now, recipients=states)
-               .where((OutboxEntry.id == entry_id) & (OutboxEntry.status == entry.status)).execute())
+    changed = change_outbox_row(entry_id, (entry.status,), status=OUTBOX_PENDING, next_attempt_at=now,
+                                queued_at=now, recipients=states)
     if not changed:
         raise OutboxStateError(f"outbox row {entry_id} changed meanwhile; look again with `outbox list`")
     wakeup.notify(wakeup.DELIVER)
@@ -54,8 +54,7 @@ def cancel(entry_id):
     if entry.status not in CANCELLABLE:
         raise OutboxStateError(f"outbox row {entry_id} is {entry.status}: only "
                                f"{', '.join(CANCELLABLE)} rows can be cancelled")
-    changed = (OutboxEntry.update(status=OUTBOX_CANCELLED)
-               .where((OutboxEntry.id == entry_id) & OutboxEntry.status.in_(CANCELLABLE)).execute())
+    changed = change_outbox_row(entry_id, CANCELLABLE, status=OUTBOX_CANCELLED)
     if not changed:
         raise OutboxStateError(f"outbox row {entry_id} changed meanwhile; look again with `outbox list`")
     wakeup.notify(wakeup.DELIVER)

@@ -28,7 +28,7 @@ from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
 from connector.store import bulk
-from connector.store.queries import outbox_still_active as still_active
+from connector.store.queries import outbox_due, outbox_still_active as still_active
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
@@ -72,9 +72,7 @@ class Delivery:
         self.unrecorded = None   # an outcome the relay gave that the store refused to record (see run_once)
 
     def due(self, limit=BATCH):
-        return list(OutboxEntry.select()
-                    .where(OutboxEntry.status.in_(OUTBOX_ACTIVE) & (OutboxEntry.next_attempt_at <= self.clock()))
-                    .order_by(OutboxEntry.next_attempt_at, OutboxEntry.id).limit(limit))
+        return outbox_due(self.clock(), limit)
 
     def run_once(self, stop=lambda: False):
         """Attempt the due rows one by one; returns how many were attempted.

@@ -53,12 +53,27 @@ def suppress(ctx, kind, address, reason, detail):
 
 
 def _over(ctx, limits):
-    """The first (reason, detail) whose hourly count reached its limit; a limit of 0 allows none."""
+    """The first (reason, detail) whose hourly count reached its limit; a limit of 0 allows none.
+
+    A budget whose columns include another's counts a subset of that one's rows, so the
+    budgets with fewer columns are counted first (up to the largest limit), and a narrower
+    one is not counted at all when a broader count is already below its limit."""
     since = ctx.services.clock() - HOUR
-    for reason, limit, columns in limits:
-        sent = sent_since(since, **columns) if limit else 0
-        if sent >= limit:
-            return reason, f"{sent} in the last hour, limit {limit}"
+    cap = max(limit for _, limit, _ in limits)
+    counted, sent = {}, {}
+    for index in sorted(range(len(limits)), key=lambda i: len(limits[i][2])):
+        _, limit, columns = limits[index]
+        key = frozenset(columns.items())
+        bound = min((n for broader, n in counted.items() if broader <= key), default=None)
+        if not limit:
+            sent[index] = 0
+        elif bound is not None and bound < limit:
+            sent[index] = bound
+        else:
+            sent[index] = counted[key] = sent_since(since, cap, **columns)
+    for index, (reason, limit, _) in enumerate(limits):
+        if sent[index] >= limit:
+            return reason, f"{sent[index]} in the last hour, limit {limit}"
     return None
 
 
@@ -88,7 +103,8 @@ def loop_cause(ctx):
     if text.strip() and same_text_since(ctx.plan.ticket_number, ctx.parsed.from_addr, text,
                                 ctx.spool.received_at - HOUR):
         return REPEATED_TEXT
-    if window and sent_since(ctx.spool.received_at - window, address=address.lower(), ticket=ctx.plan.ticket_number):
+    if window and sent_since(ctx.spool.received_at - window, 1, address=address.lower(),
+                             ticket=ctx.plan.ticket_number):
         return QUICK_REPLY
     return ""
 

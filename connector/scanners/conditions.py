@@ -17,17 +17,15 @@ import re
 from dataclasses import dataclass
 
 from connector.mail.parse import parse_message
-from connector.scanners.headers import Headers
+from connector.mail.headers import Headers
+from connector.settings.values import parse_bool, parse_size
 
 STRING_OPS = ("contains", "not_contains", "equals", "starts_with", "ends_with", "matches", "not_matches")
 SIZE_OPS = ("equals", "greater_than", "less_than")
 FIELDS = ("from", "to", "cc", "subject", "body", "has_attachment", "size")
 HEADER_PREFIX = "header:"
 HEADER_NAME_RE = re.compile(r"[!-9;-~]+")  # RFC 5322 2.2: printable ASCII, no space, no colon
-BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 LEAF_KEYS = {"field", "op", "value", "case_sensitive"}
-SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.I)
-SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
 class ConditionError(Exception):
@@ -148,18 +146,18 @@ def _leaf(node, case_sensitive, where):
         raise ConditionError(f"{where}.value", "is missing", "give the value to compare with")
     value = node["value"]
     if field == "has_attachment":
-        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
-            value = BOOL_WORDS[value.strip().lower()]  # "true" quoted is still true
+        if isinstance(value, str) and parse_bool(value) is not None:
+            value = parse_bool(value)  # "true" quoted is still true
         if not isinstance(value, bool):
             raise ConditionError(f"{where}.value", f"{value!r} is not true or false",
                                  "has_attachment compares with true or false")
         return Leaf(field, op, value, sensitive)
     if field == "size":
-        match = SIZE_RE.match(str(value)) if not isinstance(value, bool) else None
-        if not match:
+        size = parse_size(value) if not isinstance(value, bool) else None
+        if size is None:
             raise ConditionError(f"{where}.value", f"{value!r} is not a size in bytes",
                                  "write a number of bytes, or 100k, 5M")
-        return Leaf(field, op, int(match.group(1)) * SIZE_UNITS[match.group(2).lower()], sensitive)
+        return Leaf(field, op, size, sensitive)
     if isinstance(value, (bool, dict, list)) or value is None:
         raise ConditionError(f"{where}.value", f"{value!r} is not text", "quote the value: value: \"...\"")
     value = str(value)

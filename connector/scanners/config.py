@@ -1,8 +1,10 @@
 """`config/scanners.yaml`: the mailboxes to scan and their rules, validated.
 
-`load_scanners(settings)` is a settings plug-in (`connector.settings.plugins`):
-it reads the file when it exists, checks every key, and keeps the result as
-`settings.extra["scanners"]` (a tuple of `ScannerConfig`). Every problem is a
+`scanners_of(settings)` reads the file the first time its users ask
+(`connector.checks.load_checked`, so check-config, the daemon and every
+reload; the scanners' commands), checks every key and keeps the result as
+`settings.extra["scanners"]` (a tuple of `ScannerConfig`; empty without the
+file). `connector.settings` knows nothing of it. Every problem is a
 `ConfigError` naming the file, the scanner and the rule, e.g.
 `scanners[support-mailbox].rules[invoices].conditions.any[0].op`, with a hint.
 Unknown keys are errors. Paths (password_file) are relative to the ini.
@@ -15,22 +17,18 @@ from pathlib import Path
 
 from connector.scanners.conditions import ConditionError, parse_conditions
 from connector.scanners.rules import (
-    ACTIONS, ASSIGN_INBOX, CREATE_OR_UPDATE_TICKET, DELETE_MESSAGE, MOVE_TO_FOLDER, STOP, TICKET_KEYS, UNMATCHED_LEAVE,
-    UNMATCHED_PIPELINE, Action, Rule, valid_regex)
+    ACTIONS, ASSIGN_INBOX, CREATE_OR_UPDATE_TICKET, DELETE_MESSAGE, MOVE_TO_FOLDER, STOP, Action, Rule, valid_regex)
+from connector.scanners.schema import (
+    AUTH, DEFAULT_PORTS, DEFAULTS, RULE, RULE_DEFAULTS, SCAN, SCANNER, SECURITY, TICKET, UNMATCHED)
 from connector.settings import inboxes
 from connector.settings.errors import ConfigError
+from connector.settings.loader import load_yaml
 
 FILE = "scanners.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-SECURITY = ("ssl", "starttls", "none")
-AUTH = ("password", "xoauth2")
-SCAN = ("unread", "all_since_last")
-UNMATCHED = (UNMATCHED_PIPELINE, UNMATCHED_LEAVE)
-DEFAULT_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
-SCANNER_KEYS = ("name", "active", "host", "port", "security", "verify_certificate", "auth", "username",
-                "password_file", "password", "token_command", "mailbox", "folders", "scan", "interval",
-                "idle", "unmatched", "rules")
-RULE_KEYS = ("name", "active", "folders", "conditions", "actions", "case_sensitive")
+SCANNER_KEYS = tuple(key.name for key in SCANNER)
+RULE_KEYS = tuple(key.name for key in RULE)
+TICKET_KEYS = tuple(key.name for key in TICKET)
 _warned = set()
 
 
@@ -48,11 +46,11 @@ class ScannerConfig:
     password: str = None        # inline (discouraged)
     token_command: str = None   # xoauth2: prints a current access token
     mailbox: str = None         # xoauth2: the mailbox to open (M365 shared mailbox)
-    folders: tuple = ("INBOX",)
-    scan: str = "all_since_last"
-    interval: float = 60.0
-    idle: bool = True
-    unmatched: str = UNMATCHED_PIPELINE
+    folders: tuple = DEFAULTS["folders"]
+    scan: str = DEFAULTS["scan"]
+    interval: float = float(DEFAULTS["interval"])
+    idle: bool = DEFAULTS["idle"]
+    unmatched: str = DEFAULTS["unmatched"]
     rules: tuple = ()
     base_dir: Path = None       # where token_command runs
 
@@ -70,18 +68,16 @@ class ScannerConfig:
         return next((r for r in self.rules if r.name == name), None)
 
 
-def load_scanners(settings):
-    path = settings.find("config", FILE)
-    scanners = ()
-    if path.exists():
-        from connector.settings.loader import load_yaml
-        scanners = tuple(_scanners(path, load_yaml(path, "scanners"), settings))
-        settings.files["scanners"] = path
-    settings.extra["scanners"] = scanners
-
-
 def scanners_of(settings):
-    return settings.extra.get("scanners", ())
+    """The scanners of config/scanners.yaml, read and checked on first use (ConfigError)."""
+    if "scanners" not in settings.extra:
+        path = settings.find("config", FILE)
+        scanners = ()
+        if path.exists():
+            scanners = tuple(_scanners(path, load_yaml(path, "scanners"), settings))
+            settings.files["scanners"] = path
+        settings.extra["scanners"] = scanners
+    return settings.extra["scanners"]
 
 
 def _scanners(path, items, settings):
@@ -106,15 +102,15 @@ def _check(path, where, cond, problem, hint):
         raise ConfigError(path, where, problem, hint)
 
 
-def _choice(path, where, entry, key, choices, default):
-    value = entry.get(key, default)
+def _choice(path, where, entry, key, choices):
+    value = entry.get(key, DEFAULTS[key])
     _check(path, f"{where}.{key}", value in choices, f"{value!r} is not one of {', '.join(choices)}",
            f"use one of: {', '.join(choices)}")
     return value
 
 
-def _bool(path, where, entry, key, default):
-    value = entry.get(key, default)
+def _bool(path, where, entry, key, defaults=DEFAULTS):
+    value = entry.get(key, defaults[key])
     _check(path, f"{where}.{key}", isinstance(value, bool), f"{value!r} is not true or false", "write true or false")
     return value
 
@@ -144,23 +140,23 @@ def _scanner(path, where, entry, settings):
     unknown = sorted(set(entry) - set(SCANNER_KEYS))
     _check(path, f"{where}.{unknown[0]}" if unknown else where, not unknown, "unknown key",
            f"scanners take: {', '.join(SCANNER_KEYS)}")
-    security = _choice(path, where, entry, "security", SECURITY, "ssl")
-    auth = _choice(path, where, entry, "auth", AUTH, "password")
+    security = _choice(path, where, entry, "security", SECURITY)
+    auth = _choice(path, where, entry, "auth", AUTH)
     port = entry.get("port", DEFAULT_PORTS[security])
     _check(path, f"{where}.port", isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536,
            f"{port!r} is not a port number", "write 993 (ssl) or 143 (starttls, none)")
-    interval = entry.get("interval", 60)
+    interval = entry.get("interval", DEFAULTS["interval"])
     _check(path, f"{where}.interval", isinstance(interval, (int, float)) and not isinstance(interval, bool)
            and interval > 0, f"{interval!r} is not a positive number of seconds", "write e.g. interval: 60")
     values = dict(
-        name=entry["name"], active=_bool(path, where, entry, "active", True),
+        name=entry["name"], active=_bool(path, where, entry, "active"),
         host=_text(path, where, entry, "host", True, "the IMAP server, e.g. outlook.office365.com"),
-        port=port, security=security, verify_certificate=_bool(path, where, entry, "verify_certificate", True),
+        port=port, security=security, verify_certificate=_bool(path, where, entry, "verify_certificate"),
         auth=auth, username=_text(path, where, entry, "username", True, "the login, e.g. support@example.com"),
-        folders=_folders(path, f"{where}.folders", entry.get("folders"), ("INBOX",)),
-        scan=_choice(path, where, entry, "scan", SCAN, "all_since_last"), interval=float(interval),
-        idle=_bool(path, where, entry, "idle", True),
-        unmatched=_choice(path, where, entry, "unmatched", UNMATCHED, UNMATCHED_PIPELINE),
+        folders=_folders(path, f"{where}.folders", entry.get("folders"), DEFAULTS["folders"]),
+        scan=_choice(path, where, entry, "scan", SCAN), interval=float(interval),
+        idle=_bool(path, where, entry, "idle"),
+        unmatched=_choice(path, where, entry, "unmatched", UNMATCHED),
         base_dir=settings.base_dir)
     values.update(_credentials(path, where, entry, auth, settings))
     values["rules"] = tuple(_rules(path, where, entry.get("rules"), values["folders"], settings))
@@ -227,7 +223,7 @@ def _rule(path, where, entry, folders, settings):
     for folder in rule_folders:
         _check(path, f"{where}.folders", folder in folders, f"{folder!r} is not one of the scanner's folders",
                f"the scanner reads {', '.join(folders)}; add the folder there first")
-    sensitive = _bool(path, where, entry, "case_sensitive", False)
+    sensitive = _bool(path, where, entry, "case_sensitive", RULE_DEFAULTS)
     try:
         conditions = parse_conditions(entry.get("conditions"), sensitive)
     except ConditionError as exc:
@@ -244,8 +240,8 @@ def _rule(path, where, entry, folders, settings):
            "add create_or_update_ticket to the rule")
     _check(path, f"{where}.actions", not (MOVE_TO_FOLDER in names and DELETE_MESSAGE in names),
            "both move_to_folder and delete_message", "a message is either moved or deleted; keep one")
-    return Rule(name=entry["name"], active=_bool(path, where, entry, "active", True), folders=rule_folders,
-                conditions=conditions, actions=parsed)
+    return Rule(name=entry["name"], active=_bool(path, where, entry, "active", RULE_DEFAULTS),
+                folders=rule_folders, conditions=conditions, actions=parsed)
 
 
 def _action(path, where, item, settings):

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from connector.scanners.conditions import MessageFields
+from connector.scanners.schema import UNMATCHED_PIPELINE
 
 CREATE_CONTACT = "create_contact"
 CREATE_OR_UPDATE_TICKET = "create_or_update_ticket"
@@ -26,10 +27,6 @@ MARK_READ = "mark_read"
 STOP = "stop"
 ASSIGN_INBOX = "assign_inbox"   # a new ticket's inbox entry (config/inboxes.yaml), a hint to the pipeline
 ACTIONS = (CREATE_CONTACT, CREATE_OR_UPDATE_TICKET, MOVE_TO_FOLDER, DELETE_MESSAGE, MARK_READ, STOP, ASSIGN_INBOX)
-TICKET_KEYS = ("status", "manager", "inbox", "priority", "match")
-
-UNMATCHED_PIPELINE = "pipeline"
-UNMATCHED_LEAVE = "leave"
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ the daemon stops.
 import threading
 import time
 
-from connector.intake.imap import ScanError, Scanner, _logout, connect, wait_for_mail
+from connector.intake.imap import ScanError, Scanner, connect, logout, wait_for_mail
 from connector.log import get_logger
 from connector.scanners.config import scanners_of
-from connector.scanners.state import ScannerState, create_tables
 from connector.settings.reload import KEEPING
 from connector.store.models import database
+from connector.store.scanners import ScannerState
 
 log = get_logger("scanners")
 
@@ -34,6 +34,7 @@ STOP_GRACE = 5.0   # seconds the scanners get to finish when the daemon stops
 
 
 def describe(exc):
+    """An error as the scanner's status shows it: a ScanError's own words, else its type too."""
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, ScanError) else f"{type(exc).__name__}: {text}"
 
@@ -70,7 +71,7 @@ class ScannerThread(threading.Thread):
                     backoff = min(backoff * 2, BACKOFF_MAX)
                 finally:
                     for used in {id(c): c for c in (client, self.scanner.client) if c is not None}.values():
-                        _logout(used)
+                        logout(used)
                     self.scanner.client = None
         finally:
             log.info("imap.stopped", scanner=self.cfg.name)
@@ -89,7 +90,6 @@ class ScannerService:
 
     def start(self):
         """Start the scanners; returns the threads started (the supervisor first)."""
-        create_tables()
         self._apply(scanners_of(self.settings))
         supervisor = threading.Thread(target=self._supervise, name="scanners", daemon=True)
         supervisor.start()

@@ -21,12 +21,13 @@ from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
+from connector.settings.values import parse_bool, parse_size
 
-SIZE_RE = re.compile(r"^(\d+)\s*([kmg]?)b?$", re.I)
-SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
-CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml")
+# Every file of config/: scanners.yaml is read by connector.scanners.config, called by its
+# users (connector.checks, the scanners' commands); settings knows only that the name is valid.
+CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "scanners.yaml")
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
@@ -66,7 +67,7 @@ class Settings:
     staff: list = field(default_factory=list)
     accounts: list = field(default_factory=list)
     files: dict = field(default_factory=dict)  # what was loaded from where
-    extra: dict = field(default_factory=dict)  # plug-ins (scanners, ...) keep theirs here
+    extra: dict = field(default_factory=dict)  # indexes, and what packages above settings read (scanners)
 
     def __getattr__(self, name):
         values = self.__dict__.get("values", {})
@@ -144,11 +145,10 @@ def _convert(key, raw, ini_path):
                                   "write plain addresses separated by commas")
         return {key.field: addresses}
     if key.kind == "bool":
-        truth = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False,
-                 "0": False}
-        if value.lower() not in truth:
+        truth = parse_bool(value)
+        if truth is None:
             raise ConfigError(ini_path, where, f"{value!r} is not yes or no", "write yes or no")
-        return {key.field: truth[value.lower()]}
+        return {key.field: truth}
     if key.kind == "count":
         if not value.isdigit():
             raise ConfigError(ini_path, where, f"{value!r} is not a whole number", "write 0 or more, e.g. 5")
@@ -159,11 +159,11 @@ def _convert(key, raw, ini_path):
                               f"use one of: {', '.join(key.choices)}")
         return {key.field: value}
     if key.kind == "size":
-        match = SIZE_RE.match(value)
-        if not match or int(match.group(1)) <= 0:
+        size = parse_size(value)
+        if not size:
             raise ConfigError(ini_path, where, f"{value!r} is not a positive size in bytes",
                               "write a number of bytes such as 26214400, or 25M")
-        return {key.field: int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]}
+        return {key.field: size}
     if key.kind == "float":
         try:
             number = float(value)
@@ -399,8 +399,7 @@ def check_config_folder(settings):
     folder = settings.base_dir / "config"
     if not folder.is_dir():
         return
-    from connector.settings.plugins import CONFIG_FILES as plugin_files
-    known = CONFIG_FILES + plugin_files
+    known = CONFIG_FILES
     for path in sorted(folder.iterdir()):
         name = path.name
         if name in known or path.is_dir() or name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
@@ -485,8 +484,9 @@ def load_accounts(path, staff_index):
     return accounts
 
 
-def load_settings(ini_path, plugins=None):
-    """Read the ini and config/*.yaml; each `plugins` callable may add to `settings.extra`."""
+def load_settings(ini_path):
+    """Read the ini, config/staff.yaml and config/accounts.yaml (packages above settings read
+    their own files of config/ from the result, e.g. `connector.scanners.config`)."""
     ini_path, values = load_ini(ini_path)
     if values["mode"] == "smtp":
         _check_relay(ini_path, values)  # here, not in load_ini: `outbox list` needs no password
@@ -503,9 +503,5 @@ def load_settings(ini_path, plugins=None):
     settings.files["accounts"] = accounts_path if accounts_path.exists() else "(none)"
     settings.extra["_account_index"] = {d: a for a in settings.accounts for d in a.domains}
     inboxes.load_inboxes(settings, read_yaml)
-    if plugins is None:
-        from connector.settings.plugins import PLUGINS as plugins
-    for plugin in plugins:
-        plugin(settings)
     inboxes.install(settings)
     return settings

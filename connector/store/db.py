@@ -99,7 +99,7 @@ def _create_private(path):
         pass
 
 
-def make_database(path, synchronous="full"):
+def make_database(path, synchronous="full", checkpoint_pages=None):
     path = Path(path)
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -107,12 +107,15 @@ def make_database(path, synchronous="full"):
             _create_private(name)
     except OSError as exc:
         raise StoreUnavailable(path, exc.strerror or str(exc)) from None
-    db = StoreDatabase(str(path), pragmas=dict(PRAGMAS, synchronous=synchronous), timeout=10)
+    pragmas = dict(PRAGMAS, synchronous=synchronous)
+    if checkpoint_pages:
+        pragmas["wal_autocheckpoint"] = checkpoint_pages
+    db = StoreDatabase(str(path), pragmas=pragmas, timeout=10)
     db.attach(str(spool_path(path)), "spool")
     return db
 
 
-def open_store(path, synchronous="full", upgrade=True):
+def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
     """Bind the models to the SQLite file at `path`, creating it if needed.
 
     The spool file always commits with `full`. The worker may use `normal`
@@ -120,8 +123,10 @@ def open_store(path, synchronous="full", upgrade=True):
     messages, so a commit lost to a power cut is redone from the spool.
     A new store is made at the latest schema; an older one is backed up and
     upgraded when `upgrade`, else SchemaOutdated is raised and nothing changes.
+    `checkpoint_pages` sets how large the WAL may grow before a commit of this
+    connection copies it back into the file (SQLite's default: 1000 pages).
     """
-    db = make_database(path, synchronous)
+    db = make_database(path, synchronous, checkpoint_pages)
     database.initialize(db)
     try:
         db.connect(reuse_if_open=True)

@@ -1,4 +1,4 @@
-"""The helpdesk's records: spool, tickets, recipients, messages, triage, outbox.
+"""The helpdesk's records: spool, tickets, recipients, messages, triage, outbox, scanner state.
 
 SQLite in WAL mode is the embedded default; the models use only portable
 field types so the same code can run on PostgreSQL.
@@ -53,6 +53,14 @@ ENTRY_COMPLETED = "completed"
 ENTRY_CANCELLED = "cancelled"
 ENTRY_FORWARDED = "forwarded"   # moved on: a new open entry exists in the target inbox
 ENTRY_STATUSES = (ENTRY_OPEN, ENTRY_COMPLETED, ENTRY_CANCELLED, ENTRY_FORWARDED)
+
+# Scanner message states (`ScannerMessage.state`): what became of one message of a mailbox.
+SCANNER_IMPORTED = "imported"  # in the spool; mailbox actions still to do
+SCANNER_DONE = "done"          # imported and its mailbox actions done
+SCANNER_LEFT = "left"          # not imported (leave / rule without import); actions done
+SCANNER_FAILED = "failed"      # could not be fetched, decided or acted on; retried
+SCANNER_GIVEN_UP = "given_up"  # failed too often; kept on the server, reported
+SCANNER_FINAL = (SCANNER_DONE, SCANNER_LEFT, SCANNER_GIVEN_UP)
 
 
 class JSONField(peewee.TextField):
@@ -312,6 +320,54 @@ class TriageTombstone(BaseModel):
         table_name = "triage_tombstone"
 
 
+class ScannerFolder(BaseModel):
+    """An IMAP scanner's folder: its UIDVALIDITY and the highest UID scanned."""
+
+    scanner = peewee.CharField()
+    folder = peewee.CharField()
+    uidvalidity = peewee.IntegerField(null=True)
+    last_uid = peewee.IntegerField(default=0)
+    updated_at = peewee.FloatField(null=True)
+
+    class Meta:
+        table_name = "scanner_folder"
+        indexes = ((("scanner", "folder"), True),)
+
+
+class ScannerStatus(BaseModel):
+    """An IMAP scanner's last success, last error (text, time) and messages imported."""
+
+    scanner = peewee.CharField(unique=True)
+    last_success = peewee.FloatField(null=True)
+    last_error = peewee.TextField(null=True)
+    last_error_at = peewee.FloatField(null=True)
+    imported = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "scanner_status"
+
+
+class ScannerMessage(BaseModel):
+    """The outcome (SCANNER_* state) per (scanner, folder, UIDVALIDITY, UID); `sha256` of an
+    imported message lets a rescan recognise it under another UID or in another folder."""
+
+    scanner = peewee.CharField()
+    folder = peewee.CharField()
+    uidvalidity = peewee.IntegerField()
+    uid = peewee.IntegerField()
+    state = peewee.CharField()
+    rule = peewee.CharField(null=True)
+    spool_id = peewee.IntegerField(null=True)
+    sha256 = peewee.CharField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    error = peewee.TextField(null=True)
+    updated_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "scanner_message"
+        indexes = ((("scanner", "folder", "uidvalidity", "uid"), True), (("scanner", "sha256"), False))
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
-              TriageTombstone)
+              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage)

@@ -11,8 +11,6 @@ from connector.store.models import (
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
-SPOOL_FIELDS = SpoolEntry._meta.sorted_fields
-SPOOL_SELECT = 'SELECT %s FROM "spool"."spool"' % ", ".join('"%s"' % f.column_name for f in SPOOL_FIELDS)
 
 
 def _one(sql, params=()):
@@ -86,19 +84,44 @@ def contact_by_email(address):
     return Contact(id=row[0], email=row[1], name=row[2], account=row[3], created_at=row[4]) if row else None
 
 
+def _select(model):
+    """`SELECT every column FROM model's table`, and the fields in that order."""
+    fields = model._meta.sorted_fields
+    table = f'"{model._meta.schema}"."{model._meta.table_name}"' if model._meta.schema else \
+        f'"{model._meta.table_name}"'
+    return "SELECT %s FROM %s" % (", ".join('"%s"' % f.column_name for f in fields), table), fields
+
+
+def _instance(model, fields, row):
+    return model(**{f.name: f.python_value(v) for f, v in zip(fields, row)})
+
+
+SPOOL_SELECT, SPOOL_FIELDS = _select(SpoolEntry)
+OUTBOX_SELECT, OUTBOX_FIELDS = _select(OutboxEntry)
+_DUE_SQL = (OUTBOX_SELECT + ' WHERE "status" IN (%s) AND "next_attempt_at" <= ? ORDER BY "next_attempt_at", "id" '
+            'LIMIT ?' % ", ".join("?" * len(OUTBOX_ACTIVE)))
+
+
 def spool_entry(spool_id):
     row = database.execute_sql(SPOOL_SELECT + ' WHERE "id" = ?', (spool_id,)).fetchone()
-    if row is None:
-        return None
-    return SpoolEntry(**{f.name: f.python_value(v) for f, v in zip(SPOOL_FIELDS, row)})
+    return None if row is None else _instance(SpoolEntry, SPOOL_FIELDS, row)
 
 
-def sent_since(since, **columns):
+def outbox_due(now, limit):
+    """The outbox rows to attempt now, oldest due first (SQL built once: delivery asks every round)."""
+    rows = database.execute_sql(_DUE_SQL, (*OUTBOX_ACTIVE, now, limit)).fetchall()
+    return [_instance(OutboxEntry, OUTBOX_FIELDS, row) for row in rows]
+
+
+def sent_since(since, at_most=None, **columns):
     """How many `sent_mail` rows since the time `since` match `columns` (address, domain,
-    ticket, kind, budgeted): the loop and flood budgets, each an indexed COUNT."""
+    ticket, kind, budgeted), counting no further than `at_most` (None: all): the loop and
+    flood budgets, each an indexed COUNT whose cost is bounded by its limit, not by how
+    much was sent."""
     assert set(columns) <= SENT_COLUMNS, columns
     where = "".join(f' AND "{name}" = ?' for name in columns)
-    return _one(f'SELECT COUNT(*) FROM "sent_mail" WHERE "at" > ?{where}', (since, *columns.values()))
+    return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where} LIMIT ?)',
+                (since, *columns.values(), -1 if at_most is None else at_most))  # LIMIT -1: no limit
 
 
 def same_text_since(ticket_number, from_addr, text, since):

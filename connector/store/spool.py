@@ -13,8 +13,12 @@ import queue
 import threading
 import time
 
+from connector.log import get_logger
 from connector.store import wakeup
+from connector.store.faults import describe, transient_fault
 from connector.store.models import SpoolEntry, database
+
+log = get_logger("spool")
 
 
 def unsaved_entry(raw, *, mail_from=None, rcpt_to=(), intake, hints=None, clock=time.time):
@@ -53,8 +57,12 @@ class GroupCommitter:
         self._queue = queue.SimpleQueue()
         self._clock = clock
         self._pending = []
+        self._written = threading.Event()   # set by each commit: the checkpointer has work
+        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="spool-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     async def submit(self, loop, raw, *, mail_from, rcpt_to, intake, hints=None):
         future = loop.create_future()
@@ -70,8 +78,28 @@ class GroupCommitter:
     def close(self):
         self._queue.put(None)
         self._thread.join(timeout=10)
+        self._stopped.set()
+        self._written.set()
+        self._checkpointer.join(timeout=10)
+
+    def _checkpoints(self):
+        """Copy the spool's WAL back into its file from this thread, at most every
+        CHECKPOINT_EVERY seconds, so that no DATA waits behind a checkpoint (SQLite's
+        automatic one runs inside the commit that crosses 1000 pages, with two fsyncs)."""
+        while not self._stopped.is_set():
+            self._written.wait()
+            self._written.clear()
+            try:
+                database.execute_sql("PRAGMA spool.wal_checkpoint(PASSIVE)")
+            except Exception as exc:  # a storage fault: the WAL keeps the data, the next commit retries
+                log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
+            self._stopped.wait(CHECKPOINT_EVERY)
 
     def _run(self):
+        try:  # this thread's connection does not checkpoint: see _checkpoints
+            database.execute_sql("PRAGMA wal_autocheckpoint = 0")
+        except Exception as exc:  # then SQLite's automatic checkpoints stay: slower, still correct
+            log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
         while True:
             item = self._queue.get()
             if item is None:
@@ -98,6 +126,7 @@ class GroupCommitter:
             for loop, batch in batches:
                 loop.call_soon_threadsafe(_resolve, batch, None, exc)
             return
+        self._written.set()
         wakeup.notify(wakeup.WORKER)
         results, start = [], 0
         for _, batch in batches:
@@ -107,6 +136,7 @@ class GroupCommitter:
             loop.call_soon_threadsafe(_resolve, batch, ids, None)
 
 
+CHECKPOINT_EVERY = 0.5  # seconds between two checkpoints of the spool by the intake's checkpointer
 COLUMNS = ("received_at", "intake", "mail_from", "rcpt_to", "raw", "size", "sha256", "hints")
 _INSERT = {}
 

@@ -13,8 +13,10 @@ data directory's permissions do not matter; they belong to the network
 namespace, which the daemon, its children and `connector inject` share.
 """
 
+import functools
 import hashlib
 import socket
+import threading
 from pathlib import Path
 
 from connector.store.models import database
@@ -23,7 +25,9 @@ WORKER, DELIVER = "worker", "deliver"
 IDLE_POLL = 1.0  # seconds: the longest an idle process waits before looking at the store anyway
 
 
+@functools.lru_cache(maxsize=64)
 def address(data_dir, role):
+    """The socket name (cached: the filing worker sends a wake-up per message filed)."""
     digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
     return f"\0connector-{digest}-{role}"
 
@@ -32,12 +36,25 @@ def _data_dir():
     return Path(database.database).parent
 
 
+class _Sender:
+    """One unbound datagram socket per process for every wake-up it sends."""
+
+    sock = None
+    lock = threading.Lock()
+
+    @classmethod
+    def send(cls, name):
+        with cls.lock:
+            if cls.sock is None:
+                cls.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                cls.sock.setblocking(False)
+            cls.sock.sendto(b"!", name)
+
+
 def notify(role, data_dir=None):
     """Send `role` a wake-up; never fails, never blocks (nobody listening: nothing happens)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            sock.sendto(b"!", address(data_dir or _data_dir(), role))
+        _Sender.send(address(data_dir or _data_dir(), role))
     except OSError:
         pass
 

@@ -1,14 +1,15 @@
-"""The header fields scanner rules read, without parsing the body.
+"""The header fields of a message without parsing its body: `Headers`.
 
-A scan decides every message it fetches, and most rules read only the
-subject, the addresses and other headers; the whole parse
+The IMAP scanners' rules (`connector.scanners.conditions`) read them: a scan
+decides every message it fetches, and most rules read only the subject, the
+addresses and other headers; the whole parse
 (`connector.mail.parse.parse_message`: MIME tree, body text, attachments)
 costs several times more than the headers and set the pace of a first scan.
 `Headers` gives the same values as `parse_message` for the same bytes (same
 repair of the header block, same charset hint for raw 8-bit headers, same
 decoding; tests/test_scanner_rules.py compares both on the whole corpus),
 computed on first use. The body and attachments still need the whole parse
-(`conditions.MessageFields` does it when a rule asks for them).
+(`connector.scanners.conditions.MessageFields` does it when a rule asks for them).
 """
 
 import re

@@ -1,72 +1,19 @@
-"""What the scanners remember between scans, in the main database.
+"""What the IMAP scanners remember between scans: the queries on their state tables
+(`ScannerFolder`, `ScannerStatus`, `ScannerMessage` in `connector.store.models`).
 
-    ScannerFolder   UIDVALIDITY and the highest UID scanned, per scanner and folder
-    ScannerStatus   last success, last error (text, time), messages imported
-    ScannerMessage  the outcome per (scanner, folder, UIDVALIDITY, UID):
-                      imported  in the spool; mailbox actions still to do
-                      done      imported and its mailbox actions done
-                      left      not imported (leave / rule without import); actions done
-                      failed    could not be fetched, decided or acted on; retried
-                      given_up  failed MAX_ATTEMPTS times; kept on the server, reported
-
-Rows are written only after the spool has committed what they refer to.
-`sha256` of imported messages lets a rescan (UIDVALIDITY change, a copy in
-another scanned folder) recognise a message it already imported.
+`connector.intake.imap` writes rows only after the spool has committed what they
+refer to; `scanners status` reads them (`status_json`).
 """
 
 import time
 
 import peewee
 
-from connector.store.models import BaseModel, database
+from connector.store.models import (
+    SCANNER_DONE, SCANNER_FAILED, SCANNER_FINAL, SCANNER_GIVEN_UP, SCANNER_IMPORTED, ScannerFolder, ScannerMessage,
+    ScannerStatus, database)
 
-IMPORTED, DONE, LEFT, FAILED, GIVEN_UP = "imported", "done", "left", "failed", "given_up"
-FINAL = (DONE, LEFT, GIVEN_UP)
-MAX_ATTEMPTS = 5
-
-
-class ScannerFolder(BaseModel):
-    scanner = peewee.CharField()
-    folder = peewee.CharField()
-    uidvalidity = peewee.IntegerField(null=True)
-    last_uid = peewee.IntegerField(default=0)
-    updated_at = peewee.FloatField(null=True)
-
-    class Meta:
-        table_name = "scanner_folder"
-        indexes = ((("scanner", "folder"), True),)
-
-
-class ScannerStatus(BaseModel):
-    scanner = peewee.CharField(unique=True)
-    last_success = peewee.FloatField(null=True)
-    last_error = peewee.TextField(null=True)
-    last_error_at = peewee.FloatField(null=True)
-    imported = peewee.IntegerField(default=0)
-
-    class Meta:
-        table_name = "scanner_status"
-
-
-class ScannerMessage(BaseModel):
-    scanner = peewee.CharField()
-    folder = peewee.CharField()
-    uidvalidity = peewee.IntegerField()
-    uid = peewee.IntegerField()
-    state = peewee.CharField()
-    rule = peewee.CharField(null=True)
-    spool_id = peewee.IntegerField(null=True)
-    sha256 = peewee.CharField(null=True)
-    attempts = peewee.IntegerField(default=0)
-    error = peewee.TextField(null=True)
-    updated_at = peewee.FloatField()
-
-    class Meta:
-        table_name = "scanner_message"
-        indexes = ((("scanner", "folder", "uidvalidity", "uid"), True), (("scanner", "sha256"), False))
-
-
-MODELS = (ScannerFolder, ScannerStatus, ScannerMessage)
+MAX_ATTEMPTS = 5  # a message that failed this often is given up: kept on the server, reported
 
 
 # ScannerState.record's upsert of `count` rows, its SQL built once per count (peewee built
@@ -89,11 +36,6 @@ def _record_sql(count):
             'rule = COALESCE(excluded.rule, rule), spool_id = COALESCE(excluded.spool_id, spool_id), '
             'sha256 = COALESCE(excluded.sha256, sha256)')
     return sql
-
-
-def create_tables():
-    with database.atomic():
-        database.create_tables(MODELS, safe=True)
 
 
 class ScannerState:
@@ -140,12 +82,12 @@ class ScannerState:
     def final_uids(self, folder, uidvalidity):
         query = (ScannerMessage.select(ScannerMessage.uid)
                  .where((ScannerMessage.scanner == self.name) & (ScannerMessage.folder == folder)
-                        & (ScannerMessage.uidvalidity == uidvalidity) & ScannerMessage.state.in_(FINAL)))
+                        & (ScannerMessage.uidvalidity == uidvalidity) & ScannerMessage.state.in_(SCANNER_FINAL)))
         return {row.uid for row in query}
 
     def pending_uids(self, folder, uidvalidity):
         """Imported but not finished, or failed and to be retried."""
-        return set(self.rows(folder, uidvalidity, states=(IMPORTED, FAILED)))
+        return set(self.rows(folder, uidvalidity, states=(SCANNER_IMPORTED, SCANNER_FAILED)))
 
     def known_imports(self, sha256s):
         """sha256 -> spool id of messages this scanner already imported."""
@@ -154,7 +96,8 @@ class ScannerState:
             part = sha256s[start:start + 500]
             known.update(database.execute_sql(
                 f'SELECT sha256, spool_id FROM "scanner_message" WHERE scanner = ? AND state IN (?, ?) '
-                f'AND sha256 IN ({", ".join("?" * len(part))})', [self.name, IMPORTED, DONE, *part]).fetchall())
+                f'AND sha256 IN ({", ".join("?" * len(part))})',
+                [self.name, SCANNER_IMPORTED, SCANNER_DONE, *part]).fetchall())
         return known
 
     def record(self, folder, uidvalidity, rows):
@@ -169,11 +112,11 @@ class ScannerState:
             database.execute_sql(_record_sql(len(part)), [
                 value for row in part for value in (
                     self.name, folder, uidvalidity, row["uid"], row["state"], row.get("rule"), row.get("spool_id"),
-                    row.get("sha256"), row.get("error"), 1 if row["state"] == FAILED else 0, now)])
-        if any(row["state"] == FAILED for row in rows):
+                    row.get("sha256"), row.get("error"), 1 if row["state"] == SCANNER_FAILED else 0, now)])
+        if any(row["state"] == SCANNER_FAILED for row in rows):
             # A message that keeps failing is given up: kept on the server, reported in status.
-            ScannerMessage.update(state=GIVEN_UP).where(
-                (ScannerMessage.scanner == self.name) & (ScannerMessage.state == FAILED)
+            ScannerMessage.update(state=SCANNER_GIVEN_UP).where(
+                (ScannerMessage.scanner == self.name) & (ScannerMessage.state == SCANNER_FAILED)
                 & (ScannerMessage.attempts >= MAX_ATTEMPTS)).execute()
 
     def finish(self, folder, uidvalidity, uids):
@@ -185,7 +128,7 @@ class ScannerState:
             database.execute_sql(
                 'UPDATE "scanner_message" SET state = ?, error = NULL, updated_at = ? WHERE scanner = ? '
                 f'AND folder = ? AND uidvalidity = ? AND uid IN ({", ".join("?" * len(part))})',
-                [DONE, now, self.name, folder, uidvalidity, *part])
+                [SCANNER_DONE, now, self.name, folder, uidvalidity, *part])
 
     def count_imported(self, count):
         if count:
@@ -212,7 +155,7 @@ def status_json(scanner, iso):
     status = ScannerStatus.get_or_none(ScannerStatus.scanner == name)
     folders = {row.folder: row for row in ScannerFolder.select().where(ScannerFolder.scanner == name)}
     failed = (ScannerMessage.select().where((ScannerMessage.scanner == name)
-                                            & ScannerMessage.state.in_((FAILED, GIVEN_UP)))
+                                            & ScannerMessage.state.in_((SCANNER_FAILED, SCANNER_GIVEN_UP)))
               .order_by(ScannerMessage.id))
     return {
         "name": name,
