@@ -41,6 +41,7 @@ from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker
+from connector.workqueue import triage as triage_actions
 
 log = get_logger("daemon")
 
@@ -76,7 +77,7 @@ class ListenError(Exception):
 def open_services(settings, clock=time.time, synchronous="full"):
     """Store, key and pipeline services for this process."""
     open_store(settings.database, synchronous, upgrade=settings.auto_upgrade)
-    return Services(settings, load_hmac_key(settings.data_dir), clock=clock)
+    return Services(settings, load_hmac_key(settings.data_dir), clock=clock, triage=triage_actions)
 
 
 class Daemon:

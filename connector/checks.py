@@ -44,6 +44,12 @@ TEMPLATE_SAMPLES = {
         "message": {"subject": "Printer", "from_addr": "ann@example.org", "from_name": "Ann",
                     "message_id": "<1@example.org>"},
         "settings": {"public_address": "support@example.com", "notifications_address": "noreply@example.com"}},
+    "staff_command_result.txt.j2": {
+        "ok": False, "refusal": "nothing was done: a command was refused", "summary": "#take\n  refused: owned",
+        "lines": [{"text": "#take", "outcome": "refused: owned by jane@example.com", "done": False}],
+        "ticket": {"number": 1, "subject": "Printer", "tag": "[Ticket #1]"}, "item": None,
+        "message": {"subject": "[Ticket #1] Printer", "message_id": "<1@example.com>"},
+        "settings": {"public_address": "support@example.com", "notifications_address": "noreply@example.com"}},
 }
 TEMPLATE_SUFFIX = ".j2"
 DATA_DIR_HINT = ("create it for that user, e.g. install -d -o connector -g connector -m 0700 /var/lib/connector "

@@ -23,6 +23,7 @@ from connector.store.faults import describe, transient_fault
 from connector.store.retention import prune
 from connector.store.wakeup import IDLE_POLL, Waker
 from connector.workqueue import auto_emails, deadlines
+from connector.workqueue import triage as triage_actions
 
 log = get_logger("worker")
 
@@ -130,7 +131,8 @@ class FilingWorker(BackgroundLoop):
     checkpoint_pages = FILING_CHECKPOINT_PAGES
 
     def configure(self, settings):
-        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock))
+        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
+                                      triage=triage_actions))
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
         self.deadlines_at = getattr(self, "deadlines_at", 0.0)
         auto_emails.install(settings)

@@ -7,6 +7,8 @@ steps on tests/fixtures/steps/<name>.eml (the `replay --dry-run` path) and
 returns the context; `file(name)` processes it for real.
 """
 
+import copy
+import dataclasses
 from pathlib import Path
 
 from conftest import Instance, make_mail
@@ -19,6 +21,9 @@ ENVELOPE = {
     "notifications_automatic": {"rcpt_to": ["notifications@example.com"]},
     "notifications": {"rcpt_to": ["notifications@example.com"]},
     "contact_only": {"hints": {"create_ticket": False}},
+    # settings of the world changed for this fixture alone
+    "unauthenticated_staff": {"settings": {"staff_authentication": "authentication_results",
+                                           "trusted_authserv_ids": "mx.example.com"}},
     "scanner_rule_follow_up": {"hints": {"ticket_match": r"PX-(\d+)"}},
     # staff decided a triage item (connector.workqueue.triage)
     "staff_new_ticket": {"hints": {"triage": {"action": "new_ticket", "item": 1, "by": "bob@example.com",
@@ -49,17 +54,30 @@ class StepWorld:
         return dict(raw=raw, rcpt_to=extra.get("rcpt_to", ["support@example.com"]), hints=extra.get("hints"),
                     intake="test", clock=lambda: FROZEN)
 
+    def _runner(self, name):
+        """The world's runner, or one whose settings carry the fixture's `settings`."""
+        changed = ENVELOPE.get(name, {}).get("settings")
+        if not changed:
+            return self.runner
+        from connector.pipeline.runner import Runner
+        from connector.pipeline.services import Services
+        services = copy.copy(self.services)
+        settings = self.services.settings
+        services.settings = dataclasses.replace(settings, values={**settings.values, **changed})
+        services.trusted_authserv_ids = Services.trusted_ids(services.settings)
+        return Runner(services)
+
     def decide(self, name, raw=None):
         from connector.store.spool import unsaved_entry
         raw = raw if raw is not None else (FIXTURES / f"{name}.eml").read_bytes()
         args = self._envelope(name, raw)
-        return self.runner.dry_run(unsaved_entry(args.pop("raw"), **args))
+        return self._runner(name).dry_run(unsaved_entry(args.pop("raw"), **args))
 
     def file(self, name, raw=None):
         from connector.store.spool import store_message
         raw = raw if raw is not None else (FIXTURES / f"{name}.eml").read_bytes()
         args = self._envelope(name, raw)
-        return self.runner.process(store_message(args.pop("raw"), **args))
+        return self._runner(name).process(store_message(args.pop("raw"), **args))
 
 
 def fired(ctx):

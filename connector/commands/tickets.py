@@ -1,4 +1,4 @@
-"""Read the store: `tickets list|show|history|set`, `message export` (`inbound`: commands/inbound.py)."""
+"""Read the store: `tickets list|show|history|set|note|reply`, `message export` (`inbound`: commands/inbound.py)."""
 
 import json
 import sys
@@ -128,6 +128,45 @@ def cmd_tickets_set(args):
     return 0
 
 
+def cmd_tickets_write(args):
+    """`tickets note|reply N --as EMAIL`: the text on stdin, spooled as the employee's mail
+    (`connector.pipeline.cli_mail`); the daemon files and distributes it."""
+    settings = settings_or_exit(args)
+    from connector.app import open_services
+    from connector.pipeline import cli_mail
+    from connector.store.spool import store_message
+    services = open_services(settings)
+    ticket = ticket_by_number(args.number)
+    if ticket is None:
+        print(f"connector: no ticket {args.number}", file=sys.stderr)
+        return 1
+    staff = settings.staff_by_email(args.as_email)
+    if staff is None:
+        print(f"connector: --as {args.as_email} is not an active employee (hint: see config/staff.yaml)",
+              file=sys.stderr)
+        return 1
+    text = sys.stdin.read()
+    if not text.strip():
+        print(f"connector: no text on stdin: nothing to file (hint: echo 'text' | connector tickets "
+              f"{args.kind} {args.number} --as {args.as_email})", file=sys.stderr)
+        return 1
+    references = [m.message_id for m in views.ticket_messages(ticket.id) if m.message_id]
+    raw, message_id = cli_mail.build(services, ticket, staff, args.as_email.lower(), text, references)
+    spool_id = store_message(raw, mail_from=args.as_email, rcpt_to=[settings.public_address],
+                             intake=cli_mail.CLI_INTAKE,
+                             hints={cli_mail.CLI_HINT: {"kind": args.kind, "ticket": ticket.number,
+                                                        "by": args.as_email.lower()}})
+    log.info("tickets.written", kind=args.kind, ticket=ticket.number, by=args.as_email, spool_id=spool_id,
+             message_id=message_id)
+    if args.json:
+        emit(args, {"kind": args.kind, "ticket": ticket.number, "by": args.as_email.lower(), "spool_id": spool_id,
+                    "message_id": message_id})
+    else:
+        print(f"{args.kind} on ticket {ticket.number} queued as spool entry {spool_id} ({message_id}); "
+              "the running daemon files and distributes it")
+    return 0
+
+
 def event_json(event):
     return {"at": iso(event.at), "event": event.event, "by": event.by, "via": event.via, "detail": event.detail}
 
@@ -205,6 +244,14 @@ def register(subparsers):
     p.add_argument("--manager", help="a staff email; empty to clear")
     p.add_argument("--inbox", choices=("yes", "no"))
     p.set_defaults(handler=cmd_tickets_set)
+
+    for kind, text in (("note", "an internal note (stdin), filed Not Public, to the employee recipients"),
+                       ("reply", "a public reply (stdin), mailed to the external recipients like an "
+                                 "employee's mail")):
+        p = _json(tickets.add_parser(kind, help=text))
+        p.add_argument("number", type=int)
+        p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL", help="an active employee's email")
+        p.set_defaults(handler=cmd_tickets_write, kind=kind)
 
     message = _sub(subparsers, "message", "messages")
     p = message.add_parser("export", help="write a message's original bytes to stdout")

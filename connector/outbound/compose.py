@@ -1,10 +1,12 @@
-"""Compose outgoing mail: redistribution of an inbound mail, auto-responses, notices.
+"""Compose outgoing mail: redistribution of an inbound mail, auto-responses, notices,
+the results of staff commands.
 
-Two halves: the deciding steps (`pipeline.distribute`, `pipeline.notify`)
-render the text of an auto-response or a notice from its template
-(`auto_response_text`, `inbound_notice_text`) into the plan; `pipeline.apply`
+Two halves: the deciding steps (`pipeline.distribute`, `pipeline.notify`,
+`pipeline.commands`) render the text of an auto-response, a notice or a
+command result from its template (`auto_response_text`,
+`inbound_notice_text`, `Templates.render`) into the plan; `pipeline.apply`
 turns each planned `Outgoing` into bytes (`redistribution`, `auto_response`,
-`inbound_notice`), using only the values the plan holds.
+`inbound_notice`, `command_reply`), using only the values the plan holds.
 
 A redistributed mail keeps the original body bytes (formatting, attachments,
 seed 004: "distributed ... in its original form"); only the header block is
@@ -256,9 +258,18 @@ def auto_response_text(parsed, services, templates, number, ticket_subject):
 
 def auto_response(parsed, out, services):
     """The auto-response `out` (subject and body planned) as bytes."""
-    fields = [
-        ("From", mailbox(out.from_name, out.from_address)),
-        ("Reply-To", services.settings.public_address),
+    return _answer(parsed, out, services, [("Reply-To", services.settings.public_address)])
+
+
+def command_reply(parsed, out, services):
+    """The outcome of a staff mail's commands `out` (subject and body planned,
+    `connector.pipeline.commands`), from the notifications address, as bytes."""
+    return _answer(parsed, out, services, [])
+
+
+def _answer(parsed, out, services, reply_to):
+    """An automatic text answer to `parsed`: From, `reply_to`, To, Subject, Date, threading, our markers."""
+    fields = [("From", mailbox(out.from_name, out.from_address))] + reply_to + [
         ("To", ", ".join(out.to)),
         ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),

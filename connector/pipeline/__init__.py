@@ -5,21 +5,26 @@ here) and fill the context's `plan`; `apply.apply_decision` writes that plan
 in one transaction; `runner` drives both and shunts a message whose
 processing raises. Each step's docstring says what it reads and what it sets.
 
-    parse -> classify -> sender -> reference -> route -> extract -> distribute -> notify -> blocks
+    parse -> classify -> sender -> reference -> commands.read -> route -> extract -> commands.settle
+          -> distribute -> commands.reply -> notify -> blocks
 """
 
-from connector.pipeline import blocking, classify, distribute, extract, notify, parse, reference, route, sender
+from connector.pipeline import (
+    blocking, classify, commands, distribute, extract, notify, parse, reference, route, sender)
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
     classify.run,     # duplicate? bounce? automatic mail (our own come back included)?
     sender.run,       # employee or contact
     reference.run,    # which ticket, if any (subject tag, References)
+    commands.read,    # staff commands (#take, ...); a reply to a notice acts on its triage item
     route.run,        # the routing links: new_ticket | follow_up | internal | triage | ignored_automatic | ...
     extract.run,      # the new reply text
+    commands.settle,  # a command mail's own filing: the rest of its text, or a note
     distribute.run,   # who gets what: every outgoing mail, whole
 )
 FINALLY = (
+    commands.reply,   # the result of a mail's staff commands, mailed back to its sender
     notify.run,       # a notice when the mail went to triage
     blocking.run,     # automatic mail to a blocked address or ticket: suppressed
 )

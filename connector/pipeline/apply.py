@@ -5,7 +5,9 @@ the spool state, all in one transaction (the caller holds it).
 deciding steps (so `replay --dry-run` shows what is sent); it only adds the
 store's ids and the time. The one value read again here is the new ticket's
 number, which `plan_current` checks under the filing lock before the plan is
-written.
+written. Staff commands of the mail (`plan.commands`) are writes too: they
+run here, in this transaction (`connector.pipeline.commands.run`, which says
+what of their result mail only the run can know).
 
 Inserts go through `connector.store.bulk` (SQL built once): this is the
 hottest path of the daemon. Every mail queued carries our loop marker and
@@ -15,14 +17,16 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
-from connector.pipeline import attribute
+from connector.pipeline import attribute, commands
 from connector.pipeline.budget import domain_of
+from connector.pipeline.cli_mail import NOTE, kind_of
 from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import blocks, bulk, events
 from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before, next_triage_id
 from connector.store.models import (
-    AUTO_RESPONSE, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING, OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
+    AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
+    OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
 from connector.workqueue import inbox
@@ -78,8 +82,11 @@ def _compose(ctx, out):
     services, parsed = ctx.services, ctx.parsed
     if out.kind == AUTO_RESPONSE:
         return compose.auto_response(parsed, out, services)
-    if out.kind == DISTRIBUTION:
-        return compose.redistribution(bytes(ctx.spool.raw), parsed, out, services)
+    if out.kind == DISTRIBUTION:  # a command mail's copy carries no command line
+        copy = ctx.plan.commands.copy if ctx.plan.commands and ctx.plan.commands.copy else bytes(ctx.spool.raw)
+        return compose.redistribution(copy, parsed, out, services)
+    if out.kind == COMMAND_REPLY:
+        return compose.command_reply(parsed, out, services)
     return compose.inbound_notice(out, services)
 
 
@@ -164,6 +171,8 @@ def apply_decision(ctx):
         bulk.update(Ticket, ticket_id, updated_at=now, **plan.ticket_changes)
     elif plan.action == CONTACT_ONLY:
         _contact_id(ctx, now)
+    if plan.commands is not None:  # staff commands, before the mail is filed (a note of what was done)
+        commands.run(ctx, now)
     if plan.action in FILED:
         _add_recipients(plan, ticket_id)
         _file_message(ctx, ticket_id)
@@ -176,7 +185,9 @@ def apply_decision(ctx):
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
-        _queue(ctx, None, now)   # notices only are planned for triage
+        _queue(ctx, None, now)   # notices (and a command reply) only are planned for triage
+    elif plan.action not in FILED and plan.outgoing:
+        _queue(ctx, None, now)   # a reply to a notice's commands: the result mail alone
     if plan.action in FILED:
         _record_event(ctx, ticket_id, now)
     if plan.bounce:
@@ -205,6 +216,8 @@ def _record_event(ctx, ticket_id, now):
                             via=forced["via"] if forced else via, now=now, settings=ctx.services.settings)
     else:
         name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
+        if kind_of(ctx) == NOTE:  # `tickets note`
+            name = events.NOTE_ADDED
         events.record(ticket_id, name, at=now, by=by, via=via, detail=detail)
 
 

@@ -23,6 +23,7 @@ TRIAGE = "triage"
 DUPLICATE = "duplicate"
 IGNORED_AUTOMATIC = "ignored_automatic"
 CONTACT_ONLY = "contact_only"
+STAFF_COMMAND = "staff_command"  # a reply to a New Inbound Message Notice with commands (pipeline/commands.py)
 FILED = (NEW_TICKET, FOLLOW_UP, INTERNAL)   # actions that file the message on a ticket
 TRIAGED = (TRIAGE, IGNORED_AUTOMATIC)       # actions that leave a triage item
 
@@ -31,6 +32,7 @@ REASON_NOTIFICATIONS = "notifications_address"
 REASON_UNKNOWN_SENDER = "unknown_sender"
 REASON_UNKNOWN_TICKET = "unknown_ticket"
 REASON_STAFF_NO_TICKET = "staff_without_ticket"
+REASON_UNAUTHENTICATED_STAFF = "unauthenticated_staff"  # an employee's From, not authenticated (sender step)
 REASON_BOUNCE = "bounce"
 REASON_PROCESSING_ERROR = "processing_error"
 
@@ -61,6 +63,7 @@ class Sender:
     staff: object = None        # settings.Staff when an active employee
     contact: object = None      # store Contact when known
     account: object = None      # settings.Account by domain
+    unauthenticated: str = ""   # why an employee's From did not count as theirs (then staff is None)
 
     @property
     def is_staff(self):
@@ -127,6 +130,7 @@ class Plan:
     suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
     bounce: dict = None         # an attributed bounce (`connector.pipeline.attribute`): outbox row, reason, ticket
     blocks: list = field(default_factory=list)      # blocks to add: {kind, target, reason, source, hours, hard}
+    commands: object = None     # staff commands of this mail (`connector.pipeline.commands.Commands`)
 
 
 @dataclass
@@ -176,5 +180,6 @@ class Context:
             "outgoing": [out.summary() for out in plan.outgoing],
             "inboxes": [{"inbox": name, "placed_by": why} for name, why in plan.inboxes],
             "notes": plan.notes,
+            "commands": plan.commands.summary() if plan.commands else None,
             "trace": self.trace,
         }

@@ -22,8 +22,8 @@ from typing import Callable
 from connector.pipeline.context import (
     CONTACT_ONLY, FILED, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REASON_CC_ONLY, REASON_CONTACT_ONLY,
     REASON_CUSTOMER, REASON_EMPLOYEE, REASON_KEYWORD, REASON_NEW, REASON_NOTIFICATIONS, REASON_SCANNER_RULE,
-    REASON_STAFF_NO_TICKET, REASON_TRIAGE_ATTACHED, REASON_TRIAGE_NEW, REASON_UNKNOWN_SENDER, REASON_UNKNOWN_TICKET,
-    TRIAGE, VIA_SUBJECT)
+    REASON_STAFF_NO_TICKET, REASON_TRIAGE_ATTACHED, REASON_TRIAGE_NEW, REASON_UNAUTHENTICATED_STAFF,
+    REASON_UNKNOWN_SENDER, REASON_UNKNOWN_TICKET, TRIAGE, VIA_SUBJECT)
 from connector.store.filing import contact_email, is_external_recipient
 from connector.store.models import TICKET_NEW, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED
 from connector.store.queries import next_ticket_number
@@ -139,6 +139,12 @@ def _triage(ctx):
     ctx.finish(ctx.plan.action, ctx.plan.reason, triage_status=TRIAGE_AWAITING_REVIEW)
 
 
+def _unauthenticated(ctx):
+    """Never filed, never distributed, no command run; the item's detail says why."""
+    ctx.finish(ctx.plan.action, ctx.plan.reason, triage_status=TRIAGE_AWAITING_REVIEW,
+               triage_detail=ctx.sender.unauthenticated)
+
+
 def _ignore(ctx):
     ctx.finish(IGNORED_AUTOMATIC, ctx.automatic.reason, triage_status=TRIAGE_CLOSED)
 
@@ -205,6 +211,8 @@ LINKS = (
          lambda ctx: _attached(ctx, internal=True), INTERNAL, REASON_TRIAGE_ATTACHED, _staff_attached),
     Link("staff_attached", "staff attached a triage item to a ticket (`inbound attach`)",
          lambda ctx: _attached(ctx, internal=False), FOLLOW_UP, REASON_TRIAGE_ATTACHED, _staff_attached),
+    Link("unauthenticated_staff", "an employee's From the MTA did not authenticate (`staff_authentication`)",
+         lambda ctx: bool(ctx.sender.unauthenticated), TRIAGE, REASON_UNAUTHENTICATED_STAFF, _unauthenticated),
     Link("notifications_automatic", "automatic mail to the notifications address only",
          lambda ctx: _automatic(ctx) and addressed_to_notifications_only(ctx),
          IGNORED_AUTOMATIC, AUTOMATIC_REASON, _ignore),

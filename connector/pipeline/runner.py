@@ -32,8 +32,8 @@ from connector.outbound.compose import Templates
 from connector.pipeline import decide
 from connector.pipeline.apply import apply_decision, plan_current, record_processing
 from connector.pipeline.context import (
-    CONTACT_ONLY, DUPLICATE, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REASON_PROCESSING_ERROR, TRIAGE,
-    Context)
+    CONTACT_ONLY, DUPLICATE, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REASON_PROCESSING_ERROR,
+    STAFF_COMMAND, TRIAGE, Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
 from connector.store.filing import close_triage, next_triage_id, processing, requeue as requeue_entry
@@ -51,6 +51,7 @@ EVENTS = {
     DUPLICATE: "message.duplicate",
     IGNORED_AUTOMATIC: "message.ignored",
     CONTACT_ONLY: "contact.created",
+    STAFF_COMMAND: "message.staff_command",
 }
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault

@@ -1,6 +1,8 @@
 """What every pipeline step may use, built once per process: settings, the
 reply extractor, the Message-ID signer (which also makes our loop marker),
-the clock, our own addresses and ticket tag matching."""
+the clock, our own addresses and ticket tag matching, and the triage actions
+(`connector.workqueue.triage`, given by the wiring: they run the pipeline, so
+the pipeline's staff mail commands cannot import them)."""
 
 import re
 import time
@@ -22,8 +24,9 @@ def ticket_tag_re(tag):
 
 
 class Services:
-    def __init__(self, settings, hmac_key, clock=time.time, extractor=None):
+    def __init__(self, settings, hmac_key, clock=time.time, extractor=None, triage=None):
         self.settings = settings
+        self.triage = triage    # connector.workqueue.triage, or None where no mail command runs
         self.clock = clock
         self.extractor = extractor or load_extractor(settings.folder_candidates("rules"))
         domain = settings.public_address.rpartition("@")[2]
@@ -32,7 +35,12 @@ class Services:
         self.addresses = OwnAddresses.of(settings)
         self.tag_re = ticket_tag_re(settings.ticket_tag)
         self.loop_value = settings.public_address
-        self.trusted_authserv_ids = {i.strip().lower() for i in settings.trusted_authserv_ids.split(",") if i.strip()}
+        self.trusted_authserv_ids = self.trusted_ids(settings)
+
+    @staticmethod
+    def trusted_ids(settings):
+        """`[security] trusted_authserv_ids` as a set of lower-case ids."""
+        return {i.strip().lower() for i in settings.trusted_authserv_ids.split(",") if i.strip()}
 
     def tag(self, number):
         return self.settings.ticket_tag.format(number=number)

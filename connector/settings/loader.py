@@ -252,6 +252,10 @@ def load_ini(ini_path):
         raise ConfigError(ini_path, "[connector] notifications_address",
                           "is the same as public_address",
                           "mail to the notifications address goes to review; use another address")
+    if values["staff_authentication"] == "authentication_results" and not values["trusted_authserv_ids"].strip():
+        raise ConfigError(ini_path, "[security] trusted_authserv_ids", "is empty while staff_authentication = "
+                          "authentication_results", "no employee's mail would count as theirs: list your MTA's "
+                          "authserv-id (e.g. mx.example.com), or set staff_authentication = from")
     if values["mode"] == "smtp" and _same_endpoint(values):
         raise ConfigError(ini_path, "[outbound] relay", f"{values['relay']} is the connector's own [smtp] listen "
                           "address", "outgoing mail would come straight back in: point relay at your MTA "

@@ -106,7 +106,14 @@ KEYS = (
         "Authentication-Results headers it adds, e.g. mx.example.com). When "
         "such a header says the From domain failed DMARC or SPF, no "
         "auto-response is sent; headers from other hosts are ignored. Empty "
-        "trusts none."),
+        "trusts none. Also what staff_authentication = authentication_results trusts."),
+    Key("security", "staff_authentication", "choice", "from",
+        "Who counts as staff (commands by mail, replies mailed to customers): "
+        "from: the From address alone; authentication_results: an employee's "
+        "address counts only when a header from trusted_authserv_ids says "
+        "dmarc=pass, or dkim=pass aligned to the From domain; otherwise the mail "
+        "goes to triage (unauthenticated_staff), not distributed, no command run.",
+        ("from", "authentication_results")),
     Key("smtp", "listen", "hostport", "127.0.0.1:2525",
         "Address and port the SMTP/LMTP intake listens on.", restart=True),
     Key("smtp", "protocol", "choice", "smtp",

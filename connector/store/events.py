@@ -37,7 +37,9 @@ VIAS = (VIA_MAIL, VIA_CLI, VIA_SCANNER, VIA_SYSTEM)
 
 
 def via_of_intake(intake):
-    """The channel of a spooled message's intake (`imap:<scanner>` is a scanner)."""
+    """The channel of a spooled message's intake (`imap:<scanner>` is a scanner, `cli` the CLI)."""
+    if intake == "cli":  # `tickets note|reply` spool a mail the pipeline files
+        return VIA_CLI
     return VIA_SCANNER if (intake or "").startswith("imap:") else VIA_MAIL
 
 

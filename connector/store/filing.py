@@ -4,7 +4,7 @@ beyond their `bulk` inserts. No pipeline module runs SQL itself."""
 
 from connector.store.models import (
     SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient,
-    Processing, ThreadRef, Ticket, TriageItem, database)
+    OutboxEntry, Processing, ThreadRef, Ticket, TriageItem, database)
 
 
 def ticket_by_number(number):
@@ -87,3 +87,28 @@ def processing(spool_id):
 def requeue(spool_id):
     """Set a processed entry's state back to queued; whether it had a processing row."""
     return Processing.update(state=SPOOL_QUEUED).where(Processing.spool_id == spool_id).execute() == 1
+
+
+# -- staff commands by mail (connector.pipeline.commands) ---------------------
+
+def triage_item_of_notices(message_ids):
+    """The id of the latest triage item whose New Inbound Message Notice was one of
+    `message_ids` (the outbox row of a notice names the spool entry it was about), or None."""
+    causes = [o.cause_id for o in OutboxEntry.select(OutboxEntry.cause_id)
+              .where(OutboxEntry.message_id.in_(message_ids) & OutboxEntry.cause_id.is_null(False))]
+    item = (TriageItem.select(TriageItem.id).where(TriageItem.spool_id.in_(causes))
+            .order_by(TriageItem.id.desc()).first()) if causes else None
+    return item.id if item else None
+
+
+def ticket_status(ticket_id):
+    return Ticket.get_by_id(ticket_id).status
+
+
+def set_ticket_status(ticket_id, status, now):
+    Ticket.update(status=status, updated_at=now).where(Ticket.id == ticket_id).execute()
+
+
+def savepoint():
+    """A savepoint inside the caller's transaction: what ran in it is undone when it raises."""
+    return database.atomic()

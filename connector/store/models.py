@@ -37,6 +37,7 @@ AUTO_RESPONSE = "auto_response"
 DISTRIBUTION = "distribution"
 NOTICE = "notice"
 AUTO_EMAIL = "auto_email"       # an automatic mail on a ticket event (config/auto_emails.yaml)
+COMMAND_REPLY = "command_reply"  # the outcome of a staff mail's commands, mailed back (pipeline/commands.py)
 
 # Outbox statuses (`outbox list --status`).
 OUTBOX_PENDING = "pending"      # waiting for its first attempt (or retried by the operator)
@@ -209,7 +210,7 @@ class OutboxEntry(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
     cause_id = peewee.IntegerField(null=True)  # the spool entry of the inbound message that caused it
-    kind = peewee.CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE
+    kind = peewee.CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE | COMMAND_REPLY
     mail_from = peewee.TextField()
     rcpt = JSONField()                        # envelope recipients
     to = JSONField(default=list)
