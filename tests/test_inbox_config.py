@@ -166,5 +166,8 @@ def test_a_store_from_before_the_inbox_tables_upgrades_and_takes_entries(tmp_pat
                                                   "and type = 'index' and sql like '%UNIQUE%'")]
     assert indexes and "WHERE" in indexes[0]
     inst.start()
-    inst.send(make_mail(subject="New ticket after the upgrade", to="tech@example.com"))
-    wait_for(lambda: len(entries(inst)) == 2, 15, what="the new ticket's entry")
+    try:
+        inst.send(make_mail(subject="New ticket after the upgrade", to="tech@example.com"))
+        wait_for(lambda: len(entries(inst)) == 2, 15, what="the new ticket's entry")
+    finally:
+        inst.stop()   # not a fixture: stop it here, or its daemon outlives the test
