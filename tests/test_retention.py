@@ -26,7 +26,8 @@ def _ini(tmp_path, extra=""):
 
 def _spooled(received, state, triage=None):
     spool_id = store_message(b"Subject: x\r\n\r\nbody\r\n", intake="smtp", clock=lambda: received)
-    Processing.create(spool_id=spool_id, state=state, action="new_ticket", processed_at=received)
+    Processing.create(spool_id=spool_id, state=state, action="triage" if triage else "new_ticket",
+                      processed_at=received)
     if triage:
         TriageItem.create(spool_id=spool_id, status=triage, reason="unknown_sender", received_at=received)
     return spool_id
