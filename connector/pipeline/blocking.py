@@ -43,10 +43,13 @@ def run(ctx):
     if not plan.outgoing:
         return ctx.record(STEP, STEP, NONE)
     now = ctx.spool.received_at
-    loop = None if blocks.active(BLOCK_TICKET, plan.ticket_number or 0, now) else _loop_block(ctx, now)
+    any_block = blocks.any_active(now)   # usually none: then no lookup per mail
+    ticket_blocked = any_block and blocks.active(BLOCK_TICKET, plan.ticket_number or 0, now)
+    loop = None if ticket_blocked else _loop_block(ctx, now)
     planned, applied = [], False
     for out in plan.outgoing:
-        found = blocks.blocking(out.rcpt, plan.ticket_number if ctx.ticket is not None else None, now)
+        found = blocks.blocking(out.rcpt, plan.ticket_number if ctx.ticket is not None else None, now) \
+            if any_block else {}
         if loop is not None:
             found = {**dict.fromkeys(out.rcpt, loop), **found}
         if not found:

@@ -7,6 +7,7 @@ operator command (cli), a scanner rule (scanner) or the daemon itself
 (system, e.g. a deadline). Event names are public (JSON, logs, auto_emails.yaml).
 """
 
+from connector.store import bulk
 from connector.store.models import TicketEvent
 
 # What happened (issue texts and seed 002).
@@ -59,7 +60,7 @@ def record(ticket_id, event, *, at, by=None, via=VIA_SYSTEM, detail=None):
     """Write one event (the caller holds the transaction of the change); returns its id."""
     assert via in VIAS, via
     detail = detail or {}
-    event_id = TicketEvent.insert(ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail).execute()
+    event_id = bulk.insert(TicketEvent, ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail)
     for listener in _after_record:
         listener(TicketEvent(id=event_id, ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail))
     return event_id

@@ -400,7 +400,7 @@ class Block(BaseModel):
 
     class Meta:
         table_name = "block"
-        indexes = ((("target", "status", "until"), False),)
+        indexes = ((("target", "status", "until"), False), (("status", "until"), False))
 
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
