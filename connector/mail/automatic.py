@@ -17,7 +17,7 @@ import authres
 
 from connector.mail.bounce import (AUTO_REPLY, CHALLENGE_RESPONSE, DELIVERED, FEEDBACK, flufl_failures,
                                    has_delivery_status, read_report, returns_message)
-from connector.mail.rules import load_rule_file
+from connector.mail.rules import LazyRuleFile
 
 # Our loop marker: every mail we send carries it, signed (connector.outbound.msgid).
 LOOP_HEADER = "X-Connector-Loop"
@@ -41,7 +41,7 @@ LOOP = "loop"
 DMARC_FAIL = "dmarc_fail"
 SPF_FAIL = "spf_fail"
 
-RULES = load_rule_file("automatic.yaml", ("system_sender", "bounce_subject", "autoreply_header", "precedence",
+RULES = LazyRuleFile("automatic.yaml", ("system_sender", "bounce_subject", "autoreply_header", "precedence",
                                           "auto_reply_subject", "challenge_header", "challenge_text"))
 REPORT_OPENING_CHARS = 1000      # where a report without a telling subject says what it is
 CHALLENGE_TEXT_CHARS = 3000      # a challenge says what it wants at the top of its text

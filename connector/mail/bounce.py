@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from email.utils import getaddresses
 
 from connector.mail.decode import decode_bytes
-from connector.mail.rules import load_rule_file
+from connector.mail.rules import LazyRuleFile
 
 BOUNCE = "bounce"
 DELAYED = "delayed"
@@ -42,7 +42,7 @@ UNDEFINED = "undefined"        # sisimai's reason when nothing says why
 HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")   # USER_UNKNOWN first
 HARD_IF_PERMANENT = ("notaccept",)
 
-RULES = load_rule_file("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text",
+RULES = LazyRuleFile("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text",
                                         "after_data"))
 USER_UNKNOWN = "userunknown"
 

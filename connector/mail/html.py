@@ -37,7 +37,7 @@ import re
 from lxml import etree
 
 from connector import timebudget
-from connector.mail.rules import load_rule_file
+from connector.mail.rules import LazyRuleFile
 
 BLOCK_TAGS = {"p", "div", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
               "blockquote", "section", "article", "header", "footer", "address", "center",
@@ -45,7 +45,7 @@ BLOCK_TAGS = {"p", "div", "table", "tr", "ul", "ol", "h1", "h2", "h3", "h4", "h5
 SKIP_TAGS = {"script", "style", "head", "title", "noscript", "template", "xml", "o:p"}
 VOID_TAGS = {"br", "img", "hr", "meta", "link", "input", "col", "area", "base", "wbr", "source",
              "embed", "param", "track"}
-RULES = load_rule_file("html.yaml", ("quote_class", "stop_id", "stop_style", "indent_style"))
+RULES = LazyRuleFile("html.yaml", ("quote_class", "stop_id", "stop_style", "indent_style"))
 SPACE_RE = re.compile(r"[ \t\r\n\f\u200b]+")
 BLANK_LINES_RE = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 TAG_RE = re.compile(r"<[^<>]*>")  # [^<>]: an unclosed tag costs up to the next '<', never to the end

@@ -112,6 +112,20 @@ def load_rule_file(name, kinds, folder=None):
     return PatternRules(version=str(data.get("version") or name), rules=rules, path=str(path))
 
 
+class LazyRuleFile:
+    """`load_rule_file(name, kinds)`, read when first used: a command that never looks
+    at a mail (`tickets list`) does not pay for reading and compiling it at import."""
+
+    def __init__(self, name, kinds):
+        self._load = (name, kinds)
+        self._rules = None
+
+    def __getattr__(self, attr):
+        if self._rules is None:
+            self._rules = load_rule_file(*self._load)
+        return getattr(self._rules, attr)
+
+
 def check_samples(rule):
     """The list of problems with `rule`'s samples (empty when every sample agrees)."""
     problems = []
