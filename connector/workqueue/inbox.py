@@ -268,26 +268,24 @@ def _may_act(entry, inbox, by, action):
 
 def complete(entry_id, *, by, via, now, settings=None):
     """The entry is done: it leaves the open list (the owner or a member)."""
-    config = config_of(settings)
-    by = config.who(by)
-    entry = _open_entry(entry_id, "completed")
-    _may_act(entry, _configured_inbox_of(config, entry), by, "completed")
-    _update_open(entry, "completed", status=ENTRY_COMPLETED)
-    _record(entry.ticket_id, entry.id, events.TICKET_COMPLETED, "inbox.completed", by=by, via=via, now=now,
-            inbox=entry.inbox,
-            owner=entry.owner)
+    _close(entry_id, ENTRY_COMPLETED, events.TICKET_COMPLETED, "inbox.completed", by=by, via=via, now=now,
+           settings=settings)
 
 
 def cancel(entry_id, *, by, via, now, message=None, settings=None):
     """The entry is dropped: it leaves the open list (the owner or a member)."""
+    _close(entry_id, ENTRY_CANCELLED, events.TICKET_CANCELLED, "inbox.cancelled", by=by, via=via, now=now,
+           settings=settings, message=message or None)
+
+
+def _close(entry_id, status, event, log_name, *, by, via, now, settings, **detail):
     config = config_of(settings)
     by = config.who(by)
-    entry = _open_entry(entry_id, "cancelled")
-    _may_act(entry, _configured_inbox_of(config, entry), by, "cancelled")
-    _update_open(entry, "cancelled", status=ENTRY_CANCELLED)
-    _record(entry.ticket_id, entry.id, events.TICKET_CANCELLED, "inbox.cancelled", by=by, via=via, now=now,
-            inbox=entry.inbox,
-            owner=entry.owner, message=message or None)
+    entry = _open_entry(entry_id, status)
+    _may_act(entry, _configured_inbox_of(config, entry), by, status)
+    _update_open(entry, status, status=status)
+    _record(entry.ticket_id, entry.id, event, log_name, by=by, via=via, now=now, inbox=entry.inbox,
+            owner=entry.owner, **detail)
 
 
 def forward(entry_id, *, to, due_type, due_at, by, via, now, message=None, settings=None):
