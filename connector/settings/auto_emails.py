@@ -18,6 +18,7 @@ plans the mails from it when a ticket event is recorded.
 from dataclasses import dataclass
 
 from connector.settings.addresses import ADDRESS_RE
+from connector.settings import yamlfile
 from connector.settings.errors import ConfigError
 from connector.settings.inboxes import read_sender
 from connector.store import events
@@ -75,15 +76,7 @@ def load_auto_emails(settings, read_yaml):
         settings.extra["auto_emails"] = NONE
         settings.files["auto_emails"] = "(none)"
         return
-    data = read_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "-", "must be a mapping with default_sender, dispatchers, server_url and "
-                          "auto_emails", "start the file with 'auto_emails:'")
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(path, unknown[0], "unknown key", f"auto_emails.yaml takes: {', '.join(TOP_KEYS)}")
+    data = yamlfile.top_mapping(path, read_yaml(path), TOP_KEYS, main="auto_emails")
     sender_address, sender_name = read_sender(path, "default_sender", data.get("default_sender"))
     dispatchers = tuple(_address(path, "dispatchers", item) for item in _list(path, "dispatchers",
                                                                                 data.get("dispatchers")))
@@ -91,9 +84,7 @@ def load_auto_emails(settings, read_yaml):
     if not isinstance(server_url, str):
         raise ConfigError(path, "server_url", f"{server_url!r} is not text",
                           "write server_url: https://helpdesk.example.com")
-    items = data.get("auto_emails") or []
-    if not isinstance(items, list):
-        raise ConfigError(path, "auto_emails", "must be a list", "write 'auto_emails:' then '  - name: ...' items")
+    items = yamlfile.entries(path, data, "auto_emails")
     rules = []
     for index, entry in enumerate(items):
         rules.append(_rule(path, index, entry, settings, rules))

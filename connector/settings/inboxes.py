@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from connector.mail.addresses import own_address_re
 from connector.settings.addresses import ADDRESS_RE
+from connector.settings import yamlfile
 from connector.settings.errors import ConfigError
 
 FILE = "inboxes.yaml"
@@ -103,18 +104,8 @@ def load_inboxes(settings, read_yaml):
         settings.extra["inboxes"] = NONE
         settings.files["inboxes"] = "(none)"
         return
-    data = read_yaml(path)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "-", "must be a mapping with inboxes, default_inbox and due_types",
-                          "start the file with 'inboxes:'")
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(path, unknown[0], "unknown key", f"inboxes.yaml takes: {', '.join(TOP_KEYS)}")
-    items = data.get("inboxes") or []
-    if not isinstance(items, list):
-        raise ConfigError(path, "inboxes", "must be a list", "write 'inboxes:' then '  - name: ...' items")
+    data = yamlfile.top_mapping(path, read_yaml(path), TOP_KEYS)
+    items = yamlfile.entries(path, data, "inboxes")
     inboxes = []
     for index, entry in enumerate(items):
         inbox = _inbox(path, f"inboxes[{index}]", entry, settings, inboxes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from connector.settings import auto_emails, inboxes
+from connector.settings import auto_emails, inboxes, yamlfile
 from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
@@ -350,16 +350,7 @@ def read_yaml(path):
 
 def load_yaml(path, top_key):
     """A YAML file whose top level is a mapping with one list under `top_key`."""
-    data = read_yaml(path)
-    if data is None:
-        return []
-    if not isinstance(data, dict) or set(data) - {top_key}:
-        raise ConfigError(path, "-", f"must be a mapping with the single key {top_key!r}",
-                          f"start the file with '{top_key}:'")
-    items = data.get(top_key) or []
-    if not isinstance(items, list):
-        raise ConfigError(path, top_key, "must be a list", f"write '{top_key}:' then '  - ...' items")
-    return items
+    return yamlfile.entries(path, yamlfile.top_mapping(path, read_yaml(path), (top_key,)), top_key)
 
 
 def _email_list(path, where, value):
