@@ -65,6 +65,24 @@ def test_idle_files_a_new_message_before_the_interval(tmp_path, sink, dovecot):
         inst.stop()
 
 
+def test_idle_on_an_unchanged_mailbox_waits_instead_of_scanning_again(tmp_path, sink, dovecot):
+    """The SELECT before IDLE answers with `* N EXISTS` / `* 0 RECENT`: those are not news.
+    Taken as "mail announced", every wait returned at once and the scanner looped (hundreds of
+    scans a second on an empty mailbox). With nothing arriving it scans once, then idles."""
+    user = dovecot.new_user()
+    dovecot.append(user, make_mail(subject="Already there").as_bytes())
+    inst = site(tmp_path, sink, [scanner(dovecot, user, idle=True, interval=300)])
+    inst.start()
+    try:
+        wait_for(lambda: subjects(inst) == ["Already there"], 30, what="the first scan's ticket")
+        time.sleep(3)
+        log = inst.log.read_text()
+        assert log.count('"event": "imap.scanned"') <= 3
+        assert '"event": "imap.idle_wakeup"' not in log
+    finally:
+        inst.stop()
+
+
 def test_failing_scanners_do_not_stop_the_others_or_smtp(tmp_path, sink, dovecot):
     good, other = dovecot.new_user(), dovecot.new_user()
     dovecot.append(good, make_mail(subject="Via the good scanner").as_bytes())

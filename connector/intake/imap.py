@@ -486,7 +486,22 @@ def _announced_before_idle(client):
     it waits for the continuation, and idle_check() never sees them.
     """
     pending = client._imap.untagged_responses  # imaplib's store of untagged answers (no public API)
-    return any([pending.pop(key, None) for key in ("EXISTS", "RECENT")])
+    exists, recent = pending.pop("EXISTS", None), pending.pop("RECENT", None)
+    return bool(exists) or any(int(count or 0) for count in recent or ())
+
+
+def _more_than(responses, exists):
+    """Whether untagged `responses` announce more messages than the `exists` the SELECT counted."""
+    return any(len(r) > 1 and r[1] == b"EXISTS" and int(r[0]) > exists for r in responses)
+
+
+def _forget_answers_of_select(client):
+    """Drop the EXISTS / RECENT lines the SELECT and NOOP answered with: they describe the
+    folder as already seen, not news; left in imaplib's store they read as mail announced
+    to IDLE (and every wait returned at once: a scan loop on an unchanged mailbox)."""
+    pending = client._imap.untagged_responses
+    for key in ("EXISTS", "RECENT"):
+        pending.pop(key, None)
 
 
 def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
@@ -511,7 +526,13 @@ def wait_for_mail(client, cfg, stop, last_uid=0, max_wait=None):
         # again, so that IDLE reports whatever came after the look.
         if any(uid > last_uid for uid in client.search(["UID", f"{last_uid + 1}:*"])):
             return "pending"
-        client.select_folder(folder)
+        info = client.select_folder(folder)
+    # Mail delivered after the SELECT is told in the answer to the next command; IDLE's own
+    # answer may not tell it (Dovecot waits for its next mailbox check), so ask with a NOOP.
+    if _more_than(client.noop()[1], int(info.get(b"EXISTS") or 0)):
+        log.info("imap.idle_wakeup", scanner=cfg.name, folder=cfg.folders[0])
+        return "idle"
+    _forget_answers_of_select(client)
     client.idle()
     deadline = time.monotonic() + min(wait, IDLE_MAX)
     reason = "interval"
