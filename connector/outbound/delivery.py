@@ -18,7 +18,10 @@ some recipient accepted it, else `failed`.
 The envelope sender is the row's VERP address (`connector.mail.verp`,
 `[outbound] verp`), made here from the row's id; the row keeps the plain
 one it was planned with. A recipient accepted lifts the hard-bounce block
-of that address (`connector.store.blocks`): it works again.
+of that address (`connector.store.blocks`): it works again. A recipient
+refused for a reason about them (no such user, mailbox full) is reported into
+our own spool as a bounce (`connector.outbound.refusals`), so it blocks and
+informs exactly like a bounce that comes back later.
 
 When no session with the relay can be opened at all, that row is deferred
 and the others wait `retry_initial` before the next try: a relay that is
@@ -30,10 +33,11 @@ import time
 
 from connector.log import get_logger
 from connector.mail import verp
+from connector.outbound import refusals
 from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
-from connector.store import blocks, bulk
+from connector.store import blocks, bulk, wakeup
 from connector.store.queries import outbox_due, outbox_still_active as still_active
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
@@ -171,8 +175,12 @@ class Delivery:
                         ok=all(r.outcome == ACCEPTED for r in replies.values()),
                         detail="; ".join(f"{a}: {r}" for a, r in replies.items()))
             lifted = blocks.lift_hard([a for a, r in replies.items() if r.outcome == ACCEPTED], now)
+            reported = refusals.report(entry, replies, self.envelope_sender(entry), self.settings, now)
         for address in lifted:
             log.info("block.lifted", target=address, by="delivery", outbox_id=entry.id)
+        if reported:
+            log.info("outbox.refusal_reported", outbox_id=entry.id, recipients=reported)
+            wakeup.notify(wakeup.WORKER)
 
     @staticmethod
     def _log(entry, fields, replies, delay):
