@@ -27,6 +27,7 @@ from connector.reply.rules import RULES_FILE
 from connector.scanners.config import scanners_of
 from connector.settings import ConfigError, inboxes, load_settings
 from connector.settings import auto_emails as auto_email_config
+from connector.settings.errors import permission_denied
 from connector.store.db import spool_path
 from connector.workqueue import auto_emails
 
@@ -57,7 +58,15 @@ DATA_DIR_HINT = ("create it for that user, e.g. install -d -o connector -g conne
 
 
 def load_checked(ini_path):
-    """Settings, rules, templates and data directory as `run` will use them; raises ConfigError."""
+    """Settings, rules, templates and data directory as `run` will use them; raises ConfigError
+    (a folder or file the connector's user may not read is one too)."""
+    try:
+        return _load_checked(ini_path)
+    except PermissionError as exc:
+        raise permission_denied(exc) from None
+
+
+def _load_checked(ini_path):
     settings = load_settings(ini_path)
     scanners_of(settings)  # config/scanners.yaml, read and checked
     check_rules(settings)

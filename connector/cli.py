@@ -13,6 +13,7 @@ from connector import __version__
 from connector.commands import register_all
 from connector.commands.common import EX_CONFIG, printable_stdout
 from connector.settings import ConfigError
+from connector.settings.errors import permission_denied
 
 DEFAULT_CONFIG = "/etc/connector/connector.ini"
 
@@ -36,6 +37,9 @@ def main(argv=None):
             return args.handler(args) or 0
     except ConfigError as exc:  # e.g. a database that cannot be opened: one line, no traceback
         print(f"connector: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except PermissionError as exc:   # a file of the configuration or the store this user may not read
+        print(f"connector: {permission_denied(exc)}", file=sys.stderr)
         return EX_CONFIG
     except BrokenPipeError:
         return 0

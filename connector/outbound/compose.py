@@ -22,13 +22,14 @@ original becomes a space. A value that needed cleaning here is logged
 (`outbound.header_cleaned`): it means a path around the parser.
 """
 
-import quopri
 import base64
 import email
 import email.encoders
 import email.generator
 import email.policy
 import io
+import os
+import quopri
 import re
 from email.charset import Charset
 from email.header import Header
@@ -215,6 +216,8 @@ class Templates:
     def __init__(self, folders):
         self.files, sources = {}, {}
         for folder in map(Path, folders):
+            if folder.is_dir():
+                os.listdir(folder)   # PermissionError when unreadable (rglob would skip it: silently shipped ones)
             for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
                 name = path.relative_to(folder).as_posix()  # parts/footer.j2 for {% include %}
                 if path.is_file() and name not in sources and not path.name.startswith("."):

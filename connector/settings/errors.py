@@ -20,3 +20,13 @@ class ConfigError(Exception):
         if self.hint:
             text += f" (hint: {self.hint})"
         return text
+
+
+def permission_denied(exc):
+    """A file or folder of the configuration (or the store) the connector's user may not read
+    or write, as one line: the path, and how to fix it."""
+    import getpass
+    user = getpass.getuser()
+    return ConfigError(exc.filename or "-", "-", f"permission denied for user {user!r}",
+                       f"make it readable (folders: readable and searchable) by {user}, "
+                       f"e.g. chown -R {user} on it, or chmod o+rX; `ls -ld` shows who may")
