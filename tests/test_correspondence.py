@@ -358,3 +358,26 @@ def test_the_accounts_main_contact_is_the_customer(tmp_path, sink):
         assert inst.spool_states()[-1][2:] == ("triage", "unknown_sender")
     finally:
         inst.stop()
+
+
+def test_an_idn_account_domain_matches_in_either_form(tmp_path, sink):
+    """accounts.yaml lists bücher.example; mail from its ASCII form xn--bcher-kva.example is the
+    same account (its manager gets the mail), and a domain written as xn-- matches UTF-8 mail."""
+    from conftest import Instance
+    inst = Instance(tmp_path, sink.port)
+    inst.path.joinpath("config", "accounts.yaml").write_text(
+        "accounts:\n  - name: Bücher\n    domains: [bücher.example]\n    manager: jane@example.com\n"
+        "  - name: Café\n    domains: [xn--caf-dma.example]\n    manager: amy@example.com\n")
+    inst.start()
+    try:
+        inst.send(make_mail(subject="From the ASCII form", sender="hans@xn--bcher-kva.example"))
+        inst.wait_processed(1)
+        inst.wait_delivered()
+        assert any("jane@example.com" in rcpts for _, rcpts, _ in sink.messages)
+        sink.messages.clear()
+        inst.send(make_mail(subject="An account written in its xn-- form", sender="marie@xn--caf-dma.example"))
+        inst.wait_processed(2)
+        inst.wait_delivered()
+        assert any("amy@example.com" in rcpts for _, rcpts, _ in sink.messages)
+    finally:
+        inst.stop()

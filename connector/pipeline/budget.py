@@ -24,6 +24,7 @@ A suppressed mail is noted on the decision and logged by `apply`
 """
 
 from connector.mail.automatic import failed_authentication
+from connector.settings.addresses import unicode_domain
 from connector.store.queries import same_text_since, sent_since
 
 HOUR = 3600
@@ -43,7 +44,7 @@ REPEATED_TEXT = "repeated_text"
 
 
 def domain_of(address):
-    return address.rpartition("@")[2].lower()
+    return unicode_domain(address.rpartition("@")[2])   # xn-- and UTF-8 forms share one budget
 
 
 def suppress(ctx, kind, address, reason, detail):

@@ -17,8 +17,8 @@ plans the mails from it when a ticket event is recorded.
 
 from dataclasses import dataclass
 
-from connector.settings.addresses import ADDRESS_RE
 from connector.settings import yamlfile
+from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 from connector.settings.inboxes import read_sender
 from connector.store import events

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 
 from connector.mail.addresses import own_address_re
-from connector.settings.addresses import ADDRESS_RE
 from connector.settings import yamlfile
+from connector.settings.addresses import ADDRESS_RE
 from connector.settings.errors import ConfigError
 
 FILE = "inboxes.yaml"

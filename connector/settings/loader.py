@@ -17,9 +17,15 @@ from pathlib import Path
 import yaml
 
 from connector.settings import auto_emails, inboxes, yamlfile
-from connector.settings.addresses import ADDRESS_RE
+from connector.settings.addresses import ADDRESS_RE, unicode_domain
 from connector.settings.errors import ConfigError
-from connector.settings.schema import BY_NAME, KEYS, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
+from connector.settings.schema import (
+    BY_NAME,
+    KEYS,
+    RECEIVE_MANAGER,
+    RECEIVE_OPTIONS,
+    SECTIONS,
+)
 from connector.settings.shipped import SHIPPED_DIR
 from connector.settings.values import parse_bool, parse_size
 
@@ -102,8 +108,7 @@ class Settings:
         return self.extra["_staff_index"].get(address.lower())
 
     def account_for(self, address):
-        domain = address.rpartition("@")[2].lower()
-        return self.extra["_account_index"].get(domain)
+        return self.extra["_account_index"].get(unicode_domain(address.rpartition("@")[2]))
 
     def summary(self):
         lines = [
@@ -456,7 +461,7 @@ def load_accounts(path, staff_index):
         if not isinstance(raw_domains, list) or not all(isinstance(d, str) and d.strip() for d in raw_domains):
             raise ConfigError(path, f"{where}.domains", "must be a list of domains", "write domains: [customer.example]")
         for domain in raw_domains:
-            domain = domain.strip().lower().lstrip("@")
+            domain = unicode_domain(domain.lstrip().lstrip("@"))
             if domain in domains:
                 raise ConfigError(path, f"{where}.domains", f"{domain} is already the domain of {domains[domain]}",
                                   "a domain can belong to one account only")
@@ -470,7 +475,7 @@ def load_accounts(path, staff_index):
             raise ConfigError(path, f"{where}.main_contact", f"{main_contact!r} is not an email address",
                               "write a plain address")
         staff_email = staff_index[manager].email if manager else ""
-        accounts.append(Account(name.strip(), tuple(d.strip().lower().lstrip("@") for d in raw_domains),
+        accounts.append(Account(name.strip(), tuple(unicode_domain(d.lstrip().lstrip("@")) for d in raw_domains),
                                 staff_email, main_contact))
     return accounts
 
