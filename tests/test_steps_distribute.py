@@ -89,3 +89,16 @@ def test_trace_has_one_entry_per_step_and_one_per_link_tried(world):
                                                                                          "notify", "blocks"]
     assert {"step": "reference", "link": "subject", "result": "#1"} in trace
     assert trace[-3] == {"step": "distribute", "link": "distribute", "result": "1 outgoing"}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ('Smith, John "JJ"', 'Smith, John "JJ"'),     # a quote at the end is the name's own (outside test)
+    ("'Jane Doe'", "Jane Doe"),
+    ('"Jane Doe"', "Jane Doe"),
+    ('"JJ" Smith', '"JJ" Smith'),
+    ("jane@acme.example", ""),
+    ("'", "'"),
+])
+def test_own_name_drops_only_a_pair_of_quotes_around_the_whole_name(name, expected):
+    from connector.pipeline.distribute import own_name
+    assert own_name(name, "jane@acme.example") == expected

@@ -133,7 +133,9 @@ def _from_name(ctx):
 
 def own_name(name, address):
     """A display name that is a name, not an address repeated."""
-    name = (name or "").strip().strip('"\'').strip()
+    name = (name or "").strip()
+    if len(name) > 1 and name[0] == name[-1] and name[0] in "\"'":   # 'Jane Doe' as some clients write it
+        name = name[1:-1].strip()
     return "" if not name or "@" in name or name.lower() == (address or "").lower() else name
 
 
