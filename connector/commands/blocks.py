@@ -4,9 +4,10 @@
 import sys
 import time
 
-from connector.commands.common import database_or_exit, emit, iso
+from connector.commands.common import database_or_exit, emit, iso, positive_int
 from connector.log import get_logger
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED
+from connector.settings.addresses import ADDRESS_RE
 from connector.store import blocks
 from connector.store.db import open_store
 from connector.store.models import (
@@ -59,6 +60,10 @@ def what_happened(row, address):
 def cmd_why(args):
     open_store(database_or_exit(args))
     now, address = time.time(), args.address.strip().lower()
+    if not ADDRESS_RE.match(address):
+        print(f"connector: {args.address!r} is not an email address: give one, e.g. why jane@example.com",
+              file=sys.stderr)
+        return 1
     block = blocks.active(BLOCK_ADDRESS, address, now)
     mail = []
     for row in blocks.recent_mail(address, args.limit):
@@ -92,5 +97,5 @@ def register(subparsers):
     p = _json(subparsers.add_parser("why", help="the recent outgoing mail to an address, what became of "
                                                 "each, and any active block"))
     p.add_argument("address")
-    p.add_argument("--limit", type=int, default=WHY_LIMIT, help=f"at most this many mails (default {WHY_LIMIT})")
+    p.add_argument("--limit", type=positive_int, default=WHY_LIMIT, help=f"at most this many mails (default {WHY_LIMIT})")
     p.set_defaults(handler=cmd_why)

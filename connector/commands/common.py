@@ -91,6 +91,18 @@ def iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def positive_int(text):
+    """argparse type of --limit: a whole number of 1 or more (`--limit -5` listed everything)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
 def parse_since(text):
     """An ISO 8601 date or date-time as a timestamp (naive means UTC), or None when it is not one."""
     try:

@@ -10,7 +10,7 @@ import time
 
 import peewee
 
-from connector.commands.common import emit, iso, open_store_of, settings_or_exit
+from connector.commands.common import emit, iso, open_store_of, positive_int, settings_or_exit
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
 from connector.store import events, views
@@ -182,7 +182,7 @@ def register(subparsers):
     p.add_argument("--overdue", action="store_true", help="only entries whose due date has passed")
     p.add_argument("--status", help=f"{', '.join(ENTRY_STATUSES)} or {ALL} (default: {ENTRY_OPEN})")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="start after this entry id (the next page)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many entries")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many entries")
 
     p = command("show", "an entry, its ticket's latest message and its history", cmd_inbox_show)
     p.add_argument("id", type=int)

@@ -2,7 +2,7 @@
 
 import sys
 
-from connector.commands.common import emit, iso, open_store_of
+from connector.commands.common import emit, iso, open_store_of, positive_int
 from connector.outbound.control import OutboxStateError, cancel, retry
 from connector.store.models import OUTBOX_STATUSES
 from connector.store.queries import outbox_page
@@ -54,7 +54,7 @@ def register(subparsers):
     p = _json(outbox.add_parser("list", help="outbox rows"))
     p.add_argument("--status", choices=OUTBOX_STATUSES)
     p.add_argument("--after", type=int, default=0, metavar="ID", help="start after this row (the next page)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many rows")
     p.set_defaults(handler=cmd_outbox_list)
     p = _json(outbox.add_parser("retry", help="deliver a deferred or failed row now, to the recipients not "
                                         "accepted yet (the give-up clock restarts)"))

@@ -4,7 +4,7 @@ import json
 import sys
 import time
 
-from connector.commands.common import emit, iso, open_store_of, parse_since, settings_or_exit
+from connector.commands.common import emit, iso, open_store_of, parse_since, positive_int, settings_or_exit
 from connector.log import get_logger
 from connector.store import events, tombstones, views
 from connector.store.filing import ticket_by_number, update_ticket
@@ -96,6 +96,9 @@ def cmd_tickets_set(args):
     columns that change are written: a mail filed meanwhile is never overwritten."""
     settings = settings_or_exit(args)  # needs the staff list
     open_store_of(args, settings)
+    if args.status is not None and not args.status.strip():
+        print("connector: --status must not be empty: give the status to set, e.g. --status Closed", file=sys.stderr)
+        return 1
     manager = None
     if args.manager:
         member = settings.staff_by_email(args.manager)
@@ -229,7 +232,7 @@ def register(subparsers):
     p.add_argument("--since", help="only tickets updated at or after this date/time (ISO 8601)")
     p.add_argument("--after", type=int, default=0, metavar="NUMBER",
                    help="start after this ticket number (the next page: the last number shown)")
-    p.add_argument("--limit", type=int, default=None, help="at most this many tickets")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many tickets")
     p.set_defaults(handler=cmd_tickets_list)
     p = _json(tickets.add_parser("show", help="one ticket with recipients and messages"))
     p.add_argument("number", type=int)
