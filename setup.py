@@ -1,4 +1,4 @@
-"""Build hook: the repository's top-level config/, rules/ and templates/ folders (and
+"""Build hook: the repository's top-level config/, rules/, templates/ and systemd/ folders (and
 connector.ini.example) ship inside the package as `connector/shipped/`, where
 connector.settings.shipped finds them in an installed wheel. Everything else is
 declared in setup.cfg."""
@@ -10,7 +10,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ("config", "rules", "templates")
+SHIPPED = ("config", "rules", "templates", "systemd")
 EXAMPLE = "connector.ini.example"
 
 

@@ -47,14 +47,15 @@ def run(env_dir, *args, cwd, **kwargs):
                           timeout=60, **kwargs)
 
 
-def test_wheel_ships_templates_rules_and_example_config(installed):
+def test_wheel_ships_templates_rules_example_config_and_the_unit(installed):
     code = "import connector, connector.settings.shipped as s; print(connector.__file__); print(s.SHIPPED_DIR)"
     out = subprocess.run([str(installed / "bin" / "python"), "-c", code], capture_output=True, text=True,
                          check=True, cwd="/").stdout.split()
     assert out[0].startswith(str(installed))                # the wheel's copy, not the source tree
     shipped = installed.joinpath(out[1])
     for name in ("templates/auto_response.txt.j2", "templates/inbound_notice.txt.j2", "rules/quotes.yaml",
-                 "config/staff.yaml", "config/scanners.yaml.example", "connector.ini.example"):
+                 "config/staff.yaml", "config/scanners.yaml.example", "connector.ini.example",
+                 "systemd/connector.service"):
         assert (shipped / name).read_bytes() == (ROOT / name).read_bytes(), name
 
 

@@ -36,6 +36,7 @@ def test_a_user_unknown_at_rcpt_blocks_the_address_and_tells_the_employees(tmp_p
         daemon.wait_delivered()
         notices = [m for m in relay.messages if "jane@example.com" in m[1] and b"Not delivered to" in m[2]]
         assert len(notices) == 1 and GONE.encode() in notices[0][2]
+        assert b"the address does not exist (userunknown, 5.1.1)" in notices[0][2]   # words for staff
         # the next automatic mail to the dead address is not tried again
         daemon.send(make_mail(subject="Another question", sender=GONE))
         daemon.wait_processed(4)

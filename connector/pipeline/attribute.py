@@ -132,10 +132,31 @@ def _notice(ctx, addresses, subject, body):
         automatic=True))
 
 
+# What each bounce reason means, in words for the staff who read the notice (sisimai's word follows).
+IN_WORDS = {
+    "userunknown": "the address does not exist", "hostunknown": "the domain does not exist",
+    "hasmoved": "the address has moved", "mailboxfull": "the mailbox is full",
+    "systemfull": "the receiving server is out of space", "suspend": "the mailbox is suspended",
+    "norelaying": "the receiving server does not take mail for this address",
+    "expired": "it could not be delivered for days", "mesgtoobig": "the mail is too large for the recipient",
+    "spamdetected": "it was taken for spam", "filtered": "the recipient's filter refused it",
+    "rejected": "the recipient's server refused our sender", "blocked": "the recipient's server blocks ours",
+    "policyviolation": "it broke the recipient's policy", "syntaxerror": "the address is malformed",
+}
+
+
+def in_words(reason, status):
+    """'the address does not exist (userunknown, 5.1.1)'; a reason without words is given as it is."""
+    words = IN_WORDS.get(reason)
+    detail = ", ".join(x for x in (reason, status) if x)
+    return f"{words} ({detail})" if words else detail
+
+
 def _failed_text(row, failed, reason, tag):
     lines = [f"The customer did not receive this mail of {tag}:", "",
              f"  Subject: {row.subject}", f"  To: {', '.join(row.rcpt)}", "", "Why:"]
-    lines += [f"  {r.address}: {r.reason or reason} {r.status}".rstrip() for r in failed] or [f"  {reason}"]
+    lines += [f"  {r.address}: {in_words(r.reason or reason, r.status)}" for r in failed] or \
+        [f"  {in_words(reason, '')}"]
     lines += ["", "Automatic mail to a dead or full address is held back for a while: "
                   "`connector why ADDRESS` says what happened and until when."]
     return "\n".join(lines) + "\n"
