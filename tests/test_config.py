@@ -80,6 +80,12 @@ def test_broken_yaml_and_template(inst):
     template.write_text("Subject: {{ ticket.tag }\n\nbody\n")
     err = check(inst).stderr.decode()
     assert f"{template}: line 1: template syntax: unexpected" in err
+    template.write_text("Subject: {{ ticket.tag }}\n\nbody\n")
+    rules = inst.path / "rules" / "quotes.local.yaml"   # one line like the other files, not PyYAML's eight
+    rules.parent.mkdir()
+    rules.write_text('quotes:\n  - name: x\n   pattern: "a"\n')
+    err = check(inst).stderr.decode().strip()
+    assert err.count("\n") == 0 and f"{rules}: line 3: is not valid YAML: expected <block end>" in err
 
 
 def test_run_refuses_to_start_with_the_same_message(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from connector.mail.rules import check_samples  # noqa: F401  (one sample check for every rule file)
+from connector.settings import yamlfile
 from connector.settings.shipped import SHIPPED_DIR
 
 RULES_FILE = "quotes.yaml"
@@ -58,7 +59,10 @@ class RuleSet:
 def _read_yaml(path):
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        where, what = yamlfile.problem(exc)
+        raise RuleError(f"{path}: {where}: {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise RuleError(f"{path}: cannot read rule file: {exc}") from None
     if data is None:
         return {}

@@ -346,10 +346,7 @@ def read_yaml(path):
     except OSError as exc:
         raise ConfigError(path, "-", f"cannot be read: {exc.strerror}", unreadable_hint()) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "-"
-        raise ConfigError(path, where, f"is not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "check indentation and quoting") from None
+        raise ConfigError(path, *yamlfile.problem(exc), "check indentation and quoting") from None
     return data
 
 

@@ -34,3 +34,10 @@ def entries(path, data, key):
     if not isinstance(items, list):
         raise ConfigError(path, key, "must be a list", f"write '{key}:' then '  - ...' items")
     return items
+
+
+def problem(exc):
+    """(where, what) of a YAML syntax error in an operator's words: ("line 3", "is not valid
+    YAML: expected <block end>, ..."), not PyYAML's eight-line report."""
+    mark = getattr(exc, "problem_mark", None)
+    return (f"line {mark.line + 1}" if mark else "-"), f"is not valid YAML: {getattr(exc, 'problem', None) or exc}"
