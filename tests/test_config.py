@@ -437,3 +437,15 @@ def test_a_template_in_a_subfolder_is_watched(tmp_path):
     footer.write_text("Kind regards, the desk\n")
     os.utime(footer, ns=(1, 1))
     assert fingerprint(settings) != before
+
+
+def test_check_config_as_root_says_the_daemons_user_may_see_otherwise(inst):
+    """As root every folder is writable: an OK then says nothing of the daemon's own user
+    (outside test), so check-config says so and shows the command to check as that user."""
+    import os
+    result = check(inst)
+    if os.geteuid() == 0:
+        assert result.returncode == 0 and b"warning: checked as root" in result.stderr
+        assert b"runuser -u connector -- connector -c" in result.stderr
+    else:
+        assert b"checked as root" not in result.stderr

@@ -1,5 +1,6 @@
 """`run`, `worker`, `check-config`, `example-config`."""
 
+import os
 import sys
 
 from connector.checks import checked_or_wait, load_checked
@@ -59,8 +60,27 @@ def cmd_check_config(args):
     return 0
 
 
+def _owner(folder):
+    """The user owning `folder` (or its nearest existing parent), unless that is root."""
+    import pwd
+    from pathlib import Path
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        name = pwd.getpwuid(path.stat().st_uid).pw_name
+    except (KeyError, OSError):
+        return None
+    return None if name == "root" else name
+
+
 def warnings(settings):
     """What works but should be changed, in the user's words."""
+    if os.geteuid() == 0:
+        owner = _owner(settings.data_dir)
+        yield (f"checked as root, who may read and write everything; the daemon runs as its own user "
+               f"(the unit's: connector): check as that user, e.g. "
+               f"`runuser -u {owner or 'connector'} -- connector -c {settings.ini_path} check-config`")
     secret = settings.password_file
     if secret and secret.exists() and secret.stat().st_mode & 0o004:
         yield (f"{secret} ([outbound] password_file) can be read by every user of this machine; "
