@@ -58,6 +58,11 @@ TARGET_BOUNCE_DETECTED, FLOOR_BOUNCE_DETECTED = 0.98, 0.975
 TARGET_RECIPIENTS, FLOOR_RECIPIENTS = 0.95, 0.94
 TARGET_REASON, FLOOR_REASON = 0.85, 0.73
 FIXTURE_BOUNCES = REPO / "tests" / "fixtures" / "bounces"
+UNSEEN_BOUNCES = REPO / "tests" / "data" / "bounces"     # written before the rules were tuned
+# the groups scored and gated: the whole corpus, its halves (rules are written on the even
+# half; the odd half says whether they generalise), our fixtures, the unseen reports
+BOUNCE_GROUPS = ("corpus", "corpus even", "corpus odd", "fixtures", "unseen")
+GATED_GROUPS = ("corpus", "corpus odd", "fixtures", "unseen")
 
 # Cases whose source states an expectation that contradicts our policy
 # (docs/reply-extraction.md, "Where the corpus disagrees"). Left out of the
@@ -262,20 +267,23 @@ def eval_mime(extractor, verbose):
 # -- bounces ------------------------------------------------------------------
 
 def load_bounce_cases(half=None):
-    """(case, raw) of the bounce corpus (every `half` message only) and of our own fixtures."""
+    """(case, raw) of the bounce corpus (every `half` message only; each case says its `half`),
+    of our own fixtures and of the unseen reports (tests/data/bounces)."""
     folder = CORPUS / "bounces"
     lines = [line for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     for index, line in enumerate(lines):
-        if half and index % 2 != (0 if half == "even" else 1):
+        which = "even" if index % 2 == 0 else "odd"
+        if half and which != half:
             continue
         case = json.loads(line)
-        yield dict(case, origin="corpus"), (folder / case["file"]).read_bytes()
-    manifest = FIXTURE_BOUNCES / "manifest.jsonl"
-    if manifest.is_file():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                case = json.loads(line)
-                yield dict(case, origin="fixtures"), (FIXTURE_BOUNCES / case["file"]).read_bytes()
+        yield dict(case, origin="corpus", half=which), (folder / case["file"]).read_bytes()
+    for origin, own in (("fixtures", FIXTURE_BOUNCES), ("unseen", UNSEEN_BOUNCES)):
+        manifest = own / "manifest.jsonl"
+        if manifest.is_file():
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    case = json.loads(line)
+                    yield dict(case, origin=origin, half=None), (own / case["file"]).read_bytes()
 
 
 def _flufl_view(msg):
@@ -300,13 +308,15 @@ def eval_bounces(verbose, half=None):
         alt = {a.lower() for a in case.get("alt_recipients") or []}
         first = next(iter(case.get("recipients") or []), "").lower()
         got_reason = reasons.get(first) or next(iter(reasons.values()), None)
-        rows.append({"id": case["id"], "origin": case["origin"], "kind": case["kind"], "got_kind": auto.kind,
+        group = case["origin"] if case["origin"] != "corpus" else f"corpus {case['half']}"
+        rows.append({"id": case["id"], "origin": case["origin"], "group": group, "kind": case["kind"], "got_kind": auto.kind,
                      "is_bounce": auto.is_bounce, "failed": failed, "want": want, "alt": alt,
                      "rcpt_ok": bool(want) and want <= (failed | {a for a in alt}) if case["kind"] == BOUNCE else None,
                      "reason": case.get("reason"), "got_reason": got_reason,
                      "flufl_found": f_found, "flufl_rcpt_ok": bool(want) and want <= (f_addresses | alt)})
-    for origin in ("corpus", "fixtures"):
-        group = [r for r in rows if r["origin"] == origin]
+    scored = {}
+    for origin in BOUNCE_GROUPS:
+        group = [r for r in rows if origin in (r["origin"], r["group"])]
         if not group:
             continue
         bounces = [r for r in group if r["kind"] == BOUNCE]
@@ -327,7 +337,7 @@ def eval_bounces(verbose, half=None):
         flufl = {"detected": _ratio(sum(r["flufl_found"] for r in bounces), len(bounces)),
                  "recipients": _ratio(sum(r["flufl_rcpt_ok"] for r in with_rcpt), len(with_rcpt)),
                  "false_bounces": sum(r["flufl_found"] for r in others)}
-        label = f"bounces: {origin}" + (f" ({half} half)" if half and origin == "corpus" else "")
+        label = f"bounces: {origin}" + (f" ({half} half only)" if half and origin == "corpus" else "")
         print(f"{label} ({len(group)} messages: {len(bounces)} bounces, {len(reasoned)} with a reason label)")
         print(f"  {'':30} {'connector':>10} {'flufl.bounce':>13}")
         print(f"  {'bounce detected':30} {figures['detected']:10.1%} {flufl['detected']:13.1%}")
@@ -338,7 +348,7 @@ def eval_bounces(verbose, half=None):
         print(f"  {'delays/successes as failures':30} {figures['calm_as_failures']:10d} {'-':>13}")
         print(f"  {'automatic_kind = label':30} {figures['kind']:10.1%} {'-':>13}")
         print(f"  labelled bounce, read as delayed (the report says Action: delayed): {figures['read_as_delayed']}")
-        if verbose:
+        if verbose and origin != "corpus":      # each miss once: under its half
             for r in group:
                 if (r["got_kind"] or "not_bounce") != r["kind"]:
                     print(f"    [KIND] {r['id']}: {r['got_kind']} (label {r['kind']})")
@@ -346,10 +356,8 @@ def eval_bounces(verbose, half=None):
                     print(f"    [RCPT] {r['id']}: {sorted(r['failed'])} (label {sorted(r['want'])})")
                 elif r["kind"] == BOUNCE and r["reason"] and r["got_reason"] != r["reason"]:
                     print(f"    [REASON] {r['id']}: {r['got_reason']} (label {r['reason']})")
-        rows_figures = figures
-        if origin == "corpus":
-            corpus_figures = rows_figures
-    return corpus_figures, rows_figures
+        scored[origin] = figures
+    return scored
 
 
 def main(argv=None):
@@ -374,12 +382,16 @@ def main(argv=None):
         verdicts += [("mime checks", rate >= TARGET_MIME, f"{rate:.1%} >= {TARGET_MIME:.0%}"),
                      ("mime crashes", crashes == 0, f"{crashes} == 0")]
     if args.only in (None, "bounces"):
-        for name, fig in zip(("corpus", "fixtures"), eval_bounces(args.verbose, args.half)):
+        scored = eval_bounces(args.verbose, args.half)
+        for name in GATED_GROUPS:
+            if name not in scored:
+                continue
+            fig = scored[name]
             for label, key, target, floor in (("bounces detected", "detected", TARGET_BOUNCE_DETECTED,
                                                FLOOR_BOUNCE_DETECTED),
                                               ("failed recipients", "recipients", TARGET_RECIPIENTS, FLOOR_RECIPIENTS),
                                               ("bounce reason", "reason", TARGET_REASON, FLOOR_REASON)):
-                met = "met" if fig[key] >= target else "NOT MET"
+                met = "MET" if fig[key] >= target else "NOT MET"
                 verdicts.append((f"{label} ({name})", fig[key] >= floor,
                                  f"{fig[key]:.1%} >= floor {floor:.1%}; issue target {target:.0%} {met}"))
             verdicts += [

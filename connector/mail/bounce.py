@@ -43,8 +43,11 @@ HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")   # USER_UNKNOWN first
 HARD_IF_PERMANENT = ("notaccept",)
 
 RULES = LazyRuleFile("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text",
-                                        "after_data"))
+                                        "after_data", "command"))
 USER_UNKNOWN = "userunknown"
+FILTERED = "filtered"          # "no such user" said after DATA: the recipient's filter, not a dead address
+ONHOLD = "onhold"              # sisimai's reason when a report explains itself in words no rule knows
+EXPIRED = "expired"            # sisimai's reason for a delay nothing else explains
 
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 GENERIC_STATUS_RE = re.compile(r"^[45]\.0\.0$")
@@ -239,12 +242,30 @@ def report_text(msg):
 
 # -- reasons ------------------------------------------------------------------
 
-def reason_for(status, diagnostic, context=""):
+def reason_for(status, diagnostic, context="", delayed=False):
     """The sisimai reason of one failure from its DSN status and diagnostic text (rules/bounces.yaml);
-    `context` is what the report says around the address (which SMTP command was refused)."""
+    `context` is what the report says around the address (which SMTP command was refused).
+
+    Sisimai's order: a status that says it all; else the first text rule ("no such user" is
+    `filtered` when the refusal came after DATA); else the status's hint; else the refused command (MAIL FROM: our
+    sender, the greeting: our host); else `onhold` when the report explains itself in
+    words no rule knows, `expired` for a delay, `undefined` when nothing says why."""
     reason = _reason(status, diagnostic)
-    after_data = RULES.first("after_data", context) if reason == USER_UNKNOWN and context else None
-    return after_data.reason if after_data else reason
+    if reason == USER_UNKNOWN and context and RULES.any("after_data", context):
+        return FILTERED
+    if reason != UNDEFINED:
+        return reason
+    command = RULES.first("command", context) if context else None
+    if command:
+        return command.reason
+    if delayed:
+        return EXPIRED
+    return ONHOLD if re.search(r"[^\W\d_]{3}", diagnostic or "") else UNDEFINED
+
+
+def _status_hint(status):
+    rule = RULES.first("status", status) if status else None
+    return rule.reason if rule else ""
 
 
 def _reason(status, diagnostic):
@@ -254,24 +275,33 @@ def _reason(status, diagnostic):
     text = RULES.first("text", diagnostic) if diagnostic else None
     if text:
         return text.reason
-    by_status = RULES.first("status", status) if status else None
-    return by_status.reason if by_status else UNDEFINED
+    return _status_hint(status) or UNDEFINED
 
 
-def _recipient(address, status, diagnostic, permanent=None, reply_code="", context=""):
+def _codes_text(diagnostic, address):
+    """Where a diagnostic's own status and reply code are read: from the address on when it
+    names it (a text window starts a little before the address, in the previous recipient's
+    words), else all of it."""
+    at = diagnostic.lower().find(address.lower())
+    after = diagnostic[at:] if at >= 0 else ""
+    return after if STATUS_RE.search(after) or REPLY_CODE_RE.search(after) else diagnostic
+
+
+def _recipient(address, status, diagnostic, permanent=None, reply_code="", context="", delayed=False):
     diagnostic = re.sub(r"\s+", " ", diagnostic or "").strip()
+    codes = _codes_text(diagnostic, address)
     if not status or GENERIC_STATUS_RE.match(status):    # "5.0.0": the diagnostic's own code says more
-        found = STATUS_RE.search(diagnostic)
+        found = STATUS_RE.search(codes)
         status = found.group(1) if found and not GENERIC_STATUS_RE.match(found.group(1)) else status
     if not status:
-        found = STATUS_RE.search(diagnostic)
+        found = STATUS_RE.search(codes)
         status = found.group(1) if found else ""
     if not reply_code:
-        found = REPLY_CODE_RE.search(diagnostic)
+        found = REPLY_CODE_RE.search(codes)
         reply_code = found.group(1) if found else ""
     if permanent is None and (status or reply_code):
         permanent = (status or reply_code)[0] == "5"
-    reason = reason_for(status, diagnostic, context)
+    reason = reason_for(status, diagnostic, context, delayed)
     hard = reason in HARD_REASONS or (reason in HARD_IF_PERMANENT and permanent is True)
     return Recipient(address=address, status=status, reply_code=reply_code, reason=reason,
                      permanent=permanent, hard=bool(hard), diagnostic=diagnostic[:500])
@@ -311,7 +341,7 @@ def _from_dsn(blocks, text):
             diagnostic = context
         if action.startswith(DELAYED_ACTIONS) or (not action and status.startswith("4")
                                                   and RULES.any("delay_text", text)):
-            delayed.append(_recipient(address, status, diagnostic, permanent=False))
+            delayed.append(_recipient(address, status, diagnostic, permanent=False, context=context, delayed=True))
         elif action.startswith(SUCCESS_ACTIONS) or (not action and status.startswith("2")):
             delivered.append(address)
         else:
@@ -376,8 +406,8 @@ def _from_text(msg, text, own):
     if not addresses:
         addresses = _addresses_in_text(text, own)
     if delayed_text and not permanent:
-        return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False)
-                         for a in addresses]
+        return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False,
+                                    delayed=True) for a in addresses]
     if RULES.any("success_text", text) and not permanent and not temporary:
         return DELIVERED, []
     return BOUNCE, [_recipient(a, "", _window(text, a, addresses) or _own_words(text),
