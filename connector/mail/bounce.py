@@ -47,10 +47,13 @@ RULES = LazyRuleFile("bounces.yaml", ("status", "status_exact", "text", "delay_t
 USER_UNKNOWN = "userunknown"
 FILTERED = "filtered"          # "no such user" said after DATA: the recipient's filter, not a dead address
 ONHOLD = "onhold"              # sisimai's reason when a report explains itself in words no rule knows
+HOST_UNKNOWN = "hostunknown"
+NETWORK_ERROR = "networkerror"  # a temporary DNS failure: the domain may well exist
 EXPIRED = "expired"            # sisimai's reason for a delay nothing else explains
 
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 GENERIC_STATUS_RE = re.compile(r"^[45]\.0\.0$")
+REPLY_PREFIX_RE = re.compile(r"\b([245]\d\d)[- ]((?:[245]\.\d{1,3}\.\d{1,3} )?)")
 REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
 ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 FAILED_LINE_RE = re.compile(r"^[ \t]*<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?[ \t]*(?::|\.\.\.|\(|$)",
@@ -247,12 +250,15 @@ def reason_for(status, diagnostic, context="", delayed=False):
     `context` is what the report says around the address (which SMTP command was refused).
 
     Sisimai's order: a status that says it all; else the first text rule ("no such user" is
-    `filtered` when the refusal came after DATA); else the status's hint; else the refused command (MAIL FROM: our
+    `filtered` when the refusal came after DATA, "no such domain" with a 4.x.x status a
+    network error); else the status's hint; else the refused command (MAIL FROM: our
     sender, the greeting: our host); else `onhold` when the report explains itself in
     words no rule knows, `expired` for a delay, `undefined` when nothing says why."""
     reason = _reason(status, diagnostic)
     if reason == USER_UNKNOWN and context and RULES.any("after_data", context):
         return FILTERED
+    if reason == HOST_UNKNOWN and status.startswith("4"):
+        return NETWORK_ERROR
     if reason != UNDEFINED:
         return reason
     command = RULES.first("command", context) if context else None
@@ -287,8 +293,19 @@ def _codes_text(diagnostic, address):
     return after if STATUS_RE.search(after) or REPLY_CODE_RE.search(after) else diagnostic
 
 
-def _recipient(address, status, diagnostic, permanent=None, reply_code="", context="", delayed=False):
+def _unfold(diagnostic):
+    """A multi-line SMTP reply as one sentence: "550-5.7.1 Messages with multiple 550-5.7.1
+    addresses" (Gmail repeats its codes on every line) loses the repeated prefix."""
     diagnostic = re.sub(r"\s+", " ", diagnostic or "").strip()
+    first = REPLY_PREFIX_RE.search(diagnostic)
+    if not first:
+        return diagnostic
+    again = re.compile(r"(?<=\S) " + re.escape(first.group(1)) + r"[- ]" + re.escape(first.group(2) or "") + r"(?=\S)")
+    return diagnostic[:first.end()] + again.sub("", diagnostic[first.end():])
+
+
+def _recipient(address, status, diagnostic, permanent=None, reply_code="", context="", delayed=False):
+    diagnostic = _unfold(diagnostic)
     codes = _codes_text(diagnostic, address)
     if not status or GENERIC_STATUS_RE.match(status):    # "5.0.0": the diagnostic's own code says more
         found = STATUS_RE.search(codes)
