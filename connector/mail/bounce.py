@@ -301,7 +301,7 @@ def _unfold(diagnostic):
     if not first:
         return diagnostic
     again = re.compile(r"(?<=\S) " + re.escape(first.group(1)) + r"[- ]" + re.escape(first.group(2) or "") + r"(?=\S)")
-    return diagnostic[:first.end()] + again.sub("", diagnostic[first.end():])
+    return diagnostic[:first.end()] + again.sub(" ", diagnostic[first.end():])
 
 
 def _recipient(address, status, diagnostic, permanent=None, reply_code="", context="", delayed=False):
