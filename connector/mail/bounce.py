@@ -58,6 +58,8 @@ REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
 ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 FAILED_LINE_RE = re.compile(r"^[ \t]*<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?[ \t]*(?::|\.\.\.|\(|$)",
                             re.M)
+UNSPLIT_DSN_RE = re.compile(r"^(?:reporting-mta|final-recipient|original-recipient):", re.I | re.M)
+OWN_FAILED_LINE_RE = re.compile(r"^<([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>:[ \t]*$", re.M)
 MESSAGE_ID_ADDR_RE = re.compile(r"message-id:\s*<([^>\s]+)>", re.I)
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.I | re.M)
 RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|below this line is a copy|"
@@ -228,7 +230,7 @@ def original_message_id(msg):
 
 
 def report_text(msg):
-    """The report's own words: its text parts before any returned message."""
+    """The report's own words: its text parts before any returned message, lines ending in LF."""
     texts = []
     for kind, part in _walk(msg):
         if kind in ("message/rfc822", "text/rfc822-headers"):
@@ -240,7 +242,22 @@ def report_text(msg):
             texts.append(text)
             if sum(len(t) for t in texts) > TEXT_LIMIT:
                 break
-    return "\n".join(texts)[:TEXT_LIMIT]
+    if not texts and isinstance(_payload(msg), str) and msg.is_multipart():
+        texts.append(_payload(msg))     # a multipart whose boundary the parser could not find: its raw text
+    return "\n".join(texts)[:TEXT_LIMIT].replace("\r\n", "\n")     # rules read lines ending in \n
+
+
+def _unsplit_dsn_blocks(text):
+    """The delivery-status fields written in a report whose parts the parser could not split
+    (a broken boundary): from the first per-message or per-recipient field to the next
+    MIME boundary."""
+    start = UNSPLIT_DSN_RE.search(text)
+    if not start:
+        return []
+    end = re.compile(r"^--", re.M).search(text, start.start())
+    blocks = _parse_fields(text[start.start():end.start() if end else len(text)])
+    recipients = [b for b in blocks if b.get("final-recipient") or b.get("original-recipient")]
+    return [(blocks[0], recipients)] if recipients else []
 
 
 # -- reasons ------------------------------------------------------------------
@@ -404,14 +421,15 @@ def flufl_failures(msg):
 def _addresses_in_text(text, own):
     """The failed addresses a text report names before the returned message: all those
     that open a line ("<a@x.example>: 550 ...", "  a@x.example", as Postfix, qmail, Exim
-    and OpenSMTPD write them), else the first one named anywhere; never `own`."""
+    and OpenSMTPD write them), else the first one named anywhere; never `own`, unless a
+    qmail-style "<a@x.example>:" line names nothing but the sender itself (a mail to oneself)."""
     words = _before_returned(text)
     for found, keep in ((FAILED_LINE_RE.findall(words), None), (ADDRESS_RE.findall(words), 1)):
         addresses = list(dict.fromkeys(a.lower().strip(".") for a in found))
         addresses = [a for a in addresses if a not in own]
         if addresses:
             return addresses[:keep]
-    return []
+    return list(dict.fromkeys(a.lower() for a in OWN_FAILED_LINE_RE.findall(words)))[:1]
 
 
 def _from_text(msg, text, own):
@@ -451,7 +469,7 @@ def read_report(parsed, feedback=False):
     text = report_text(msg)
     # the report's own sender, and whom it goes to (the sender of the mail that bounced)
     own = {(parsed.from_addr or "").lower()} | {a.lower() for a in parsed.to + parsed.reply_to}
-    blocks = _dsn_blocks(msg)
+    blocks = _dsn_blocks(msg) or _unsplit_dsn_blocks(text)
     kind, recipients = _from_dsn(blocks, text) if blocks else ("", [])
     if not kind:
         kind, recipients = _from_text(msg, text, own)
