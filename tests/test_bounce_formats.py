@@ -80,3 +80,14 @@ def test_when_nothing_says_why_sisimais_fallbacks_decide():
     assert one("SMTP error from remote mail server after initial connection: 554 nope") == "blocked"
     assert one("451 4.4.0 DNS lookup failure: host example.org not found, try again") == "networkerror"
     assert one("550 Computer says no") == "onhold"
+
+
+def test_a_report_whose_boundary_lines_were_stripped_is_read_from_its_text():
+    headers = ('MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n'
+               '    boundary="FF00.00000/mx.example.net"\r\n')
+    body = ("   ----- The following addresses had permanent fatal errors -----\n<kim@example.net>\n\n"
+            "   ----- Transcript of session follows -----\nmail.local: unknown user: kim\n"
+            "554 <kim@example.net>... Service unavailable\n\nReporting-MTA: dns; mx.example.net\n\n"
+            "Final-Recipient: RFC822; <kim@example.net>\nAction: failed\nStatus: 5.5.0\n")
+    assert report(body, "Returned mail: Service unavailable", headers) == (
+        "bounce", [("kim@example.net", "5.5.0", "userunknown")])

@@ -242,7 +242,7 @@ def report_text(msg):
             texts.append(text)
             if sum(len(t) for t in texts) > TEXT_LIMIT:
                 break
-    if not texts and isinstance(_payload(msg), str) and msg.is_multipart():
+    if not texts and isinstance(_payload(msg), str) and _kind(msg).startswith("multipart/"):
         texts.append(_payload(msg))     # a multipart whose boundary the parser could not find: its raw text
     return "\n".join(texts)[:TEXT_LIMIT].replace("\r\n", "\n")     # rules read lines ending in \n
 
