@@ -91,3 +91,10 @@ def test_a_report_whose_boundary_lines_were_stripped_is_read_from_its_text():
             "Final-Recipient: RFC822; <kim@example.net>\nAction: failed\nStatus: 5.5.0\n")
     assert report(body, "Returned mail: Service unavailable", headers) == (
         "bounce", [("kim@example.net", "5.5.0", "userunknown")])
+
+
+def test_the_words_decide_the_reason_not_the_address():
+    body = ("<spam-reports@example.org>: host mx.example.org[192.0.2.1] said: 550 5.1.1\n"
+            "    <spam-reports@example.org>: Recipient address rejected: User unknown in virtual mailbox table\n"
+            "    (in reply to RCPT TO command)\n")
+    assert report(body)[1] == [("spam-reports@example.org", "5.1.1", "userunknown")]

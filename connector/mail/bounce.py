@@ -65,6 +65,7 @@ MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.I | re.M)
 RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|below this line is a copy|"
                          r"the original message (?:headers )?(?:follows|is attached)|received: |return-path: )",
                          re.I | re.M)
+ADDRESS_MARK = "<address>"     # what an address in a diagnostic reads as to the reason rules
 LEAD = 80                      # characters before an address that belong to its line ("550 5.1.1 <")
 WINDOW = 700                   # characters after an address that explain its failure
 FALLBACK_TEXT = 2000           # characters read when the report never names the address
@@ -335,7 +336,9 @@ def _recipient(address, status, diagnostic, permanent=None, reply_code="", conte
         reply_code = found.group(1) if found else ""
     if permanent is None and (status or reply_code):
         permanent = (status or reply_code)[0] == "5"
-    reason = reason_for(status, diagnostic, context, delayed)
+    # the words decide, not the addresses in them ("spam@", "userunknown@" are mailboxes)
+    reason = reason_for(status, ADDRESS_RE.sub(ADDRESS_MARK, diagnostic), ADDRESS_RE.sub(ADDRESS_MARK, context),
+                        delayed)
     hard = reason in HARD_REASONS or (reason in HARD_IF_PERMANENT and permanent is True)
     return Recipient(address=address, status=status, reply_code=reply_code, reason=reason,
                      permanent=permanent, hard=bool(hard), diagnostic=diagnostic[:500])
