@@ -98,3 +98,9 @@ def test_the_words_decide_the_reason_not_the_address():
             "    <spam-reports@example.org>: Recipient address rejected: User unknown in virtual mailbox table\n"
             "    (in reply to RCPT TO command)\n")
     assert report(body)[1] == [("spam-reports@example.org", "5.1.1", "userunknown")]
+
+
+def test_a_refusal_at_mail_from_is_of_our_sender_whatever_the_status_hints():
+    body = ("<neko@example.ne.jp>: host mail.example.ne.jp[203.0.113.2] said: 550\n"
+            "    5.7.1 Access denied (in reply to MAIL FROM command)\n")
+    assert report(body)[1] == [("neko@example.ne.jp", "5.7.1", "rejected")]

@@ -269,37 +269,28 @@ def reason_for(status, diagnostic, context="", delayed=False):
 
     Sisimai's order: a status that says it all; else the first text rule ("no such user" is
     `filtered` when the refusal came after DATA, "no such domain" with a 4.x.x status a
-    network error); else the status's hint; else the refused command (MAIL FROM: our
-    sender, the greeting: our host); else `onhold` when the report explains itself in
-    words no rule knows, `expired` for a delay, `undefined` when nothing says why."""
-    reason = _reason(status, diagnostic)
-    if reason == USER_UNKNOWN and context and RULES.any("after_data", context):
-        return FILTERED
-    if reason == HOST_UNKNOWN and status.startswith("4"):
-        return NETWORK_ERROR
-    if reason != UNDEFINED:
-        return reason
-    command = RULES.first("command", context) if context else None
-    if command:
-        return command.reason
-    if delayed:
-        return EXPIRED
-    return ONHOLD if re.search(r"[^\W\d_]{3}", diagnostic or "") else UNDEFINED
-
-
-def _status_hint(status):
-    rule = RULES.first("status", status) if status else None
-    return rule.reason if rule else ""
-
-
-def _reason(status, diagnostic):
+    network error); else the refused command (MAIL FROM: our sender, the greeting: our
+    host); else the status's hint; else `onhold` when the report explains itself in words
+    no rule knows, `expired` for a delay, `undefined` when nothing says why."""
     exact = RULES.first("status_exact", status) if status else None
     if exact:
         return exact.reason
     text = RULES.first("text", diagnostic) if diagnostic else None
+    if text and text.reason == USER_UNKNOWN and context and RULES.any("after_data", context):
+        return FILTERED
+    if text and text.reason == HOST_UNKNOWN and status.startswith("4"):
+        return NETWORK_ERROR
     if text:
         return text.reason
-    return _status_hint(status) or UNDEFINED
+    command = RULES.first("command", context) if context else None
+    if command:
+        return command.reason
+    hint = RULES.first("status", status) if status else None
+    if hint:
+        return hint.reason
+    if delayed:
+        return EXPIRED
+    return ONHOLD if re.search(r"[^\W\d_]{3}", diagnostic or "") else UNDEFINED
 
 
 def _codes_text(diagnostic, address):
