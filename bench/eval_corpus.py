@@ -10,12 +10,15 @@ figures.
 mime: pass rate per expectation key, overall, and crashes (any exception from
 parse_message / classify / extract_message, over every message).
 speed: median in-process time of Extractor.extract per reply body.
-bounces: over ../shared/corpus/bounces and tests/fixtures/bounces (mail the rules
-were not written on): bounce detection, failed recipients found, reason equal
-to the label (where there is one), non-bounces called bounces, delay warnings
-and success reports called failures, automatic_kind; flufl.bounce's own
-detection and recipients in the same run beside ours. `--half` scores the
-even- or odd-numbered corpus messages only (rules were written on the even half).
+bounces: over ../shared/corpus/bounces (whole, and each half: rules are written on
+the even-numbered messages, the odd ones say whether they generalise),
+tests/fixtures/bounces and tests/data/bounces (reports written before the rules
+were tuned): bounce detection, failed recipients found, reason equal to the
+label (raw, and policy-adjusted: REASON_POLICIES), non-bounces called bounces,
+delay warnings and success reports called failures, automatic_kind;
+flufl.bounce's own detection and recipients in the same run beside ours; and
+no ordinary mail of the replies and mime corpora called a bounce. `--half`
+scores one half of the corpus only.
 
 Exits 1 when a target is missed. The corpus is read in place from
 ../shared/corpus (override with CONNECTOR_CORPUS); nothing is copied.
@@ -50,14 +53,33 @@ TARGET_EXACT = 0.90
 TARGET_SIMILARITY = 0.95
 TARGET_MIME = 0.98
 TARGET_MEDIAN_MS = 0.05
-# Bounces: the issue's targets (printed, MET or NOT MET) and the floors the gate
-# enforces today (the figures reached, so that no change lowers them). The
-# safety figures (non-bounces called bounces, delays/successes called failures)
-# are gated at 0 always.
-TARGET_BOUNCE_DETECTED, FLOOR_BOUNCE_DETECTED = 0.98, 0.975
-TARGET_RECIPIENTS, FLOOR_RECIPIENTS = 0.95, 0.94
-TARGET_REASON, FLOOR_REASON = 0.85, 0.73
+# Bounces: the issue's targets (printed, MET or NOT MET) and, per group, the floors
+# the gate enforces (a little under the figures reached, so that no change lowers
+# them). The safety figures (non-bounces called bounces, delays/successes called
+# failures) are gated at 0 always.
+TARGET_BOUNCE_DETECTED, TARGET_RECIPIENTS, TARGET_REASON = 0.98, 0.95, 0.85
+BOUNCE_FLOORS = {       # group: (detected, recipients, reason)
+    "corpus": (0.980, 0.960, 0.845),
+    "corpus odd": (0.970, 0.945, 0.830),
+    "fixtures": (1.0, 1.0, 1.0),
+    "unseen": (1.0, 1.0, 1.0),
+}
+# Label policies we answer otherwise, on purpose (README, "Bounces"): a miss of such a
+# kind is left out of the policy-adjusted reason figure only; the gate uses the raw one.
+REASON_POLICIES = (
+    ("sisimai calls 'no such user' filtered when it cannot see which SMTP command was refused; "
+     "we say userunknown unless the report shows the refusal came after DATA",
+     lambda row: row["reason"] == "filtered" and row["got_reason"] == "userunknown"),
+    ("BounceParser's vocabulary has no suspend or hasmoved: it says user_unknown for a disabled, "
+     "suspended or moved mailbox",
+     lambda row: row["id"].startswith("bounceparser-") and row["reason"] == "userunknown"
+     and row["got_reason"] in ("suspend", "hasmoved")),
+)
 FIXTURE_BOUNCES = REPO / "tests" / "fixtures" / "bounces"
+UNSEEN_BOUNCES = REPO / "tests" / "data" / "bounces"     # written before the rules were tuned
+# the groups scored: the whole corpus, its halves (rules are written on the even half; the
+# odd half says whether they generalise), our fixtures, the unseen reports
+BOUNCE_GROUPS = ("corpus", "corpus even", "corpus odd", "fixtures", "unseen")
 
 # Cases whose source states an expectation that contradicts our policy
 # (docs/reply-extraction.md, "Where the corpus disagrees"). Left out of the
@@ -262,25 +284,35 @@ def eval_mime(extractor, verbose):
 # -- bounces ------------------------------------------------------------------
 
 def load_bounce_cases(half=None):
-    """(case, raw) of the bounce corpus (every `half` message only) and of our own fixtures."""
+    """(case, raw) of the bounce corpus (every `half` message only; each case says its `half`),
+    of our own fixtures and of the unseen reports (tests/data/bounces)."""
     folder = CORPUS / "bounces"
     lines = [line for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     for index, line in enumerate(lines):
-        if half and index % 2 != (0 if half == "even" else 1):
+        which = "even" if index % 2 == 0 else "odd"
+        if half and which != half:
             continue
         case = json.loads(line)
-        yield dict(case, origin="corpus"), (folder / case["file"]).read_bytes()
-    manifest = FIXTURE_BOUNCES / "manifest.jsonl"
-    if manifest.is_file():
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                case = json.loads(line)
-                yield dict(case, origin="fixtures"), (FIXTURE_BOUNCES / case["file"]).read_bytes()
+        yield dict(case, origin="corpus", half=which), (folder / case["file"]).read_bytes()
+    for origin, own in (("fixtures", FIXTURE_BOUNCES), ("unseen", UNSEEN_BOUNCES)):
+        manifest = own / "manifest.jsonl"
+        if manifest.is_file():
+            for line in manifest.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    case = json.loads(line)
+                    yield dict(case, origin=origin, half=None), (own / case["file"]).read_bytes()
 
 
 def _flufl_view(msg):
     temporary, permanent = flufl_failures(msg)
     return bool(temporary or permanent), set(temporary) | set(permanent)
+
+
+def _policy(row):
+    """The REASON_POLICIES entry a reason miss falls under, else None."""
+    if row["got_reason"] == row["reason"]:
+        return None
+    return next((why for why, applies in REASON_POLICIES if applies(row)), None)
 
 
 def _ratio(hits, total):
@@ -300,13 +332,15 @@ def eval_bounces(verbose, half=None):
         alt = {a.lower() for a in case.get("alt_recipients") or []}
         first = next(iter(case.get("recipients") or []), "").lower()
         got_reason = reasons.get(first) or next(iter(reasons.values()), None)
-        rows.append({"id": case["id"], "origin": case["origin"], "kind": case["kind"], "got_kind": auto.kind,
+        group = case["origin"] if case["origin"] != "corpus" else f"corpus {case['half']}"
+        rows.append({"id": case["id"], "origin": case["origin"], "group": group, "kind": case["kind"], "got_kind": auto.kind,
                      "is_bounce": auto.is_bounce, "failed": failed, "want": want, "alt": alt,
                      "rcpt_ok": bool(want) and want <= (failed | {a for a in alt}) if case["kind"] == BOUNCE else None,
                      "reason": case.get("reason"), "got_reason": got_reason,
                      "flufl_found": f_found, "flufl_rcpt_ok": bool(want) and want <= (f_addresses | alt)})
-    for origin in ("corpus", "fixtures"):
-        group = [r for r in rows if r["origin"] == origin]
+    scored = {}
+    for origin in BOUNCE_GROUPS:
+        group = [r for r in rows if origin in (r["origin"], r["group"])]
         if not group:
             continue
         bounces = [r for r in group if r["kind"] == BOUNCE]
@@ -320,6 +354,9 @@ def eval_bounces(verbose, half=None):
             "extra": sum(bool(r["failed"] - r["want"] - r["alt"]) for r in with_rcpt),
             "recipients": _ratio(sum(bool(r["rcpt_ok"]) for r in with_rcpt), len(with_rcpt)),
             "reason": _ratio(sum(r["got_reason"] == r["reason"] for r in reasoned), len(reasoned)),
+            "reason_policy": _ratio(sum(r["got_reason"] == r["reason"] for r in reasoned),
+                                    len(reasoned) - sum(_policy(r) is not None for r in reasoned)),
+            "policy_cases": sum(_policy(r) is not None for r in reasoned),
             "false_bounces": sum(r["is_bounce"] for r in others),
             "calm_as_failures": sum(r["got_kind"] == BOUNCE for r in calm),
             "kind": _ratio(sum((r["got_kind"] or "not_bounce") == r["kind"] for r in group), len(group)),
@@ -327,29 +364,56 @@ def eval_bounces(verbose, half=None):
         flufl = {"detected": _ratio(sum(r["flufl_found"] for r in bounces), len(bounces)),
                  "recipients": _ratio(sum(r["flufl_rcpt_ok"] for r in with_rcpt), len(with_rcpt)),
                  "false_bounces": sum(r["flufl_found"] for r in others)}
-        label = f"bounces: {origin}" + (f" ({half} half)" if half and origin == "corpus" else "")
+        label = f"bounces: {origin}" + (f" ({half} half only)" if half and origin == "corpus" else "")
         print(f"{label} ({len(group)} messages: {len(bounces)} bounces, {len(reasoned)} with a reason label)")
         print(f"  {'':30} {'connector':>10} {'flufl.bounce':>13}")
         print(f"  {'bounce detected':30} {figures['detected']:10.1%} {flufl['detected']:13.1%}")
         print(f"  {'failed recipients found':30} {figures['recipients']:10.1%} {flufl['recipients']:13.1%}")
         print(f"  {'reason = label':30} {figures['reason']:10.1%} {'-':>13}")
+        print(f"  {'reason, policy-adjusted':30} {figures['reason_policy']:10.1%} {'-':>13}"
+              f"   ({figures['policy_cases']} label-policy misses left out)")
         print(f"  {'reports naming an extra address':30} {figures['extra']:10d} {'-':>13}")
         print(f"  {'non-bounces called bounces':30} {figures['false_bounces']:10d} {flufl['false_bounces']:13d}")
         print(f"  {'delays/successes as failures':30} {figures['calm_as_failures']:10d} {'-':>13}")
         print(f"  {'automatic_kind = label':30} {figures['kind']:10.1%} {'-':>13}")
         print(f"  labelled bounce, read as delayed (the report says Action: delayed): {figures['read_as_delayed']}")
-        if verbose:
+        if verbose and origin != "corpus":      # each miss once: under its half
             for r in group:
                 if (r["got_kind"] or "not_bounce") != r["kind"]:
                     print(f"    [KIND] {r['id']}: {r['got_kind']} (label {r['kind']})")
                 elif r["kind"] == BOUNCE and r["want"] and not r["rcpt_ok"]:
                     print(f"    [RCPT] {r['id']}: {sorted(r['failed'])} (label {sorted(r['want'])})")
                 elif r["kind"] == BOUNCE and r["reason"] and r["got_reason"] != r["reason"]:
-                    print(f"    [REASON] {r['id']}: {r['got_reason']} (label {r['reason']})")
-        rows_figures = figures
-        if origin == "corpus":
-            corpus_figures = rows_figures
-    return corpus_figures, rows_figures
+                    tag = "policy" if _policy(r) is not None else "REASON"
+                    print(f"    [{tag}] {r['id']}: {r['got_reason']} (label {r['reason']})")
+        scored[origin] = figures
+    checked, ordinary = ordinary_mail_as_bounces()
+    print(f"ordinary mail of the replies and mime corpora ({checked} messages) called bounces: {len(ordinary)}")
+    for case_id in ordinary:
+        print(f"    [BOUNCE] {case_id}")
+    scored["ordinary"] = {"false_bounces": len(ordinary)}
+    return scored
+
+
+def ordinary_mail_as_bounces():
+    """The ids of the replies corpus' .eml messages and of the mime corpus' messages labelled
+    not a bounce or not automatic that classify() calls bounces (none may be), and how many
+    were read."""
+    called, checked = [], 0
+    replies, mime = CORPUS / "replies", CORPUS / "mime"
+    for line in (replies / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        case = json.loads(line) if line.strip() else {}
+        if case.get("kind") == "eml":
+            checked += 1
+            if classify(parse_message((replies / case["input"]).read_bytes())).is_bounce:
+                called.append(case["id"])
+    for line in (mime / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        case = json.loads(line) if line.strip() else {}
+        if case and False in (case["expect"].get("is_bounce"), case["expect"].get("is_auto_reply")):
+            checked += 1
+            if classify(parse_message((mime / case["file"]).read_bytes())).is_bounce:
+                called.append(case["id"])
+    return checked, called
 
 
 def main(argv=None):
@@ -374,12 +438,17 @@ def main(argv=None):
         verdicts += [("mime checks", rate >= TARGET_MIME, f"{rate:.1%} >= {TARGET_MIME:.0%}"),
                      ("mime crashes", crashes == 0, f"{crashes} == 0")]
     if args.only in (None, "bounces"):
-        for name, fig in zip(("corpus", "fixtures"), eval_bounces(args.verbose, args.half)):
-            for label, key, target, floor in (("bounces detected", "detected", TARGET_BOUNCE_DETECTED,
-                                               FLOOR_BOUNCE_DETECTED),
-                                              ("failed recipients", "recipients", TARGET_RECIPIENTS, FLOOR_RECIPIENTS),
-                                              ("bounce reason", "reason", TARGET_REASON, FLOOR_REASON)):
-                met = "met" if fig[key] >= target else "NOT MET"
+        scored = eval_bounces(args.verbose, args.half)
+        verdicts.append(("ordinary mail called bounces (replies, mime)", scored["ordinary"]["false_bounces"] == 0,
+                         f"{scored['ordinary']['false_bounces']} == 0"))
+        for name, floors in BOUNCE_FLOORS.items():
+            if name not in scored:
+                continue
+            fig = scored[name]
+            for (label, key, target), floor in zip((("bounces detected", "detected", TARGET_BOUNCE_DETECTED),
+                                                    ("failed recipients", "recipients", TARGET_RECIPIENTS),
+                                                    ("bounce reason", "reason", TARGET_REASON)), floors):
+                met = "MET" if fig[key] >= target else "NOT MET"
                 verdicts.append((f"{label} ({name})", fig[key] >= floor,
                                  f"{fig[key]:.1%} >= floor {floor:.1%}; issue target {target:.0%} {met}"))
             verdicts += [

@@ -43,20 +43,29 @@ HARD_REASONS = ("userunknown", "hostunknown", "hasmoved")   # USER_UNKNOWN first
 HARD_IF_PERMANENT = ("notaccept",)
 
 RULES = LazyRuleFile("bounces.yaml", ("status", "status_exact", "text", "delay_text", "success_text",
-                                        "after_data"))
+                                        "after_data", "command"))
 USER_UNKNOWN = "userunknown"
+FILTERED = "filtered"          # "no such user" said after DATA: the recipient's filter, not a dead address
+ONHOLD = "onhold"              # sisimai's reason when a report explains itself in words no rule knows
+HOST_UNKNOWN = "hostunknown"
+NETWORK_ERROR = "networkerror"  # a temporary DNS failure: the domain may well exist
+EXPIRED = "expired"            # sisimai's reason for a delay nothing else explains
 
 STATUS_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 GENERIC_STATUS_RE = re.compile(r"^[45]\.0\.0$")
+REPLY_PREFIX_RE = re.compile(r"\b([245]\d\d)[- ]((?:[245]\.\d{1,3}\.\d{1,3} )?)")
 REPLY_CODE_RE = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)", re.M)
 ADDRESS_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 FAILED_LINE_RE = re.compile(r"^[ \t]*<?([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>?[ \t]*(?::|\.\.\.|\(|$)",
                             re.M)
+UNSPLIT_DSN_RE = re.compile(r"^(?:reporting-mta|final-recipient|original-recipient):", re.I | re.M)
+OWN_FAILED_LINE_RE = re.compile(r"^<([\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+)>:[ \t]*$", re.M)
 MESSAGE_ID_ADDR_RE = re.compile(r"message-id:\s*<([^>\s]+)>", re.I)
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.I | re.M)
 RETURNED_RE = re.compile(r"^[ \t>-]*(?:original message|message headers follow|below this line is a copy|"
                          r"the original message (?:headers )?(?:follows|is attached)|received: |return-path: )",
                          re.I | re.M)
+ADDRESS_MARK = "<address>"     # what an address in a diagnostic reads as to the reason rules
 LEAD = 80                      # characters before an address that belong to its line ("550 5.1.1 <")
 WINDOW = 700                   # characters after an address that explain its failure
 FALLBACK_TEXT = 2000           # characters read when the report never names the address
@@ -222,7 +231,7 @@ def original_message_id(msg):
 
 
 def report_text(msg):
-    """The report's own words: its text parts before any returned message."""
+    """The report's own words: its text parts before any returned message, lines ending in LF."""
     texts = []
     for kind, part in _walk(msg):
         if kind in ("message/rfc822", "text/rfc822-headers"):
@@ -234,44 +243,93 @@ def report_text(msg):
             texts.append(text)
             if sum(len(t) for t in texts) > TEXT_LIMIT:
                 break
-    return "\n".join(texts)[:TEXT_LIMIT]
+    if not texts and isinstance(_payload(msg), str) and _kind(msg).startswith("multipart/"):
+        texts.append(_payload(msg))     # a multipart whose boundary the parser could not find: its raw text
+    return "\n".join(texts)[:TEXT_LIMIT].replace("\r\n", "\n")     # rules read lines ending in \n
+
+
+def _unsplit_dsn_blocks(text):
+    """The delivery-status fields written in a report whose parts the parser could not split
+    (a broken boundary): from the first per-message or per-recipient field to the next
+    MIME boundary."""
+    start = UNSPLIT_DSN_RE.search(text)
+    if not start:
+        return []
+    end = re.compile(r"^--", re.M).search(text, start.start())
+    blocks = _parse_fields(text[start.start():end.start() if end else len(text)])
+    recipients = [b for b in blocks if b.get("final-recipient") or b.get("original-recipient")]
+    return [(blocks[0], recipients)] if recipients else []
 
 
 # -- reasons ------------------------------------------------------------------
 
-def reason_for(status, diagnostic, context=""):
+def reason_for(status, diagnostic, context="", delayed=False):
     """The sisimai reason of one failure from its DSN status and diagnostic text (rules/bounces.yaml);
-    `context` is what the report says around the address (which SMTP command was refused)."""
-    reason = _reason(status, diagnostic)
-    after_data = RULES.first("after_data", context) if reason == USER_UNKNOWN and context else None
-    return after_data.reason if after_data else reason
+    `context` is what the report says around the address (which SMTP command was refused).
 
-
-def _reason(status, diagnostic):
+    Sisimai's order: a status that says it all; else the first text rule ("no such user" is
+    `filtered` when the refusal came after DATA, "no such domain" with a 4.x.x status a
+    network error); else the refused command (MAIL FROM: our sender, the greeting: our
+    host); else the status's hint; else `onhold` when the report explains itself in words
+    no rule knows, `expired` for a delay, `undefined` when nothing says why."""
     exact = RULES.first("status_exact", status) if status else None
     if exact:
         return exact.reason
     text = RULES.first("text", diagnostic) if diagnostic else None
+    if text and text.reason == USER_UNKNOWN and context and RULES.any("after_data", context):
+        return FILTERED
+    if text and text.reason == HOST_UNKNOWN and status.startswith("4"):
+        return NETWORK_ERROR
     if text:
         return text.reason
-    by_status = RULES.first("status", status) if status else None
-    return by_status.reason if by_status else UNDEFINED
+    command = RULES.first("command", context) if context else None
+    if command:
+        return command.reason
+    hint = RULES.first("status", status) if status else None
+    if hint:
+        return hint.reason
+    if delayed:
+        return EXPIRED
+    return ONHOLD if re.search(r"[^\W\d_]{3}", diagnostic or "") else UNDEFINED
 
 
-def _recipient(address, status, diagnostic, permanent=None, reply_code="", context=""):
+def _codes_text(diagnostic, address):
+    """Where a diagnostic's own status and reply code are read: from the address on when it
+    names it (a text window starts a little before the address, in the previous recipient's
+    words), else all of it."""
+    at = diagnostic.lower().find(address.lower())
+    after = diagnostic[at:] if at >= 0 else ""
+    return after if STATUS_RE.search(after) or REPLY_CODE_RE.search(after) else diagnostic
+
+
+def _unfold(diagnostic):
+    """A multi-line SMTP reply as one sentence: "550-5.7.1 Messages with multiple 550-5.7.1
+    addresses" (Gmail repeats its codes on every line) loses the repeated prefix."""
     diagnostic = re.sub(r"\s+", " ", diagnostic or "").strip()
+    first = REPLY_PREFIX_RE.search(diagnostic)
+    if not first:
+        return diagnostic
+    again = re.compile(r"(?<=\S) " + re.escape(first.group(1)) + r"[- ]" + re.escape(first.group(2) or "") + r"(?=\S)")
+    return diagnostic[:first.end()] + again.sub(" ", diagnostic[first.end():])
+
+
+def _recipient(address, status, diagnostic, permanent=None, reply_code="", context="", delayed=False):
+    diagnostic = _unfold(diagnostic)
+    codes = _codes_text(diagnostic, address)
     if not status or GENERIC_STATUS_RE.match(status):    # "5.0.0": the diagnostic's own code says more
-        found = STATUS_RE.search(diagnostic)
+        found = STATUS_RE.search(codes)
         status = found.group(1) if found and not GENERIC_STATUS_RE.match(found.group(1)) else status
     if not status:
-        found = STATUS_RE.search(diagnostic)
+        found = STATUS_RE.search(codes)
         status = found.group(1) if found else ""
     if not reply_code:
-        found = REPLY_CODE_RE.search(diagnostic)
+        found = REPLY_CODE_RE.search(codes)
         reply_code = found.group(1) if found else ""
     if permanent is None and (status or reply_code):
         permanent = (status or reply_code)[0] == "5"
-    reason = reason_for(status, diagnostic, context)
+    # the words decide, not the addresses in them ("spam@", "userunknown@" are mailboxes)
+    reason = reason_for(status, ADDRESS_RE.sub(ADDRESS_MARK, diagnostic), ADDRESS_RE.sub(ADDRESS_MARK, context),
+                        delayed)
     hard = reason in HARD_REASONS or (reason in HARD_IF_PERMANENT and permanent is True)
     return Recipient(address=address, status=status, reply_code=reply_code, reason=reason,
                      permanent=permanent, hard=bool(hard), diagnostic=diagnostic[:500])
@@ -311,7 +369,7 @@ def _from_dsn(blocks, text):
             diagnostic = context
         if action.startswith(DELAYED_ACTIONS) or (not action and status.startswith("4")
                                                   and RULES.any("delay_text", text)):
-            delayed.append(_recipient(address, status, diagnostic, permanent=False))
+            delayed.append(_recipient(address, status, diagnostic, permanent=False, context=context, delayed=True))
         elif action.startswith(SUCCESS_ACTIONS) or (not action and status.startswith("2")):
             delivered.append(address)
         else:
@@ -357,14 +415,15 @@ def flufl_failures(msg):
 def _addresses_in_text(text, own):
     """The failed addresses a text report names before the returned message: all those
     that open a line ("<a@x.example>: 550 ...", "  a@x.example", as Postfix, qmail, Exim
-    and OpenSMTPD write them), else the first one named anywhere; never `own`."""
+    and OpenSMTPD write them), else the first one named anywhere; never `own`, unless a
+    qmail-style "<a@x.example>:" line names nothing but the sender itself (a mail to oneself)."""
     words = _before_returned(text)
     for found, keep in ((FAILED_LINE_RE.findall(words), None), (ADDRESS_RE.findall(words), 1)):
         addresses = list(dict.fromkeys(a.lower().strip(".") for a in found))
         addresses = [a for a in addresses if a not in own]
         if addresses:
             return addresses[:keep]
-    return []
+    return list(dict.fromkeys(a.lower() for a in OWN_FAILED_LINE_RE.findall(words)))[:1]
 
 
 def _from_text(msg, text, own):
@@ -376,8 +435,8 @@ def _from_text(msg, text, own):
     if not addresses:
         addresses = _addresses_in_text(text, own)
     if delayed_text and not permanent:
-        return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False)
-                         for a in addresses]
+        return DELAYED, [_recipient(a, "", _window(text, a, addresses) or text[:WINDOW], permanent=False,
+                                    delayed=True) for a in addresses]
     if RULES.any("success_text", text) and not permanent and not temporary:
         return DELIVERED, []
     return BOUNCE, [_recipient(a, "", _window(text, a, addresses) or _own_words(text),
@@ -404,7 +463,7 @@ def read_report(parsed, feedback=False):
     text = report_text(msg)
     # the report's own sender, and whom it goes to (the sender of the mail that bounced)
     own = {(parsed.from_addr or "").lower()} | {a.lower() for a in parsed.to + parsed.reply_to}
-    blocks = _dsn_blocks(msg)
+    blocks = _dsn_blocks(msg) or _unsplit_dsn_blocks(text)
     kind, recipients = _from_dsn(blocks, text) if blocks else ("", [])
     if not kind:
         kind, recipients = _from_text(msg, text, own)
