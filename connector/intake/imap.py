@@ -12,8 +12,8 @@ Messages are addressed by UID only, never by sequence number. Per folder:
               alone unless a rule reads the body) -> spool commit (synchronous=FULL)
               -> state rows, with the outcomes of the previous chunk's actions
               -> \\Seen, move, delete (a command per group)
-              The rules, the spool commit and the state rows run in a filer thread
-              while this thread fetches the next chunk.
+              The spool commit and state rows run in a filer thread while this thread
+              fetches and decides the next chunk.
 
 Flags, moves and deletes happen only after the spool has committed the
 message: a crash in between makes the next scan see it again, and the
@@ -252,10 +252,10 @@ class Scanner:
             uids = {uid for uid in client.search(["UNSEEN"]) if uid not in final}
         todo = sorted(uids | self.state.pending_uids(folder, uidvalidity))
         self.acted = []
-        # Two chunks in flight: while the filer thread decides and commits one, this thread
-        # fetches the next (the rules' Python work and the commit's fsync overlap the time the
-        # server takes to send it); a chunk is flagged, moved or deleted only once its commit
-        # has returned.
+        # Two chunks in flight: while the filer thread commits one, this thread fetches and
+        # decides the next (the commit's fsync and the server's time overlap the Python work,
+        # which stays on one thread); a chunk is flagged, moved or deleted only once its
+        # commit has returned.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"scanner-{self.cfg.name}-filer") as filer:
             start, size, filing = 0, CHUNK_FIRST, None
             try:
@@ -266,9 +266,10 @@ class Scanner:
                     start += len(chunk)
                     bodies, errors = self._fetch(folder, chunk)
                     result.fetched += len(bodies)
+                    plans = self._decide(folder, bodies, errors)
                     if filing is not None:
                         self._act(folder, filing.result(), result)
-                    filing = filer.submit(self._file, folder, uidvalidity, chunk, bodies, errors, result)
+                    filing = filer.submit(self._file, folder, uidvalidity, chunk, bodies, errors, plans, result)
                     size = _next_chunk(sum(map(len, bodies.values())), len(chunk))
                 if filing is not None:
                     self._act(folder, filing.result(), result)
@@ -342,11 +343,10 @@ class Scanner:
                 errors[uid] = f"cannot decide: {type(exc).__name__}: {exc}"
         return plans
 
-    def _file(self, folder, uidvalidity, uids, bodies, errors, result):
-        """In the filer thread: decide `uids` (fetched as `bodies`, or failed with `errors`),
-        commit the imports to the spool and record them all; returns {uid: Decision} of the
-        messages to act on."""
-        plans = self._decide(folder, bodies, errors)
+    def _file(self, folder, uidvalidity, uids, bodies, errors, plans, result):
+        """In the filer thread: commit to the spool and record `uids` (fetched as `bodies` and
+        decided as `plans`, or failed with `errors`); returns {uid: Decision} of the messages
+        to act on."""
         mlog = log.bind(scanner=self.cfg.name, folder=folder)  # bound once: a proxy's bind per line costs
         existing = self.state.rows(folder, uidvalidity, uids=uids)
         known = self.state.known_imports({sha for d, sha in plans.values() if d.imports})
