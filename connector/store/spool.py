@@ -96,7 +96,7 @@ class GroupCommitter:
             try:
                 item = self._queue.get(timeout=CHECKPOINT_IDLE if unchecked else None)
             except queue.Empty:
-                unchecked = self._checkpoint(unchecked)
+                unchecked = self._checkpoint()
                 continue
             if item is None:
                 return
@@ -112,16 +112,17 @@ class GroupCommitter:
                 batches.append(nxt)
             unchecked += self._write(batches)
             if unchecked >= CHECKPOINT_BYTES:
-                unchecked = self._checkpoint(unchecked)
+                unchecked = self._checkpoint()
 
-    def _checkpoint(self, unchecked):
-        """Copy the WAL into the spool file; returns the bytes still unchecked (0, or as many
-        as before when it failed: the WAL keeps the data, the next checkpoint tries again)."""
+    def _checkpoint(self):
+        """Copy the WAL into the spool file; returns the bytes counted as unchecked after it:
+        0, or 1 when it failed (a storage fault: the WAL keeps the data), so that it is tried
+        again when DATA pauses or CHECKPOINT_BYTES more came, not after every batch."""
         try:
             database.execute_sql("PRAGMA spool.wal_checkpoint(PASSIVE)")
         except Exception as exc:
             log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
-            return unchecked
+            return 1
         return 0
 
     def _write(self, batches):
