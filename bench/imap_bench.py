@@ -1,6 +1,7 @@
 """IMAP scanner benchmark against a private Dovecot (needs root and dovecot-imapd).
 
     .venv/bin/python bench/imap_bench.py [--messages 10000] [--new 10] [--chunk 500] [--rounds 3]
+                                         [--python OTHER/.venv/bin/python]
 
 Per round (other processes load a shared machine: the median of the rounds'
 ratios is the figure, each ratio measured side by side in its round):
@@ -15,6 +16,9 @@ ratios is the figure, each ratio measured side by side in its round):
 4. the ceiling again, on the third mailbox; prints scanner/ceiling (the
    scanner's rate as a share of the raw client's, the mean of the two ceiling
    runs around the scan: the load moves within seconds; 1.0 = as fast),
+   with `--python`, another checkout's scanner (that interpreter's installed
+   connector, in its own process) scans a fourth mailbox in the same round,
+   before or after this one's (alternating), for a before/after in one run,
 5. after the last round, delivers `--new` more messages over IMAP and times the
    incremental scan, which must fetch only the new UIDs (it exits 1 otherwise),
 6. times IMAP IDLE: from an APPEND to the wake-up of a scanner idling on the
@@ -28,6 +32,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,6 +140,35 @@ def timed_scan(settings):
     return time.perf_counter() - start, result
 
 
+# The first scan of another checkout's connector, in a process of its interpreter: only
+# APIs an older checkout has too; prints the seconds of the scan alone.
+OTHER_SCAN = """
+import sys, time
+from connector.intake.imap import Scanner, connect, logout
+from connector.log import setup_logging
+from connector.scanners.config import scanners_of
+from connector.settings import load_settings
+from connector.store.db import open_store
+setup_logging("warning", stream=sys.stderr)
+settings = load_settings(sys.argv[1])
+open_store(settings.database)
+cfg = scanners_of(settings)[0]
+scanner = Scanner(cfg)
+start = time.perf_counter()
+result = scanner.scan(connect(cfg))
+print(time.perf_counter() - start, result.fetched)
+logout(scanner.client)
+"""
+
+
+def other_scan(python, settings_ini):
+    """(seconds, fetched) of another checkout's first scan of the site at `settings_ini`."""
+    done = subprocess.run([python, "-c", OTHER_SCAN, str(settings_ini)], capture_output=True, text=True,
+                          cwd="/", check=True)
+    seconds, fetched = done.stdout.split()
+    return float(seconds), int(fetched)
+
+
 def idle_wakeup(settings, dovecot, user, raw, last_uid):
     """Seconds from an APPEND to the IDLE wake-up of a connected scanner, and the reason it woke."""
     import dataclasses
@@ -168,6 +202,7 @@ def main():
     parser.add_argument("--new", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=500, help="UIDs per FETCH and STORE of the raw client")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling and first scan, side by side, this often")
+    parser.add_argument("--python", help="another checkout's .venv/bin/python: its scanner is timed in each round too")
     args = parser.parse_args()
     reason = available()
     if reason:
@@ -182,23 +217,35 @@ def main():
     dovecot = Dovecot().start()
     work = tempfile.mkdtemp(prefix="imap-bench-")
     try:
-        ratios, ok = [], True
+        ratios, others, ok = [], [], True
         for number in range(1, args.rounds + 1):
             user, raw_users = dovecot.new_user(), (dovecot.new_user(), dovecot.new_user())
+            other_user = dovecot.new_user() if args.python else None
             started = time.perf_counter()
-            fill_maildirs(dovecot, (user, *raw_users), args.messages)
-            print(f"round {number}: three mailboxes filled with {args.messages} messages each in "
+            fill_maildirs(dovecot, (user, *raw_users, *([other_user] if other_user else [])), args.messages)
+            print(f"round {number}: {3 + bool(other_user)} mailboxes filled with {args.messages} messages each in "
                   f"{time.perf_counter() - started:.1f}s  (load average {os.getloadavg()[0]:.2f})")
             ceiling_time, ceiling_count = timed_ceiling(dovecot, raw_users[0], args.chunk)
             root = Path(work) / f"round{number}"
-            settings = load_settings(site(root, dovecot, user))
+            ini = site(root, dovecot, user)
+            settings = load_settings(ini)
             open_store(settings.database)
-            first_time, first = timed_scan(settings)
-            print(f"  first scan:       {first_time:7.2f}s  fetched {first.fetched:6d}  imported {first.imported:6d}  "
-                  f"({first.fetched / first_time:,.0f} messages/s)")
+            scans = ["this", "other"] if number % 2 else ["other", "this"]
+            for which in scans if other_user else ["this"]:
+                if which == "other":
+                    other_time, other_count = other_scan(args.python, site(Path(work) / f"other{number}", dovecot,
+                                                                           other_user))
+                    print(f"  other checkout:   {other_time:7.2f}s  fetched {other_count:6d}")
+                    continue
+                first_time, first = timed_scan(settings)
+                print(f"  first scan:       {first_time:7.2f}s  fetched {first.fetched:6d}  "
+                      f"imported {first.imported:6d}  ({first.fetched / first_time:,.0f} messages/s)")
             after_time, after_count = timed_ceiling(dovecot, raw_users[1], args.chunk)
             ratios.append((ceiling_time + after_time) / 2 / first_time)
-            print(f"  scanner/ceiling:  {ratios[-1]:.2f}")
+            print(f"  scanner/ceiling:  {ratios[-1]:.2f}" + (
+                f"   other checkout/ceiling: {(ceiling_time + after_time) / 2 / other_time:.2f}" if other_user else ""))
+            if other_user:
+                others.append((ceiling_time + after_time) / 2 / other_time)
             ceiling_count = min(ceiling_count, after_count)
             if ceiling_count != args.messages or first.fetched != args.messages:
                 print(f"imap_bench: FAILED: fetched {ceiling_count} (raw client) and {first.fetched} (scanner) "
@@ -212,6 +259,9 @@ def main():
         print(f"spool entries: {stored}  (load average {os.getloadavg()[0]:.2f})")
         print(f"scanner/ceiling, median of {len(ratios)} rounds: {statistics.median(ratios):.2f}  "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+        if others:
+            print(f"other checkout/ceiling, median of {len(others)} rounds: {statistics.median(others):.2f}  "
+                  f"(rounds: {', '.join(f'{r:.2f}' for r in others)})")
         last_uid = max(item.last_uid for item in ScannerFolder.select())
         wakeup, reason = idle_wakeup(settings, dovecot, user, message(args.messages + args.new), last_uid)
         print(f"IDLE wake-up after an APPEND: {wakeup:.3f}s ({reason})")

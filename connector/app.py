@@ -55,6 +55,10 @@ SUPERVISE_EVERY = 0.2   # seconds between looks at the children
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
 FALLBACK_NICENESS = 19
+# The daemon's pid, in its children's environment: a child compares its parent with it, so
+# that it stops even when the daemon died before the child (slow to start in the idle CPU
+# class on a busy machine) first looked at its parent, which was then already init.
+DAEMON_PID_ENV = "CONNECTOR_DAEMON_PID"
 LISTEN_HINTS = {
     errno.EADDRINUSE: "another process listens there (`ss -ltnp` names it); stop it or choose another port",
     errno.EADDRNOTAVAIL: "that address is not one of this machine's; use 127.0.0.1 or an address `ip addr` lists",
@@ -163,6 +167,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
         watcher.start()
+        os.environ[DAEMON_PID_ENV] = str(os.getpid())
         self.children.start_all()
         threads = [thread for service in self.services for thread in service.start()]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
@@ -249,7 +254,7 @@ def run_background(name, settings):
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.request_stop() if worker else stop.set())
-    parent = os.getppid()
+    parent = int(os.environ.pop(DAEMON_PID_ENV, 0) or 0) or os.getppid()  # systemd's: its parent
 
     def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
         while not stop.wait(0.5):

@@ -485,6 +485,29 @@ def test_fetch_reads_plain_answers_and_falls_back_on_any_other(tmp_path, dovecot
             client.logout()
 
 
+def test_imaplib_formats_its_debug_lines_only_for_a_logger_that_takes_them(tmp_path, dovecot):
+    """imapclient turns imaplib's debug level to 5: imaplib then formats a line, with the repr
+    of every body fetched, for each line it reads, for a logger that drops them. A scanner's
+    connection keeps that only while the `imapclient.imaplib` logger takes debug lines."""
+    import logging
+
+    from connector.intake.imap import IMAPLIB_LOGGER, connect, logout
+    user = dovecot.new_user()
+    dovecot.append(user, mail("Printer broken"))
+    cfg = Site(tmp_path, [scanner(dovecot, user)]).cfg()
+    imaplib_log = logging.getLogger(IMAPLIB_LOGGER)
+    levels = []
+    for level in (logging.WARNING, logging.DEBUG):
+        imaplib_log.setLevel(level)
+        try:
+            client = connect(cfg)
+            levels.append(client._imap.debug)
+            logout(client)
+        finally:
+            imaplib_log.setLevel(logging.NOTSET)
+    assert levels == [0, 5]
+
+
 def test_a_scan_error_is_told_by_its_type_not_its_name():
     """Its own words for any ScanError (a subclass too); the type in front of anything else,
     even an exception that happens to be called ScanError."""

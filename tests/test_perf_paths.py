@@ -84,9 +84,9 @@ def test_the_filing_worker_leaves_checkpoints_to_delivery(tmp_path):
     assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
-def test_the_spool_is_checkpointed_beside_the_commits_not_inside_them(tmp_path):
-    """The intake's spool writer never checkpoints (a DATA would wait for it); its checkpointer
-    thread copies the WAL into the spool file soon after the commits."""
+def test_the_spool_is_checkpointed_soon_after_the_commits(tmp_path):
+    """The intake's spool writer copies the WAL into the spool file once DATA stops coming
+    (and, under load, between two batches: tests/test_smtp_intake_spool.py)."""
     import asyncio
     import time
 

@@ -8,7 +8,12 @@ import subprocess
 import threading
 import time
 
+import pytest
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
 from conftest import Instance, make_mail, wait_for
+from connector.intake.smtp import IntakeLMTP, IntakeSMTP
 
 
 class Client:
@@ -176,3 +181,31 @@ def test_a_command_line_cannot_buffer_a_message_worth_of_memory(daemon):
         assert reader.readline().startswith(b"500")
         sock.sendall(b"NOOP\r\n")
         assert reader.readline().startswith(b"250")
+
+
+@pytest.mark.parametrize("session_class", [IntakeSMTP, IntakeLMTP])
+def test_a_session_dispatches_commands_auth_and_hooks_as_aiosmtpd_builds_them(session_class):
+    """A session lists only its command and AUTH methods to aiosmtpd's per-connection
+    introspection (the cost of every connect); what it dispatches stays what aiosmtpd finds
+    on a plain session: the same commands, mechanisms and handler hooks, each its own method."""
+    import asyncio
+
+    from connector.health.metrics import CountingHandler
+    from connector.intake.smtp import IntakeHandler
+
+    plain = LMTP if session_class is IntakeLMTP else SMTP
+
+    async def tables():
+        handler = IntakeHandler(lambda address: True, None, "smtp")
+        for wrapped in (handler, CountingHandler(handler, None)):
+            ours = session_class(wrapped, sessions=set(), idle_timeout=300, data_size_limit=1000, hostname="x")
+            theirs = plain(wrapped, data_size_limit=1000, hostname="x")
+            assert ours._smtp_methods.keys() == theirs._smtp_methods.keys()
+            assert {name: method.__func__ for name, method in ours._smtp_methods.items()} == {
+                name: getattr(session_class, f"smtp_{name}") for name in theirs._smtp_methods}
+            assert ours._auth_methods == {name: entry._replace(method=getattr(ours, entry.method.__name__))
+                                          for name, entry in theirs._auth_methods.items()}
+            assert ours._handle_hooks == theirs._handle_hooks
+            assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
+
+    asyncio.run(tables())

@@ -23,6 +23,7 @@ Sessions, as Postfix's smtpd treats them:
 """
 
 import asyncio
+import functools
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
@@ -110,6 +111,14 @@ class _Session:
         super().connection_made(transport)
         self._command_lines()
 
+    def __dir__(self):
+        """Only the command (`smtp_*`) and AUTH (`auth_*`) methods. aiosmtpd builds its
+        dispatch tables from `dir()` and `inspect.getmembers()` of every new session, and over
+        the ~150 names of a whole session object that cost more than the rest of a message's
+        commands (0.2 ms a connection, and smtp-source, like many MTAs, connects per message);
+        the tables come out the same."""
+        return _dispatch_names(type(self))
+
     def _command_lines(self):
         """Outside DATA a line buffers at most COMMAND_LINE_LIMIT bytes: a stranger must not make
         every session hold a message's worth of memory before it even said RCPT."""
@@ -159,6 +168,12 @@ class _Session:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply.encode("ascii") + b"\r\n")
             self.transport.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _dispatch_names(cls):
+    """The names aiosmtpd looks up on a session of `cls`: its SMTP commands and AUTH mechanisms."""
+    return sorted(name for name in dir(cls) if name.startswith(("smtp_", "auth_")))
 
 
 class IntakeSMTP(_Session, SMTP):

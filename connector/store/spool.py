@@ -51,18 +51,25 @@ class GroupCommitter:
     with one fsync while the loop keeps serving the other sessions, then
     answers every waiting session at once. Throughput grows with concurrency
     instead of being bound by one fsync, or one thread hand-off, per message.
+
+    The same thread checkpoints the spool's WAL back into its file, after the
+    sessions of a batch were answered, once CHECKPOINT_BYTES were committed
+    since the last checkpoint, or when no DATA came for CHECKPOINT_IDLE
+    seconds. Between two of its own writes, a checkpoint can copy the whole
+    WAL, so the next commit starts the WAL over and overwrites its blocks:
+    the commit's fdatasync then writes the data only. A checkpoint beside the
+    commits (another thread, or SQLite's automatic one) never catches up under
+    a steady load: the WAL grows by every commit, and each fdatasync of a
+    growing file waits for a journal commit of the file system, which the
+    worker's and delivery's writes keep busy.
     """
 
     def __init__(self, clock=time.time):
         self._queue = queue.SimpleQueue()
         self._clock = clock
         self._pending = []
-        self._written = threading.Event()   # set by each commit: the checkpointer has work
-        self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="spool-checkpoint", daemon=True)
-        self._checkpointer.start()
 
     async def submit(self, loop, raw, *, mail_from, rcpt_to, intake, hints=None):
         future = loop.create_future()
@@ -78,30 +85,19 @@ class GroupCommitter:
     def close(self):
         self._queue.put(None)
         self._thread.join(timeout=10)
-        self._stopped.set()
-        self._written.set()
-        self._checkpointer.join(timeout=10)
-
-    def _checkpoints(self):
-        """Copy the spool's WAL back into its file from this thread, at most every
-        CHECKPOINT_EVERY seconds, so that no DATA waits behind a checkpoint (SQLite's
-        automatic one runs inside the commit that crosses 1000 pages, with two fsyncs)."""
-        while not self._stopped.is_set():
-            self._written.wait()
-            self._written.clear()
-            try:
-                database.execute_sql("PRAGMA spool.wal_checkpoint(PASSIVE)")
-            except Exception as exc:  # a storage fault: the WAL keeps the data, the next commit retries
-                log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
-            self._stopped.wait(CHECKPOINT_EVERY)
 
     def _run(self):
-        try:  # this thread's connection does not checkpoint: see _checkpoints
+        try:  # this thread's commits do not checkpoint inside the commit: see _checkpoint
             database.execute_sql("PRAGMA wal_autocheckpoint = 0")
         except Exception as exc:  # then SQLite's automatic checkpoints stay: slower, still correct
             log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
+        unchecked = 0  # bytes committed since the last checkpoint
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=CHECKPOINT_IDLE if unchecked else None)
+            except queue.Empty:
+                unchecked = self._checkpoint()
+                continue
             if item is None:
                 return
             batches = [item]
@@ -114,9 +110,23 @@ class GroupCommitter:
                     self._queue.put(None)
                     break
                 batches.append(nxt)
-            self._write(batches)
+            unchecked += self._write(batches)
+            if unchecked >= CHECKPOINT_BYTES:
+                unchecked = self._checkpoint()
+
+    def _checkpoint(self):
+        """Copy the WAL into the spool file; returns the bytes counted as unchecked after it:
+        0, or 1 when it failed (a storage fault: the WAL keeps the data), so that it is tried
+        again when DATA pauses or CHECKPOINT_BYTES more came, not after every batch."""
+        try:
+            database.execute_sql("PRAGMA spool.wal_checkpoint(PASSIVE)")
+        except Exception as exc:
+            log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
+            return 1
+        return 0
 
     def _write(self, batches):
+        """Commit `batches` in one transaction and answer their sessions; returns the bytes written."""
         now = self._clock()
         rows = [_values(*args, now) for _, batch in batches for _, args in batch]
         try:
@@ -125,18 +135,17 @@ class GroupCommitter:
         except Exception as exc:  # answered as a temporary failure by the intake
             for loop, batch in batches:
                 loop.call_soon_threadsafe(_resolve, batch, None, exc)
-            return
-        self._written.set()
+            return 0
         wakeup.notify(wakeup.WORKER)
-        results, start = [], 0
-        for _, batch in batches:
-            results.append(ids[start:start + len(batch)])
+        start = 0
+        for loop, batch in batches:
+            loop.call_soon_threadsafe(_resolve, batch, ids[start:start + len(batch)], None)
             start += len(batch)
-        for (loop, batch), ids in zip(batches, results):
-            loop.call_soon_threadsafe(_resolve, batch, ids, None)
+        return sum(row[5] for row in rows)
 
 
-CHECKPOINT_EVERY = 0.5  # seconds between two checkpoints of the spool by the intake's checkpointer
+CHECKPOINT_BYTES = 4 << 20  # committed bytes between two checkpoints under load (SQLite's own: 1000 pages)
+CHECKPOINT_IDLE = 0.5       # seconds without a DATA after which what was committed is checkpointed
 COLUMNS = ("received_at", "intake", "mail_from", "rcpt_to", "raw", "size", "sha256", "hints")
 _INSERT = {}
 
