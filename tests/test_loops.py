@@ -13,6 +13,7 @@ budget (`loop_mails_per_ticket_per_hour`, default 2, per (address, ticket);
 in the loop included.
 """
 
+import contextlib
 import email
 import queue
 import smtplib
@@ -292,9 +293,22 @@ auto_emails:
 """
 
 
-def outbox_kinds(inst):
-    """{(kind, address): how many rows were sent} of the connector's outbox."""
-    return Counter((o["kind"], a) for o in inst.outbox() if o["status"] == "sent" for a in o["rcpt"])
+@contextlib.contextmanager
+def looping(tmp_path, peer, auto_emails_yaml, name, sender="ann@acme.example", **ini):
+    """A connector with these auto-emails gets one mail from `sender`: (the connector, what each
+    address received, {(kind, address): rows sent}) once no mail moves."""
+    inst = Instance(tmp_path, peer.port, **ini)
+    inst.path.joinpath("config", "auto_emails.yaml").write_text(auto_emails_yaml)
+    start(inst, peer)
+    try:
+        inst.send(make_mail(subject="Printer broken", sender=sender))
+        settle(peer, [inst])
+        counts = report(name, peer)
+        sent = Counter((o["kind"], a) for o in inst.outbox() if o["status"] == "sent" for a in o["rcpt"])
+        print(f"sent by kind: {dict(sent)}")
+        yield inst, counts, sent
+    finally:
+        inst.stop()
 
 
 def test_autoresponders_talking_to_auto_emails_stop_within_the_budget(tmp_path, peer_factory):
@@ -302,23 +316,13 @@ def test_autoresponders_talking_to_auto_emails_stop_within_the_budget(tmp_path, 
     the ticket only by the auto-email of `customer_replied`; Ann by her auto-response, the
     copies of Carl's answers and the `employee_replied` auto-email: both paths are in the loop."""
     peer = peer_factory(("ann@acme.example", "carl@example.com"))
-    inst = Instance(tmp_path, peer.port)
-    inst.path.joinpath("config", "auto_emails.yaml").write_text(LOOP_AUTO_EMAILS_YAML)
-    start(inst, peer)
-    try:
-        inst.send(make_mail(subject="Printer broken", sender="ann@acme.example"))
-        settle(peer, [inst])
-        counts = report("autoresponders and auto-emails", peer)
-        sent = outbox_kinds(inst)
-        print(f"sent by kind: {dict(sent)}")
+    with looping(tmp_path, peer, LOOP_AUTO_EMAILS_YAML, "autoresponders and auto-emails") as (inst, counts, sent):
         assert len(inst.tickets()) == 1
         # every mail ann and carl got is automatic (nobody wrote to them): at most the budget on the ticket
         assert 1 <= counts["carl@example.com"] <= PER_TICKET and 1 <= counts["ann@acme.example"] <= PER_TICKET
         assert sent[("auto_email", "carl@example.com")] >= 1                    # the auto-email path looped
         assert all(n <= 1 + PER_TICKET for n in counts.values()), counts         # staff: one copy of ann's mail
         assert inst.ticket(1)["message_count"] == len(inst.spool_states()) + 1  # every answer filed
-    finally:
-        inst.stop()
 
 
 @pytest.mark.parametrize("per_hour, expected", [("4", 4), ("0", 10)], ids=["auto-responses", "auto-responses-off"])
@@ -329,21 +333,12 @@ def test_a_robot_opening_ticket_after_ticket_gets_at_most_the_hourly_answers(tmp
     auto_responses_per_hour answers in all (loop_mails_per_address_per_hour, 10, with
     auto-responses off)."""
     peer = peer_factory(("robot@acme.example",), fresh=True)
-    inst = Instance(tmp_path, peer.port, connector__auto_responses_per_hour=per_hour)
-    inst.path.joinpath("config", "auto_emails.yaml").write_text(LOOP_AUTO_EMAILS_YAML)
-    start(inst, peer)
-    try:
-        inst.send(make_mail(subject="Printer broken", sender="robot@acme.example"))
-        settle(peer, [inst])
-        counts = report(f"robot, auto_responses_per_hour = {per_hour}", peer)
-        sent = outbox_kinds(inst)
-        print(f"sent by kind: {dict(sent)}")
+    with looping(tmp_path, peer, LOOP_AUTO_EMAILS_YAML, f"robot, auto_responses_per_hour = {per_hour}",
+                 "robot@acme.example", connector__auto_responses_per_hour=per_hour) as (inst, counts, sent):
         assert counts["robot@acme.example"] == expected
         assert len(inst.tickets()) == expected + 1                # the unanswered answer is filed too
         kind = "auto_response" if per_hour != "0" else "auto_email"
         assert sent[(kind, "robot@acme.example")] == expected
-    finally:
-        inst.stop()
 
 
 BOUNCE_AUTO_EMAILS_YAML = """\
@@ -358,13 +353,8 @@ def test_a_bounce_of_our_auto_response_is_attributed_and_never_answered(tmp_path
     manager an auto-email and the employee recipients a notice; the dead address and the
     bounce's sender get nothing."""
     peer = peer_factory(bouncers=("gone@acme.example",))
-    inst = Instance(tmp_path, peer.port)
-    inst.path.joinpath("config", "auto_emails.yaml").write_text(BOUNCE_AUTO_EMAILS_YAML)
-    start(inst, peer)
-    try:
-        inst.send(make_mail(subject="Printer broken", sender="gone@acme.example"))
-        settle(peer, [inst])
-        counts = report("bounce of the auto-response", peer)
+    with looping(tmp_path, peer, BOUNCE_AUTO_EMAILS_YAML, "bounce of the auto-response",
+                 "gone@acme.example") as (inst, counts, sent):
         assert peer.bounces == 1 and counts["gone@acme.example"] == 1
         assert not any(m[1] == ["MAILER-DAEMON@mx.acme.example"] for m in peer.messages)
         [bounced] = [o for o in inst.outbox() if o["status"] == "bounced"]
@@ -378,5 +368,4 @@ def test_a_bounce_of_our_auto_response_is_attributed_and_never_answered(tmp_path
         assert [o["rcpt"] for o in notices] == [["jane@example.com", "bob@example.com"]]
         assert [row[2:] for row in inst.spool_states()] == [("new_ticket", "no_ticket_reference"),
                                                             ("ignored_automatic", "bounce_attributed")]
-    finally:
-        inst.stop()
+        assert sent[("auto_response", "gone@acme.example")] == 0        # it bounced

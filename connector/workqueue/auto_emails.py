@@ -1,23 +1,31 @@
 """Automatic e-mails on ticket events (seed 002; config/auto_emails.yaml).
 
-Where it stands: every ticket event goes through `connector.store.events.record`;
-the process's wiring (the worker's `configure`, the commands' settings load)
+Where it stands: the pipeline plans the auto-emails of the events a mail
+writes in its decision (`connector.pipeline.ticket_events`: `replay --dry-run`
+shows them) with `decide` and `Planner.outgoing` from here. Every other event
+(an `inbox` or `tickets set` command, the deadline timer, an escalation, a
+staff mail's commands) goes through `connector.store.events.record`: the
+process's wiring (the worker's `configure`, the commands' settings load)
 calls `install(settings)`, which makes `record` call `plan_event` in the
-transaction of the change. `plan_event` decides who gets which mail
-(`decide`) and writes one outbox row (kind `auto_email`) per (event,
-recipient): the row's `auto_key` "<event id>:<address>" is unique in the
-outbox, so a worker killed at any instant and restarted, or a delivery
-retried, never mails one address twice about one event. The delivery
-process sends the rows like every other mail.
+transaction of the change. Either way the mails are decided (`decide`),
+rendered (`Planner.outgoing`) and blocked (`connector.pipeline.blocking.
+apply_blocks`: a blocked recipient's mail is a `suppressed` row) the same
+way, and written one outbox row (kind `auto_email`) per (event, recipient):
+the row's `auto_key` "<event id>:<address>" is unique in the outbox, so a
+worker killed at any instant and restarted, or a delivery retried, never
+mails one address twice about one event. The delivery process sends the
+rows like every other mail.
 
 `decide` is the whole decision and changes nothing: `connector auto-emails
-preview` prints it. Who never gets a mail, and why (`Skipped.reason`):
-  causing_person  the person whose action the event is (`event.by`), except the
-                  requester's own confirmation of a new ticket
-  duplicate       already a recipient of this event (another rule or group)
-  confirmed       the requester of a new ticket already got its auto-response
-                  (or the ticket_created mail)
-  no_address      the group is empty for this ticket (no contact, no inbox, ...)
+preview` prints it (with the blocks applied). Who never gets a mail, and why
+(`Skipped.reason`):
+  causing_person    the person whose action the event is (`event.by`), except the
+                    requester's own confirmation of a new ticket
+  duplicate         already a recipient of this event (another rule or group)
+  failed_recipient  a `delivery_failed` event's failed address (never told of itself)
+  confirmed         the requester of a new ticket already got its auto-response
+                    (or the ticket_created mail)
+  no_address        the group is empty for this ticket (no contact, no inbox, ...)
 """
 
 from dataclasses import dataclass, field
