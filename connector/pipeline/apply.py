@@ -9,6 +9,12 @@ written. Staff commands of the mail (`plan.commands`) are writes too: they
 run here, in this transaction (`connector.pipeline.commands.run`, which says
 what of their result mail only the run can know).
 
+The plan's ticket events (`plan.events`) are written before the outbox rows:
+an auto-email's row is keyed "<event id>:<address>" (unique in the outbox), the
+id known only here. Events whose auto-emails the plan does not hold (a staff
+mail's, whose commands run here) are recorded for the planner
+(`connector.workqueue.auto_emails`).
+
 Inserts go through `connector.store.bulk` (SQL built once): this is the
 hottest path of the daemon. Every mail queued carries our loop marker and
 leaves one `sent_mail` row per recipient, which the budgets count.
