@@ -156,9 +156,9 @@ def _log_auto_emails(plan, event_ids):
 
 def _write_events(plan, ticket_id, now, of_bounce):
     """The plan's events on the filed ticket (or, `of_bounce`, on the bounce's); {index: id}.
-    Their auto-emails are in the plan unless it says otherwise (`decision` None)."""
+    Their auto-emails are in the plan, except a staff mail's (`connector.pipeline.ticket_events`)."""
     return {index: events.record(event.ticket_id or ticket_id, event.event, at=now, by=event.by, via=event.via,
-                                 detail=event.detail, planned=event.decision is not None)
+                                 detail=event.detail, planned=plan.commands is None)
             for index, event in enumerate(plan.events) if (event.ticket_id is not None) == of_bounce}
 
 
