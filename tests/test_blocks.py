@@ -1,10 +1,12 @@
 """Blocks of automatic mail (issue 12, seed 002): each bounce reason's block and
-its expiry (frozen clock), a later success lifting a hard block, an employee's
-reply still going to a blocked address, a rejection about us blocking nobody,
-the loop block of a ticket, `blocks list|lift` and `why`, a store from before
-the blocks opening."""
+its expiry (frozen clock in the store, an injected one through the daemon), a
+later success lifting a hard block, an employee's reply still going to a
+blocked address, a rejection about us blocking nobody, the loop block of a
+ticket, auto-emails stopped and let go again like the auto-response, `blocks
+list|lift` and `why`, a bounce storm, a store from before the blocks opening."""
 
 import sqlite3
+import time
 from datetime import datetime
 
 import pytest
@@ -149,14 +151,83 @@ def test_more_than_100_mails_on_a_ticket_in_a_day_block_it_twelve_hours(tmp_path
         assert _seconds(block["until"]) - _seconds(block["created_at"]) == 12 * HOUR
         copies = [o for o in instance.outbox() if o["kind"] == "distribution" and "still broken" in o["subject"]]
         assert copies and all("ticket #1 is blocked" in o["blocked"] for o in copies)   # a person's mail: goes
+        # 12 hours on (and the day's mail of the ticket aged out too): the ticket is free again
+        _expire(instance)
+        with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+            conn.execute("UPDATE outbox SET created_at = created_at - 86400")
+        assert [b["status"] for b in instance.json("blocks", "list", "--all")] == ["expired"]
+        instance.send(make_mail(subject="[Ticket #1] fixed now?", sender="ann@acme.example"))
+        instance.wait_processed(3)
+        copies = [o for o in instance.outbox() if o["kind"] == "distribution" and "fixed now" in o["subject"]]
+        assert copies and all(o["blocked"] is None for o in copies)
+        assert instance.json("blocks", "list") == []
     finally:
         instance.stop()
 
 
-def test_bounce_storm_blocks_and_sends_no_mail(daemon, sink):
+STATUS_AUTO_EMAILS_YAML = """\
+auto_emails:
+  - {name: status, event: status_changed, to: [requester], template: ticket_forwarded.txt.j2}
+  - {name: failed, event: delivery_failed, to: [requester, manager], template: ticket_forwarded.txt.j2}
+"""
+
+
+def _expire(instance):
+    """What the clock passing the blocks' expiry does: their `until` is now in the past."""
+    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+        conn.execute('UPDATE "block" SET until = ? WHERE status = \'active\'', (time.time() - 1,))
+
+
+def _status_mail(instance, number, status):
+    """The auto-email of a `tickets set --status` (the CLI's event) to the requester: its outbox row."""
+    instance.cli("tickets", "set", str(number), "--status", status)
+    instance.wait_delivered()
+    return [o for o in instance.outbox() if o["kind"] == "auto_email" and o["subject"].find(f"#{number}") >= 0][-1]
+
+
+@pytest.mark.parametrize("status, diagnostic, reason, hours", [
+    ("5.2.2", "552 5.2.2 Mailbox full", "mailboxfull", 3),
+    ("4.3.1", "452 4.3.1 Insufficient system storage", "systemfull", 3),
+    ("5.7.1", "550 5.7.1 Unable to relay for {address}", "norelaying", 3),
+    ("5.1.1", "550 5.1.1 <{address}>: Recipient address rejected: User unknown", "userunknown", 168),
+    ("5.1.2", "550 5.1.2 Host unknown", "hostunknown", 168),
+], ids=lambda v: v if isinstance(v, str) and v.isalpha() else None)
+def test_each_block_stops_automatic_mail_until_it_expires(instance, sink, status, diagnostic, reason, hours):
+    instance.path.joinpath("config", "auto_emails.yaml").write_text(STATUS_AUTO_EMAILS_YAML)
+    instance.start()
+    address = f"{reason}@acme.example"
+    _new_ticket_bounced(instance, sink, address, status=status, diagnostic=diagnostic)
+    [block] = instance.json("blocks", "list")
+    assert (block["target"], block["reason"]) == (address, reason)
+    assert _seconds(block["until"]) - _seconds(block["created_at"]) == hours * HOUR
+    sent = len(sink.messages)
+    # blocked: the auto-email of a CLI event and a new ticket's auto-response are suppressed rows
+    assert _status_mail(instance, 1, "Open")["status"] == "suppressed"
+    instance.send(make_mail(subject="Another one", sender=address))
+    instance.wait_processed(3)
+    instance.wait_delivered()
+    assert [o["status"] for o in instance.outbox() if o["kind"] == "auto_response"] == ["bounced", "suppressed"]
+    assert sink.to(address) == [m for m in sink.messages[:sent] if address in m[1]]
+    # the expiry passes: the block is expired, and automatic mail goes again
+    _expire(instance)
+    assert instance.json("blocks", "list") == []
+    assert [b["status"] for b in instance.json("blocks", "list", "--all")] == ["expired"]
+    assert _status_mail(instance, 1, "Closed")["status"] == "sent"
+    instance.send(make_mail(subject="A third one", sender=address))
+    instance.wait_processed(4)
+    instance.wait_delivered()
+    assert [o["status"] for o in instance.outbox() if o["kind"] == "auto_response"][-1] == "sent"
+    assert [m["what"] for m in instance.json("why", address)["mail"]][:4] == ["sent", "sent", "suppressed",
+                                                                               "suppressed"]
+
+
+def test_bounce_storm_blocks_and_sends_no_mail(instance, sink):
     """500 bounces: 250 copies of the bounce of one auto-response (to its VERP address) and 250
-    backscatter for mail we never sent. One block, one notice per employee, nothing else out."""
+    backscatter for mail we never sent. One block, one notice per employee, one auto-email of
+    `delivery_failed` to the manager, nothing else out."""
     import smtplib
+    instance.path.joinpath("config", "auto_emails.yaml").write_text(STATUS_AUTO_EMAILS_YAML)
+    daemon = instance.start()
     _new_ticket_bounced(daemon, sink, "gone@acme.example")
     after_first = len(sink.messages)
     verp = next(m[0] for m in sink.messages if "gone@acme.example" in m[1])
@@ -173,6 +244,8 @@ def test_bounce_storm_blocks_and_sends_no_mail(daemon, sink):
     assert [b["target"] for b in daemon.json("blocks", "list")] == ["gone@acme.example"]
     failed = [e for e in daemon.json("tickets", "history", "1") if e["event"] == "delivery_failed"]
     assert len(failed) == 1
+    assert [(o["rcpt"], o["status"]) for o in daemon.outbox() if o["kind"] == "auto_email"] == [
+        (["jane@example.com"], "sent")]
     assert len([i for i in daemon.inbound() if i["reason"] == "bounce"]) == 250
 
 

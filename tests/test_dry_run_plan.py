@@ -2,8 +2,9 @@
 fixtures (tests/fixtures/steps/ and tests/fixtures/mail/), replayed through the
 CLI first with `--dry-run --json`, then for real; the mails the dry run planned
 must be the outbox rows the real run wrote (envelope, To/Cc/Bcc, subject, From),
-and the decision the same; its log line names the routing link that fired. Only
-the Message-IDs differ (fresh per run)."""
+auto-emails of the events the mail writes included (config/auto_emails.yaml), and
+the decision the same; its log line names the routing link that fired. Only the
+Message-IDs differ (fresh per run)."""
 
 import email
 import json
@@ -17,6 +18,15 @@ from conftest import make_mail
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOTIFICATIONS = "notifications@example.com"
+AUTO_EMAILS_YAML = """\
+default_sender: {address: helpdesk@example.com, name: Helpdesk}
+dispatchers: [dispatch@example.com]
+auto_emails:
+  - {name: ack, event: ticket_created, to: [requester], template: ticket_created.txt.j2}
+  - {name: new, event: request_by_email, to: [dispatchers, manager], template: ticket_created.txt.j2}
+  - {name: customer, event: customer_replied, to: [manager, dispatchers], template: ticket_forwarded.txt.j2}
+  - {name: answered, event: employee_replied, to: [requester, external], template: ticket_forwarded.txt.j2}
+"""
 EVENTS = {"ticket.created", "message.filed", "message.triaged", "message.duplicate", "message.ignored",
           "contact.created"}   # the decision's log line: one per message
 
@@ -55,6 +65,7 @@ def replayed(tmp_path, sink):
     # budget would hold back most copies): the loop guard is timed off, the rest as shipped.
     instance = Instance(tmp_path, sink.port, connector__triage_notice_to="triage@example.com",
                         connector__loop_reply_seconds="0")
+    instance.path.joinpath("config", "auto_emails.yaml").write_text(AUTO_EMAILS_YAML)
     first = tmp_path / "first.eml"
     first.write_bytes(make_mail(subject="Printer broken", sender="ann@acme.example", name="Ann Customer").as_bytes())
     return instance, [("first", first, "support@example.com")] + scenarios()
@@ -74,7 +85,9 @@ def test_the_dry_run_plans_the_outbox_rows_of_every_scenario(replayed):
         assert [planned(o) for o in dry["outgoing"]] == [planned(o) for o in real["outgoing"]], name
         checked |= {(o["kind"], name) for o in dry["outgoing"]}
         assert dry.get("link") == real.get("link") and dry.get("trace") and dry["trace"] == real["trace"], name
-    assert {kind for kind, _ in checked} == {"distribution", "auto_response", "notice"}  # every kind compared
+    assert {kind for kind, _ in checked} == {"distribution", "auto_response", "notice", "auto_email"}  # every kind
     assert {name for kind, name in checked if kind == "distribution"} >= {
         "first", "new_ticket", "customer_follow_up", "customer_keyword", "employee_follow_up", "employee_cc_only",
         "employee_keyword"}
+    assert {name for kind, name in checked if kind == "auto_email"} >= {
+        "first", "new_ticket", "customer_follow_up", "employee_follow_up"}

@@ -1,14 +1,19 @@
-"""Issue 9.2: loops the connector must stop, through real daemons.
+"""Issues 9.2 and 12: loops the connector must stop, through real daemons.
 
 `Peer` is the relay every connector sends to, and the Internet behind it:
-mail for a connector's address is delivered into that connector's SMTP
-port, and every responder answers each mail it gets, at once, without any
-automatic-mail header (an out-of-office that knows no RFC 3834). Each test
+mail for a connector's address (and its VERP bounce addresses) is delivered into that connector's SMTP port, and every responder
+answers each mail it gets, at once, without any automatic-mail header (an
+out-of-office that knows no RFC 3834); a `fresh` responder answers with a new
+subject and no threading (each answer opens a ticket); a bouncer's mailbox
+does not exist (its MTA returns a DSN to the envelope sender). Each test
 starts the ping-pong with one person's mail, waits until no mail moves any
 more, and counts what each address received: every loop stops within the
-budget (`loop_mails_per_ticket_per_hour`, default 2, per (address, ticket)).
+budget (`loop_mails_per_ticket_per_hour`, default 2, per (address, ticket);
+`auto_responses_per_hour` per address), auto-emails (config/auto_emails.yaml)
+in the loop included.
 """
 
+import contextlib
 import email
 import queue
 import smtplib
@@ -21,6 +26,7 @@ from email.utils import make_msgid
 import pytest
 
 from conftest import Instance, Sink, make_mail
+from dsn import dsn
 
 CAP = 150                # answers the peer gives at most, so a loop that is not stopped ends too
 PER_TICKET = 2           # the default loop_mails_per_ticket_per_hour
@@ -34,11 +40,14 @@ class Peer(Sink):
                 self.sink.work.put((envelope.mail_from, rcpt, envelope.original_content))
             return reply
 
-    def __init__(self, responders=(), auto_submitted=False):
+    def __init__(self, responders=(), auto_submitted=False, fresh=False, bouncers=()):
         super().__init__()
         self.connectors = {}              # address -> SMTP port of the connector that owns it
         self.responders = set(responders)
         self.auto_submitted = auto_submitted
+        self.fresh = fresh                # answers open a new thread: "Automatic reply N", no References
+        self.bouncers = set(bouncers)     # addresses that do not exist: a DSN goes back
+        self.bounces = 0
         self.answers = 0
         self.work = queue.Queue()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -58,9 +67,19 @@ class Peer(Sink):
             finally:
                 self.work.task_done()
 
+    def _port(self, address):
+        """The SMTP port of the connector owning `address` (a VERP address: of its domain), or None."""
+        local, _, domain = address.rpartition("@")
+        if address in self.connectors or not local.startswith("bounces+"):
+            return self.connectors.get(address)
+        return next((port for own, port in self.connectors.items() if own.rpartition("@")[2] == domain), None)
+
     def _handle(self, mail_from, rcpt, raw):
-        if rcpt in self.connectors:       # the MTA delivers to the other connector
+        if self._port(rcpt):              # the MTA delivers to the other connector
             return self._deliver(rcpt, mail_from, raw)
+        if rcpt in self.bouncers and mail_from and self._port(mail_from) and self.bounces < CAP:
+            self.bounces += 1
+            return self._deliver(mail_from, "", dsn(rcpt))
         if rcpt not in self.responders or self.answers >= CAP:
             return
         original = email.message_from_bytes(raw, policy=policy.default)
@@ -70,20 +89,23 @@ class Peer(Sink):
         self.answers += 1
         # unmarked: no header and no subject says it is automatic ("Out of office:" would, rules/automatic.yaml)
         prefix = "Out of office" if self.auto_submitted else "Re"
-        answer = make_mail(subject=f"{prefix}: {original['Subject']}", sender=rcpt, to=target,
+        threading = {"In-Reply-To": original["Message-ID"],
+                     "References": f"{original['References'] or ''} {original['Message-ID']}".strip()}
+        subject = f"{prefix}: {original['Subject']}"
+        if self.fresh:
+            subject, threading = f"Automatic reply {self.answers}", {}
+        answer = make_mail(subject=subject, sender=rcpt, to=target,
                            body="I am out of the office until Monday.\n", message_id=make_msgid(domain="peer.example"),
-                           headers={"In-Reply-To": original["Message-ID"],
-                                    "References": f"{original['References'] or ''} {original['Message-ID']}".strip(),
-                                    **({"Auto-Submitted": "auto-replied"} if self.auto_submitted else {})})
+                           headers={**threading, **({"Auto-Submitted": "auto-replied"} if self.auto_submitted else {})})
         self._deliver(target, rcpt, answer.as_bytes())
 
     def _deliver(self, rcpt, mail_from, raw):
-        with smtplib.SMTP("127.0.0.1", self.connectors[rcpt], timeout=10) as smtp:
+        with smtplib.SMTP("127.0.0.1", self._port(rcpt), timeout=10) as smtp:
             smtp.sendmail(mail_from, [rcpt], raw)
 
     def received(self):
         """How many mails each address got from the connectors (not counting connector addresses)."""
-        return Counter(r for _, rcpts, _ in self.messages for r in rcpts if r not in self.connectors)
+        return Counter(r for _, rcpts, _ in self.messages for r in rcpts if not self._port(r))
 
 
 def settle(peer, instances, quiet=4.0, timeout=90):
@@ -261,3 +283,89 @@ def test_our_marker_coming_back_is_never_redistributed(tmp_path, peer_factory):
         assert inst.spool_states()[-1][3].startswith("customer,automatic:loop")
     finally:
         inst.stop()
+
+
+LOOP_AUTO_EMAILS_YAML = """\
+auto_emails:
+  - {name: ack, event: ticket_created, to: [requester], template: ticket_created.txt.j2}
+  - {name: seen, event: customer_replied, to: [carl@example.com], template: ticket_forwarded.txt.j2}
+  - {name: answered, event: employee_replied, to: [requester], template: ticket_forwarded.txt.j2}
+"""
+
+
+@contextlib.contextmanager
+def looping(tmp_path, peer, auto_emails_yaml, name, sender="ann@acme.example", **ini):
+    """A connector with these auto-emails gets one mail from `sender`: (the connector, what each
+    address received, {(kind, address): rows sent}) once no mail moves."""
+    inst = Instance(tmp_path, peer.port, **ini)
+    inst.path.joinpath("config", "auto_emails.yaml").write_text(auto_emails_yaml)
+    start(inst, peer)
+    try:
+        inst.send(make_mail(subject="Printer broken", sender=sender))
+        settle(peer, [inst])
+        counts = report(name, peer)
+        sent = Counter((o["kind"], a) for o in inst.outbox() if o["status"] == "sent" for a in o["rcpt"])
+        print(f"sent by kind: {dict(sent)}")
+        yield inst, counts, sent
+    finally:
+        inst.stop()
+
+
+def test_autoresponders_talking_to_auto_emails_stop_within_the_budget(tmp_path, peer_factory):
+    """Ann's and Carl's out-of-office answer everything. Carl (receive: subscribed) hears of
+    the ticket only by the auto-email of `customer_replied`; Ann by her auto-response, the
+    copies of Carl's answers and the `employee_replied` auto-email: both paths are in the loop."""
+    peer = peer_factory(("ann@acme.example", "carl@example.com"))
+    with looping(tmp_path, peer, LOOP_AUTO_EMAILS_YAML, "autoresponders and auto-emails") as (inst, counts, sent):
+        assert len(inst.tickets()) == 1
+        # every mail ann and carl got is automatic (nobody wrote to them): at most the budget on the ticket
+        assert 1 <= counts["carl@example.com"] <= PER_TICKET and 1 <= counts["ann@acme.example"] <= PER_TICKET
+        assert sent[("auto_email", "carl@example.com")] >= 1                    # the auto-email path looped
+        assert all(n <= 1 + PER_TICKET for n in counts.values()), counts         # staff: one copy of ann's mail
+        assert inst.ticket(1)["message_count"] == len(inst.spool_states()) + 1  # every answer filed
+
+
+@pytest.mark.parametrize("per_hour, expected", [("4", 4), ("0", 10)], ids=["auto-responses", "auto-responses-off"])
+def test_a_robot_opening_ticket_after_ticket_gets_at_most_the_hourly_answers(tmp_path, peer_factory, per_hour,
+                                                                              expected):
+    """Each answer of the robot is a new ticket (new subject, no threading). It is confirmed by
+    the auto-response, or when there is none by the `ticket_created` auto-email: at most
+    auto_responses_per_hour answers in all (loop_mails_per_address_per_hour, 10, with
+    auto-responses off)."""
+    peer = peer_factory(("robot@acme.example",), fresh=True)
+    with looping(tmp_path, peer, LOOP_AUTO_EMAILS_YAML, f"robot, auto_responses_per_hour = {per_hour}",
+                 "robot@acme.example", connector__auto_responses_per_hour=per_hour) as (inst, counts, sent):
+        assert counts["robot@acme.example"] == expected
+        assert len(inst.tickets()) == expected + 1                # the unanswered answer is filed too
+        kind = "auto_response" if per_hour != "0" else "auto_email"
+        assert sent[(kind, "robot@acme.example")] == expected
+
+
+BOUNCE_AUTO_EMAILS_YAML = """\
+auto_emails:
+  - {name: failed, event: delivery_failed, to: [requester, manager], template: ticket_forwarded.txt.j2}
+"""
+
+
+def test_a_bounce_of_our_auto_response_is_attributed_and_never_answered(tmp_path, peer_factory):
+    """gone@acme.example does not exist: its MTA bounces our auto-response to the VERP address.
+    The bounce is attributed to the auto-response, the ticket gets `delivery_failed`, its
+    manager an auto-email and the employee recipients a notice; the dead address and the
+    bounce's sender get nothing."""
+    peer = peer_factory(bouncers=("gone@acme.example",))
+    with looping(tmp_path, peer, BOUNCE_AUTO_EMAILS_YAML, "bounce of the auto-response",
+                 "gone@acme.example") as (inst, counts, sent):
+        assert peer.bounces == 1 and counts["gone@acme.example"] == 1
+        assert not any(m[1] == ["MAILER-DAEMON@mx.acme.example"] for m in peer.messages)
+        [bounced] = [o for o in inst.outbox() if o["status"] == "bounced"]
+        assert bounced["kind"] == "auto_response" and bounced["rcpt"] == ["gone@acme.example"]
+        history = [e["event"] for e in inst.json("tickets", "history", "1")]
+        assert history.count("delivery_failed") == 1
+        assert [b["target"] for b in inst.json("blocks", "list")] == ["gone@acme.example"]
+        auto = [o for o in inst.outbox() if o["kind"] == "auto_email"]
+        assert [(o["rcpt"], o["status"]) for o in auto] == [(["jane@example.com"], "sent")]
+        notices = [o for o in inst.outbox() if o["kind"] == "notice"]
+        assert [o["rcpt"] for o in notices] == [["jane@example.com", "bob@example.com"]]
+        assert [row[2:] for row in inst.spool_states()] == [("new_ticket", "no_ticket_reference"),
+                                                            ("ignored_automatic", "bounce_attributed")]
+        assert sent[("auto_response", "gone@acme.example")] == 0        # it bounced

@@ -85,10 +85,10 @@ def test_no_auto_response_when_the_sender_asked_for_none(world):
 def test_trace_has_one_entry_per_step_and_one_per_link_tried(world):
     trace = world.decide("customer_follow_up").trace
     steps = [t["step"] for t in trace]
-    assert steps[:4] == ["parse", "classify", "sender", "reference"] and steps[-4:] == ["extract", "distribute",
-                                                                                         "notify", "blocks"]
+    assert steps[:4] == ["parse", "classify", "sender", "reference"] and steps[-5:] == ["extract", "distribute",
+                                                                                         "notify", "events", "blocks"]
     assert {"step": "reference", "link": "subject", "result": "#1"} in trace
-    assert trace[-3] == {"step": "distribute", "link": "distribute", "result": "1 outgoing"}
+    assert trace[-4] == {"step": "distribute", "link": "distribute", "result": "1 outgoing"}
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -1,6 +1,7 @@
 """`connector auto-emails preview EVENT --ticket N [--by EMAIL] [--json]`: who would get
-which automatic mail for that event on that ticket now, and who would not and why
-(`connector.workqueue.auto_emails.decide`). Reads only."""
+which automatic mail for that event on that ticket now (a blocked one `suppressed`, as the
+outbox would hold it), and who would not and why (`connector.workqueue.auto_emails.decide`,
+`connector.pipeline.blocking.apply_blocks`: what the planner does). Reads only."""
 
 import sys
 import time
@@ -9,7 +10,8 @@ from connector.commands.common import emit, settings_or_exit
 from connector.settings.auto_emails import EVENTS
 from connector.store.db import open_store
 from connector.store.events import VIA_CLI
-from connector.store.models import Ticket, TicketEvent
+from connector.pipeline import blocking
+from connector.store.models import OUTBOX_PENDING, OUTBOX_SUPPRESSED, Ticket, TicketEvent
 from connector.workqueue import auto_emails
 
 EX_USAGE = 64
@@ -26,15 +28,16 @@ def cmd_preview(args):
         print(f"connector: no ticket {args.ticket}", file=sys.stderr)
         return 1
     by = args.by.strip().lower() if args.by else None
-    decision = auto_emails.decide(ticket, args.event, by, settings)
-    planner = auto_emails.Planner(settings)
+    view = auto_emails.TicketView(ticket, settings)
+    decision = auto_emails.decide(view, args.event, by, settings)
     event = TicketEvent(ticket=ticket.id, at=time.time(), event=args.event, by=by, via=VIA_CLI, detail={})
-    mails = []
-    for mail in decision.mails:
-        subject, _ = planner.text(ticket, event, mail)
-        sender = planner.sender(ticket)
-        mails.append({"to": mail.address, "rule": mail.rule, "kind": mail.kind, "template": mail.template,
-                      "from": sender[0], "subject": subject})
+    planned, _, _ = blocking.apply_blocks(auto_emails.Planner(settings).outgoing(view, event, decision), ticket.id,
+                                          ticket.number, event.at)
+    named = {mail.address: mail for mail in decision.mails}
+    mails = [{"to": out.rcpt[0], "rule": named[out.rcpt[0]].rule, "kind": named[out.rcpt[0]].kind,
+              "template": out.template, "from": out.from_address, "subject": out.subject,
+              "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING, "blocked": out.blocked or None}
+             for out in planned]
     skipped = [{"to": s.address or None, "rule": s.rule, "kind": s.kind, "reason": s.reason}
                for s in decision.skipped]
     if args.json:
@@ -42,7 +45,7 @@ def cmd_preview(args):
         return 0
     print(f"ticket {ticket.number}, event {args.event}" + (f", caused by {by}" if by else ""))
     print("would send:")
-    emit(args, mails, ["to", "rule", "kind", "template", "subject"])
+    emit(args, mails, ["to", "rule", "kind", "template", "status", "subject"])
     print("would not send:")
     emit(args, skipped, ["to", "rule", "kind", "reason"])
     return 0

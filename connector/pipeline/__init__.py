@@ -6,11 +6,11 @@ in one transaction; `runner` drives both and shunts a message whose
 processing raises. Each step's docstring says what it reads and what it sets.
 
     parse -> classify -> sender -> reference -> commands.read -> route -> extract -> commands.settle
-          -> distribute -> commands.reply -> notify -> blocks
+          -> distribute -> commands.reply -> notify -> events -> blocks
 """
 
 from connector.pipeline import (
-    blocking, classify, commands, distribute, extract, notify, parse, reference, route, sender)
+    blocking, classify, commands, distribute, extract, notify, parse, reference, route, sender, ticket_events)
 
 STEPS = (
     parse.run,        # bytes -> ParsedMessage
@@ -26,6 +26,7 @@ STEPS = (
 FINALLY = (
     commands.reply,   # the result of a mail's staff commands, mailed back to its sender
     notify.run,       # a notice when the mail went to triage
+    ticket_events.run,  # the ticket events this mail writes, and their auto-emails
     blocking.run,     # automatic mail to a blocked address or ticket: suppressed
 )
 

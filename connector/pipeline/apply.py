@@ -9,6 +9,12 @@ written. Staff commands of the mail (`plan.commands`) are writes too: they
 run here, in this transaction (`connector.pipeline.commands.run`, which says
 what of their result mail only the run can know).
 
+The plan's ticket events (`plan.events`) are written before the outbox rows:
+an auto-email's row is keyed "<event id>:<address>" (unique in the outbox), the
+id known only here. Events whose auto-emails the plan does not hold (a staff
+mail's, whose commands run here) are recorded for the planner
+(`connector.workqueue.auto_emails`).
+
 Inserts go through `connector.store.bulk` (SQL built once): this is the
 hottest path of the daemon. Every mail queued carries our loop marker and
 leaves one `sent_mail` row per recipient, which the budgets count.
@@ -17,24 +23,24 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
-from connector.pipeline import attribute, commands
+from connector.pipeline import attribute, blocking, commands
 from connector.pipeline.budget import domain_of
-from connector.pipeline.cli_mail import NOTE, kind_of
 from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
-from connector.store import blocks, bulk, events
+from connector.store import bulk, events
 from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before, next_triage_id
 from connector.store.models import (
-    AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
+    AUTO_EMAIL, AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
 from connector.store.queries import next_ticket_number
-from connector.workqueue import inbox
+from connector.workqueue import auto_emails, inbox
 
 log = get_logger("pipeline")
 
 SENT_MAIL_KEPT = 2 * 3600  # seconds
-SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed"}
+SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed",
+                     AUTO_EMAIL: "auto_email.suppressed"}
 
 
 def plan_current(ctx):
@@ -87,20 +93,28 @@ def _compose(ctx, out):
         return compose.redistribution(copy, parsed, out, services)
     if out.kind == COMMAND_REPLY:
         return compose.command_reply(parsed, out, services)
+    if out.kind == AUTO_EMAIL:
+        return compose.auto_email(out, services.settings.public_address, services.settings.public_address)
     return compose.inbound_notice(out, services)
 
 
-def _queue(ctx, ticket_id, now):
-    """One outbox row per planned mail, as planned."""
-    signer = ctx.services.signer
-    rows = [{"ticket": ticket_id, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
-             "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
-             "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),
-             "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING, "blocked": out.blocked or None,
-             "attempts": 0, "next_attempt_at": now, "created_at": now}
-            for out in ctx.plan.outgoing]
+def _queue(ctx, ticket_id, now, event_ids):
+    """One outbox row per planned mail, as planned; an auto-email's on the ticket of its event,
+    keyed by the event's id (`event_ids`: {index in plan.events: id})."""
+    signer, plan = ctx.services.signer, ctx.plan
+    rows, sent = [], []
+    for out in plan.outgoing:
+        about = plan.events[out.event] if out.event is not None else None
+        ticket = (about.ticket_id or ticket_id) if about is not None else ticket_id
+        rows.append({"ticket": ticket, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
+                     "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
+                     "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),
+                     "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING, "blocked": out.blocked or None,
+                     "attempts": 0, "next_attempt_at": now, "created_at": now,
+                     "auto_key": auto_emails.auto_key(event_ids[out.event], out) if about is not None else None})
+        sent.append((out, plan.ticket_number if ticket else None))
     bulk.insert_many(OutboxEntry, rows)
-    _record_sent(ctx.plan.outgoing, ctx.plan.ticket_number if ticket_id else None, now)
+    _record_sent(sent, now)
 
 
 def _file_auto_responses(ctx, ticket_id, now):
@@ -119,12 +133,13 @@ def _marked(raw, signer):
     return f"{LOOP_HEADER}: {signer.loop_token}\r\n".encode("ascii") + raw
 
 
-def _record_sent(outgoing, ticket_number, now):
-    """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
+def _record_sent(sent, now):
+    """One `sent_mail` row per recipient of each (mail, ticket number): what the budgets count
+    (they look an hour back)."""
     forget_sent_before(now - SENT_MAIL_KEPT)
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
-                                 "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
-                                for out in outgoing if not out.suppressed for a in out.rcpt])
+                                 "ticket": number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
+                                for out, number in sent if not out.suppressed for a in out.rcpt])
 
 
 def _log_suppressed(plan):
@@ -132,25 +147,30 @@ def _log_suppressed(plan):
         log.info(SUPPRESSED_EVENTS.get(item["kind"], "loop.suppressed"), ticket=plan.ticket_number, **item)
 
 
-def _write_bounce(plan, spool_id, now):
-    """An attributed bounce (`connector.pipeline.attribute`): the row bounced, the ticket's event."""
+def _log_auto_emails(plan, event_ids):
+    for index, event in enumerate(plan.events):
+        if event.decision is not None:
+            auto_emails.log_planned(plan.ticket_number, event.event, event_ids[index], event.decision,
+                                    [o for o in plan.outgoing if o.event == index])
+
+
+def _write_events(plan, ticket_id, now, of_bounce):
+    """The plan's events on the filed ticket (or, `of_bounce`, on the bounce's); {index: id}.
+    Their auto-emails are in the plan, except a staff mail's (`connector.pipeline.ticket_events`)."""
+    return {index: events.record(event.ticket_id or ticket_id, event.event, at=now, by=event.by, via=event.via,
+                                 detail=event.detail, planned=plan.commands is None)
+            for index, event in enumerate(plan.events) if (event.ticket_id is not None) == of_bounce}
+
+
+def _write_bounce(plan, now):
+    """An attributed bounce (`connector.pipeline.attribute`): the row bounced, the ticket's event; {index: id}."""
     bounce = plan.bounce
     attribute.log_decision(plan)
     if bounce["again"]:
-        return
+        return {}
     reason = "; ".join(" ".join(filter(None, (r["address"], r["reason"], r["status"]))) for r in bounce["recipients"])
     bulk.update(OutboxEntry, bounce["outbox_id"], status=OUTBOX_BOUNCED, blocked=reason or bounce["reason"])
-    if bounce["ticket_id"]:
-        events.record(bounce["ticket_id"], events.DELIVERY_FAILED, at=now, by=None, via=events.VIA_SYSTEM,
-                      detail={"outbox_id": bounce["outbox_id"], "reason": bounce["reason"], "via": bounce["via"],
-                              "recipients": bounce["recipients"], "spool_id": spool_id})
-
-
-def _write_blocks(plan, now):
-    for block in plan.blocks:
-        block_id = blocks.add(block["kind"], block["target"], block["reason"], block["source"], now, block["hours"],
-                              hard=block["hard"])
-        log.info("block.added", block_id=block_id, **{k: block[k] for k in ("kind", "target", "reason", "hours")})
+    return _write_events(plan, None, now, of_bounce=True)
 
 
 def _remember_threads(message_ids, ticket_id):
@@ -173,11 +193,13 @@ def apply_decision(ctx):
         _contact_id(ctx, now)
     if plan.commands is not None:  # staff commands, before the mail is filed (a note of what was done)
         commands.run(ctx, now)
+    event_ids = _write_bounce(plan, now) if plan.bounce else {}
     if plan.action in FILED:
         _add_recipients(plan, ticket_id)
         _file_message(ctx, ticket_id)
         _file_auto_responses(ctx, ticket_id, now)
-        _queue(ctx, ticket_id, now)
+        event_ids.update(_record_events(ctx, ticket_id, now))
+        _queue(ctx, ticket_id, now, event_ids)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
         bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
@@ -185,40 +207,28 @@ def apply_decision(ctx):
                     from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                     ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
                     received_at=spool.received_at)
-        _queue(ctx, None, now)   # notices (and a command reply) only are planned for triage
+        _queue(ctx, None, now, event_ids)   # notices (a bounce's auto-emails, a command reply) only for triage
     elif plan.action not in FILED and plan.outgoing:
-        _queue(ctx, None, now)   # a reply to a notice's commands: the result mail alone
-    if plan.action in FILED:
-        _record_event(ctx, ticket_id, now)
-    if plan.bounce:
-        _write_bounce(plan, spool.id, now)
-    _write_blocks(plan, now)
+        _queue(ctx, None, now, event_ids)   # a reply to a notice's commands: the result mail alone
+    blocking.write(plan.blocks, now)
     if plan.supersedes:  # an earlier copy's notifications triage, now filed with this copy (see `classify`)
         close_superseded_triage(plan.supersedes, f"filed with spool entry {spool.id}")
     record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now)
     _log_suppressed(plan)
+    _log_auto_emails(plan, event_ids)
     return ticket_id
 
 
-def _record_event(ctx, ticket_id, now):
-    """The ticket's history: who wrote, through which channel (`tickets history`)."""
-    via, by = events.via_of_intake(ctx.spool.intake), ctx.sender.address or None
-    detail = {"message_id": ctx.parsed.message_id, "public": bool(ctx.plan.public)}
+def _record_events(ctx, ticket_id, now):
+    """The ticket's history as planned (`connector.pipeline.ticket_events`): who wrote, through
+    which channel (`tickets history`); a new ticket is then placed in its inboxes. {index: id}."""
+    ids = _write_events(ctx.plan, ticket_id, now, of_bounce=False)
     if ctx.plan.action == NEW_TICKET:
         forced = ctx.hints.get("triage")
-        if forced:  # made by staff from a triage item: the creation is theirs
-            events.record(ticket_id, events.TICKET_CREATED, at=now, by=forced["by"], via=forced["via"],
-                          detail={**detail, "triage_item": forced["item"]})
-        else:
-            events.record(ticket_id, events.TICKET_CREATED, at=now, by=by, via=via, detail=detail)
-        events.record(ticket_id, events.REQUEST_BY_EMAIL, at=now, by=by, via=via, detail=detail)
         inbox.place_planned(ticket_id, ctx.plan.inboxes, by=forced["by"] if forced else None,
-                            via=forced["via"] if forced else via, now=now, settings=ctx.services.settings)
-    else:
-        name = events.EMPLOYEE_REPLIED if ctx.sender.is_staff else events.CUSTOMER_REPLIED
-        if kind_of(ctx) == NOTE:  # `tickets note`
-            name = events.NOTE_ADDED
-        events.record(ticket_id, name, at=now, by=by, via=via, detail=detail)
+                            via=forced["via"] if forced else events.via_of_intake(ctx.spool.intake), now=now,
+                            settings=ctx.services.settings)
+    return ids
 
 
 def record_processing(spool, state, action, reason, message_id, now, attempts=0):

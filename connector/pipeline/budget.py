@@ -18,9 +18,13 @@ Counted from `sent_mail` rows, one per recipient of every mail we queue
                     ticket) and per address
     notice          per address; never about a reply to one of our notices
                     or about mail from a notice recipient itself
+    auto-email      a new ticket's confirmation to its requester: as an
+                    auto-response (`confirmation_allowed`); one caused by a
+                    possible loop: the loop budget (`connector.pipeline.ticket_events`)
 
 A suppressed mail is noted on the decision and logged by `apply`
-(`auto_response.suppressed`, `loop.suppressed`, `notice.suppressed`).
+(`auto_response.suppressed`, `loop.suppressed`, `notice.suppressed`,
+`auto_email.suppressed`).
 """
 
 from connector.mail.automatic import failed_authentication
@@ -78,18 +82,37 @@ def _over(ctx, limits):
     return None
 
 
-def auto_response_allowed(ctx, kind, address):
-    settings, parsed = ctx.services.settings, ctx.parsed
-    refusal = None
+def _answer_refused(ctx, address):
+    """Why the sender of this mail gets no automatic answer at all, or None."""
+    parsed = ctx.parsed
     if parsed.has_header("x-auto-response-suppress"):
-        refusal = ASKED_FOR_NONE, "the sender asked for no automatic answer"
-    elif auth := failed_authentication(parsed, ctx.services.trusted_authserv_ids):
-        refusal = auth, f"Authentication-Results of a trusted host: {domain_of(address)} failed"
-    else:
-        refusal = _over(ctx, (
-            (ADDRESS_LIMIT, settings.auto_responses_per_hour, {"kind": kind, "address": address.lower()}),
-            (DOMAIN_LIMIT, settings.auto_responses_per_domain_per_hour, {"kind": kind, "domain": domain_of(address)}),
-            (TOTAL_LIMIT, settings.auto_responses_total_per_hour, {"kind": kind})))
+        return ASKED_FOR_NONE, "the sender asked for no automatic answer"
+    if auth := failed_authentication(parsed, ctx.services.trusted_authserv_ids):
+        return auth, f"Authentication-Results of a trusted host: {domain_of(address)} failed"
+    return None
+
+
+def auto_response_allowed(ctx, kind, address):
+    settings = ctx.services.settings
+    refusal = _answer_refused(ctx, address) or _over(ctx, (
+        (ADDRESS_LIMIT, settings.auto_responses_per_hour, {"kind": kind, "address": address.lower()}),
+        (DOMAIN_LIMIT, settings.auto_responses_per_domain_per_hour, {"kind": kind, "domain": domain_of(address)}),
+        (TOTAL_LIMIT, settings.auto_responses_total_per_hour, {"kind": kind})))
+    if refusal:
+        suppress(ctx, kind, address, *refusal)
+    return refusal is None
+
+
+def confirmation_allowed(ctx, kind, address):
+    """A new ticket's auto-email to its requester (`ticket_created`, `request_by_email`) answers
+    the mail like an auto-response: none when the sender asked for none or failed
+    authentication, and none once the address got `auto_responses_per_hour` automatic mails
+    in the hour (`loop_mails_per_address_per_hour` when auto-responses are off), so a robot
+    opening ticket after ticket is not confirmed without end."""
+    settings = ctx.services.settings
+    limit = settings.auto_responses_per_hour or settings.loop_mails_per_address_per_hour
+    refusal = _answer_refused(ctx, address) or _over(ctx, (
+        (ADDRESS_LIMIT, limit, {"address": address.lower(), "budgeted": True}),))
     if refusal:
         suppress(ctx, kind, address, *refusal)
     return refusal is None

@@ -74,7 +74,7 @@ class Sender:
 class Outgoing:
     """One planned outgoing mail, whole: `apply` composes it from these values only."""
 
-    kind: str                   # AUTO_RESPONSE | DISTRIBUTION | NOTICE (connector.store.models)
+    kind: str                   # AUTO_RESPONSE | DISTRIBUTION | NOTICE | AUTO_EMAIL | ... (connector.store.models)
     rcpt: list                  # envelope recipients
     to: list
     cc: list = field(default_factory=list)
@@ -91,6 +91,8 @@ class Outgoing:
     loop: bool = False          # a copy caused by a possible loop: counted too
     suppressed: bool = False    # automatic mail to a blocked recipient: an outbox row `suppressed`, never sent
     blocked: str = ""           # the block that applied (`connector.pipeline.blocking`), noted on the row
+    event: int = None           # an auto-email: the index in `plan.events` of the event it is about (its
+                                # row's auto_key is "<event id>:<address>", the id known when apply writes it)
 
     @property
     def budgeted(self):
@@ -100,7 +102,25 @@ class Outgoing:
         return {"kind": self.kind, "mail_from": self.mail_from, "rcpt": self.rcpt, "to": self.to, "cc": self.cc,
                 "bcc": self.bcc, "from_name": self.from_name, "from_address": self.from_address,
                 "subject": self.subject, "template": self.template or None, "message_id": self.message_id,
-                "status": "suppressed" if self.suppressed else "pending", "blocked": self.blocked or None}
+                "status": "suppressed" if self.suppressed else "pending", "blocked": self.blocked or None,
+                "event": self.event}
+
+
+@dataclass
+class PlannedEvent:
+    """A ticket event the plan writes (`connector.store.events`), in order; its auto-emails
+    are planned with it (`connector.pipeline.ticket_events`)."""
+
+    event: str                  # the event name (connector.store.events)
+    by: str = None
+    via: str = ""
+    detail: dict = field(default_factory=dict)
+    at: float = None            # when decided (what the auto-emails' templates show)
+    ticket_id: int = None       # the ticket, when not the one the mail is filed on (a bounce's)
+    decision: object = None     # who gets a mail about it and who not (`auto_emails.Decision`), for the log
+
+    def summary(self):
+        return {"event": self.event, "by": self.by, "via": self.via}
 
 
 @dataclass
@@ -130,6 +150,7 @@ class Plan:
     suppressed: list = field(default_factory=list)  # mail a budget stopped: {kind, address, reason, detail}
     bounce: dict = None         # an attributed bounce (`connector.pipeline.attribute`): outbox row, reason, ticket
     blocks: list = field(default_factory=list)      # blocks to add: {kind, target, reason, source, hours, hard}
+    events: list = field(default_factory=list)      # ticket events to write (PlannedEvent), in order
     commands: object = None     # staff commands of this mail (`connector.pipeline.commands.Commands`)
 
 
@@ -179,6 +200,7 @@ class Context:
             "recipients": sorted({a for out in plan.outgoing for a in out.rcpt}),
             "outgoing": [out.summary() for out in plan.outgoing],
             "inboxes": [{"inbox": name, "placed_by": why} for name, why in plan.inboxes],
+            "events": [e.summary() for e in plan.events],
             "notes": plan.notes,
             "commands": plan.commands.summary() if plan.commands else None,
             "trace": self.trace,

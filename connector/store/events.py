@@ -46,7 +46,8 @@ def via_of_intake(intake):
 
 # What runs after an event is written, in its transaction: the process's wiring
 # installs the auto-email planner (connector.workqueue.auto_emails) here, so the
-# store imports nothing above it.
+# store imports nothing above it. The pipeline plans the auto-emails of the events
+# a mail writes itself (so `replay --dry-run` shows them) and records them `planned`.
 _after_record = []
 
 
@@ -56,12 +57,13 @@ def on_record(listener):
         _after_record.append(listener)
 
 
-def record(ticket_id, event, *, at, by=None, via=VIA_SYSTEM, detail=None):
-    """Write one event (the caller holds the transaction of the change); returns its id."""
+def record(ticket_id, event, *, at, by=None, via=VIA_SYSTEM, detail=None, planned=False):
+    """Write one event (the caller holds the transaction of the change); returns its id.
+    `planned`: the caller planned the event's automatic mail itself (no listener is called)."""
     assert via in VIAS, via
     detail = detail or {}
     event_id = bulk.insert(TicketEvent, ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail)
-    for listener in _after_record:
+    for listener in () if planned else _after_record:
         listener(TicketEvent(id=event_id, ticket=ticket_id, at=at, event=event, by=by, via=via, detail=detail))
     return event_id
 

@@ -1,27 +1,36 @@
 """Automatic e-mails on ticket events (seed 002; config/auto_emails.yaml).
 
-Where it stands: every ticket event goes through `connector.store.events.record`;
-the process's wiring (the worker's `configure`, the commands' settings load)
+Where it stands: the pipeline plans the auto-emails of the events a mail
+writes in its decision (`connector.pipeline.ticket_events`: `replay --dry-run`
+shows them) with `decide` and `Planner.outgoing` from here. Every other event
+(an `inbox` or `tickets set` command, the deadline timer, an escalation, a
+staff mail's commands) goes through `connector.store.events.record`: the
+process's wiring (the worker's `configure`, the commands' settings load)
 calls `install(settings)`, which makes `record` call `plan_event` in the
-transaction of the change. `plan_event` decides who gets which mail
-(`decide`) and writes one outbox row (kind `auto_email`) per (event,
-recipient): the row's `auto_key` "<event id>:<address>" is unique in the
-outbox, so a worker killed at any instant and restarted, or a delivery
-retried, never mails one address twice about one event. The delivery
-process sends the rows like every other mail.
+transaction of the change. Either way the mails are decided (`decide`),
+rendered (`Planner.outgoing`) and blocked (`connector.pipeline.blocking.
+apply_blocks`: a blocked recipient's mail is a `suppressed` row) the same
+way, and written one outbox row (kind `auto_email`) per (event, recipient):
+the row's `auto_key` "<event id>:<address>" is unique in the outbox, so a
+worker killed at any instant and restarted, or a delivery retried, never
+mails one address twice about one event. The delivery process sends the
+rows like every other mail.
 
 `decide` is the whole decision and changes nothing: `connector auto-emails
-preview` prints it. Who never gets a mail, and why (`Skipped.reason`):
-  causing_person  the person whose action the event is (`event.by`), except the
-                  requester's own confirmation of a new ticket
-  duplicate       already a recipient of this event (another rule or group)
-  confirmed       the requester of a new ticket already got its auto-response
-                  (or the ticket_created mail)
-  no_address      the group is empty for this ticket (no contact, no inbox, ...)
+preview` prints it (with the blocks applied). Who never gets a mail, and why
+(`Skipped.reason`):
+  causing_person    the person whose action the event is (`event.by`), except the
+                    requester's own confirmation of a new ticket
+  duplicate         already a recipient of this event (another rule or group)
+  failed_recipient  a `delivery_failed` event's failed address (never told of itself)
+  confirmed         the requester of a new ticket already got its auto-response
+                    (or the ticket_created mail)
+  no_address        the group is empty for this ticket (no contact, no inbox, ...)
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 
 import jinja2
 
@@ -29,6 +38,7 @@ from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
 from connector.outbound.msgid import MessageIdSigner
+from connector.pipeline import blocking
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import Outgoing
 from connector.settings import auto_emails as config_of
@@ -37,7 +47,7 @@ from connector.settings.auto_emails import DISPATCHERS, EXTERNAL, MANAGER, OWNER
 from connector.store import events
 from connector.store.db import load_hmac_key
 from connector.store.models import (
-    AUTO_EMAIL, AUTO_RESPONSE, ENTRY_OPEN, OUTBOX_PENDING, ExternalRecipient, InboxEntry, OutboxEntry, SentMail,
+    AUTO_EMAIL, AUTO_RESPONSE, ENTRY_OPEN, OUTBOX_PENDING, OUTBOX_SUPPRESSED, ExternalRecipient, InboxEntry, OutboxEntry, SentMail,
     Ticket, TicketEvent)
 
 log = get_logger("auto_email")
@@ -46,6 +56,7 @@ CAUSING_PERSON = "causing_person"
 DUPLICATE = "duplicate"
 CONFIRMED = "confirmed"
 NO_ADDRESS = "no_address"
+FAILED_RECIPIENT = "failed_recipient"
 # A new ticket's confirmation goes to its requester even when they caused it.
 CREATION_EVENTS = (events.TICKET_CREATED, events.REQUEST_BY_EMAIL)
 # Events whose `by` is the acting dispatcher of the ticket (seed 002: who forwarded or assigned it).
@@ -95,30 +106,74 @@ def _acting_dispatcher(ticket_id, settings):
     return None
 
 
-def _group(kind, ticket, settings, config):
-    """The addresses of one recipient kind for this ticket now (a plain address is itself)."""
-    if kind == REQUESTER:
-        return [ticket.contact.email] if ticket.contact_id else []
-    if kind == RESOURCE:
-        configured = inbox_config.of(settings)
-        return [m for e in _open_entries(ticket.id) if (i := configured.get(e.inbox)) for m in i.members]
-    if kind == OWNER:
-        return [e.owner for e in _open_entries(ticket.id) if e.owner]
-    if kind == MANAGER:
-        return [ticket.manager] if ticket.manager else []
-    if kind == DISPATCHERS:
-        acting = _acting_dispatcher(ticket.id, settings)
-        return [acting] if acting else list(config.dispatchers)
-    if kind == EXTERNAL:
-        return [r.address for r in ExternalRecipient.select().where(ExternalRecipient.ticket == ticket.id)]
-    return [kind]
-
-
-def _confirmed(ticket_id, address):
-    """Whether the ticket's requester already got an auto-response or an auto-email of its creation."""
+def _confirmed(ticket_id):
+    """Who already got an auto-response or an auto-email on this ticket."""
     rows = OutboxEntry.select(OutboxEntry.rcpt).where((OutboxEntry.ticket == ticket_id)
                                                      & OutboxEntry.kind.in_((AUTO_RESPONSE, AUTO_EMAIL)))
-    return any(address in [a.lower() for a in row.rcpt or ()] for row in rows)
+    return {a.lower() for row in rows for a in row.rcpt or ()}
+
+
+class TicketView:
+    """A ticket as the recipient groups see it when an event happens: read from the store,
+    except what `known` gives (the pipeline's plan, about to be written: a new ticket, a
+    manager a scanner rule sets, recipients joining). Each part is read once, when asked."""
+
+    def __init__(self, ticket, settings, **known):
+        self.ticket, self.settings, self.known = ticket, settings, known
+        self.id = known.get("id", ticket.id if ticket is not None else None)
+        self.number = known.get("number", ticket.number if ticket is not None else None)
+        self.subject = known.get("subject", ticket.subject if ticket is not None else "")
+        self.status = known.get("status", ticket.status if ticket is not None else "")
+
+    def _known(self, name, read):
+        return self.known[name] if name in self.known else read()
+
+    @cached_property
+    def requester(self):
+        return self._known("requester", lambda: self.ticket.contact.email if self.ticket.contact_id else None)
+
+    @cached_property
+    def entries(self):
+        """[(inbox name, owner)] of the open entries."""
+        return self._known("entries", lambda: [(e.inbox, e.owner) for e in _open_entries(self.id)])
+
+    @cached_property
+    def manager(self):
+        return self._known("manager", lambda: self.ticket.manager)
+
+    @cached_property
+    def external(self):
+        stored = [] if self.id is None else [
+            r.address for r in ExternalRecipient.select().where(ExternalRecipient.ticket == self.id)]
+        return list(dict.fromkeys(stored + list(self.known.get("joining", ()))))
+
+    @cached_property
+    def dispatcher(self):
+        return self._known("dispatcher", lambda: _acting_dispatcher(self.id, self.settings))
+
+    @cached_property
+    def confirmed(self):
+        """The addresses that got an auto-response or an auto-email on the ticket (a set the
+        planner adds to)."""
+        return set(self.known.get("confirmed", ())) | (_confirmed(self.id) if self.id is not None else set())
+
+
+def _group(kind, view, settings, config):
+    """The addresses of one recipient kind for this ticket now (a plain address is itself)."""
+    if kind == REQUESTER:
+        return [view.requester] if view.requester else []
+    if kind == RESOURCE:
+        configured = inbox_config.of(settings)
+        return [m for name, _ in view.entries if (i := configured.get(name)) for m in i.members]
+    if kind == OWNER:
+        return [owner for _, owner in view.entries if owner]
+    if kind == MANAGER:
+        return [view.manager] if view.manager else []
+    if kind == DISPATCHERS:
+        return [view.dispatcher] if view.dispatcher else list(config.dispatchers)
+    if kind == EXTERNAL:
+        return view.external
+    return [kind]
 
 
 def _causer(by, settings):
@@ -129,14 +184,21 @@ def _causer(by, settings):
     return {e.lower() for e in member.emails} if member is not None else {by.lower()}
 
 
-def decide(ticket, event, by, settings):
-    """Who gets which mail about `event` on `ticket` now, and who does not and why."""
+def failed_of(event, detail):
+    """The addresses a `delivery_failed` event says failed (never mailed about their failure)."""
+    if event != events.DELIVERY_FAILED:
+        return set()
+    return {r["address"].lower() for r in (detail or {}).get("recipients", ()) if r.get("address")}
+
+
+def decide(view, event, by, settings, detail=None):
+    """Who gets which mail about `event` on the ticket (`view`) now, and who does not and why."""
     config = config_of.of(settings)
     decision, seen = Decision(), set()
-    causer = _causer(by, settings)
+    causer, failed = _causer(by, settings), failed_of(event, detail)
     for rule in config.for_event(event):
         for kind in rule.to:
-            addresses = _group(kind, ticket, settings, config)
+            addresses = _group(kind, view, settings, config)
             if not addresses:
                 decision.skipped.append(Skipped("", rule.name, kind, NO_ADDRESS))
             for address in dict.fromkeys(a.lower() for a in addresses):
@@ -145,7 +207,9 @@ def decide(ticket, event, by, settings):
                     reason = DUPLICATE
                 elif address in causer and not own_confirmation:
                     reason = CAUSING_PERSON
-                elif own_confirmation and _confirmed(ticket.id, address):
+                elif address in failed:
+                    reason = FAILED_RECIPIENT
+                elif own_confirmation and address in view.confirmed:
                     reason = CONFIRMED
                 else:
                     seen.add(address)
@@ -172,12 +236,13 @@ def iso(timestamp):
 
 
 class Planner:
-    """The auto-emails of one process's settings: renders and queues what `decide` says."""
+    """The auto-emails of one process's settings: renders what `decide` says, applies the
+    blocks (`connector.pipeline.blocking.apply_blocks`) and queues them."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, templates=None, signer=None):
         self.settings = settings
-        self.templates = compose.Templates(settings.folder_candidates("templates"))
-        self._signer = None
+        self.templates = templates or compose.Templates(settings.folder_candidates("templates"))
+        self._signer = signer
 
     @property
     def signer(self):
@@ -186,12 +251,12 @@ class Planner:
             self._signer = MessageIdSigner(load_hmac_key(self.settings.data_dir), domain)
         return self._signer
 
-    def sender(self, ticket):
+    def sender(self, view):
         """(address, name) the mail is from: the sender of the ticket's inbox, else default_sender,
         else the public address."""
         configured = inbox_config.of(self.settings)
-        for entry in _open_entries(ticket.id):
-            inbox = configured.get(entry.inbox)
+        for name, _ in view.entries:
+            inbox = configured.get(name)
             if inbox is not None and inbox.sender_address:
                 return inbox.sender_address, inbox.sender_name
         config = config_of.of(self.settings)
@@ -199,71 +264,102 @@ class Planner:
             return config.sender_address, config.sender_name
         return self.settings.public_address, self.settings.response_from_name
 
-    def values(self, ticket, event, mail):
+    def values(self, view, event, mail):
         config = config_of.of(self.settings)
         return {
             "server_url": config.server_url,
-            "ticket": {"number": ticket.number, "subject": ticket.subject, "status": ticket.status,
-                       "tag": self.settings.ticket_tag.format(number=ticket.number),
-                       "url": f"{config.server_url}/ticketlist/ticket/{ticket.number}" if config.server_url else "",
-                       "inboxes": [e.inbox for e in _open_entries(ticket.id)]},
+            "ticket": {"number": view.number, "subject": view.subject, "status": view.status,
+                       "tag": self.settings.ticket_tag.format(number=view.number),
+                       "url": f"{config.server_url}/ticketlist/ticket/{view.number}" if config.server_url else "",
+                       "inboxes": [name for name, _ in view.entries]},
             "event": {"name": event.event, "at": iso(event.at), "by": event.by, "via": event.via,
                       "detail": event.detail or {}},
             "recipient": {"address": mail.address, "kind": mail.kind},
             "rule": mail.rule,
         }
 
-    def text(self, ticket, event, mail):
+    def text(self, view, event, mail):
         """(subject with the ticket tag, body) of one mail."""
-        subject, body = self.templates.render(mail.template, **self.values(ticket, event, mail))
-        tag = self.settings.ticket_tag.format(number=ticket.number)
-        return (subject if tag in subject else f"{tag} {subject or ticket.subject}".strip()), body
+        subject, body = self.templates.render(mail.template, **self.values(view, event, mail))
+        tag = self.settings.ticket_tag.format(number=view.number)
+        return (subject if tag in subject else f"{tag} {subject or view.subject}".strip()), body
 
-    def outgoing(self, ticket, event, mail):
-        """The outbox row of one mail (without its ids)."""
-        subject, body = self.text(ticket, event, mail)
-        address, name = self.sender(ticket)
-        out = Outgoing(AUTO_EMAIL, [mail.address], [mail.address], from_name=name, from_address=address,
-                       mail_from=self.settings.public_address, subject=subject, template=mail.template, body=body,
-                       message_id=self.signer.make(ticket.number), automatic=True)
-        raw = compose.auto_email(out, self.settings.public_address, self.settings.public_address)
-        return {"kind": AUTO_EMAIL, "mail_from": out.mail_from, "rcpt": out.rcpt, "to": out.to, "cc": [], "bcc": [],
-                "subject": subject, "message_id": out.message_id,
-                "raw": f"{LOOP_HEADER}: {self.signer.loop_token}\r\n".encode("ascii") + raw}
+    def outgoing(self, view, event, decision, index=None):
+        """The planned mails of `decision` about `event` (`index`: its place in the plan's events),
+        whole; a mail whose template fails to render is logged and left out."""
+        planned = []
+        address, name = self.sender(view)
+        for mail in decision.mails:
+            try:
+                subject, body = self.text(view, event, mail)
+            except jinja2.TemplateError as exc:   # check-config rendered it with samples: a value it lacked
+                log.error("auto_email.render_failed", ticket=view.number, ticket_event=event.event,
+                          rule=mail.rule, template=mail.template, to=mail.address, error=str(exc),
+                          hint="fix the template; the ticket's mail is filed without this mail")
+                continue
+            planned.append(Outgoing(AUTO_EMAIL, [mail.address], [mail.address], from_name=name,
+                                    from_address=address, mail_from=self.settings.public_address, subject=subject,
+                                    template=mail.template, body=body, message_id=self.signer.make(view.number),
+                                    automatic=True, event=index))
+        return planned
 
     def plan_event(self, event):
-        """Queue the auto-emails of `event` (a TicketEvent just written, in its transaction)."""
+        """Queue the auto-emails of `event` (a TicketEvent just written outside the pipeline, in its
+        transaction): decided, rendered and blocked as the pipeline's are."""
         if not config_of.of(self.settings).for_event(event.event):
             return
         ticket = Ticket.get_by_id(event.ticket)
-        decision = decide(ticket, event.event, event.by, self.settings)
-        for skipped in decision.skipped:
-            log.info("auto_email.skipped", ticket=ticket.number, ticket_event=event.event, event_id=event.id,
-                     rule=skipped.rule, kind=skipped.kind, to=skipped.address or None, reason=skipped.reason)
-        for mail in decision.mails:
-            try:
-                outgoing = self.outgoing(ticket, event, mail)
-            except jinja2.TemplateError as exc:   # check-config rendered it with samples: a value it lacked
-                log.error("auto_email.render_failed", ticket=ticket.number, ticket_event=event.event,
-                          event_id=event.id, rule=mail.rule, template=mail.template, to=mail.address,
-                          error=str(exc), hint="fix the template; the ticket's mail is filed without this mail")
-                continue
-            row = {**outgoing, "ticket": ticket.id, "status": OUTBOX_PENDING,
-                   "attempts": 0, "next_attempt_at": event.at, "created_at": event.at,
-                   "auto_key": f"{event.id}:{mail.address}"}
+        view = TicketView(ticket, self.settings)
+        decision = decide(view, event.event, event.by, self.settings, event.detail)
+        planned, loop, _ = blocking.apply_blocks(self.outgoing(view, event, decision), ticket.id, ticket.number,
+                                                 event.at)
+        if loop is not None:
+            blocking.write([loop], event.at)
+        public = self.settings.public_address
+        written = []
+        for out in planned:
+            raw = compose.auto_email(out, public, public)
+            row = {"kind": AUTO_EMAIL, "mail_from": out.mail_from, "rcpt": out.rcpt, "to": out.to, "cc": [],
+                   "bcc": [], "subject": out.subject, "message_id": out.message_id,
+                   "raw": f"{LOOP_HEADER}: {self.signer.loop_token}\r\n".encode("ascii") + raw,
+                   "ticket": ticket.id, "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING,
+                   "blocked": out.blocked or None, "attempts": 0, "next_attempt_at": event.at,
+                   "created_at": event.at, "auto_key": auto_key(event.id, out)}
             if not OutboxEntry.insert(row).on_conflict_ignore().as_rowcount().execute():
                 continue   # already planned: an event is mailed to an address once
-            SentMail.insert(address=mail.address, domain=domain_of(mail.address), ticket=ticket.number,
-                            kind=AUTO_EMAIL, budgeted=True, at=event.at).execute()
-            log.info("auto_email.planned", ticket=ticket.number, ticket_event=event.event, event_id=event.id,
-                     rule=mail.rule, kind=mail.kind, to=mail.address)
+            written.append(out)
+            if not out.suppressed:
+                SentMail.insert(address=out.rcpt[0], domain=domain_of(out.rcpt[0]), ticket=ticket.number,
+                                kind=AUTO_EMAIL, budgeted=True, at=event.at).execute()
+        log_planned(ticket.number, event.event, event.id, decision, written)
+
+
+def auto_key(event_id, out):
+    """The outbox key of one auto-email: unique, so an event mails an address once."""
+    return f"{event_id}:{out.rcpt[0].lower()}"
+
+
+def log_planned(ticket_number, event, event_id, decision, written):
+    """One line per recipient: skipped (and why), suppressed by a block, or planned."""
+    for skipped in decision.skipped:
+        log.info("auto_email.skipped", ticket=ticket_number, ticket_event=event, event_id=event_id,
+                 rule=skipped.rule, kind=skipped.kind, to=skipped.address or None, reason=skipped.reason)
+    mails = {m.address: m for m in decision.mails}
+    for out in written:
+        mail = mails.get(out.rcpt[0])
+        fields = {"ticket": ticket_number, "ticket_event": event, "event_id": event_id,
+                  "rule": mail.rule if mail else None, "kind": mail.kind if mail else None, "to": out.rcpt[0]}
+        if out.suppressed:
+            log.info("auto_email.suppressed", **fields, blocked=out.blocked)
+        else:
+            log.info("auto_email.planned", **fields)
 
 
 _planner = None
 
 
 def install(settings):
-    """Plan auto-emails from these settings for every event this process records."""
+    """Plan auto-emails from these settings for every event this process records outside the pipeline."""
     global _planner
     _planner = Planner(settings)
     events.on_record(_on_record)
