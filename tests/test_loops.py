@@ -369,3 +369,26 @@ def test_a_bounce_of_our_auto_response_is_attributed_and_never_answered(tmp_path
         assert [row[2:] for row in inst.spool_states()] == [("new_ticket", "no_ticket_reference"),
                                                             ("ignored_automatic", "bounce_attributed")]
         assert sent[("auto_response", "gone@acme.example")] == 0        # it bounced
+
+
+def test_the_confirmation_never_goes_where_the_auto_response_was_held(tmp_path, sink):
+    """With `ticket_created -> requester` configured (the README's example), forged senders at
+    one domain past the per-domain limit, and a sender asking for no automatic answer, got the
+    auto-email instead of the held auto-response (an outside test: 10 auto-responses and 5
+    auto-emails to 15 senders at a domain limited to 10). Held there, held here."""
+    inst = Instance(tmp_path, sink.port, connector__auto_responses_per_domain_per_hour="2")
+    inst.path.joinpath("config", "auto_emails.yaml").write_text(LOOP_AUTO_EMAILS_YAML)
+    inst.start()
+    try:
+        for n in range(5):
+            inst.send(make_mail(subject=f"Request {n}", sender=f"forged{n}@victim.example"))
+        inst.send(make_mail(subject="No answer please", sender="quiet@acme.example",
+                            headers={"X-Auto-Response-Suppress": "All"}))
+        inst.wait_processed(6)
+        answered = [o["kind"] for o in inst.outbox()
+                    if o["kind"] in ("auto_response", "auto_email") and o["status"] != "suppressed"]
+        assert answered == ["auto_response", "auto_response"], answered   # the domain's two, nothing else
+        quiet = [o for o in inst.outbox() if "quiet@acme.example" in o["rcpt"]]
+        assert all(o["status"] == "suppressed" for o in quiet), quiet
+    finally:
+        inst.stop()

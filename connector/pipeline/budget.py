@@ -30,6 +30,7 @@ A suppressed mail is noted on the decision and logged by `apply`
 from connector.mail.automatic import failed_authentication
 from connector.settings.addresses import unicode_domain
 from connector.store.queries import same_text_since, sent_since
+from connector.store.models import AUTO_RESPONSE
 
 HOUR = 3600
 
@@ -103,16 +104,40 @@ def auto_response_allowed(ctx, kind, address):
     return refusal is None
 
 
+def _auto_response_refused(ctx, address):
+    """The refusal of this mail's auto-response to `address`, if it had one: the confirmation
+    stands in for it, so it never goes where the auto-response may not (an outside test: with
+    the auto-response held by the per-domain limit, the confirmation went instead)."""
+    held = next((s for s in ctx.plan.suppressed if s["kind"] == AUTO_RESPONSE
+                 and s["address"].lower() == address.lower()), None)
+    if held is None or _turned_off(ctx.services.settings, held["reason"]):
+        return None   # auto-responses off by configuration: the confirmation is what answers
+    return held["reason"], f"as the auto-response: {held['detail']}"
+
+
+def _turned_off(settings, reason):
+    """Whether `reason` is a limit configured as 0 (no auto-responses), not one reached."""
+    limit = {ADDRESS_LIMIT: settings.auto_responses_per_hour,
+             DOMAIN_LIMIT: settings.auto_responses_per_domain_per_hour,
+             TOTAL_LIMIT: settings.auto_responses_total_per_hour}.get(reason)
+    return limit == 0
+
+
 def confirmation_allowed(ctx, kind, address):
     """A new ticket's auto-email to its requester (`ticket_created`, `request_by_email`) answers
     the mail like an auto-response: none when the sender asked for none or failed
     authentication, and none once the address got `auto_responses_per_hour` automatic mails
     in the hour (`loop_mails_per_address_per_hour` when auto-responses are off), so a robot
-    opening ticket after ticket is not confirmed without end."""
+    opening ticket after ticket is not confirmed without end; never where this mail's
+    auto-response was held back (by any limit), and within the auto-response's per-domain and
+    total limits of its own."""
     settings = ctx.services.settings
     limit = settings.auto_responses_per_hour or settings.loop_mails_per_address_per_hour
-    refusal = _answer_refused(ctx, address) or _over(ctx, (
-        (ADDRESS_LIMIT, limit, {"address": address.lower(), "budgeted": True}),))
+    limits = [(ADDRESS_LIMIT, limit, {"address": address.lower(), "budgeted": True}),
+              (DOMAIN_LIMIT, settings.auto_responses_per_domain_per_hour, {"kind": kind, "domain": domain_of(address)}),
+              (TOTAL_LIMIT, settings.auto_responses_total_per_hour, {"kind": kind})]
+    refusal = _auto_response_refused(ctx, address) or _answer_refused(ctx, address) or \
+        _over(ctx, [entry for entry in limits if entry[1]])   # a limit set to 0 turns auto-responses off, not this
     if refusal:
         suppress(ctx, kind, address, *refusal)
     return refusal is None
