@@ -3,7 +3,8 @@
     connector run       main process: SMTP/LMTP intake -> spool (group commit),
                         in-process SERVICES (IMAP scanners); starts, restarts and
                         reloads the BACKGROUND processes of `connector.worker`:
-    connector worker    the pipeline over spooled messages
+    connector worker    the pipeline over spooled messages; `[worker] processes`
+                        of them (`worker --partition I/N`), each its share
     connector deliver   the outbox, to the relay or the maildir
 
 Separate processes, so that filing and delivering never take the intake's
@@ -40,7 +41,8 @@ from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
-from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker
+from connector.store.wakeup import worker_role
+from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker, filing_processes
 from connector.workqueue import triage as triage_actions
 
 log = get_logger("daemon")
@@ -74,6 +76,15 @@ class ListenError(Exception):
         super().__init__(f"{ini_path}: {key}: cannot listen on {address}: {what.lower()} (hint: {hint})")
 
 
+def background_commands(settings):
+    """{child name: command} of the daemon's background processes: the filing workers
+    (`worker`, or `worker`, `worker-2`, ... each with its partition) and `deliver`."""
+    count = filing_processes(settings)
+    workers = {"worker": ("worker",)} if count == 1 else {
+        worker_role(index): ("worker", "--partition", f"{index}/{count}") for index in range(1, count + 1)}
+    return {**workers, "deliver": ("deliver",)}
+
+
 def open_services(settings, clock=time.time, synchronous="full"):
     """Store, key and pipeline services for this process."""
     open_store(settings.database, synchronous, upgrade=settings.auto_upgrade)
@@ -86,7 +97,7 @@ class Daemon:
         self.ini_path = ini_path
         self.clock = clock
         self.stop_event = threading.Event()
-        self.children = Children(ini_path, tuple(BACKGROUND) if with_worker else ())
+        self.children = Children(ini_path, background_commands(settings) if with_worker else {})
         self.services = [service(settings, self.stop_event) for service in SERVICES]
         self.notifier = Notifier()
         self.started_at = clock()
@@ -236,11 +247,13 @@ def run_daemon(settings, ini_path, with_worker=True):
     return 0
 
 
-def run_background(name, settings):
+def run_background(name, settings, partition=None):
     """Entry point of a background process (`connector worker|deliver`) started by the
     daemon (or by systemd): idle CPU class, stop on SIGTERM or when the daemon that started
-    it dies, reload on SIGHUP, tell the daemon it runs once its store is open."""
+    it dies, reload on SIGHUP, tell the daemon it runs once its store is open. A filing
+    worker's `partition` (I, N): the share of the spool it files."""
     loop_class = BACKGROUND[name]
+    options = {"partition": partition} if partition else {}
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
@@ -261,7 +274,7 @@ def run_background(name, settings):
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
     try:
-        worker = loop_class(settings, stop)
+        worker = loop_class(settings, stop, **options)
     except AlreadyRunning as exc:
         log.error(f"{name}.already_running", error=str(exc))
         print(f"connector: {exc}", file=sys.stderr)

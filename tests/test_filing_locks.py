@@ -43,7 +43,7 @@ def test_an_idle_look_starts_past_what_was_filed(tmp_path):
     for spool_id in ids:
         Processing.create(spool_id=spool_id, state=SPOOL_DONE)
     runner = Runner.__new__(Runner)
-    runner.floor = 0
+    runner.floor, runner.partition = 0, None
     assert runner.waiting_ids() == []
     assert runner.floor == ids[-1] + 1                 # the next look reads no filed row
     assert unprocessed_spool_ids(runner.floor, 10) == []

@@ -42,13 +42,43 @@ def filed_copies(message_id, sha256, spool_id=None):
     return [Copy(row[0], row[1], row[2], json.loads(row[3] or "[]")) for row in rows]
 
 
-def unprocessed_spool_ids(floor, limit):
-    """Spool ids from `floor` on with no processing row, or one asking for a replay."""
+def _share(column, partition):
+    """The SQL condition and parameters selecting filing process I of N's share, (I, N)."""
+    if partition is None:
+        return "", ()
+    index, count = partition
+    return f' AND {column} % ? = ?', (count, index - 1)
+
+
+def unprocessed_spool_ids(floor, limit, partition=None):
+    """Spool ids from `floor` on with no processing row, or one asking for a replay
+    (of `partition` (I, N) only: the ids whose remainder modulo N is I - 1)."""
+    share, params = _share('s."id"', partition)
     rows = database.execute_sql(
         'SELECT s."id" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
-        'WHERE s."id" >= ? AND (p."spool_id" IS NULL OR p."state" = ?) ORDER BY s."id" LIMIT ?',
-        (floor, SPOOL_QUEUED, limit)).fetchall()
+        f'WHERE s."id" >= ? AND (p."spool_id" IS NULL OR p."state" = ?){share} ORDER BY s."id" LIMIT ?',
+        (floor, SPOOL_QUEUED, *params, limit)).fetchall()
     return [row[0] for row in rows]
+
+
+def first_unfiled(floor):
+    """The lowest spool id from `floor` on that no process has filed yet (None: there is none)."""
+    return _one('SELECT s."id" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
+                'WHERE s."id" >= ? AND p."spool_id" IS NULL ORDER BY s."id" LIMIT 1', (floor,))
+
+
+def last_sent_id():
+    """The newest `sent_mail` row's id (0: none): where a decision's view of the budgets ends."""
+    return _one('SELECT MAX("id") FROM "sent_mail"') or 0
+
+
+def sent_after(mark, at_most):
+    """How many `sent_mail` rows were written after the row `mark`, counting no further than `at_most`."""
+    return _one('SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "id" > ? LIMIT ?)', (mark, at_most))
+
+
+def ticket_updated_at(ticket_id):
+    return _one('SELECT "updated_at" FROM "ticket" WHERE "id" = ?', (ticket_id,))
 
 
 def last_spool_id():
@@ -83,9 +113,10 @@ def write_transaction():
         yield
 
 
-def requeued_spool_ids(limit):
-    rows = database.execute_sql('SELECT "spool_id" FROM "processing" WHERE "state" = ? ORDER BY "spool_id" LIMIT ?',
-                                (SPOOL_QUEUED, limit)).fetchall()
+def requeued_spool_ids(limit, partition=None):
+    share, params = _share('"spool_id"', partition)
+    rows = database.execute_sql(f'SELECT "spool_id" FROM "processing" WHERE "state" = ?{share} '
+                                'ORDER BY "spool_id" LIMIT ?', (SPOOL_QUEUED, *params, limit)).fetchall()
     return [row[0] for row in rows]
 
 
