@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     from connector.checks import load_checked
+    from connector.log import setup_logging
+    from connector.worker import FILING_CHECKPOINT_PAGES
     from connector.pipeline.runner import Runner
     from connector.pipeline.services import Services
     from connector.store.db import load_hmac_key, open_store
@@ -48,7 +50,9 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="connector-profile-"))
     write_config(workdir, 2525, 2526)
     settings = load_checked(workdir / "connector.ini")
-    open_store(settings.database, synchronous="normal")
+    log = open(workdir / "worker.log", "w")
+    setup_logging(settings.log_level, stream=log, json=True)   # as the daemon's worker logs
+    open_store(settings.database, synchronous="normal", checkpoint_pages=FILING_CHECKPOINT_PAGES)
     ids = [store_message(message(i), mail_from="a@client.test", rcpt_to=["support@example.test"], intake="smtp")
            for i in range(args.messages)]
     runner = Runner(Services(settings, load_hmac_key(settings.data_dir), triage=triage))
