@@ -35,6 +35,8 @@ from connector.workqueue import inbox
 log = get_logger("pipeline")
 
 SENT_MAIL_KEPT = 2 * 3600  # seconds
+FORGET_EVERY = 60.0  # seconds between two deletions of old `sent_mail` rows (not one per mail filed)
+_forget_at = {"next": float("-inf")}  # when this process deletes them next (by the filing clock)
 SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed"}
 
 
@@ -144,7 +146,9 @@ def _marked(raw, signer):
 
 def _record_sent(outgoing, ticket_number, now):
     """One `sent_mail` row per recipient: what the budgets count (they look an hour back)."""
-    forget_sent_before(now - SENT_MAIL_KEPT)
+    if not now < _forget_at["next"]:
+        forget_sent_before(now - SENT_MAIL_KEPT)
+        _forget_at["next"] = now + FORGET_EVERY
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
                                  "ticket": ticket_number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
                                 for out in outgoing if not out.suppressed for a in out.rcpt])
