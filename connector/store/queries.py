@@ -1,8 +1,11 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
 import contextlib
+import fcntl
 import json
+import os
 from collections import namedtuple
+from pathlib import Path
 
 import peewee
 
@@ -11,6 +14,7 @@ from connector.store.models import (
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
+FILING_LOCK = "filing.lock"  # beside the database: the filing processes take turns on it
 
 
 def _one(sql, params=()):
@@ -86,9 +90,34 @@ def last_spool_id():
     return _one('SELECT MAX("id") FROM "spool"."spool"') or 0
 
 
+_lock_files = {}
+
+
+@contextlib.contextmanager
+def _filing_turn():
+    """The filing processes' turn (an flock on FILING_LOCK): a waiting worker is woken the
+    moment the other one commits, where SQLite's busy handler sleeps 1, 2, 5... ms between
+    looks. Released by the kernel when a process dies. Without the file (a read-only
+    folder): SQLite's own lock alone."""
+    path = Path(database.database).parent / FILING_LOCK
+    fd = _lock_files.get(path)
+    if fd is None:
+        try:
+            fd = _lock_files[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield
+            return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def filing_transaction(spool_id):
-    """The transaction that files one spool entry, holding the write lock of the main file only.
+    """The transaction that files one spool entry, holding the write lock of the main file only
+    (and the filing processes' turn, `_filing_turn`, taken first).
 
     `BEGIN IMMEDIATE` would write-lock every attached file, the spool included,
     so each filing would make the intake's spool commit wait. A deferred
@@ -97,7 +126,7 @@ def filing_transaction(spool_id):
     busy timeout instead of failing with "database is locked" as a transaction
     that read first would.
     """
-    with database.atomic():
+    with _filing_turn(), database.atomic():
         database.execute_sql('UPDATE "processing" SET "attempts" = "attempts" WHERE "spool_id" = ?', (spool_id,))
         yield
 
