@@ -50,7 +50,7 @@ from connector.store.filing import close_triage, next_triage_id, processing, req
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, first_unfiled, last_sent_id, last_spool_id, processing_state, requeued_spool_ids,
-    spool_entry, unprocessed_spool_ids)
+    spool_entry, spool_entry_and_state, unprocessed_spool_ids)
 
 log = get_logger("pipeline")
 
@@ -106,8 +106,7 @@ class Runner:
         """Process one entry; returns the Context, None when it was not waiting, or LATER
         when it waits for earlier entries (decided, not filed: call again)."""
         try:
-            state = processing_state(spool_id)
-            spool = spool_entry(spool_id)
+            spool, state = spool_entry_and_state(spool_id)
             if spool is None or state not in (None, SPOOL_QUEUED):
                 self.waiting.pop(spool_id, None)
                 return None

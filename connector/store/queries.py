@@ -178,6 +178,16 @@ def spool_entry(spool_id):
     return None if row is None else _instance(SpoolEntry, SPOOL_FIELDS, row)
 
 
+_WITH_STATE_SQL = ('SELECT %s, p."state" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
+                   'WHERE s."id" = ?' % ", ".join('s."%s"' % f.column_name for f in SPOOL_FIELDS))
+
+
+def spool_entry_and_state(spool_id):
+    """(the spool entry or None, its `processing_state`), in one query: the filing path's first look."""
+    row = database.execute_sql(_WITH_STATE_SQL, (spool_id,)).fetchone()
+    return (None, None) if row is None else (_instance(SpoolEntry, SPOOL_FIELDS, row[:-1]), row[-1])
+
+
 def outbox_due(now, limit):
     """The outbox rows to attempt now, oldest due first (SQL built once: delivery asks every round)."""
     rows = database.execute_sql(_DUE_SQL, (*OUTBOX_ACTIVE, now, limit)).fetchall()
