@@ -10,6 +10,8 @@ the same run: messages/s of wall time (the filing alone, nothing else running
 but what loads the machine) and CPU ms per message of all of them together.
 
     python bench/worker_profile.py [--messages 1500] [--profile] [--top 40] [--processes 1,2]
+
+Another checkout's connector: PYTHONPATH=/path/to/checkout python bench/worker_profile.py
 """
 
 import argparse
@@ -55,7 +57,8 @@ def runner_for(settings, partition=None):
     from connector.pipeline.services import Services
     from connector.store.db import load_hmac_key
     from connector.workqueue import triage
-    return Runner(Services(settings, load_hmac_key(settings.data_dir), triage=triage), partition=partition)
+    options = {"partition": partition} if partition else {}  # a checkout before [worker] processes has none
+    return Runner(Services(settings, load_hmac_key(settings.data_dir), triage=triage), **options)
 
 
 def spooled_world(count):
