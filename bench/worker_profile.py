@@ -62,10 +62,12 @@ def runner_for(settings, partition=None):
 
 
 def spooled_world(count):
+    from connector.store.db import load_hmac_key
     from connector.store.spool import store_message
     workdir = Path(tempfile.mkdtemp(prefix="connector-profile-"))
     write_config(workdir, 2525, 2526)
     settings = open_world(workdir)
+    load_hmac_key(settings.data_dir)  # before the worker processes start, as the daemon makes it
     ids = [store_message(message(i), mail_from="a@client.test", rcpt_to=["support@example.test"], intake="smtp")
            for i in range(count)]
     return workdir, settings, ids

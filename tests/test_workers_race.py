@@ -87,7 +87,7 @@ def test_the_last_notice_of_the_hour_is_sent_once(tmp_path):
     assert rows(inst, 'SELECT COUNT(*) FROM "outbox" WHERE "kind" = ?', "notice") == [(2,)]
 
 
-def test_a_follow_up_waits_for_a_parent_in_the_other_share(tmp_path):
+def test_a_new_ticket_waits_for_earlier_mail_in_the_other_share(tmp_path):
     from connector.pipeline.runner import LATER, Runner
     inst, services, _ = world(tmp_path)
     odd, even = Runner(services, partition=(2, 2)), Runner(services, partition=(1, 2))
@@ -118,9 +118,10 @@ RACER = textwrap.dedent("""
 
 
 def test_two_filing_processes_racing_on_conflicting_mail(tmp_path):
-    from connector.store.db import open_store
+    from connector.store.db import load_hmac_key, open_store
     inst = Instance(tmp_path, free_port(), connector__auto_responses_per_hour="3")
     open_store(inst.path / "var" / "connector.db")
+    load_hmac_key(inst.path / "var")   # made before the workers start, as the daemon does
     threads, copies = [], []
     for n in range(12):
         spool(make_mail(subject=f"New {n}", sender=f"c{n}@acme.example").as_bytes())
@@ -145,8 +146,15 @@ def test_two_filing_processes_racing_on_conflicting_mail(tmp_path):
     numbers = [n for (n,) in rows(inst, 'SELECT "number" FROM "ticket" ORDER BY "number"')]
     assert numbers == list(range(1, len(numbers) + 1))                 # no number twice, none skipped
     assert len(numbers) == 12 + 12 + 12 + 12                           # new, copied, thread, order
-    for message_id in copies:                                          # each copy pair filed once
+    opened_by = [spool_id for (spool_id,) in rows(
+        inst, 'SELECT MIN(m."spool_id") FROM "ticket" t JOIN "message" m ON m."ticket_id" = t."id" '
+              'GROUP BY t."number" ORDER BY t."number"')]
+    assert opened_by == sorted(opened_by)                              # numbered in arrival order
+    for message_id in copies:                                          # each pair filed once: the first
         assert rows(inst, 'SELECT COUNT(*) FROM "message" WHERE "message_id" = ?', message_id) == [(1,)]
+    actions = [action for _, action, _ in sorted(
+        rows(inst, 'SELECT p."spool_id", p."action", p."reason" FROM "processing" p'))]
+    assert actions[1:3] == ["new_ticket", "duplicate"]
     for parent, reply in threads:                                      # one ticket per thread
         tickets = rows(inst, 'SELECT "ticket_id" FROM "message" WHERE "message_id" IN (?, ?)', parent, reply)
         assert len(tickets) == 2 and len(set(tickets)) == 1, (parent, tickets)

@@ -11,11 +11,15 @@ budgets); when one did, the entry is decided again under the lock, reusing
 the pure work (parse, classification, reply text) of the first decision.
 
 Several filing processes (`[worker] processes`) each take their `partition`
-of the spool. Mail of one thread must end on one ticket whichever process
-files it: a mail that would open a new ticket although it names earlier mail
-(In-Reply-To, References) waits until every entry spooled before it is filed
-(ORDER_WAIT between looks), so a parent being filed by another process is
-found. Nothing waits on a later entry, so the waits always end. An exception rolls the transaction back
+of the spool. A mail that would open a new ticket is filed only once every
+entry spooled before it is filed (by whichever process): so mail of one
+thread ends on one ticket (a parent being filed by another process is found),
+the first of two copies is the one filed, and ticket numbers and the last
+units of a budget go in arrival order, as with one worker. Meanwhile the
+process decides its next entries and files the waiting one as soon as it may
+(looking again every ORDER_WAIT when it has nothing else to do, for at most
+ORDER_PATIENCE before it goes idle). Nothing waits on a later entry, so the
+waits always end. An exception rolls the transaction back
 and records the entry `shunted` with its reason; a triage item
 (`needs_attention`, `processing_error`) makes it visible, and `connector
 inbound replay ID` queues it again.
@@ -67,7 +71,8 @@ EVENTS = {
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
 RETRY_MAX = 30.0      # the longest wait between two retries
-ORDER_WAIT = 0.005    # seconds between two looks while a follow-up waits for earlier entries (see above)
+ORDER_WAIT = 0.002    # seconds between two looks while only new tickets wait for earlier entries (see above)
+ORDER_PATIENCE = 1.0  # seconds of such looks without progress before the drain returns (the worker idles)
 LATER = "later"       # what `process` returns for an entry that waits for earlier ones
 
 
@@ -93,10 +98,8 @@ class Runner:
                                   sent_mark=last_sent_id()))
 
     def _earlier_unfiled(self, ctx):
-        """Whether `ctx` opens a new ticket for mail naming earlier mail while an entry spooled
-        before it is not filed yet (by another process: this one files in order)."""
-        parsed = ctx.parsed
-        if ctx.plan.action != NEW_TICKET or not (parsed.in_reply_to or parsed.references):
+        """Whether `ctx` opens a new ticket while an entry spooled before it is not filed yet."""
+        if ctx.plan.action != NEW_TICKET:
             return False
         if self.filed_below < ctx.spool.id:
             self.filed_below = first_unfiled(self.filed_below) or ctx.spool.id
@@ -203,6 +206,7 @@ class Runner:
     def drain(self, stop=lambda: False):
         """Process everything waiting now; returns how many entries were looked at."""
         count = 0
+        patience = self.monotonic() + ORDER_PATIENCE
         while not stop() and not self.waiting_for_storage:
             try:
                 ids = self.waiting_ids()
@@ -212,17 +216,31 @@ class Runner:
                 return count
             if not ids:
                 return count
-            later = 0
+            progress = count
             for spool_id in ids:
                 if stop() or self.waiting_for_storage:  # a storage fault: the rest would fail too
                     return count
-                if self.process(spool_id) is LATER:
-                    later += 1
-                else:
-                    count += 1
-            if later == len(ids):  # only follow-ups waiting for another process: give it a moment
+                if spool_id in self.waiting:
+                    continue  # filed by _file_waiting, in order
+                count += self.process(spool_id) is not LATER
+                count += self._file_waiting()
+            if count > progress:
+                patience = self.monotonic() + ORDER_PATIENCE
+            elif self.monotonic() >= patience:  # another process is not filing: idle, look later
+                return count
+            else:  # only new tickets waiting for another process: give it a moment
                 time.sleep(ORDER_WAIT)
+                count += self._file_waiting()
         return count
+
+    def _file_waiting(self):
+        """File, in order, the waiting entries that need not wait any more; how many."""
+        filed = 0
+        for spool_id in sorted(self.waiting):
+            if self.process(spool_id) is LATER:
+                break  # the ones after it wait for the same earlier entry
+            filed += 1
+        return filed
 
 
 def requeue(spool_id):
