@@ -11,11 +11,12 @@ budgets); when one did, the entry is decided again under the lock, reusing
 the pure work (parse, classification, reply text) of the first decision.
 
 Several filing processes (`[worker] processes`) each take their `partition`
-of the spool. A mail that would open a new ticket is filed only once every
-entry spooled before it is filed (by whichever process): so mail of one
-thread ends on one ticket (a parent being filed by another process is found),
-the first of two copies is the one filed, and ticket numbers and the last
-units of a budget go in arrival order, as with one worker. Meanwhile the
+of the spool and decide in parallel, but an entry is filed only once every
+entry spooled before it is filed (by whichever process): so mail is filed in
+arrival order, as with one worker (mail of one thread ends on one ticket, the
+first of two copies is the one filed, ticket numbers, triage ids and the last
+units of a budget go in arrival order), and a decision made before an earlier
+entry was filed is checked under the lock (`plan_current`). Meanwhile the
 process decides its next entries and files the waiting one as soon as it may
 (looking again every ORDER_WAIT when it has nothing else to do, for at most
 ORDER_PATIENCE before it goes idle). Nothing waits on a later entry, so the
@@ -71,7 +72,7 @@ EVENTS = {
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
 RETRY_MAX = 30.0      # the longest wait between two retries
-ORDER_WAIT = 0.002    # seconds between two looks while only new tickets wait for earlier entries (see above)
+ORDER_WAIT = 0.002    # seconds between two looks while its entries wait for earlier ones (see above)
 ORDER_PATIENCE = 1.0  # seconds of such looks without progress before the drain returns (the worker idles)
 LATER = "later"       # what `process` returns for an entry that waits for earlier ones
 
@@ -98,9 +99,7 @@ class Runner:
                                   sent_mark=last_sent_id()))
 
     def _earlier_unfiled(self, ctx):
-        """Whether `ctx` opens a new ticket while an entry spooled before it is not filed yet."""
-        if ctx.plan.action != NEW_TICKET:
-            return False
+        """Whether an entry spooled before `ctx`'s is not filed yet."""
         if self.filed_below < ctx.spool.id:
             self.filed_below = first_unfiled(self.filed_below) or ctx.spool.id
         return self.filed_below < ctx.spool.id
@@ -228,7 +227,7 @@ class Runner:
                 patience = self.monotonic() + ORDER_PATIENCE
             elif self.monotonic() >= patience:  # another process is not filing: idle, look later
                 return count
-            else:  # only new tickets waiting for another process: give it a moment
+            else:  # only entries waiting for another process: give it a moment
                 time.sleep(ORDER_WAIT)
                 count += self._file_waiting()
         return count
