@@ -30,7 +30,7 @@ import threading
 import time
 
 from connector.checks import load_checked
-from connector.health.children import Children, announce_ready
+from connector.health.children import Children, announce_ready, parent_pid
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
@@ -262,7 +262,7 @@ def run_background(name, settings, partition=None):
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.request_stop() if worker else stop.set())
-    parent = os.getppid()
+    parent = parent_pid()
 
     def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
         while not stop.wait(0.5):

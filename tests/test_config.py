@@ -319,9 +319,7 @@ def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_pat
         wait_for(lambda: '"config.invalid"' in inst.log.read_text(), timeout=30, what="restarted worker waiting")
         inst.send(make_mail(subject="Waits for the fix", sender="bert@beta.example"))
         time.sleep(3)                                            # a crash loop would spawn again and again
-        spawns = [json.loads(line)["restarts"] for line in inst.log.read_text().splitlines()
-                  if '"child.spawned"' in line]
-        assert sorted(spawns)[-2:] == [0, 1] and spawns.count(1) == 1  # each child once, the one restart
+        assert inst.log.read_text().count('"child.spawned"') == 3  # worker, deliver, the one restart
         rules.write_text("rules: []\n")
         template.write_text(LOCAL_TEMPLATE.replace("OLD", "FIXED"))
         inst.wait_processed(2, timeout=30)

@@ -25,9 +25,9 @@ def test_a_wake_up_reaches_every_filing_worker(tmp_path):
         first.close(), second.close()
 
 
-def test_auto_is_two_processes_or_one_per_core(tmp_path):
-    settings = load_settings(Instance(tmp_path, 2500).ini)
-    assert filing_processes(settings, cores=8) == 2 and filing_processes(settings, cores=1) == 1
+def test_auto_is_one_process_and_a_count_is_taken_as_written(tmp_path):
+    assert filing_processes(load_settings(Instance(tmp_path / "a", 2500).ini), cores=8) == 1
+    assert filing_processes(load_settings(Instance(tmp_path / "b", 2500, worker__processes="3").ini), cores=2) == 3
 
 
 def test_a_bad_count_is_one_line_naming_the_key(tmp_path):
@@ -91,3 +91,12 @@ def test_three_filing_workers_under_the_daemon(tmp_path, sink, monkeypatch):
     finally:
         inst.stop()
         systemd.close()
+
+
+def test_a_child_started_just_before_the_daemon_died_knows_it(monkeypatch):
+    """kill -9 of the daemon while a child starts: the child's parent is already init when it
+    looks, so the daemon's pid comes in the environment and the orphan watch compares with it."""
+    from connector.health.children import PARENT_ENV, parent_pid
+    monkeypatch.setenv(PARENT_ENV, "4194999")
+    assert parent_pid() == 4194999 and PARENT_ENV not in os.environ
+    assert parent_pid() == os.getppid()

@@ -36,6 +36,7 @@ STABLE_AFTER = 30.0        # a child that ran this long was not crash-looping
 CRASH_LOOP_AFTER = 3       # quick deaths in a row that make a crash loop
 STOP_TIMEOUT = 12.0
 READY_FD_ENV = "CONNECTOR_READY_FD"
+PARENT_ENV = "CONNECTOR_PARENT"  # the daemon's pid: a child that starts after the daemon died knows it
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -54,6 +55,13 @@ def restart_delay(quick_deaths):
 def child_argv(ini_path, command):
     """The command line of a child running `command` (a tuple: the subcommand and its options)."""
     return [sys.executable, "-P", "-c", BOOTSTRAP.format(root=PACKAGE_ROOT), "-c", str(ini_path), *command]
+
+
+def parent_pid():
+    """In a child: the pid of the daemon that started it (read from the environment, so a
+    child the daemon started just before it was killed sees that), else its parent's."""
+    pid = os.environ.pop(PARENT_ENV, "")
+    return int(pid) if pid.isdigit() else os.getppid()
 
 
 def announce_ready():
@@ -113,6 +121,7 @@ class Children:
         os.set_blocking(read_fd, False)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}  # only the daemon speaks to systemd
         env[READY_FD_ENV] = str(write_fd)
+        env[PARENT_ENV] = str(os.getpid())
         # SIGHUP asks a running child to reload: the child starts with it blocked (the mask is
         # inherited) and unblocks it once its handler is in place. No preexec_fn: it can
         # deadlock a child forked from a process with threads.

@@ -156,7 +156,7 @@ def _convert(key, raw, ini_path):
     if key.kind == "processes":  # auto, or how many
         if value != "auto" and not (value.isdigit() and 1 <= int(value) <= MAX_PROCESSES):
             raise ConfigError(ini_path, where, f"{value!r} is not auto or a number from 1 to {MAX_PROCESSES}",
-                              "write auto (one per core, at most 2), or a number such as 2")
+                              "write auto, or a number such as 2")
         return {key.field: value if value == "auto" else int(value)}
     if key.kind == "choice":
         if value not in key.choices:
