@@ -18,7 +18,7 @@ daemon whose relay is Postfix's smtp-sink. Printed:
 Targets (issue 14, this 2-core machine class): acceptance while filing >= 0.9 of the
 sink, end to end >= 500 msg/s.
 
-    python bench/smtp_bench.py [--messages 5000] [--sessions 20] [--size 4096] [--rounds 2]
+    python bench/smtp_bench.py [--messages 5000] [--sessions 20] [--size 4096] [--rounds 2] [--workers N]
 """
 
 import argparse
@@ -67,8 +67,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def role_of(argv):
+    """A child's name from its command line: deliver, worker, or worker-I for `worker --partition I/N`."""
+    if "--partition" in argv:
+        index = argv[argv.index("--partition") + 1].partition("/")[0]
+        return "worker" if index == "1" else f"worker-{index}"
+    return argv[-1]
+
+
 def processes(daemon_pid):
-    """{role: pid} of the daemon (intake) and its children (worker, deliver)."""
+    """{role: pid} of the daemon (intake) and its children (worker, worker-2..., deliver)."""
     found = {"intake": daemon_pid}
     try:
         children = Path(f"/proc/{daemon_pid}/task/{daemon_pid}/children").read_text().split()
@@ -76,7 +84,7 @@ def processes(daemon_pid):
         children = []
     for pid in map(int, children):
         try:
-            role = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").rpartition(b"\0")[2].decode()
+            role = role_of(Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0"))
         except OSError:
             continue
         found[role] = pid
@@ -91,8 +99,12 @@ class CPU:
         self.before = {role: cpu_seconds(pid) for role, pid in self.pids.items()}
 
     def stop(self, messages):
-        """{role: CPU milliseconds per message}."""
-        return {role: 1000 * (cpu_seconds(pid) - self.before[role]) / messages for role, pid in self.pids.items()}
+        """{role: CPU milliseconds per message}; `workers`: all filing workers together."""
+        used = {role: 1000 * (cpu_seconds(pid) - self.before[role]) / messages for role, pid in self.pids.items()}
+        workers = [ms for role, ms in used.items() if role.startswith("worker")]
+        if len(workers) > 1:
+            used["workers"] = sum(workers)
+        return used
 
 
 def source(port, args):
@@ -163,10 +175,12 @@ def known_keys(python):
     return _KNOWN[python]
 
 
-def write_config(workdir, port, relay_port, python=sys.executable):
+def write_config(workdir, port, relay_port, python=sys.executable, workers=None):
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "staff.yaml").write_text(STAFF)
     limits = "".join(f"{key} = 1000000\n" for key in LIMITS if key in known_keys(python))
+    if workers and "processes" in known_keys(python):  # [worker] processes: a checkout before it has one
+        limits += f"[worker]\nprocesses = {workers}\n"
     (workdir / "connector.ini").write_text(
         "[connector]\npublic_address = support@example.test\nnotifications_address = notify@example.test\n"
         "database = var/connector.db\n" + limits +
@@ -184,7 +198,7 @@ def run_intake_only(args, workdir):
 
 def run_connector(args, workdir):
     relay_port, port = free_port(), free_port()
-    write_config(workdir, port, relay_port, args.python)
+    write_config(workdir, port, relay_port, args.python, args.workers)
     sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{relay_port}", "256"])
     daemon = subprocess.Popen([args.python, "-m", "connector", "-c", str(workdir / "connector.ini"), "run"],
                               stdout=open(workdir / "daemon.log", "wb"), stderr=subprocess.STDOUT, cwd=workdir)
@@ -221,6 +235,7 @@ def main():
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", help="[worker] processes (default: the connector's own default)")
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter whose installed connector is measured (another checkout's "
                              ".venv/bin/python, for a before/after in the same run)")

@@ -3,7 +3,8 @@
     connector run       main process: SMTP/LMTP intake -> spool (group commit),
                         in-process SERVICES (IMAP scanners); starts, restarts and
                         reloads the BACKGROUND processes of `connector.worker`:
-    connector worker    the pipeline over spooled messages
+    connector worker    the pipeline over spooled messages; `[worker] processes`
+                        of them (`worker --partition I/N`), each its share
     connector deliver   the outbox, to the relay or the maildir
 
 Separate processes, so that filing and delivering never take the intake's
@@ -29,7 +30,7 @@ import threading
 import time
 
 from connector.checks import load_checked
-from connector.health.children import Children, announce_ready
+from connector.health.children import Children, announce_ready, parent_pid
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
@@ -40,7 +41,8 @@ from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
-from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker
+from connector.store.wakeup import worker_role
+from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker, filing_processes
 from connector.workqueue import triage as triage_actions
 
 log = get_logger("daemon")
@@ -58,7 +60,6 @@ FALLBACK_NICENESS = 19
 # The daemon's pid, in its children's environment: a child compares its parent with it, so
 # that it stops even when the daemon died before the child (slow to start in the idle CPU
 # class on a busy machine) first looked at its parent, which was then already init.
-DAEMON_PID_ENV = "CONNECTOR_DAEMON_PID"
 LISTEN_HINTS = {
     errno.EADDRINUSE: "another process listens there (`ss -ltnp` names it); stop it or choose another port",
     errno.EADDRNOTAVAIL: "that address is not one of this machine's; use 127.0.0.1 or an address `ip addr` lists",
@@ -78,6 +79,15 @@ class ListenError(Exception):
         super().__init__(f"{ini_path}: {key}: cannot listen on {address}: {what.lower()} (hint: {hint})")
 
 
+def background_commands(settings):
+    """{child name: command} of the daemon's background processes: the filing workers
+    (`worker`, or `worker`, `worker-2`, ... each with its partition) and `deliver`."""
+    count = filing_processes(settings)
+    workers = {"worker": ("worker",)} if count == 1 else {
+        worker_role(index): ("worker", "--partition", f"{index}/{count}") for index in range(1, count + 1)}
+    return {**workers, "deliver": ("deliver",)}
+
+
 def open_services(settings, clock=time.time, synchronous="full"):
     """Store, key and pipeline services for this process."""
     open_store(settings.database, synchronous, upgrade=settings.auto_upgrade)
@@ -90,7 +100,7 @@ class Daemon:
         self.ini_path = ini_path
         self.clock = clock
         self.stop_event = threading.Event()
-        self.children = Children(ini_path, tuple(BACKGROUND) if with_worker else ())
+        self.children = Children(ini_path, background_commands(settings) if with_worker else {})
         self.services = [service(settings, self.stop_event) for service in SERVICES]
         self.notifier = Notifier()
         self.started_at = clock()
@@ -167,7 +177,6 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         watcher = ConfigWatcher(settings, lambda: loop.call_soon_threadsafe(self.reload))
         watcher.start()
-        os.environ[DAEMON_PID_ENV] = str(os.getpid())
         self.children.start_all()
         threads = [thread for service in self.services for thread in service.start()]
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
@@ -241,11 +250,13 @@ def run_daemon(settings, ini_path, with_worker=True):
     return 0
 
 
-def run_background(name, settings):
+def run_background(name, settings, partition=None):
     """Entry point of a background process (`connector worker|deliver`) started by the
     daemon (or by systemd): idle CPU class, stop on SIGTERM or when the daemon that started
-    it dies, reload on SIGHUP, tell the daemon it runs once its store is open."""
+    it dies, reload on SIGHUP, tell the daemon it runs once its store is open. A filing
+    worker's `partition` (I, N): the share of the spool it files."""
     loop_class = BACKGROUND[name]
+    options = {"partition": partition} if partition else {}
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
@@ -254,7 +265,7 @@ def run_background(name, settings):
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.request_stop() if worker else stop.set())
-    parent = int(os.environ.pop(DAEMON_PID_ENV, 0) or 0) or os.getppid()  # systemd's: its parent
+    parent = parent_pid()
 
     def orphaned():  # the daemon died (kill -9): stop; its successor starts new children
         while not stop.wait(0.5):
@@ -266,7 +277,7 @@ def run_background(name, settings):
 
     threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
     try:
-        worker = loop_class(settings, stop)
+        worker = loop_class(settings, stop, **options)
     except AlreadyRunning as exc:
         log.error(f"{name}.already_running", error=str(exc))
         print(f"connector: {exc}", file=sys.stderr)

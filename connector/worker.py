@@ -7,8 +7,16 @@ them (scheduling class, signals, the parent watch). Both reload the
 configuration between two steps on SIGHUP or when the files' fingerprint
 changes (`connector.settings.reload.Reloader`), keeping the current
 configuration when the new one is bad.
+
+The daemon runs `[worker] processes` filing workers (`connector worker
+--partition I/N`): worker I files the spool entries whose id modulo N is I - 1,
+so they never take the same entry, and a restarted worker finds its own
+unfinished entries again (they have no processing row). Each decides outside
+the write lock and re-checks under it what other mail may have changed
+(`connector.pipeline.runner`). The first one also fires deadlines and prunes.
 """
 
+import os
 import threading
 import time
 
@@ -21,7 +29,8 @@ from connector.settings.reload import Reloader
 from connector.store.db import load_hmac_key, open_store
 from connector.store.faults import describe, transient_fault
 from connector.store.retention import prune
-from connector.store.wakeup import IDLE_POLL, Waker
+from connector.settings.schema import AUTO_PROCESSES
+from connector.store.wakeup import IDLE_POLL, Waker, worker_role
 from connector.workqueue import auto_emails, deadlines
 from connector.workqueue import triage as triage_actions
 
@@ -48,7 +57,7 @@ class BackgroundLoop:
     exclusive = False  # whether a second process of this kind must not run (the filing worker may)
     checkpoint_pages = None  # SQLite's default
 
-    def __init__(self, settings, stop, clock=time.time):
+    def __init__(self, settings, stop, clock=time.time, role=None):
         self.stop = stop
         self.clock = clock
         self.reload_requested = threading.Event()
@@ -56,7 +65,7 @@ class BackgroundLoop:
         self.checked_at = time.monotonic()
         open_store(settings.database, synchronous="normal", upgrade=settings.auto_upgrade,
                    checkpoint_pages=self.checkpoint_pages)
-        self.waker = Waker(settings.data_dir, self.name)
+        self.waker = Waker(settings.data_dir, role or self.name)
         if self.waker.sock is None and self.exclusive:
             raise AlreadyRunning(f"another `connector {self.name}` process runs for {settings.data_dir}; "
                                  "stop it first (the daemon starts its own)")
@@ -65,6 +74,9 @@ class BackgroundLoop:
     @property
     def settings(self):
         return self.reloader.settings
+
+    def started_fields(self):
+        return {}
 
     def configure(self, settings):
         """Build what `step()` uses from `settings`; raise, leaving the running one, if it cannot."""
@@ -99,7 +111,7 @@ class BackgroundLoop:
         return self.reloader.files_changed()
 
     def run(self):
-        log.info(f"{self.name}.started", database=str(self.settings.database))
+        log.info(f"{self.name}.started", database=str(self.settings.database), **self.started_fields())
         while not self.stop.is_set():
             if self.reload_requested.is_set() or self._files_changed():
                 self.reload_requested.clear()
@@ -124,21 +136,49 @@ class BackgroundLoop:
         log.info(f"{self.name}.stopped")
 
 
+def filing_processes(settings, cores=None):
+    """How many filing workers the daemon runs: `[worker] processes`, auto = AUTO_PROCESSES
+    (or one per core when the machine has fewer)."""
+    wanted = settings.worker_processes
+    if wanted != "auto":
+        return wanted
+    return max(1, min(AUTO_PROCESSES, cores or os.cpu_count() or 1))
+
+
+def parse_partition(text):
+    """`I/N` (1 <= I <= N) -> (I, N); ValueError otherwise."""
+    index, _, count = text.partition("/")
+    index, count = int(index), int(count)
+    if not 1 <= index <= count:
+        raise ValueError(text)
+    return index, count
+
+
 class FilingWorker(BackgroundLoop):
-    """The pipeline over spooled messages."""
+    """The pipeline over spooled messages (all of them, or its `partition` (I, N) of them)."""
 
     name = "worker"
     checkpoint_pages = FILING_CHECKPOINT_PAGES
 
+    def __init__(self, settings, stop, clock=time.time, partition=None):
+        self.partition = partition
+        self.first = partition is None or partition[0] == 1  # fires deadlines and prunes
+        super().__init__(settings, stop, clock, role=worker_role(partition[0]) if partition else None)
+
+    def started_fields(self):
+        return {"partition": "/".join(map(str, self.partition))} if self.partition else {}
+
     def configure(self, settings):
         self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
-                                      triage=triage_actions))
+                                      triage=triage_actions), partition=self.partition)
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
         self.deadlines_at = getattr(self, "deadlines_at", 0.0)
         auto_emails.install(settings)
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
+        if not self.first:
+            return busy
         if self.settings.raw_days and time.monotonic() >= self.prune_at and not busy:
             self.prune_at = time.monotonic() + PRUNE_EVERY
             pruned = prune(self.settings.raw_days, now=self.clock())

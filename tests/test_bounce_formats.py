@@ -29,7 +29,7 @@ def test_a_dsn_whose_content_type_is_mangled_is_read_from_its_fields():
             "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
             "Final-Recipient: rfc822; gf@sample.example\nAction: failed\nStatus: 5.0.0\n"
             "Diagnostic-Code: smtp; 550 Probable Spam\n\n--B1.1312034771/mx.example.net--\n")
-    assert report(body) == ("bounce", [("gf@sample.example", "5.0.0", "spamdetected")])
+    assert report(body, headers=headers) == ("bounce", [("gf@sample.example", "5.0.0", "spamdetected")])
 
 
 def test_a_qmail_report_of_a_mail_to_oneself_names_the_sender():

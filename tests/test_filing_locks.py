@@ -43,9 +43,27 @@ def test_an_idle_look_starts_past_what_was_filed(tmp_path):
     for spool_id in ids:
         Processing.create(spool_id=spool_id, state=SPOOL_DONE)
     runner = Runner.__new__(Runner)
-    runner.floor = 0
+    runner.floor, runner.partition = 0, None
     assert runner.waiting_ids() == []
     assert runner.floor == ids[-1] + 1                 # the next look reads no filed row
     assert unprocessed_spool_ids(runner.floor, 10) == []
     new = store_message(b"Subject: y\r\n\r\n.\r\n", intake="smtp")
     assert runner.waiting_ids() == [new]
+
+
+def test_filing_processes_take_turns_on_a_private_lock_file(tmp_path):
+    """Two filing workers: the second waits on an flock (woken when the first commits), not
+    in SQLite's busy handler, which sleeps 1, 2, 5... ms between looks."""
+    import fcntl
+    import os
+
+    from connector.store.queries import FILING_LOCK
+    open_store(tmp_path / "c.db")
+    spool_id = store_message(b"Subject: x\r\n\r\nbody\r\n", intake="smtp")
+    with filing_transaction(spool_id):
+        other = os.open(tmp_path / FILING_LOCK, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)   # another worker would wait here
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)           # the turn is free after the commit
+    os.close(other)
+    assert (tmp_path / FILING_LOCK).stat().st_mode & 0o777 == 0o600

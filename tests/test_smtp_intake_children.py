@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import Instance
-from connector.app import DAEMON_PID_ENV
+from connector.health.children import PARENT_ENV as DAEMON_PID_ENV
 
 
 def test_a_child_whose_daemon_died_before_it_looked_stops(tmp_path):

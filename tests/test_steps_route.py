@@ -96,8 +96,8 @@ def test_a_new_ticket_planned_with_a_number_taken_meanwhile_is_decided_again(tmp
     class Raced(Runner):
         raced = False
 
-        def _decide(self, spool):
-            ctx = super()._decide(spool)
+        def _decide(self, spool, previous=None):
+            ctx = super()._decide(spool, previous)
             if not self.raced:
                 self.raced = True
                 assert ctx.plan.ticket_number == 2 and plan_current(ctx)

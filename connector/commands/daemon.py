@@ -22,16 +22,26 @@ def cmd_run(args):
         return EX_CONFIG
 
 
-def _background(args, name):
+def _background(args, name, **options):
     settings = checked_or_wait(args.config, name)
     from connector.app import run_background
     from connector.log import setup_logging
     setup_logging(settings.log_level)
-    return run_background(name, settings)
+    return run_background(name, settings, **options)
 
 
 def cmd_worker(args):
-    return _background(args, "worker")
+    return _background(args, "worker", partition=args.partition)
+
+
+def _partition(text):
+    import argparse
+
+    from connector.worker import parse_partition
+    try:
+        return parse_partition(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 1 <= I <= N, e.g. 1/2") from None
 
 
 def cmd_deliver(args):
@@ -99,6 +109,9 @@ def register(subparsers):
                         "and `connector deliver`")
     p.set_defaults(handler=cmd_run)
     p = subparsers.add_parser("worker", help="file spooled messages (started by `run`)")
+    p.add_argument("--partition", type=_partition, metavar="I/N",
+                   help="file only the spool entries whose id modulo N is I - 1 (the daemon runs "
+                        "[worker] processes = N workers this way); default: all")
     p.set_defaults(handler=cmd_worker)
     p = subparsers.add_parser("deliver", help="deliver the outbox (started by `run`)")
     p.set_defaults(handler=cmd_deliver)

@@ -1,6 +1,10 @@
 """The daemon's background processes (`connector worker`, `connector deliver`):
 start them, notice when they die, restart them with backoff.
 
+Each child has a name (what `connector status`, the logs and the metrics call
+it: `worker`, `worker-2`, ... for `[worker] processes` filing workers, `deliver`)
+and the command line it runs (`worker --partition 2/3`).
+
 A child is started as `python -P -c BOOTSTRAP`, which imports this very
 `connector` package by its absolute path: the working directory is never on
 its `sys.path`, so a `connector/` folder there (`/etc` holds
@@ -32,6 +36,7 @@ STABLE_AFTER = 30.0        # a child that ran this long was not crash-looping
 CRASH_LOOP_AFTER = 3       # quick deaths in a row that make a crash loop
 STOP_TIMEOUT = 12.0
 READY_FD_ENV = "CONNECTOR_READY_FD"
+PARENT_ENV = "CONNECTOR_DAEMON_PID"  # the daemon's pid: a child that starts after the daemon died knows it
 SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -48,7 +53,15 @@ def restart_delay(quick_deaths):
 
 
 def child_argv(ini_path, command):
-    return [sys.executable, "-P", "-c", BOOTSTRAP.format(root=PACKAGE_ROOT), "-c", str(ini_path), command]
+    """The command line of a child running `command` (a tuple: the subcommand and its options)."""
+    return [sys.executable, "-P", "-c", BOOTSTRAP.format(root=PACKAGE_ROOT), "-c", str(ini_path), *command]
+
+
+def parent_pid():
+    """In a child: the pid of the daemon that started it (read from the environment, so a
+    child the daemon started just before it was killed sees that), else its parent's."""
+    pid = os.environ.pop(PARENT_ENV, "")
+    return int(pid) if pid.isdigit() else os.getppid()
 
 
 def announce_ready():
@@ -63,8 +76,9 @@ def announce_ready():
 
 
 class Child:
-    def __init__(self, command):
-        self.command = command
+    def __init__(self, name, command):
+        self.name = name
+        self.command = command  # the subcommand and its options
         self.proc = None
         self.ready_fd = None
         self.state = STOPPED
@@ -91,10 +105,11 @@ class Children:
     """The daemon's children; `poll()` is called from the daemon's event loop a few times a second."""
 
     def __init__(self, ini_path, commands, clock=time.monotonic, wall=time.time):
+        """`commands`: {name: command tuple}, the children to run."""
         self.ini_path = ini_path
         self.clock = clock
         self.wall = wall
-        self.children = {command: Child(command) for command in commands}
+        self.children = {name: Child(name, command) for name, command in commands.items()}
         self.stopping = False
 
     def start_all(self):
@@ -106,6 +121,7 @@ class Children:
         os.set_blocking(read_fd, False)
         env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ONLY}  # only the daemon speaks to systemd
         env[READY_FD_ENV] = str(write_fd)
+        env[PARENT_ENV] = str(os.getpid())
         # SIGHUP asks a running child to reload: the child starts with it blocked (the mask is
         # inherited) and unblocks it once its handler is in place. No preexec_fn: it can
         # deadlock a child forked from a process with threads.
@@ -118,14 +134,14 @@ class Children:
             child.quick_deaths += 1
             delay = restart_delay(child.quick_deaths)
             child.state, child.restart_at = RESTARTING, now + delay
-            log.error("child.spawn_failed", command=child.command, error=str(exc), retry_in=delay)
+            log.error("child.spawn_failed", command=child.name, error=str(exc), retry_in=delay)
             return
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             os.close(write_fd)
         child.ready_fd = read_fd
         child.state, child.started_at, child.started_wall = STARTING, self.clock(), self.wall()
-        log.info("child.spawned", command=child.command, pid=child.proc.pid, restarts=child.restarts)
+        log.info("child.spawned", command=child.name, pid=child.proc.pid, restarts=child.restarts)
 
     def poll(self):
         """Reap, restart when due, note readiness; returns whether anything changed."""
@@ -137,7 +153,7 @@ class Children:
                 changed = True
             elif child.state == STARTING and self._read_ready(child):
                 child.state = RUNNING
-                log.info("child.running", command=child.command, pid=child.proc.pid)
+                log.info("child.running", command=child.name, pid=child.proc.pid)
                 changed = True
             elif child.state == RUNNING and child.quick_deaths and now - child.started_at >= STABLE_AFTER:
                 child.quick_deaths = 0
@@ -174,11 +190,11 @@ class Children:
         child.quick_deaths = child.quick_deaths + 1 if quick else 0
         delay = restart_delay(child.quick_deaths)
         child.state, child.restart_at = RESTARTING, now + delay
-        log.error("child.exited", command=child.command, pid=child.proc.pid, returncode=code, retry_in=delay)
+        log.error("child.exited", command=child.name, pid=child.proc.pid, returncode=code, retry_in=delay)
         if child.crash_loop:
-            log.error("child.crash_loop", command=child.command, returncode=code, restarts=child.restarts,
+            log.error("child.crash_loop", command=child.name, returncode=code, restarts=child.restarts,
                       deaths_in_a_row=child.quick_deaths, retry_in=delay,
-                      hint=f"see the lines the child wrote before it died; `connector {child.command}` "
+                      hint=f"see the lines the child wrote before it died; `connector {' '.join(child.command)}` "
                            "runs it in the foreground")
 
     def all_running(self):
@@ -190,7 +206,7 @@ class Children:
                 child.proc.send_signal(sig)
 
     def snapshot(self):
-        return {command: child.snapshot() for command, child in self.children.items()}
+        return {name: child.snapshot() for name, child in self.children.items()}
 
     def stop(self):
         self.stopping = True

@@ -25,28 +25,53 @@ from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
 from connector.pipeline import attribute, blocking, commands
 from connector.pipeline.budget import domain_of
-from connector.pipeline.context import CONTACT_ONLY, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
+from connector.pipeline.context import CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk, events
-from connector.store.filing import close_superseded_triage, contact_id, forget_sent_before, next_triage_id
+from connector.store.filing import (
+    close_superseded_triage, contact_id, forget_sent_before, next_triage_id, ticket_number_of_thread)
 from connector.store.models import (
     AUTO_EMAIL, AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
-from connector.store.queries import next_ticket_number
+from connector.store.queries import filed_copies, next_ticket_number, sent_after, ticket_updated_at
 from connector.workqueue import auto_emails, inbox
 
 log = get_logger("pipeline")
 
 SENT_MAIL_KEPT = 2 * 3600  # seconds
+FORGET_EVERY = 60.0  # seconds between two deletions of old `sent_mail` rows (not one per mail filed)
+_forget_at = {"next": float("-inf")}  # when this process deletes them next (by the filing clock)
 SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.suppressed",
                      AUTO_EMAIL: "auto_email.suppressed"}
 
 
 def plan_current(ctx):
-    """Whether the plan still holds under the filing lock: a new ticket gets the number
-    it was planned with (another process may have filed one since the plan was made)."""
-    return ctx.plan.action != NEW_TICKET or next_ticket_number() == ctx.plan.ticket_number
+    """Whether the plan still holds under the filing lock. It was made without the lock, and
+    another filing process (`[worker] processes`, or a replay) may since have filed mail
+    that changes it; the runner decides again when it did. Checked, each an index lookup:
+    a new ticket still gets the number it was planned with, and the thread its References
+    name still has no ticket (a parent filed meanwhile as a follow-up); the ticket a
+    follow-up goes to was not changed by other mail (its loop and repeat checks, its
+    recipients); no other copy of the mail was filed (a duplicate); and the budgets the
+    plan's automatic mail passed were not spent by mail queued since (two processes never
+    both send the last auto-response or notice an hour allows)."""
+    plan, parsed = ctx.plan, ctx.parsed
+    if plan.action == NEW_TICKET:
+        if next_ticket_number() != plan.ticket_number:
+            return False
+        references = parsed.in_reply_to + parsed.references
+        if references and ticket_number_of_thread(references) is not None:
+            return False
+    elif plan.action in FILED and ctx.ticket is not None:
+        if ticket_updated_at(ctx.ticket.id) != ctx.ticket.updated_at:
+            return False
+    if plan.action != DUPLICATE and parsed is not None:
+        copies = {copy.spool_id for copy in filed_copies(parsed.message_id, ctx.spool.sha256, ctx.spool.id)}
+        if copies != set(plan.supersedes):
+            return False
+    headroom = ctx.budget_headroom
+    return headroom is None or sent_after(ctx.sent_mark, headroom) < headroom
 
 
 def _contact_id(ctx, now):
@@ -136,7 +161,9 @@ def _marked(raw, signer):
 def _record_sent(sent, now):
     """One `sent_mail` row per recipient of each (mail, ticket number): what the budgets count
     (they look an hour back)."""
-    forget_sent_before(now - SENT_MAIL_KEPT)
+    if not now < _forget_at["next"]:
+        forget_sent_before(now - SENT_MAIL_KEPT)
+        _forget_at["next"] = now + FORGET_EVERY
     bulk.insert_many(SentMail, [{"address": a.lower(), "domain": domain_of(a),
                                  "ticket": number, "kind": out.kind, "budgeted": out.budgeted, "at": now}
                                 for out, number in sent if not out.suppressed for a in out.rcpt])

@@ -80,6 +80,10 @@ def _over(ctx, limits):
     for index, (reason, limit, _) in enumerate(limits):
         if sent[index] >= limit:
             return reason, f"{sent[index]} in the last hour, limit {limit}"
+    # how many more mails the budgets passed would take: another filing process may spend
+    # some before this plan is written (`apply.plan_current` decides again when it did)
+    room = min(limit - sent[index] for index, (_, limit, _) in enumerate(limits))
+    ctx.budget_headroom = room if ctx.budget_headroom is None else min(ctx.budget_headroom, room)
     return None
 
 

@@ -62,7 +62,8 @@ def run(ctx):
         ctx.plan.supersedes = [c.spool_id for c in copies]
         ctx.plan.notes.append(f"also delivered to {', '.join(ctx.envelope)}: supersedes the notifications "
                               f"triage of spool entry {', '.join(str(i) for i in ctx.plan.supersedes)}")
-    ctx.automatic = classify(parsed, ctx.spool.mail_from, own_loop_value=services.loop_value)
+    previous = ctx.previous.automatic if ctx.previous else None  # decided again: the same mail
+    ctx.automatic = previous or classify(parsed, ctx.spool.mail_from, own_loop_value=services.loop_value)
     if not ctx.automatic.is_automatic and (
             (services.addresses.is_own(parsed.from_addr) and services.settings.staff_by_email(parsed.from_addr) is None)
             or own_mail(parsed, services.signer)):

@@ -169,6 +169,11 @@ class Context:
     plan: Plan = field(default_factory=Plan)
     trace: list = field(default_factory=list)       # {step, link, result}, in order
     done: bool = False          # decision final; later steps skipped
+    previous: object = None     # the Context of this entry decided before, when deciding again under
+                                # the filing lock: its pure results (parse, class, reply text) are reused
+    extracted: str = None       # what reply extraction returned (`extract`), before commands change it
+    sent_mark: int = 0          # the last `sent_mail` id when the decision began (`apply.plan_current`)
+    budget_headroom: int = None  # how many more sent mails the tightest budget passed allowed
 
     @property
     def hints(self):

@@ -22,9 +22,14 @@ EXTRACTED, NOT_EXTRACTED = "extracted", "not_extracted"
 
 def run(ctx):
     plan = ctx.plan
+    previous = ctx.previous.extracted if ctx.previous else None
     try:
-        with interruptible():
-            plan.reply_text = ctx.services.extractor.extract_message(ctx.parsed)
+        if previous is not None:
+            plan.reply_text = previous  # decided again: the same bytes, the same reply
+        else:
+            with interruptible():
+                plan.reply_text = ctx.services.extractor.extract_message(ctx.parsed)
+        ctx.extracted = plan.reply_text
     except OverBudget:
         plan.reply_text = ctx.parsed.text or ""
         plan.reply_extracted = False

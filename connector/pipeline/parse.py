@@ -13,7 +13,7 @@ PARSED, CAPPED = "parsed", "capped"
 
 
 def run(ctx):
-    ctx.parsed = parse_message(bytes(ctx.spool.raw))
+    ctx.parsed = ctx.previous.parsed if ctx.previous else parse_message(bytes(ctx.spool.raw))
     if ctx.parsed.capped:
         ctx.plan.notes.append("parse capped: " + ", ".join(f"{name} {count}"
                                                            for name, count in ctx.parsed.capped.items()))

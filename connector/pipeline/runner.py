@@ -4,8 +4,23 @@ An entry is to be processed while it has no `Processing` row (or one a
 replay set back to `queued`). Each entry is decided without holding the
 write lock, then written in one transaction (holding the main file's write
 lock only, so the intake's spool commits never wait for it) that first re-reads
-its processing state, so two processes (the daemon's worker and a `replay`)
-never file the same entry twice. An exception rolls the transaction back
+its processing state, so two processes (the daemon's workers and a `replay`)
+never file the same entry twice, and checks that no other mail filed since
+changed the decision (`apply.plan_current`: ticket number, thread, duplicate,
+budgets); when one did, the entry is decided again under the lock, reusing
+the pure work (parse, classification, reply text) of the first decision.
+
+Several filing processes (`[worker] processes`) each take their `partition`
+of the spool and decide in parallel, but an entry is filed only once every
+entry spooled before it is filed (by whichever process): so mail is filed in
+arrival order, as with one worker (mail of one thread ends on one ticket, the
+first of two copies is the one filed, ticket numbers, triage ids and the last
+units of a budget go in arrival order), and a decision made before an earlier
+entry was filed is checked under the lock (`plan_current`). Meanwhile the
+process decides its next entries and files the waiting one as soon as it may
+(looking again every ORDER_WAIT when it has nothing else to do, for at most
+ORDER_PATIENCE before it goes idle). Nothing waits on a later entry, so the
+waits always end. An exception rolls the transaction back
 and records the entry `shunted` with its reason; a triage item
 (`needs_attention`, `processing_error`) makes it visible, and `connector
 inbound replay ID` queues it again.
@@ -39,7 +54,8 @@ from connector.store.faults import describe, transient_fault
 from connector.store.filing import close_triage, next_triage_id, processing, requeue as requeue_entry
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
-    filing_transaction, last_spool_id, processing_state, requeued_spool_ids, spool_entry, unprocessed_spool_ids)
+    filing_transaction, first_unfiled, last_sent_id, last_spool_id, processing_state, requeued_spool_ids,
+    spool_entry, spool_entry_and_state, unprocessed_spool_ids)
 
 log = get_logger("pipeline")
 
@@ -56,13 +72,19 @@ EVENTS = {
 BATCH = 200
 RETRY_INITIAL = 0.5   # seconds before the first retry after a storage fault
 RETRY_MAX = 30.0      # the longest wait between two retries
+ORDER_WAIT = 0.002    # seconds between two looks while its entries wait for earlier ones (see above)
+ORDER_PATIENCE = 1.0  # seconds of such looks without progress before the drain returns (the worker idles)
+LATER = "later"       # what `process` returns for an entry that waits for earlier ones
 
 
 class Runner:
-    def __init__(self, services):
+    def __init__(self, services, partition=None):
         self.services = services
         self.templates = Templates(services.settings.folder_candidates("templates"))
-        self.floor = 0  # every spool id below it has been processed
+        self.partition = partition  # (I, N): the entries this process files; None: all
+        self.floor = 0  # every spool id of the partition below it has been processed
+        self.filed_below = 0  # every spool id below it has been filed, by any process
+        self.waiting = {}  # spool id -> its decision, for entries waiting for earlier ones
         self.monotonic = time.monotonic
         self.retry_at = 0.0   # after a storage fault: nothing is tried before this (monotonic clock)
         self.retry_delay = 0.0
@@ -71,25 +93,37 @@ class Runner:
         """The decision for an unsaved spool entry; writes nothing."""
         return self._decide(spool)
 
-    def _decide(self, spool):
+    def _decide(self, spool, previous=None):
         with timebudget.limit(self.services.settings.message_time_budget):
-            return decide(Context(self.services, spool, self.templates))
+            return decide(Context(self.services, spool, self.templates, previous=previous,
+                                  sent_mark=last_sent_id()))
+
+    def _earlier_unfiled(self, ctx):
+        """Whether an entry spooled before `ctx`'s is not filed yet."""
+        if self.filed_below < ctx.spool.id:
+            self.filed_below = first_unfiled(self.filed_below) or ctx.spool.id
+        return self.filed_below < ctx.spool.id
 
     def process(self, spool_id):
-        """Process one entry; returns the Context, or None when it was not waiting."""
+        """Process one entry; returns the Context, None when it was not waiting, or LATER
+        when it waits for earlier entries (decided, not filed: call again)."""
         try:
-            state = processing_state(spool_id)
-            spool = spool_entry(spool_id)
+            spool, state = spool_entry_and_state(spool_id)
             if spool is None or state not in (None, SPOOL_QUEUED):
+                self.waiting.pop(spool_id, None)
                 return None
             bind_message(spool_id=spool_id)
-            ctx = self._decide(spool)
+            ctx = self.waiting.pop(spool_id, None) or self._decide(spool)
             bind_message(message_id=ctx.parsed.message_id)
+            if self.partition and self._earlier_unfiled(ctx):
+                self.waiting[spool_id] = ctx
+                return LATER
             with filing_transaction(spool_id):
                 if processing_state(spool_id) != state:
                     return None  # another process got there first
-                if not plan_current(ctx):  # another process filed a ticket meanwhile: decide again
-                    ctx = self._decide(spool)
+                if not plan_current(ctx):  # other mail filed meanwhile changed the decision: again
+                    log.debug("message.decided_again", spool_id=spool_id, action=ctx.plan.action)
+                    ctx = self._decide(spool, previous=ctx)
                 apply_decision(ctx)
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
                     close_triage(spool_id, REASON_PROCESSING_ERROR)
@@ -164,13 +198,14 @@ class Runner:
         """What to process next. The floor moves past everything seen processed, so an idle
         worker's look costs an index lookup, not a scan of the whole spool."""
         top = last_spool_id()  # before the scan: an id committed later is higher
-        ids = unprocessed_spool_ids(self.floor, BATCH)
+        ids = unprocessed_spool_ids(self.floor, BATCH, self.partition)
         self.floor = ids[0] if ids else max(self.floor, top + 1)
-        return sorted(set(ids) | set(requeued_spool_ids(BATCH)))
+        return sorted(set(ids) | set(requeued_spool_ids(BATCH, self.partition)))
 
     def drain(self, stop=lambda: False):
         """Process everything waiting now; returns how many entries were looked at."""
         count = 0
+        patience = self.monotonic() + ORDER_PATIENCE
         while not stop() and not self.waiting_for_storage:
             try:
                 ids = self.waiting_ids()
@@ -180,12 +215,31 @@ class Runner:
                 return count
             if not ids:
                 return count
+            progress = count
             for spool_id in ids:
                 if stop() or self.waiting_for_storage:  # a storage fault: the rest would fail too
                     return count
-                self.process(spool_id)
-                count += 1
+                if spool_id in self.waiting:
+                    continue  # filed by _file_waiting, in order
+                count += self.process(spool_id) is not LATER
+                count += self._file_waiting()
+            if count > progress:
+                patience = self.monotonic() + ORDER_PATIENCE
+            elif self.monotonic() >= patience:  # another process is not filing: idle, look later
+                return count
+            else:  # only entries waiting for another process: give it a moment
+                time.sleep(ORDER_WAIT)
+                count += self._file_waiting()
         return count
+
+    def _file_waiting(self):
+        """File, in order, the waiting entries that need not wait any more; how many."""
+        filed = 0
+        for spool_id in sorted(self.waiting):
+            if self.process(spool_id) is LATER:
+                break  # the ones after it wait for the same earlier entry
+            filed += 1
+        return filed
 
 
 def requeue(spool_id):

@@ -19,13 +19,7 @@ import yaml
 from connector.settings import auto_emails, inboxes, yamlfile
 from connector.settings.addresses import ADDRESS_RE, unicode_domain
 from connector.settings.errors import ConfigError
-from connector.settings.schema import (
-    BY_NAME,
-    KEYS,
-    RECEIVE_MANAGER,
-    RECEIVE_OPTIONS,
-    SECTIONS,
-)
+from connector.settings.schema import BY_NAME, KEYS, MAX_PROCESSES, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
 from connector.settings.values import parse_bool, parse_size
 
@@ -158,6 +152,11 @@ def _convert(key, raw, ini_path):
         if not value.isdigit():
             raise ConfigError(ini_path, where, f"{value!r} is not a whole number", "write 0 or more, e.g. 5")
         return {key.field: int(value)}
+    if key.kind == "processes":  # auto, or how many
+        if value != "auto" and not (value.isdigit() and 1 <= int(value) <= MAX_PROCESSES):
+            raise ConfigError(ini_path, where, f"{value!r} is not auto or a number from 1 to {MAX_PROCESSES}",
+                              "write auto, or a number such as 2")
+        return {key.field: value if value == "auto" else int(value)}
     if key.kind == "choice":
         if value not in key.choices:
             raise ConfigError(ini_path, where, f"{value!r} is not one of {', '.join(key.choices)}",

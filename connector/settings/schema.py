@@ -11,13 +11,15 @@ from dataclasses import dataclass
 RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED = "off", "all", "subscribed"
 RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER = "manager", "account_manager"
 RECEIVE_OPTIONS = (RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED, RECEIVE_MANAGER, RECEIVE_ACCOUNT_MANAGER)
+MAX_PROCESSES = 8  # [worker] processes: the most filing processes (each has a wake-up socket)
+AUTO_PROCESSES = 1  # [worker] processes = auto: this many, or one per core when fewer (README, "Measured")
 
 
 @dataclass(frozen=True)
 class Key:
     section: str
     name: str
-    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float
+    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float | processes
     default: str
     doc: str
     choices: tuple = ()
@@ -180,6 +182,12 @@ KEYS = (
         "statuses stay; mail still in review, shunted or unfiled is never "
         "touched). 0 keeps everything. `connector db vacuum` returns the "
         "space to the disk."),
+    Key("worker", "processes", "processes", "auto",
+        "How many filing processes the daemon runs side by side (1 to 8); each decides "
+        "its own share of the spool (spool id modulo the count), all file in arrival "
+        "order. auto: 1 (on 2 shared cores a second one cost more CPU per message than "
+        "it gained; try 2 where cores are idle while mail waits).",
+        attr="worker_processes", restart=True),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

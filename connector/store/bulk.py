@@ -32,9 +32,15 @@ def _statement(kind, model, columns, condition=None):
     return sql
 
 
+_CONVERTERS = {}
+
+
 def _values(model, columns, row):
-    fields = model._meta.fields
-    return [fields[c].db_value(row[c]) for c in columns]
+    key = (model, columns)
+    converters = _CONVERTERS.get(key)
+    if converters is None:
+        converters = _CONVERTERS[key] = [(c, model._meta.fields[c].db_value) for c in columns]
+    return [convert(row[c]) for c, convert in converters]
 
 
 def _with_defaults(model, row):

@@ -1,8 +1,11 @@
 """Read queries on the processing path, as plain SQL (see `bulk` for why)."""
 
 import contextlib
+import fcntl
 import json
+import os
 from collections import namedtuple
+from pathlib import Path
 
 import peewee
 
@@ -11,6 +14,7 @@ from connector.store.models import (
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
+FILING_LOCK = "filing.lock"  # beside the database: the filing processes take turns on it
 
 
 def _one(sql, params=()):
@@ -42,13 +46,43 @@ def filed_copies(message_id, sha256, spool_id=None):
     return [Copy(row[0], row[1], row[2], json.loads(row[3] or "[]")) for row in rows]
 
 
-def unprocessed_spool_ids(floor, limit):
-    """Spool ids from `floor` on with no processing row, or one asking for a replay."""
+def _share(column, partition):
+    """The SQL condition and parameters selecting filing process I of N's share, (I, N)."""
+    if partition is None:
+        return "", ()
+    index, count = partition
+    return f' AND {column} % ? = ?', (count, index - 1)
+
+
+def unprocessed_spool_ids(floor, limit, partition=None):
+    """Spool ids from `floor` on with no processing row, or one asking for a replay
+    (of `partition` (I, N) only: the ids whose remainder modulo N is I - 1)."""
+    share, params = _share('s."id"', partition)
     rows = database.execute_sql(
         'SELECT s."id" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
-        'WHERE s."id" >= ? AND (p."spool_id" IS NULL OR p."state" = ?) ORDER BY s."id" LIMIT ?',
-        (floor, SPOOL_QUEUED, limit)).fetchall()
+        f'WHERE s."id" >= ? AND (p."spool_id" IS NULL OR p."state" = ?){share} ORDER BY s."id" LIMIT ?',
+        (floor, SPOOL_QUEUED, *params, limit)).fetchall()
     return [row[0] for row in rows]
+
+
+def first_unfiled(floor):
+    """The lowest spool id from `floor` on that no process has filed yet (None: there is none)."""
+    return _one('SELECT s."id" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
+                'WHERE s."id" >= ? AND p."spool_id" IS NULL ORDER BY s."id" LIMIT 1', (floor,))
+
+
+def last_sent_id():
+    """The newest `sent_mail` row's id (0: none): where a decision's view of the budgets ends."""
+    return _one('SELECT MAX("id") FROM "sent_mail"') or 0
+
+
+def sent_after(mark, at_most):
+    """How many `sent_mail` rows were written after the row `mark`, counting no further than `at_most`."""
+    return _one('SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "id" > ? LIMIT ?)', (mark, at_most))
+
+
+def ticket_updated_at(ticket_id):
+    return _one('SELECT "updated_at" FROM "ticket" WHERE "id" = ?', (ticket_id,))
 
 
 def last_spool_id():
@@ -56,9 +90,34 @@ def last_spool_id():
     return _one('SELECT MAX("id") FROM "spool"."spool"') or 0
 
 
+_lock_files = {}
+
+
+@contextlib.contextmanager
+def _filing_turn():
+    """The filing processes' turn (an flock on FILING_LOCK): a waiting worker is woken the
+    moment the other one commits, where SQLite's busy handler sleeps 1, 2, 5... ms between
+    looks. Released by the kernel when a process dies. Without the file (a read-only
+    folder): SQLite's own lock alone."""
+    path = Path(database.database).parent / FILING_LOCK
+    fd = _lock_files.get(path)
+    if fd is None:
+        try:
+            fd = _lock_files[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield
+            return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def filing_transaction(spool_id):
-    """The transaction that files one spool entry, holding the write lock of the main file only.
+    """The transaction that files one spool entry, holding the write lock of the main file only
+    (and the filing processes' turn, `_filing_turn`, taken first).
 
     `BEGIN IMMEDIATE` would write-lock every attached file, the spool included,
     so each filing would make the intake's spool commit wait. A deferred
@@ -67,7 +126,7 @@ def filing_transaction(spool_id):
     busy timeout instead of failing with "database is locked" as a transaction
     that read first would.
     """
-    with database.atomic():
+    with _filing_turn(), database.atomic():
         database.execute_sql('UPDATE "processing" SET "attempts" = "attempts" WHERE "spool_id" = ?', (spool_id,))
         yield
 
@@ -83,9 +142,10 @@ def write_transaction():
         yield
 
 
-def requeued_spool_ids(limit):
-    rows = database.execute_sql('SELECT "spool_id" FROM "processing" WHERE "state" = ? ORDER BY "spool_id" LIMIT ?',
-                                (SPOOL_QUEUED, limit)).fetchall()
+def requeued_spool_ids(limit, partition=None):
+    share, params = _share('"spool_id"', partition)
+    rows = database.execute_sql(f'SELECT "spool_id" FROM "processing" WHERE "state" = ?{share} '
+                                'ORDER BY "spool_id" LIMIT ?', (SPOOL_QUEUED, *params, limit)).fetchall()
     return [row[0] for row in rows]
 
 
@@ -116,6 +176,16 @@ _DUE_SQL = (OUTBOX_SELECT + ' WHERE "status" IN (%s) AND "next_attempt_at" <= ? 
 def spool_entry(spool_id):
     row = database.execute_sql(SPOOL_SELECT + ' WHERE "id" = ?', (spool_id,)).fetchone()
     return None if row is None else _instance(SpoolEntry, SPOOL_FIELDS, row)
+
+
+_WITH_STATE_SQL = ('SELECT %s, p."state" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
+                   'WHERE s."id" = ?' % ", ".join('s."%s"' % f.column_name for f in SPOOL_FIELDS))
+
+
+def spool_entry_and_state(spool_id):
+    """(the spool entry or None, its `processing_state`), in one query: the filing path's first look."""
+    row = database.execute_sql(_WITH_STATE_SQL, (spool_id,)).fetchone()
+    return (None, None) if row is None else (_instance(SpoolEntry, SPOOL_FIELDS, row[:-1]), row[-1])
 
 
 def outbox_due(now, limit):

@@ -2,7 +2,10 @@
 
 Whoever commits work for a background process sends it one datagram on an
 abstract unix socket named after the data directory and the process
-(`worker`: a spool entry; `deliver`: outbox rows). The process waits on its
+(`worker`: a spool entry; `deliver`: outbox rows). Each filing process
+(`[worker] processes`) has a socket of its own (`worker`, `worker-2`, ...) and
+a wake-up for the worker goes to all of them: each looks for its share of the
+spool. The process waits on its
 socket between two looks at the store, so new mail is picked up at once and
 an idle process looks at the store only every IDLE_POLL seconds (which also
 covers a lost datagram, or work a writer did not announce). A datagram says
@@ -19,10 +22,25 @@ import socket
 import threading
 from pathlib import Path
 
+from connector.settings.schema import MAX_PROCESSES
 from connector.store.models import database
 
 WORKER, DELIVER = "worker", "deliver"
 IDLE_POLL = 1.0  # seconds: the longest an idle process waits before looking at the store anyway
+
+
+def worker_role(index):
+    """The wake-up role of filing process `index` (1-based): `worker`, then `worker-2`, ..."""
+    return WORKER if index == 1 else f"{WORKER}-{index}"
+
+
+WORKER_ROLES = tuple(worker_role(index) for index in range(1, MAX_PROCESSES + 1))
+
+
+@functools.lru_cache(maxsize=64)
+def addresses(data_dir, role):
+    """Where a wake-up for `role` goes: every filing process's socket for WORKER."""
+    return tuple(address(data_dir, name) for name in (WORKER_ROLES if role == WORKER else (role,)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -43,18 +61,22 @@ class _Sender:
     lock = threading.Lock()
 
     @classmethod
-    def send(cls, name):
+    def send(cls, names):
         with cls.lock:
             if cls.sock is None:
                 cls.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 cls.sock.setblocking(False)
-            cls.sock.sendto(b"!", name)
+            for name in names:  # a name nobody binds is refused at once (a few microseconds)
+                try:
+                    cls.sock.sendto(b"!", name)
+                except OSError:
+                    pass
 
 
 def notify(role, data_dir=None):
     """Send `role` a wake-up; never fails, never blocks (nobody listening: nothing happens)."""
     try:
-        _Sender.send(address(data_dir or _data_dir(), role))
+        _Sender.send(addresses(data_dir or _data_dir(), role))
     except OSError:
         pass
 
