@@ -36,15 +36,20 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
     return settings
 
 
-def database_or_exit(args):
-    """The database path from the ini alone: read-only commands keep working while a
-    YAML file in config/ is broken (and the daemon runs on its last good config)."""
+def ini_values_or_exit(args):
+    """The ini's values alone: read-only commands keep working while a YAML file in
+    config/ is broken (and the daemon runs on its last good config)."""
     try:
         _, values = load_ini(args.config)
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
-    return values["database"]
+    return values
+
+
+def database_or_exit(args):
+    """The database (path or URL) from the ini alone (see `ini_values_or_exit`)."""
+    return ini_values_or_exit(args)["database"]
 
 
 def open_store_of(args, settings=None):

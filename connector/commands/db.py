@@ -1,22 +1,16 @@
 """`db status`, `db upgrade`, `db prune`, `db vacuum`: the store's schema and size."""
 
-import os
 import sys
 
 from connector.commands.common import database_or_exit, emit, settings_or_exit
 from connector.store import migrations
-from connector.store.db import open_store, open_without_upgrade, spool_path
+from connector.store.db import exists, open_store, open_without_upgrade, size
 from connector.store.retention import prune, vacuum
-
-
-def _sizes(path):
-    files = [path, spool_path(path)]
-    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
 
 
 def cmd_db_status(args):
     path = database_or_exit(args)
-    if not path.exists():
+    if not exists(path):
         print(f"connector: no database at {path} (hint: `connector run` or `connector db upgrade` creates it)",
               file=sys.stderr)
         return 1
@@ -26,7 +20,7 @@ def cmd_db_status(args):
 
 def cmd_db_upgrade(args):
     path = database_or_exit(args)
-    before = migrations.status(open_without_upgrade(path))["pending"] if path.exists() else []
+    before = migrations.status(open_without_upgrade(path))["pending"] if exists(path) else []
     db = open_store(path)
     emit(args, {"applied": before, **migrations.status(db)})
     return 0
@@ -43,9 +37,9 @@ def cmd_db_prune(args):
 def cmd_db_vacuum(args):
     path = database_or_exit(args)
     open_store(path)
-    before = _sizes(path)
+    before = size(path)
     vacuum()
-    emit(args, {"bytes_before": before, "bytes_after": _sizes(path)})
+    emit(args, {"bytes_before": before, "bytes_after": size(path)})
     return 0
 
 

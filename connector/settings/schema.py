@@ -17,7 +17,7 @@ RECEIVE_OPTIONS = (RECEIVE_OFF, RECEIVE_ALL, RECEIVE_SUBSCRIBED, RECEIVE_MANAGER
 class Key:
     section: str
     name: str
-    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float
+    kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float | database
     default: str
     doc: str
     choices: tuple = ()
@@ -92,12 +92,23 @@ KEYS = (
         "message (HTML to text, reply extraction); past it the message is filed "
         "with its full text as reply text, rules_version 'not-extracted', and the "
         "queue moves on. 0: no budget."),
-    Key("connector", "database", "path", "/var/lib/connector/connector.db",
+    Key("connector", "database", "database", "/var/lib/connector/connector.db",
         "SQLite database file (customer mail: created 0600). Its folder is the "
         "data directory: it also holds the spool (connector-spool.db) and the "
         "key that signs our Message-IDs (hmac.key), and the daemon's user must "
         "be able to write it; the systemd unit lets the service write only in "
-        "/var/lib/connector. A relative path is relative to this file's folder.", restart=True),
+        "/var/lib/connector. A relative path is relative to this file's folder. "
+        "Or a PostgreSQL database: postgresql://user@host:5432/connector (TLS "
+        "options as libpq takes them, e.g. ?sslmode=verify-full); the password "
+        "from password_file, PGPASSWORD or ~/.pgpass.", restart=True),
+    Key("connector", "password_file", "file", "",
+        "With a PostgreSQL database: the file holding its password (first line; "
+        "chmod 600). Empty: PGPASSWORD or ~/.pgpass, as for psql.",
+        attr="database_password_file", restart=True),
+    Key("connector", "data_dir", "file", "",
+        "Folder of the key that signs our Message-IDs (hmac.key) and of the "
+        "daemon's state file. Empty: the SQLite database's folder, or "
+        "/var/lib/connector with a PostgreSQL database.", attr="data_folder", restart=True),
     Key("connector", "log_level", "choice", "info",
         "Lowest level of log events written to stdout.",
         ("debug", "info", "warning", "error")),

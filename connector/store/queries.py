@@ -6,6 +6,7 @@ from collections import namedtuple
 
 import peewee
 
+from connector.store import dialect
 from connector.store.models import (
     OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
@@ -19,7 +20,7 @@ def _one(sql, params=()):
 
 
 def next_ticket_number():
-    return (_one('SELECT MAX("number") FROM "ticket"') or 0) + 1
+    return dialect.next_ticket_number()
 
 
 def processing_state(spool_id):
@@ -68,7 +69,7 @@ def filing_transaction(spool_id):
     that read first would.
     """
     with database.atomic():
-        database.execute_sql('UPDATE "processing" SET "attempts" = "attempts" WHERE "spool_id" = ?', (spool_id,))
+        dialect.lock_writes()
         yield
 
 
@@ -79,7 +80,7 @@ def write_transaction():
     `tickets set`), which read, decide and write, so two of them, or one and the worker,
     take turns instead of racing, and the intake never waits for them."""
     with database.atomic():
-        database.execute_sql('UPDATE "ticket" SET "id" = "id" WHERE 0')
+        dialect.lock_writes()
         yield
 
 
@@ -131,8 +132,9 @@ def sent_since(since, at_most=None, **columns):
     much was sent."""
     assert set(columns) <= SENT_COLUMNS, columns
     where = "".join(f' AND "{name}" = ?' for name in columns)
-    return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where} LIMIT ?)',
-                (since, *columns.values(), -1 if at_most is None else at_most))  # LIMIT -1: no limit
+    limit = "" if at_most is None else f" LIMIT {int(at_most)}"
+    return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where}{limit}) AS s',
+                (since, *columns.values()))
 
 
 def same_text_since(ticket_number, from_addr, text, since):

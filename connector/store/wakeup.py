@@ -28,11 +28,16 @@ IDLE_POLL = 1.0  # seconds: the longest an idle process waits before looking at 
 @functools.lru_cache(maxsize=64)
 def address(data_dir, role):
     """The socket name (cached: the filing worker sends a wake-up per message filed)."""
-    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    key = data_dir if isinstance(data_dir, str) and "://" in data_dir else str(Path(data_dir).resolve())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return f"\0connector-{digest}-{role}"
 
 
 def _data_dir():
+    """What names the store: the SQLite file's folder, or the PostgreSQL URL (this node's
+    processes share it; a wake-up never crosses machines, the others poll)."""
+    if getattr(database.obj, "backend", "sqlite") == "postgresql":
+        return database.database
     return Path(database.database).parent
 
 
@@ -63,7 +68,9 @@ class Waker:
     """The receiving end, bound by the process that does `role`'s work."""
 
     def __init__(self, data_dir, role):
-        self.name = address(data_dir, role)
+        """`data_dir` names the store when none is bound yet; the bound store's name wins,
+        so the senders (who know only the store) and this process agree."""
+        self.name = address(_data_dir() if database.obj is not None else data_dir, role)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.sock.bind(self.name)
