@@ -28,7 +28,7 @@ from connector.store.models import (
     AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
-from connector.store.queries import next_ticket_number
+from connector.store.queries import ticket_number_free
 from connector.workqueue import inbox
 
 log = get_logger("pipeline")
@@ -40,7 +40,7 @@ SUPPRESSED_EVENTS = {AUTO_RESPONSE: "auto_response.suppressed", NOTICE: "notice.
 def plan_current(ctx):
     """Whether the plan still holds under the filing lock: a new ticket gets the number
     it was planned with (another process may have filed one since the plan was made)."""
-    return ctx.plan.action != NEW_TICKET or next_ticket_number() == ctx.plan.ticket_number
+    return ctx.plan.action != NEW_TICKET or ticket_number_free(ctx.plan.ticket_number)
 
 
 def _contact_id(ctx, now):

@@ -68,7 +68,8 @@ def insert_many(model, rows, or_ignore=False, or_replace=False):
     rows = [_with_defaults(model, row) for row in rows]
     columns = tuple(rows[0])
     kind = "ignore" if or_ignore else "replace" if or_replace else "insert"
-    database.cursor().executemany(_statement(kind, model, columns),
+    sql = _statement(kind, model, columns)
+    database.cursor().executemany(dialect.placeholders(sql) if dialect.is_postgres() else sql,
                                   [_values(model, columns, row) for row in rows])
 
 

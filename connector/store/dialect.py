@@ -10,7 +10,7 @@ a function here, so no query exists in two copies:
     unindexed                   SQLite's `+col` (do not use this column's index)  vs  `col`
     greatest                    SQLite's two-argument MAX  vs  GREATEST
     checkpoint, vacuum          WAL housekeeping  vs  nothing / VACUUM
-    next_ticket_number          MAX + 1 under the write lock  vs  a sequence
+    next_ticket_number          MAX + 1, checked under the write lock  vs  a sequence
 
 The database in use is asked with `is_postgres()`; both database classes
 live in `connector.store.db`.
@@ -97,12 +97,18 @@ def vacuum():
 
 
 def next_ticket_number():
-    """The number of the next ticket: from a sequence on PostgreSQL (a rolled-back filing
-    leaves a gap), MAX + 1 under SQLite's write lock."""
+    """The number a new ticket is planned with: SQLite's MAX + 1 (`ticket_number_free`
+    checks it again under the write lock); on PostgreSQL taken from a sequence, so it is
+    this plan's alone (a plan that is not filed, a dry run or a retried one, leaves a gap)."""
     if is_postgres():
         return database.execute_sql(f"SELECT nextval('{TICKET_SEQUENCE}')").fetchone()[0]
     row = database.execute_sql('SELECT MAX("number") FROM "ticket"').fetchone()
     return (row[0] or 0) + 1
+
+
+def ticket_number_free(number):
+    """Whether a planned ticket number is still free, asked under the write lock."""
+    return True if is_postgres() else next_ticket_number() == number
 
 
 def prepare(db):

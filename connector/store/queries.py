@@ -19,8 +19,8 @@ def _one(sql, params=()):
     return row[0] if row else None
 
 
-def next_ticket_number():
-    return dialect.next_ticket_number()
+next_ticket_number = dialect.next_ticket_number
+ticket_number_free = dialect.ticket_number_free
 
 
 def processing_state(spool_id):

@@ -1,0 +1,84 @@
+"""The daemon on PostgreSQL, end to end over real SMTP (issue 13): mail in, ticket filed,
+auto-response handed to the relay; the spool a schema of the same database; ticket
+numbers from a sequence; `db status|upgrade` and `check-config` on a PostgreSQL URL."""
+
+import json
+
+import psycopg
+
+from conftest import Instance, make_mail, wait_for
+
+
+def pg_instance(tmp_path, sink, url, **ini):
+    return Instance(tmp_path, sink.port, connector__database=url, connector__data_dir="var", **ini)
+
+
+def test_daemon_files_mail_into_postgresql_and_delivers(tmp_path, sink, pg_url):
+    inst = pg_instance(tmp_path, sink, pg_url).start()
+    try:
+        for n in range(3):
+            inst.send(make_mail(subject=f"Printer {n}", sender=f"ann{n}@acme.example"))
+        states = inst.wait_processed(3)
+        assert [row[1] for row in states] == ["done"] * 3
+        tickets = inst.tickets()
+        assert sorted(t["number"] for t in tickets) == [1, 2, 3]
+        inst.wait_delivered()
+        for n in range(3):  # each customer's auto-response went to the relay, once
+            assert len(sink.to(f"ann{n}@acme.example")) == 1
+    finally:
+        inst.stop()
+    with psycopg.connect(pg_url) as conn:
+        # the spool is the schema `spool` of the same database, holding the bytes received
+        raw = conn.execute('SELECT raw FROM spool.spool ORDER BY id').fetchall()
+        assert len(raw) == 3 and all(b"Subject: Printer" in bytes(r[0]) for r in raw)
+        assert conn.execute("SELECT last_value FROM ticket_number_seq").fetchone()[0] == 3
+    assert not (tmp_path / "var" / "connector.db").exists()  # nothing went to SQLite
+    assert (tmp_path / "var" / "hmac.key").exists()          # the key lives in [connector] data_dir
+
+
+def test_db_status_and_upgrade_on_postgresql(tmp_path, sink, pg_url):
+    inst = pg_instance(tmp_path, sink, pg_url)
+    upgraded = inst.json("db", "upgrade")
+    assert upgraded["pending"] == [] and upgraded["version"] == upgraded["latest"]
+    status = inst.json("db", "status")
+    assert status == {"version": upgraded["latest"], "latest": upgraded["latest"], "pending": []}
+
+
+def test_check_config_names_an_unreachable_database_in_one_line(tmp_path, sink, postgres_server):
+    from conftest import free_port
+    port = free_port()  # nobody listens here
+    inst = pg_instance(tmp_path, sink, f"postgresql://postgres@127.0.0.1:{port}/connector")
+    result = inst.cli("check-config", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"PostgreSQL at 127.0.0.1:{port}/connector" in err and "[connector] database" in err, err
+    assert "pg_isready" in err  # the hint
+
+
+def test_check_config_names_a_missing_database(tmp_path, sink, postgres_server):
+    inst = pg_instance(tmp_path, sink, postgres_server.url("no_such_db"))
+    result = inst.cli("check-config", check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err, err
+    assert "no_such_db" in err and "does not exist" in err, err
+
+
+def test_inject_exits_75_while_postgresql_is_unreachable(tmp_path, sink, postgres_server):
+    from conftest import free_port
+    inst = pg_instance(tmp_path, sink, f"postgresql://postgres@127.0.0.1:{free_port()}/connector")
+    raw = make_mail().as_bytes()
+    result = inst.cli("inject", "-f", "ann@acme.example", "support@example.com", input=raw, check=False)
+    assert result.returncode == 75, result.stderr.decode()
+
+
+def test_json_of_a_ticket_reads_the_same_on_postgresql(tmp_path, sink, pg_url):
+    inst = pg_instance(tmp_path, sink, pg_url).start()
+    try:
+        inst.send(make_mail(subject="Long Message-ID", message_id="<" + "x" * 400 + "@acme.example>"))
+        inst.wait_processed(1)
+        shown = inst.ticket(1)
+        assert shown["subject"] == "Long Message-ID"
+        assert json.loads(json.dumps(shown))  # plain JSON types (no Decimal, no memoryview)
+    finally:
+        inst.stop()
