@@ -269,12 +269,19 @@ def pytest_addoption(parser):
                      help="comma-separated store backends (sqlite,postgresql) the store-using tests run on")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: about SQLite's own files or locks; not run on PostgreSQL "
+                            "(tests/test_postgres*.py has the PostgreSQL side)")
+
+
 def pytest_generate_tests(metafunc):
     names = [b.strip() for b in metafunc.config.getoption("backends").split(",") if b.strip()]
     unknown = set(names) - set(BACKENDS)
     if unknown:
         raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (known: {', '.join(BACKENDS)})")
     if "backend" not in metafunc.fixturenames or names == ["sqlite"]:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only"):
         return
     source = Path(metafunc.module.__file__).read_text(encoding="utf-8")
     if any(word in source for word in STORE_USERS):

@@ -31,7 +31,7 @@ def test_daemon_files_mail_into_postgresql_and_delivers(tmp_path, sink, pg_url):
         # the spool is the schema `spool` of the same database, holding the bytes received
         raw = conn.execute('SELECT raw FROM spool.spool ORDER BY id').fetchall()
         assert len(raw) == 3 and all(b"Subject: Printer" in bytes(r[0]) for r in raw)
-        assert conn.execute("SELECT last_value FROM ticket_number_seq").fetchone()[0] == 3
+        assert conn.execute("SELECT last_value, is_called FROM ticket_number_seq").fetchone() == (3, True)
     assert not (tmp_path / "var" / "connector.db").exists()  # nothing went to SQLite
     assert (tmp_path / "var" / "hmac.key").exists()          # the key lives in [connector] data_dir
 

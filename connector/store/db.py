@@ -231,6 +231,8 @@ def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
     try:
         _connect(db, path)
         status = migrations.status(db)
+        if dialect.is_postgres(db) and not status["pending"] and dialect.prepared(db):
+            return db  # up to date: no DDL, whose table locks would wait for the writers
         if status["pending"] and db.table_exists("ticket"):
             if not upgrade:
                 db.close()

@@ -10,7 +10,7 @@ a function here, so no query exists in two copies:
     unindexed                   SQLite's `+col` (do not use this column's index)  vs  `col`
     greatest                    SQLite's two-argument MAX  vs  GREATEST
     checkpoint, vacuum          WAL housekeeping  vs  nothing / VACUUM
-    next_ticket_number          MAX + 1, checked under the write lock  vs  a sequence
+    next_ticket_number          MAX + 1  vs  a sequence (both checked again under the write lock)
 
 The database in use is asked with `is_postgres()`; both database classes
 live in `connector.store.db`.
@@ -97,28 +97,48 @@ def vacuum():
 
 
 def next_ticket_number():
-    """The number a new ticket is planned with: SQLite's MAX + 1 (`ticket_number_free`
-    checks it again under the write lock); on PostgreSQL taken from a sequence, so it is
-    this plan's alone (a plan that is not filed, a dry run or a retried one, leaves a gap)."""
+    """The number a new ticket is planned with (checked again under the write lock by
+    `ticket_number_free`): SQLite's MAX + 1; on PostgreSQL the next value of the ticket
+    sequence, read without taking it, so a dry run or a plan that is not filed uses none."""
     if is_postgres():
-        return database.execute_sql(f"SELECT nextval('{TICKET_SEQUENCE}')").fetchone()[0]
+        return database.execute_sql(_PEEK).fetchone()[0]
     row = database.execute_sql('SELECT MAX("number") FROM "ticket"').fetchone()
     return (row[0] or 0) + 1
 
 
 def ticket_number_free(number):
-    """Whether a planned ticket number is still free, asked under the write lock."""
-    return True if is_postgres() else next_ticket_number() == number
+    """Whether a planned ticket number is still the next one, asked under the write lock."""
+    return next_ticket_number() == number
+
+
+_PEEK = f"SELECT last_value + CASE WHEN is_called THEN 1 ELSE 0 END FROM {TICKET_SEQUENCE}"
 
 
 def prepare(db):
-    """What a PostgreSQL store needs beyond the models' tables: the ticket sequence, raised
-    above the highest ticket number (a store copied in keeps its numbers)."""
+    """What a PostgreSQL store needs beyond the models' tables: the ticket sequence, kept at
+    the highest number given by a trigger on every ticket inserted (whoever inserts it: the
+    pipeline, or a store copied in). Writers take turns (`lock_writes`), so the number read
+    under the lock is the one filed; a filing rolled back after its insert leaves a gap."""
     if not is_postgres(db):
         return
     db.execute_sql(f"CREATE SEQUENCE IF NOT EXISTS {TICKET_SEQUENCE}")
+    db.execute_sql(f"""CREATE OR REPLACE FUNCTION ticket_number_given() RETURNS trigger AS $$
+BEGIN
+  IF NEW.number >= ({_PEEK}) THEN
+    PERFORM setval('{TICKET_SEQUENCE}', NEW.number, true);
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql""")
+    db.execute_sql('DROP TRIGGER IF EXISTS ticket_number_given ON "ticket"')
+    db.execute_sql('CREATE TRIGGER ticket_number_given AFTER INSERT ON "ticket" FOR EACH ROW '
+                   'EXECUTE FUNCTION ticket_number_given()')
     db.execute_sql(f"SELECT setval('{TICKET_SEQUENCE}', t.top) FROM (SELECT MAX(\"number\") AS top FROM \"ticket\") t "
-                   f"WHERE t.top > (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {TICKET_SEQUENCE})")
+                   f"WHERE t.top >= ({_PEEK})")
+
+
+def prepared(db):
+    """Whether a PostgreSQL store was made whole by `prepare` (its trigger is made last)."""
+    return db.execute_sql("SELECT 1 FROM pg_trigger WHERE tgname = 'ticket_number_given'").fetchone() is not None
 
 
 def columns(db, table, schema=None):
