@@ -68,8 +68,10 @@ def test_inject_exits_75_while_postgresql_is_unreachable(tmp_path, sink, postgre
     from conftest import free_port
     inst = pg_instance(tmp_path, sink, f"postgresql://postgres@127.0.0.1:{free_port()}/connector")
     raw = make_mail().as_bytes()
-    result = inst.cli("inject", "-f", "ann@acme.example", "support@example.com", input=raw, check=False)
-    assert result.returncode == 75, result.stderr.decode()
+    result = inst.cli("inject", "--sender", "ann@acme.example", "--recipient", "support@example.com", input=raw, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 75, err
+    assert "could not store the message, try again later" in err and "Connection refused" in err, err
 
 
 def test_json_of_a_ticket_reads_the_same_on_postgresql(tmp_path, sink, pg_url):
