@@ -123,6 +123,37 @@ class Sink:
         return [m for m in self.messages if address in m[1]]
 
 
+class PostgresConnection:
+    """psycopg with sqlite3's manners, for `Instance.connect`: `?` placeholders, and a
+    `with` block that commits (rolls back on an exception) and closes."""
+
+    def __init__(self, url):
+        import psycopg
+        self.conn = psycopg.connect(url)
+
+    def execute(self, sql, params=()):
+        from connector.store.dialect import placeholders
+        return self.conn.execute(placeholders(sql), params or None)
+
+    def executemany(self, sql, rows):
+        from connector.store.dialect import placeholders
+        with self.conn.cursor() as cursor:
+            cursor.executemany(placeholders(sql), rows)
+
+    def commit(self):
+        self.conn.commit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.conn.commit()
+        else:
+            self.conn.rollback()
+        self.conn.close()
+
+
 class Instance:
     """A connector installation in a temp dir: ini, config/, database; CLI and daemon."""
 
@@ -215,21 +246,34 @@ class Instance:
     def outbox(self):
         return self.json("outbox", "list")
 
-    def rows(self, sql):
-        """Rows of a query on the store (SQLite's files or the PostgreSQL database), read-only;
-        the spool is schema `spool` on both. [] while the store does not exist yet."""
+    def open_store(self, **options):
+        """Bind this process's models to the instance's store (either backend), as its processes do."""
+        from connector.settings.values import PostgresURL
+        from connector.store.db import open_store
+        return open_store(PostgresURL.of(self.database) or self.path / "var" / "connector.db", **options)
+
+    def connect(self):
+        """A connection to the store for what a test reads or sets up behind the daemon's back,
+        on either backend: `?` placeholders, the spool as schema `spool`, committed when the
+        `with` block ends (as sqlite3's connections are)."""
         if self.database.startswith("postgresql://"):
-            import psycopg
-            with psycopg.connect(self.database, autocommit=True) as conn:
-                exists = conn.execute("SELECT to_regclass('spool.spool')").fetchone()[0]
-                return conn.execute(sql).fetchall() if exists else []
+            return PostgresConnection(self.database)
         import sqlite3
-        db = self.path / "var" / "connector.db"
-        if not db.exists():
+        conn = sqlite3.connect(self.path / "var" / "connector.db")
+        conn.execute(f"attach database '{self.path / 'var' / 'connector-spool.db'}' as spool")
+        return conn
+
+    def rows(self, sql):
+        """Rows of a query on the store, read-only; [] while the store does not exist yet."""
+        if not self.database.startswith("postgresql://") and not (self.path / "var" / "connector.db").exists():
             return []
-        with sqlite3.connect(db) as conn:
-            conn.execute(f"attach database '{self.path / 'var' / 'connector-spool.db'}' as spool")
-            return conn.execute(sql).fetchall()
+        with self.connect() as conn:
+            try:
+                return conn.execute(sql).fetchall()
+            except Exception as exc:
+                if "spool" in str(exc):  # the daemon has not made its tables yet
+                    return []
+                raise
 
     def spool_states(self):
         return self.rows("select s.id, coalesce(p.state, 'queued'), p.action, p.reason from spool.spool s "
