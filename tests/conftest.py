@@ -175,7 +175,7 @@ class Instance:
         }
         for key, value in ini.items():
             section, _, name = key.partition("__")
-            sections[section][name] = value
+            sections.setdefault(section, {})[name] = value
         self.database = sections["connector"]["database"]
         self.ini = self.path / "connector.ini"
         self.ini.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())

@@ -84,3 +84,23 @@ def test_json_of_a_ticket_reads_the_same_on_postgresql(tmp_path, sink, pg_url):
         assert json.loads(json.dumps(shown))  # plain JSON types (no Decimal, no memoryview)
     finally:
         inst.stop()
+
+
+def test_node_name_on_every_log_line_and_in_connector_nodes(tmp_path, sink, pg_url):
+    inst = pg_instance(tmp_path, sink, pg_url, node__name="mx1").start()
+    try:
+        inst.send(make_mail(subject="Which node"))
+        inst.wait_processed(1)
+
+        def listed():
+            rows = inst.json("nodes")
+            return rows if rows and rows[0]["holds"] == ["deliver", "worker"] else None
+        [node] = wait_for(listed, 30, what="the node's heartbeat with its processes")
+        assert node["name"] == "mx1" and node["alive"] is True and node["version"]
+        assert node["age_seconds"] < 30 and node["pid"] == inst.proc.pid
+    finally:
+        inst.stop()
+    lines = [json.loads(line) for line in inst.log.read_text().splitlines() if line.startswith("{")]
+    assert lines and all(line.get("node") == "mx1" for line in lines), \
+        [line for line in lines if line.get("node") != "mx1"][:3]
+    assert {"daemon.started", "worker.started", "ticket.created"} <= {line["event"] for line in lines}

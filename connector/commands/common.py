@@ -31,7 +31,8 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(code) from None
     if log:
-        setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None)
+        setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None,
+                      node=settings.node_name)
     auto_emails.install(settings)   # a command's ticket events plan their auto-emails too
     return settings
 

@@ -13,7 +13,7 @@ def cmd_run(args):
     settings = checked_or_exit(args)
     from connector.app import ListenError, run_daemon
     from connector.log import setup_logging
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, node=settings.node_name)
     try:
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
     except ListenError as exc:
@@ -25,7 +25,7 @@ def _background(args, name):
     settings = checked_or_wait(args.config, name)
     from connector.app import run_background
     from connector.log import setup_logging
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, node=settings.node_name)
     return run_background(name, settings)
 
 

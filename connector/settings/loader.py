@@ -11,6 +11,7 @@ hint; unknown keys are errors, never silently ignored.
 import configparser
 import difflib
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,6 +250,7 @@ def load_ini(ini_path):
         values.update(_convert(key, raw, ini_path))
     if isinstance(values["database"], PostgresURL):
         values["database"].password_file = values["database_password_file"]
+    values["node_name"] = values["node_name"] or socket.gethostname()
     if "{number}" not in values["ticket_tag"]:
         raise ConfigError(ini_path, "[connector] ticket_tag", "does not contain {number}",
                           "write it like [Ticket #{number}]")

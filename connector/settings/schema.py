@@ -191,6 +191,10 @@ KEYS = (
         "statuses stay; mail still in review, shunted or unfiled is never "
         "touched). 0 keeps everything. `connector db vacuum` returns the "
         "space to the disk."),
+    Key("node", "name", "str", "",
+        "This node's name, on every log line and in `connector nodes` (several "
+        "connectors on one PostgreSQL database each need their own). Empty: the "
+        "host name.", attr="node_name", restart=True),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

@@ -104,6 +104,13 @@ def _blocks(db):
         Block.create_table(safe=True)
 
 
+def _nodes(db):
+    """The nodes' heartbeats (`connector nodes`, issue 13): a new table only."""
+    from connector.store.models import Node
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        Node.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -116,6 +123,7 @@ MIGRATIONS = (
     ("0007_triage_tombstones", _triage_tombstones),
     ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
+    ("0013_nodes", _nodes),
 )
 
 

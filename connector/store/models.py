@@ -411,6 +411,20 @@ class Block(BaseModel):
         indexes = ((("target", "status", "until"), False), (("status", "until"), False))
 
 
+class Node(BaseModel):
+    """A connector node (one daemon, `[node] name`) and its last heartbeat: `connector nodes`."""
+
+    name = CharField(unique=True)
+    version = CharField()
+    pid = peewee.IntegerField()
+    started_at = peewee.FloatField()
+    heartbeat_at = peewee.FloatField()
+    holds = JSONField(default=list)          # what it runs: its background processes (and, later, singletons)
+
+    class Meta:
+        table_name = "node"
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
-              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block)
+              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node)
