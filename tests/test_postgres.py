@@ -104,3 +104,35 @@ def test_node_name_on_every_log_line_and_in_connector_nodes(tmp_path, sink, pg_u
     assert lines and all(line.get("node") == "mx1" for line in lines), \
         [line for line in lines if line.get("node") != "mx1"][:3]
     assert {"daemon.started", "worker.started", "ticket.created"} <= {line["event"] for line in lines}
+
+
+def test_password_file_is_read_and_a_readable_one_is_warned_about(tmp_path, sink, postgres_server):
+    """A role with a password, the server asking for it (scram): check-config and the store
+    work with [connector] password_file, and fail in one line with a wrong password."""
+    import os
+    import uuid
+    name = f"pw_{uuid.uuid4().hex[:8]}"
+    postgres_server.sql(f"CREATE ROLE {name} LOGIN PASSWORD 's3cret'")
+    postgres_server.sql(f"CREATE DATABASE {name} OWNER {name}")
+    hba = os.path.join(postgres_server.data, "pg_hba.conf")
+    original = open(hba).read()
+    with open(hba, "w") as handle:  # this role by password over TCP, everyone else as before
+        handle.write(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + original)
+    postgres_server.sql("SELECT pg_reload_conf()")
+    try:
+        secret = tmp_path / "db-password"
+        secret.write_text("s3cret\n")
+        secret.chmod(0o644)
+        url = f"postgresql://{name}@127.0.0.1:{postgres_server.port}/{name}"
+        inst = pg_instance(tmp_path, sink, url, connector__password_file=str(secret))
+        checked = inst.cli("check-config")
+        assert b"[connector] password_file) can be read by every user" in checked.stderr
+        assert inst.json("db", "upgrade")["pending"] == []
+        secret.write_text("wrong\n")
+        result = inst.cli("check-config", check=False)
+        err = result.stderr.decode()
+        assert result.returncode != 0 and "Traceback" not in err and "password authentication failed" in err, err
+    finally:
+        with open(hba, "w") as handle:
+            handle.write(original)
+        postgres_server.sql("SELECT pg_reload_conf()")

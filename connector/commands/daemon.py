@@ -61,10 +61,11 @@ def cmd_check_config(args):
 
 def warnings(settings):
     """What works but should be changed, in the user's words."""
-    secret = settings.password_file
-    if secret and secret.exists() and secret.stat().st_mode & 0o004:
-        yield (f"{secret} ([outbound] password_file) can be read by every user of this machine; "
-               f"chmod 0600 it (or 0640 with group connector)")
+    for secret, key in ((settings.password_file, "[outbound] password_file"),
+                        (settings.database_password_file, "[connector] password_file")):
+        if secret and secret.exists() and secret.stat().st_mode & 0o004:
+            yield (f"{secret} ({key}) can be read by every user of this machine; "
+                   f"chmod 0600 it (or 0640 with group connector)")
 
 
 def cmd_example_config(args):
