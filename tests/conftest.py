@@ -325,8 +325,8 @@ def pytest_generate_tests(metafunc):
         raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (known: {', '.join(BACKENDS)})")
     if "backend" not in metafunc.fixturenames or names == ["sqlite"]:
         return
-    if metafunc.definition.get_closest_marker("sqlite_only"):
-        return
+    if metafunc.definition.get_closest_marker("sqlite_only") or metafunc.module.__name__.startswith("test_postgres"):
+        return  # SQLite's own files; the PostgreSQL tests name their database themselves
     source = Path(metafunc.module.__file__).read_text(encoding="utf-8")
     if any(word in source for word in STORE_USERS):
         metafunc.parametrize("backend", names, indirect=True)
