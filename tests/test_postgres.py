@@ -136,3 +136,18 @@ def test_password_file_is_read_and_a_readable_one_is_warned_about(tmp_path, sink
         with open(hba, "w") as handle:
             handle.write(original)
         postgres_server.sql("SELECT pg_reload_conf()")
+
+
+def test_the_key_and_the_data_dir_are_private_on_postgresql(tmp_path, sink, pg_url):
+    """What stays on the machine with PostgreSQL, hmac.key in [connector] data_dir: 0600 in a 0700 folder."""
+    import os
+    os.umask(0o022)
+    inst = pg_instance(tmp_path, sink, pg_url).start()
+    try:
+        inst.send(make_mail(subject="Private"))
+        inst.wait_processed(1)
+    finally:
+        inst.stop()
+    var = tmp_path / "var"
+    assert oct((var / "hmac.key").stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in var.iterdir() if p.name.endswith(".db")) == []  # no SQLite file at all
