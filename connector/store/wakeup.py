@@ -36,9 +36,11 @@ def address(data_dir, role):
 def _data_dir():
     """What names the store: the SQLite file's folder, or the PostgreSQL URL (this node's
     processes share it; a wake-up never crosses machines, the others poll)."""
-    if getattr(database.obj, "backend", "sqlite") == "postgresql":
-        return database.database
-    return Path(database.database).parent
+    return database.database if _postgres() else Path(database.database).parent
+
+
+def _postgres():
+    return getattr(database.obj, "backend", "sqlite") == "postgresql"
 
 
 class _Sender:
@@ -68,9 +70,9 @@ class Waker:
     """The receiving end, bound by the process that does `role`'s work."""
 
     def __init__(self, data_dir, role):
-        """`data_dir` names the store when none is bound yet; the bound store's name wins,
-        so the senders (who know only the store) and this process agree."""
-        self.name = address(_data_dir() if database.obj is not None else data_dir, role)
+        """`data_dir` names an SQLite store (its folder); a PostgreSQL store bound in this
+        process is named by its URL, as the senders, who know only the store, name it."""
+        self.name = address(database.database if _postgres() else data_dir, role)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.sock.bind(self.name)
