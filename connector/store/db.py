@@ -118,8 +118,18 @@ def _pg_connect(url, **params):
 
 
 def exists(path):
-    """Whether the store is there: both SQLite files; a PostgreSQL database always (made by its operator)."""
-    return isinstance(path, PostgresURL) or (Path(path).exists() and spool_path(path).exists())
+    """Whether the store is there: both SQLite files, or the spool's table in the PostgreSQL
+    database (a server that cannot be reached counts as there: opening it says what failed)."""
+    if not isinstance(path, PostgresURL):
+        return Path(path).exists() and spool_path(path).exists()
+    try:
+        conn = _pg_connect(path, connect_timeout=5)
+    except PostgresUnavailable:
+        return True
+    try:
+        return conn.execute("SELECT to_regclass('spool.spool')").fetchone()[0] is not None
+    finally:
+        conn.close()
 
 
 def size(path):
