@@ -29,8 +29,9 @@ import sys
 import threading
 import time
 
+from connector import __version__
 from connector.checks import load_checked
-from connector.health.children import Children, announce_ready, parent_pid
+from connector.health.children import RUNNING, Children, announce_ready, parent_pid
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
 from connector.intake.smtp import IntakeHandler, start_server
@@ -39,6 +40,7 @@ from connector.mail.addresses import OwnAddresses
 from connector.pipeline.services import Services
 from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
+from connector.store import nodes
 from connector.store.db import load_hmac_key, open_store
 from connector.store.spool import GroupCommitter
 from connector.store.wakeup import worker_role
@@ -159,6 +161,23 @@ class Daemon:
                 self.notifier.send(WATCHDOG)
             await asyncio.sleep(interval)
 
+    async def _node_heartbeat(self):
+        """This node's row in `connector nodes`, written from a thread (a store that is busy or
+        away never holds up the event loop); a failure is logged once until it works again."""
+        loop, failed = asyncio.get_running_loop(), False
+        while not self.stop_event.is_set():
+            holds = sorted(name for name, child in self.children.snapshot().items() if child["state"] == RUNNING)
+            try:
+                await loop.run_in_executor(None, nodes.beat, self.settings.node_name, __version__, os.getpid(),
+                                           self.started_at, holds, self.clock())
+            except Exception as exc:  # the store's fault: the intake answers 451 on its own meanwhile
+                if not failed:
+                    log.warning("node.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+                failed = True
+            else:
+                failed = False
+            await asyncio.sleep(nodes.BEAT_EVERY)
+
     async def main(self):
         settings = self.settings
         services = open_services(settings)
@@ -182,7 +201,8 @@ class Daemon:
         log.info("daemon.started", listen=f"{settings.listen_host}:{settings.listen_port}",
                  protocol=settings.protocol, database=str(settings.database), outbound=settings.mode,
                  metrics=settings.metrics_listen or None)
-        tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat())]
+        tasks = [asyncio.create_task(coro) for coro in (self._supervise(), self._check_files(), self._heartbeat(),
+                                                        self._node_heartbeat())]
         await stopped.wait()
         self.notifier.send(STOPPING)
         log.info("daemon.stopping")

@@ -28,6 +28,7 @@ from connector.scanners.config import scanners_of
 from connector.settings import ConfigError, inboxes, load_settings
 from connector.settings import auto_emails as auto_email_config
 from connector.settings.errors import permission_denied
+from connector.settings.values import PostgresURL
 from connector.store.db import spool_path
 from connector.workqueue import auto_emails
 
@@ -177,6 +178,8 @@ def check_data_dir(settings):
     for key, folder in folders:
         _check_writable(settings.ini_path, key, Path(folder))
     database = settings.database
+    if isinstance(database, PostgresURL):
+        return  # a server's files are the server's: `check-config` connects to it instead
     for path in (database, spool_path(database)):
         for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if name.exists() and not os.access(name, os.R_OK | os.W_OK):

@@ -58,11 +58,13 @@ class LineWriter:
     debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
 
 
-def setup_logging(level="info", stream=None, json=None):
+def setup_logging(level="info", stream=None, json=None, node=None):
+    """`node` (`[node] name`) goes on every line, so the lines of several nodes can be told apart."""
     if json is None:
         json = not (stream or sys.stdout).isatty()
     processors = [
         structlog.contextvars.merge_contextvars,
+        *([lambda logger, method, event: {"node": node, **event}] if node else []),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

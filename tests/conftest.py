@@ -1,5 +1,13 @@
 """Fixtures that run the real thing: the daemon as a process, an aiosmtpd
-relay sink on loopback, SQLite files in a temp dir, the CLI as a subprocess."""
+relay sink on loopback, SQLite files in a temp dir (or a database of a
+private PostgreSQL, tests/pg.py), the CLI as a subprocess.
+
+The store's backend is a parameter: `--backends sqlite,postgresql` (or
+CONNECTOR_TEST_BACKENDS) runs every test of a module that makes an
+`Instance` or opens a store once per backend; an `Instance` then gets a
+fresh PostgreSQL database unless the test names its own. The default is
+sqlite alone (test ids unchanged).
+"""
 
 import json
 import os
@@ -15,6 +23,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("sqlite", "postgresql")
+STORE_USERS = ("Instance(", "instance", "daemon", "open_store")  # a module using one runs on each backend
+_backend = {}  # the running test's: {"name", "new_database"}
 
 STAFF_YAML = """\
 staff:
@@ -112,6 +123,37 @@ class Sink:
         return [m for m in self.messages if address in m[1]]
 
 
+class PostgresConnection:
+    """psycopg with sqlite3's manners, for `Instance.connect`: `?` placeholders, and a
+    `with` block that commits (rolls back on an exception) and closes."""
+
+    def __init__(self, url):
+        import psycopg
+        self.conn = psycopg.connect(url)
+
+    def execute(self, sql, params=()):
+        from connector.store.dialect import placeholders
+        return self.conn.execute(placeholders(sql), params or None)
+
+    def executemany(self, sql, rows):
+        from connector.store.dialect import placeholders
+        with self.conn.cursor() as cursor:
+            cursor.executemany(placeholders(sql), rows)
+
+    def commit(self):
+        self.conn.commit()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.conn.commit()
+        else:
+            self.conn.rollback()
+        self.conn.close()
+
+
 class Instance:
     """A connector installation in a temp dir: ini, config/, database; CLI and daemon."""
 
@@ -121,6 +163,8 @@ class Instance:
         self.path.joinpath("config").mkdir(parents=True, exist_ok=True)
         self.path.joinpath("config", "staff.yaml").write_text(STAFF_YAML)
         self.path.joinpath("config", "accounts.yaml").write_text(ACCOUNTS_YAML)
+        if _backend.get("new_database") and "connector__database" not in ini:
+            ini = {"connector__database": _backend["new_database"](), "connector__data_dir": "var", **ini}
         sections = {
             "connector": {"public_address": "support@example.com",
                           "notifications_address": "notifications@example.com",
@@ -132,6 +176,7 @@ class Instance:
         for key, value in ini.items():
             section, _, name = key.partition("__")
             sections.setdefault(section, {})[name] = value
+        self.database = sections["connector"]["database"]
         self.ini = self.path / "connector.ini"
         self.ini.write_text("".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
                                     for s, keys in sections.items()))
@@ -201,15 +246,38 @@ class Instance:
     def outbox(self):
         return self.json("outbox", "list")
 
-    def spool_states(self):
+    def open_store(self, **options):
+        """Bind this process's models to the instance's store (either backend), as its processes do."""
+        from connector.settings.values import PostgresURL
+        from connector.store.db import open_store
+        return open_store(PostgresURL.of(self.database) or self.path / "var" / "connector.db", **options)
+
+    def connect(self):
+        """A connection to the store for what a test reads or sets up behind the daemon's back,
+        on either backend: `?` placeholders, the spool as schema `spool`, committed when the
+        `with` block ends (as sqlite3's connections are)."""
+        if self.database.startswith("postgresql://"):
+            return PostgresConnection(self.database)
         import sqlite3
-        db = self.path / "var" / "connector.db"
-        if not db.exists():
+        conn = sqlite3.connect(self.path / "var" / "connector.db")
+        conn.execute(f"attach database '{self.path / 'var' / 'connector-spool.db'}' as spool")
+        return conn
+
+    def rows(self, sql):
+        """Rows of a query on the store, read-only; [] while the store does not exist yet."""
+        if not self.database.startswith("postgresql://") and not (self.path / "var" / "connector.db").exists():
             return []
-        with sqlite3.connect(db) as conn:
-            conn.execute(f"attach database '{self.path / 'var' / 'connector-spool.db'}' as spool")
-            return conn.execute("select s.id, coalesce(p.state, 'queued'), p.action, p.reason from spool.spool s "
-                                "left join processing p on p.spool_id = s.id order by s.id").fetchall()
+        with self.connect() as conn:
+            try:
+                return conn.execute(sql).fetchall()
+            except Exception as exc:
+                if "spool" in str(exc):  # the daemon has not made its tables yet
+                    return []
+                raise
+
+    def spool_states(self):
+        return self.rows("select s.id, coalesce(p.state, 'queued'), p.action, p.reason from spool.spool s "
+                         "left join processing p on p.spool_id = s.id order by s.id")
 
     def wait_processed(self, count, timeout=15):
         return wait_for(lambda: (s := self.spool_states()) and len(s) >= count
@@ -238,3 +306,55 @@ def instance(tmp_path, sink):
 @pytest.fixture
 def daemon(instance):
     return instance.start()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backends", default=os.environ.get("CONNECTOR_TEST_BACKENDS", "sqlite"),
+                     help="comma-separated store backends (sqlite,postgresql) the store-using tests run on")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: about SQLite's own files or locks; not run on PostgreSQL "
+                            "(tests/test_postgres*.py has the PostgreSQL side)")
+
+
+def pytest_generate_tests(metafunc):
+    names = [b.strip() for b in metafunc.config.getoption("backends").split(",") if b.strip()]
+    unknown = set(names) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (known: {', '.join(BACKENDS)})")
+    if "backend" not in metafunc.fixturenames or names == ["sqlite"]:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only") or metafunc.module.__name__.startswith("test_postgres"):
+        return  # SQLite's own files; the PostgreSQL tests name their database themselves
+    source = Path(metafunc.module.__file__).read_text(encoding="utf-8")
+    if any(word in source for word in STORE_USERS):
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL for the session (tests/pg.py); skipped with the reason when it cannot run."""
+    import pg
+    reason = pg.available()
+    if reason:
+        pytest.skip(reason)
+    server = pg.PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    """The URL of a fresh, empty PostgreSQL database."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(autouse=True)
+def backend(request):
+    """The store backend of this test ("sqlite" unless --backends asks for more)."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgresql":
+        _backend.update(name=name, new_database=request.getfixturevalue("postgres_server").new_database)
+    yield name
+    _backend.clear()

@@ -139,7 +139,7 @@ def test_more_than_100_mails_on_a_ticket_in_a_day_block_it_twelve_hours(tmp_path
         instance.send(make_mail(subject="Printer broken", sender="ann@acme.example"))
         instance.wait_processed(1)
         instance.wait_delivered()
-        with sqlite3.connect(instance.path / "var" / "connector.db") as conn:   # a day of mail on ticket #1
+        with instance.connect() as conn:   # a day of mail on ticket #1
             row = conn.execute("SELECT ticket_id, kind, mail_from, rcpt, raw, created_at FROM outbox").fetchone()
             conn.executemany("INSERT INTO outbox (ticket_id, kind, mail_from, rcpt, \"to\", cc, bcc, subject, "
                              "message_id, raw, status, attempts, next_attempt_at, created_at) VALUES "

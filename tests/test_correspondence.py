@@ -299,9 +299,8 @@ def test_without_a_ticket_manager_the_other_employees_are_in_cc(daemon, sink):
 
 def spool_with_hints(daemon, msg, hints):
     """A mail stored the way an IMAP scanner stores it: with its rule's hints on the spool entry."""
-    from connector.store.db import open_store
     from connector.store.spool import store_message
-    db = open_store(daemon.path / "var" / "connector.db")
+    db = daemon.open_store()
     try:
         store_message(msg.as_bytes(), intake="imap:support-mailbox", hints=hints)
     finally:

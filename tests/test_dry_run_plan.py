@@ -8,7 +8,6 @@ Message-IDs differ (fresh per run)."""
 
 import email
 import json
-import sqlite3
 from email import policy
 from pathlib import Path
 
@@ -40,8 +39,7 @@ def scenarios():
 
 
 def outbox_rows(instance, spool_id):
-    db = instance.path / "var" / "connector.db"
-    with sqlite3.connect(db) as conn:
+    with instance.connect() as conn:
         rows = conn.execute('SELECT kind, mail_from, rcpt, "to", cc, bcc, subject, raw FROM outbox '
                             "WHERE cause_id = ? ORDER BY id", (spool_id,)).fetchall()
     mails = []

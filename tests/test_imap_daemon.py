@@ -6,7 +6,6 @@ crash between the spool commit and the \\Seen flag loses nothing and files
 nothing twice."""
 
 import json
-import sqlite3
 import time
 
 import pytest
@@ -30,15 +29,7 @@ def site(tmp_path, sink, scanners, wrong_password=False):
 
 
 def query(inst, sql):
-    db = inst.path / "var" / "connector.db"
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=5) as conn:
-        conn.execute(f"attach database '{inst.path / 'var' / 'connector-spool.db'}' as spool")
-        try:
-            return conn.execute(sql).fetchall()
-        except sqlite3.OperationalError:   # tables not created yet
-            return []
+    return inst.rows(sql)
 
 
 def subjects(inst):

@@ -2,7 +2,6 @@
 actions (take, complete, cancel, forward), every refusal changing nothing."""
 
 import json
-import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -51,7 +50,7 @@ def entries(instance, *args):
 
 def store_rows(instance):
     """Every inbox entry and ticket event: what a refusal must leave as it was."""
-    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+    with instance.connect() as conn:
         return (conn.execute("select * from inbox_entry order by id").fetchall(),
                 conn.execute("select * from ticket_event order by id").fetchall())
 
@@ -186,7 +185,7 @@ def test_add_cancel_overdue_and_force(desk):
         ("Technical", "2099-01-01T08:00:00+00:00", "amy@example.com")
     assert entries(desk, "--overdue") == []
     # An entry whose due date has passed since (written as an old store would hold it).
-    with sqlite3.connect(desk.path / "var" / "connector.db") as conn:
+    with desk.connect() as conn:
         conn.execute("update inbox_entry set due_at = ? where id = ?", (time.time() - 60, added["id"]))
     assert [e["id"] for e in entries(desk, "--overdue")] == [added["id"]]
     # the worker fires its deadline (issue 12) once; let it, so the refusals below compare a still store
@@ -310,13 +309,12 @@ def test_the_contract_as_mail_commands_call_it_without_settings(desk):
     an employee's addresses, a due date as text; one open entry found by ticket number."""
     from connector.checks import load_checked
     from connector.store import events
-    from connector.store.db import open_store
     from connector.store.models import database
     from connector.workqueue import inbox
     from connector.workqueue.errors import Refused
     number = new_ticket(desk, to="billing@example.com")
     load_checked(desk.ini)   # what a process runs on: its inboxes are the ones in force
-    open_store(desk.path / "var" / "connector.db")
+    desk.open_store()
     now = time.time()
     entry = inbox.entry_for(number, by="jane.doe@home.example")
     with database.atomic():

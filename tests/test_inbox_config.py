@@ -129,9 +129,8 @@ def test_the_address_it_was_sent_to_wins_over_the_scanner_rule(tmp_path, sink):
     """The hint path without IMAP: a spooled message with the hint a rule leaves."""
     inst = Instance(tmp_path, sink.port)
     write_inboxes(inst)
-    from connector.store.db import open_store
     from connector.store.spool import store_message
-    open_store(inst.path / "var" / "connector.db")
+    inst.open_store()
     for to, subject in (("tech@example.com", "to tech"), ("support@example.com", "to support")):
         store_message(make_mail(subject=subject, to=to).as_bytes(), rcpt_to=[], intake="imap:support",
                       hints={"scanner": "support", "rule": "r", "ticket_fields": {}, "assign_inbox": "Finance"})
@@ -143,6 +142,7 @@ def test_the_address_it_was_sent_to_wins_over_the_scanner_rule(tmp_path, sink):
         inst.stop()
 
 
+@pytest.mark.sqlite_only
 def test_a_store_from_before_the_inbox_tables_upgrades_and_takes_entries(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     inst.start()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import Instance, make_mail, wait_for
 from connector.store import migrations
 from connector.store.db import open_store
@@ -91,6 +93,7 @@ def table_rows(path):
         conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_keeps_every_row(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     path = load_old_store(tmp_path / "var")
@@ -134,6 +137,7 @@ def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_
         inst.stop()
 
 
+@pytest.mark.sqlite_only
 def test_run_refuses_an_old_schema_when_auto_upgrade_is_off(tmp_path, sink):
     inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
     path = load_old_store(tmp_path / "var")

@@ -10,7 +10,6 @@ Postfix's queue.
 import re
 import shutil
 import smtplib
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +167,6 @@ def test_readme_pipe_recipe_passes_a_null_return_path_as_empty(site):
         smtp.sendmail("", ["support@example.com"], make_mail(subject="Null path").as_bytes())
     drained(mta)
     inst.wait_processed(1, timeout=30)
-    with sqlite3.connect(inst.path / "var" / "connector-spool.db") as db:
-        assert db.execute("SELECT mail_from, rcpt_to FROM spool").fetchall() == [("", '["support@example.com"]')]
+    with inst.connect() as db:
+        assert db.execute("SELECT mail_from, rcpt_to FROM spool.spool").fetchall() == [("", '["support@example.com"]')]
     assert inst.tickets() == []

@@ -10,7 +10,8 @@ import socket
 from conftest import Instance, free_port, wait_for
 from connector.settings.schema import KEYS
 
-OTHER = {"path": "var/other.db", "str": "other.example", "float": "299", "processes": "3"}
+OTHER = {"path": "var/other.db", "database": "var/other.db", "file": "var/other-file", "str": "other.example",
+         "float": "299", "processes": "3"}
 
 
 def another_value(key, current):

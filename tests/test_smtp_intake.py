@@ -50,8 +50,7 @@ class Client:
 
 
 def spool_raw(inst):
-    with sqlite3.connect(inst.path / "var" / "connector-spool.db") as conn:
-        return [bytes(row[0]) for row in conn.execute("select raw from spool order by id")]
+    return [bytes(row[0]) for row in inst.rows("select raw from spool.spool order by id")]
 
 
 def test_a_5000_character_line_is_accepted_and_stored_byte_exact(daemon):
@@ -132,6 +131,7 @@ def test_500_simultaneous_connects_are_all_greeted(daemon):
     assert len(greeted) == count and all(g.startswith(b"220") for g in greeted)
 
 
+@pytest.mark.sqlite_only
 def test_shutdown_answers_421_and_an_inflight_commit_still_gets_its_250(daemon):
     idle = Client(daemon.port)
     assert idle.reply()[0].startswith(b"220")

@@ -8,7 +8,6 @@ the tests of the commands that need them skip while those functions are missing.
 
 import email
 import json
-import sqlite3
 from email import policy
 
 import pytest
@@ -268,7 +267,7 @@ def test_a_mail_refused_before_running_is_planned_as_it_is_sent(daemon, sink, tm
     daemon.wait_processed(len(daemon.spool_states()))
 
     assert [o["subject"] for o in dry["outgoing"]] == [f"Not done: Re: [Ticket #{number}] Printer broken"]
-    with sqlite3.connect(daemon.path / "var" / "connector.db") as conn:
+    with daemon.connect() as conn:
         rows = conn.execute('SELECT kind, mail_from, rcpt, "to", subject, raw FROM outbox WHERE cause_id = ?',
                             (real["spool_id"],)).fetchall()
     assert [(o["kind"], o["mail_from"], o["rcpt"], o["to"], o["subject"]) for o in dry["outgoing"]] == [

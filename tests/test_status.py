@@ -1,7 +1,6 @@
 """`connector status [--json]`: a Nagios/Icinga check of the running daemon (exit 0, 1, 2)."""
 
 import signal
-import sqlite3
 import stat
 import sys
 
@@ -59,8 +58,8 @@ def test_backlog_counts_unfiled_and_degrades_when_old(tmp_path, sink):
         code, report = status(inst)
         assert code == 0 and report["spool"]["unfiled"] == 3
         assert 0 <= report["spool"]["oldest_unfiled_age"] < 300
-        with sqlite3.connect(inst.path / "var" / "connector-spool.db") as conn:
-            conn.execute("UPDATE spool SET received_at = received_at - 900 WHERE id = 1")
+        with inst.connect() as conn:
+            conn.execute("UPDATE spool.spool SET received_at = received_at - 900 WHERE id = 1")
         code, report = status(inst)
         assert code == 1 and report["spool"]["unfiled"] == 3 and report["spool"]["oldest_unfiled_age"] > 900
         assert any("3 messages unfiled" in p for p in report["problems"])

@@ -3,7 +3,6 @@ item, attach it to a ticket, close, set status, delete as spam (tombstone), and
 the notice's Cc. Every refusal exits 1 with one line and changes nothing."""
 
 import json
-import sqlite3
 from email import message_from_bytes, policy
 
 import pytest
@@ -244,8 +243,8 @@ def test_every_refusal_exits_1_with_one_line_and_changes_nothing(daemon, sink):
 
 
 def spool_raw(inst, spool_id):
-    with sqlite3.connect(inst.path / "var" / "connector-spool.db") as conn:
-        return conn.execute("select raw from spool where id = ?", (spool_id,)).fetchone()[0]
+    with inst.connect() as conn:
+        return bytes(conn.execute("select raw from spool.spool where id = ?", (spool_id,)).fetchone()[0])
 
 
 @pytest.fixture
@@ -290,7 +289,7 @@ def test_delete_removes_the_bytes_keeps_a_tombstone_and_the_same_mail_is_not_tri
 
     assert noticed.inbound() == []
     assert spool_raw(noticed, spool_id) == b""
-    with sqlite3.connect(noticed.path / "var" / "connector.db") as conn:
+    with noticed.connect() as conn:
         stone = conn.execute("select item_id, spool_id, message_id, from_addr, subject, deleted_by, sha256 "
                              "from triage_tombstone").fetchall()
     assert stone[0][:6] == (item["id"], spool_id, "<prize-1@spam.example>", "prize@spam.example",

@@ -4,7 +4,6 @@ auto-response attributed by VERP and by the Message-ID in the report, never
 answered; the row `bounced`, the ticket's `delivery_failed`, the employees told."""
 
 import smtplib
-import sqlite3
 
 from conftest import Instance, make_mail, wait_for
 from dsn import dsn
@@ -23,7 +22,7 @@ def _auto_response(instance, sink, sender="ann@acme.example"):
 
 
 def _rows(instance, sql, *params):
-    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+    with instance.connect() as conn:
         return conn.execute(sql, params).fetchall()
 
 

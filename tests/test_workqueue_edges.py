@@ -12,9 +12,10 @@
 - a new ticket's inbox was chosen while writing, so a dry run did not show it.
 """
 
-import sqlite3
 import subprocess
 import sys
+
+import pytest
 
 from conftest import Instance, make_mail
 from test_inbox import write_inboxes
@@ -65,6 +66,7 @@ def test_the_plan_names_the_inbox_a_new_ticket_lands_in(instance, tmp_path):
     assert [e["inbox"] for e in instance.json("inbox", "list")] == ["Technical"]
 
 
+@pytest.mark.sqlite_only
 def test_an_operator_action_leaves_the_spool_writable(instance):
     """While an operator transaction holds the main file, the intake can still commit."""
     instance.cli("tickets", "list")  # makes the store
@@ -88,14 +90,13 @@ def test_auto_upgrade_no_is_honoured_by_the_inbox_and_inbound_commands(tmp_path,
     inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
     write_inboxes(inst)
     inst.cli("tickets", "list")  # a store at the latest schema
-    db = inst.path / "var" / "connector.db"
-    with sqlite3.connect(db) as conn:   # as if the last migration had not run yet
-        last = conn.execute("select name from schema_migration order by rowid desc limit 1").fetchone()[0]
+    with inst.connect() as conn:   # as if the last migration had not run yet
+        last = conn.execute("select name from schema_migration order by name desc limit 1").fetchone()[0]
         conn.execute("delete from schema_migration where name = ?", (last,))
     for args in (("inbox", "list"), ("inbound", "list")):
         result = inst.cli(*args, check=False)
         assert result.returncode != 0 and b"connector db upgrade" in result.stderr, (args, result.stderr)
-    with sqlite3.connect(db) as conn:
+    with inst.connect() as conn:
         assert conn.execute("select count(*) from schema_migration where name = ?", (last,)).fetchone()[0] == 0
 
 

@@ -6,7 +6,7 @@ command group is one module here plus one line in `MODULES`.
 """
 
 from connector.commands import (
-    auto_emails, blocks, daemon, db, inbound, inbox, intake, mailtools, outbox, scanners, status, tickets)
+    auto_emails, blocks, daemon, db, inbound, inbox, intake, mailtools, nodes, outbox, scanners, status, tickets)
 
 MODULES = (
     daemon,      # run, worker, deliver, check-config, example-config
@@ -21,6 +21,7 @@ MODULES = (
     db,          # db status|upgrade|prune|vacuum
     status,      # status (health check)
     auto_emails,  # auto-emails preview
+    nodes,       # nodes (heartbeats)
 )
 
 

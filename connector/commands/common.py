@@ -31,20 +31,26 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(code) from None
     if log:
-        setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None)
+        setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None,
+                      node=settings.node_name)
     auto_emails.install(settings)   # a command's ticket events plan their auto-emails too
     return settings
 
 
-def database_or_exit(args):
-    """The database path from the ini alone: read-only commands keep working while a
-    YAML file in config/ is broken (and the daemon runs on its last good config)."""
+def ini_values_or_exit(args):
+    """The ini's values alone: read-only commands keep working while a YAML file in
+    config/ is broken (and the daemon runs on its last good config)."""
     try:
         _, values = load_ini(args.config)
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
-    return values["database"]
+    return values
+
+
+def database_or_exit(args):
+    """The database (path or URL) from the ini alone (see `ini_values_or_exit`)."""
+    return ini_values_or_exit(args)["database"]
 
 
 def open_store_of(args, settings=None):

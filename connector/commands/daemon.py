@@ -14,7 +14,7 @@ def cmd_run(args):
     settings = checked_or_exit(args)
     from connector.app import ListenError, run_daemon
     from connector.log import setup_logging
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, node=settings.node_name)
     try:
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
     except ListenError as exc:
@@ -26,7 +26,7 @@ def _background(args, name, **options):
     settings = checked_or_wait(args.config, name)
     from connector.app import run_background
     from connector.log import setup_logging
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, node=settings.node_name)
     return run_background(name, settings, **options)
 
 
@@ -91,10 +91,11 @@ def warnings(settings):
         yield (f"checked as root, who may read and write everything; the daemon runs as its own user "
                f"(the unit's: connector): check as that user, e.g. "
                f"`runuser -u {owner or 'connector'} -- connector -c {settings.ini_path} check-config`")
-    secret = settings.password_file
-    if secret and secret.exists() and secret.stat().st_mode & 0o004:
-        yield (f"{secret} ([outbound] password_file) can be read by every user of this machine; "
-               f"chmod 0600 it (or 0640 with group connector)")
+    for secret, key in ((settings.password_file, "[outbound] password_file"),
+                        (settings.database_password_file, "[connector] password_file")):
+        if secret and secret.exists() and secret.stat().st_mode & 0o004:
+            yield (f"{secret} ({key}) can be read by every user of this machine; "
+                   f"chmod 0600 it (or 0640 with group connector)")
 
 
 def cmd_example_config(args):

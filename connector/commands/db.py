@@ -1,22 +1,16 @@
 """`db status`, `db upgrade`, `db prune`, `db vacuum`: the store's schema and size."""
 
-import os
 import sys
 
-from connector.commands.common import database_or_exit, emit, settings_or_exit
+from connector.commands.common import EX_CONFIG, database_or_exit, emit, ini_values_or_exit, settings_or_exit
 from connector.store import migrations
-from connector.store.db import open_store, open_without_upgrade, spool_path
+from connector.store.db import exists, open_store, open_without_upgrade, size
 from connector.store.retention import prune, vacuum
-
-
-def _sizes(path):
-    files = [path, spool_path(path)]
-    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
 
 
 def cmd_db_status(args):
     path = database_or_exit(args)
-    if not path.exists():
+    if not exists(path):
         print(f"connector: no database at {path} (hint: `connector run` or `connector db upgrade` creates it)",
               file=sys.stderr)
         return 1
@@ -26,7 +20,7 @@ def cmd_db_status(args):
 
 def cmd_db_upgrade(args):
     path = database_or_exit(args)
-    before = migrations.status(open_without_upgrade(path))["pending"] if path.exists() else []
+    before = migrations.status(open_without_upgrade(path))["pending"] if exists(path) else []
     db = open_store(path)
     emit(args, {"applied": before, **migrations.status(db)})
     return 0
@@ -43,10 +37,48 @@ def cmd_db_prune(args):
 def cmd_db_vacuum(args):
     path = database_or_exit(args)
     open_store(path)
-    before = _sizes(path)
+    before = size(path)
     vacuum()
-    emit(args, {"bytes_before": before, "bytes_after": _sizes(path)})
+    emit(args, {"bytes_before": before, "bytes_after": size(path)})
     return 0
+
+
+def cmd_db_copy(args):
+    """Copy the SQLite store into an empty PostgreSQL database and verify it (connector.store.copy)."""
+    from connector.health.state import pid_alive, read_state
+    from connector.settings.loader import data_dir_of
+    from connector.settings.values import PostgresURL
+    from connector.store.copy import TargetNotEmpty, copy
+    values = ini_values_or_exit(args)
+    source, target = values["database"], PostgresURL.of(args.to)
+    if isinstance(source, PostgresURL) or target is None:
+        print("connector: db copy copies the SQLite store of [connector] database into a PostgreSQL database "
+              "(hint: connector db copy --to postgresql://user@host/dbname, with database = a file)", file=sys.stderr)
+        return EX_CONFIG
+    if not exists(source):
+        print(f"connector: no database at {source}", file=sys.stderr)
+        return 1
+    state = read_state(data_dir_of(values))
+    if state and not state.get("stopped_at") and pid_alive(state["pid"]):
+        print(f"connector: the daemon runs (pid {state['pid']}); stop it first, or mail it accepts after the "
+              "copy stays behind in the SQLite file", file=sys.stderr)
+        return 1
+    target.password_file = values["database_password_file"]
+    open_store(source, upgrade=values["auto_upgrade"])  # at the latest schema, as the target is made
+    try:
+        report = copy(source, target)
+    except TargetNotEmpty as exc:
+        print(f"connector: {args.to} is not empty ({exc}); copy into a new database "
+              "(createdb -O connector connector)", file=sys.stderr)
+        return 1
+    if args.json:
+        emit(args, report)
+    else:
+        for table, entry in report["tables"].items():
+            print(f"{table:20} {entry['rows']:>8} rows  {'ok' if entry['verified'] else 'DIFFERS'}")
+        print("copied and verified: set [connector] database to the new URL and start the connector"
+              if report["verified"] else "the copy differs from the source: keep using the SQLite file")
+    return 0 if report["verified"] else 1
 
 
 def register(subparsers):
@@ -57,9 +89,12 @@ def register(subparsers):
             ("status", cmd_db_status, "schema version: {version, latest, pending}"),
             ("upgrade", cmd_db_upgrade, "apply pending migrations (a backup <db>.bak-<version> first)"),
             ("prune", cmd_db_prune, "drop raw bytes older than [retention] raw_days now"),
-            ("vacuum", cmd_db_vacuum, "give free pages back to the disk (locks the store while it runs)")):
+            ("vacuum", cmd_db_vacuum, "give free pages back to the disk (locks the store while it runs)"),
+            ("copy", cmd_db_copy, "copy the SQLite store into an empty PostgreSQL database and verify it")):
         p = inner.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "copy":
+            p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host:port/dbname")
         if name == "prune":
             p.add_argument("--days", type=int, help="this age instead of [retention] raw_days")
         p.set_defaults(handler=handler)

@@ -9,6 +9,7 @@ from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, iso, open_st
 from connector.scanners.config import scanners_of
 from connector.scanners.schema import render_example
 from connector.settings import ConfigError
+from connector.store.db import exists
 
 
 def _settings_or_exit(args):
@@ -141,7 +142,7 @@ def cmd_test(args):
 
 def _pipeline_preview(settings, cfg, raw, decision):
     """The pipeline's dry-run decision for an imported message, when the store exists (read only)."""
-    if not decision.imports or not Path(settings.database).exists():
+    if not decision.imports or not exists(settings.database):
         return None
     from connector.app import open_services
     from connector.pipeline.runner import Runner

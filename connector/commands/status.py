@@ -10,17 +10,19 @@ the plugin's one-line summary with performance data.
 import json
 import time
 
-from connector.commands.common import database_or_exit, iso
+from connector.commands.common import ini_values_or_exit, iso
 from connector.health.report import EXIT, daemon_problems, judge, store_figures
 from connector.health.state import read_state
 from connector.settings import ConfigError
-from connector.store.db import open_without_upgrade, spool_path
+from connector.settings.loader import data_dir_of
+from connector.store.db import exists, open_without_upgrade
 
 
-def gather(database, now):
-    state = read_state(database.parent)
+def gather(values, now):
+    database = values["database"]
+    state = read_state(data_dir_of(values))
     store = None
-    if database.exists() and spool_path(database).exists():
+    if exists(database):
         try:
             open_without_upgrade(database)  # a check changes nothing: no migration, no table made
             store = store_figures(now)
@@ -104,7 +106,7 @@ def print_text(data):
 
 def cmd_status(args):
     now = time.time()
-    verdict, state, store = gather(database_or_exit(args), now)
+    verdict, state, store = gather(ini_values_or_exit(args), now)
     data = report_json(verdict, state, store, now)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))

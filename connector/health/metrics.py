@@ -8,7 +8,7 @@ Intake, filing and delivery run in three processes, and `connector inject`
 in one process per mail; rather than each keeping counters of its own
 (prometheus_client's multiprocess mode: a file per process, lost for the
 pipe), the daemon reads what they all wrote to the store: each scrape adds
-the rows that appeared since the last one (by rowid, or by the index on
+the rows that appeared since the last one (`connector.store.figures`: by id, or by the index on
 `processing.processed_at`), so the totals cover every intake and survive a
 child's restart, and a scrape costs the rows that are new. Counters start at
 zero when the daemon starts, as Prometheus expects. Only what the store does
@@ -24,10 +24,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from connector.health import figures
 from connector.health.report import DOWN, EXIT, judge, store_figures
 from connector.log import get_logger
-from connector.store.models import OUTBOX_DEFERRED, SPOOL_DONE, SPOOL_SHUNTED, database
+from connector.store import figures
+from connector.store.models import OUTBOX_DEFERRED, SPOOL_DONE
 
 log = get_logger("metrics")
 
@@ -134,12 +134,7 @@ class StoreMetrics:
                                    "When the IMAP scanner last failed", ["scanner"], registry=r)
         self.health = Gauge("connector_health_status", "connector status: 0 healthy, 1 degraded, 2 down",
                             registry=r)
-        self.marks = {
-            "spool": _one('SELECT MAX("id") FROM "spool"."spool"') or 0,
-            "processed_at": _one('SELECT MAX("processed_at") FROM "processing"') or 0.0,
-            "triage": _one('SELECT MAX("id") FROM "triage"') or 0,
-            "attempt": _one('SELECT MAX("id") FROM "deliveryattempt"') or 0,
-        }
+        self.marks = figures.marks()
 
     def refresh(self, daemon_state):
         """Add what the store gained since the last scrape; returns the health judgement."""
@@ -154,23 +149,18 @@ class StoreMetrics:
 
     def _count_new(self):
         marks = self.marks
-        rows = _rows('SELECT "id", "intake" FROM "spool"."spool" WHERE "id" > ?', (marks["spool"],))
-        for spool_id, intake in rows:
+        added = figures.added_since(marks)
+        for spool_id, intake in added["spool"]:
             self.accepted.labels(intake).inc()
             marks["spool"] = max(marks["spool"], spool_id)
-        rows = _rows('SELECT p."processed_at", p."state", p."action", p."processed_at" - s."received_at" '
-                     'FROM "processing" p JOIN "spool"."spool" s ON s."id" = p."spool_id" '
-                     'WHERE p."processed_at" > ? AND +p."state" IN (?, ?)',  # + : walk processed_at's index
-                     (marks["processed_at"], SPOOL_DONE, SPOOL_SHUNTED))
-        for processed_at, state, action, latency in rows:
+        for processed_at, state, action, latency in added["processed"]:
             self.processed.labels(action if state == SPOOL_DONE and action else state).inc()
             self.latency.observe(max(latency, 0.0))
             marks["processed_at"] = max(marks["processed_at"], processed_at)
-        for item_id, reason in _rows('SELECT "id", "reason" FROM "triage" WHERE "id" > ?', (marks["triage"],)):
+        for item_id, reason in added["triage"]:
             self.triage.labels(reason).inc()
             marks["triage"] = max(marks["triage"], item_id)
-        rows = _rows('SELECT "id", "ok" FROM "deliveryattempt" WHERE "id" > ?', (marks["attempt"],))
-        for attempt_id, ok in rows:
+        for attempt_id, ok in added["attempts"]:
             self.attempts.labels("sent" if ok else "error").inc()
             marks["attempt"] = max(marks["attempt"], attempt_id)
 
@@ -191,14 +181,6 @@ class StoreMetrics:
                 self.scanner_success.labels(scanner["name"]).set(scanner["last_success"])
             if scanner["last_error"]:
                 self.scanner_error.labels(scanner["name"]).set(scanner["last_error"]["at"])
-
-
-def _rows(sql, params=()):
-    return database.execute_sql(sql, params).fetchall()
-
-
-def _one(sql):
-    return database.execute_sql(sql).fetchone()[0]
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -15,7 +15,8 @@ The levels follow the Nagios/Icinga plugin convention (the exit code of
                 STALE_AFTER seconds, or the store cannot be read
 """
 
-from connector.health import figures
+from connector.pipeline.context import REASON_PROCESSING_ERROR
+from connector.store import figures
 from connector.health.children import RESTARTING, RUNNING, STARTING
 from connector.health.state import STALE_AFTER, pid_alive
 
@@ -30,7 +31,7 @@ def store_figures(now):
     """The counts status needs; the store must be open."""
     return {"spool": dict(figures.spool_backlog(now), shunted=figures.shunted()),
             "outbox": figures.outbox(now),
-            "needs_attention": figures.needs_attention(),
+            "needs_attention": figures.needs_attention(REASON_PROCESSING_ERROR),
             "scanners": figures.scanners()}
 
 

@@ -34,7 +34,7 @@ from connector.store.models import (
     AUTO_EMAIL, AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
     Processing, SentMail, ThreadRef, Ticket, TriageItem)
-from connector.store.queries import filed_copies, next_ticket_number, sent_after, ticket_updated_at
+from connector.store.queries import filed_copies, sent_after, ticket_number_free, ticket_updated_at
 from connector.workqueue import auto_emails, inbox
 
 log = get_logger("pipeline")
@@ -58,7 +58,7 @@ def plan_current(ctx):
     both send the last auto-response or notice an hour allows)."""
     plan, parsed = ctx.plan, ctx.parsed
     if plan.action == NEW_TICKET:
-        if next_ticket_number() != plan.ticket_number:
+        if not ticket_number_free(plan.ticket_number):
             return False
         references = parsed.in_reply_to + parsed.references
         if references and ticket_number_of_thread(references) is not None:

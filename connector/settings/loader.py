@@ -11,6 +11,7 @@ hint; unknown keys are errors, never silently ignored.
 import configparser
 import difflib
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from connector.settings.addresses import ADDRESS_RE, unicode_domain
 from connector.settings.errors import ConfigError
 from connector.settings.schema import BY_NAME, KEYS, MAX_PROCESSES, RECEIVE_MANAGER, RECEIVE_OPTIONS, SECTIONS
 from connector.settings.shipped import SHIPPED_DIR
-from connector.settings.values import parse_bool, parse_size
+from connector.settings.values import PostgresURL, parse_bool, parse_size
 
 STAFF_KEYS = {"name", "emails", "active", "receive"}
 ACCOUNT_KEYS = {"name", "domains", "manager", "main_contact"}
@@ -31,6 +32,7 @@ CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "auto_emails.yaml
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
+DEFAULT_DATA_DIR = Path("/var/lib/connector")  # with a PostgreSQL database and no [connector] data_dir
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Settings:
 
     @property
     def data_dir(self):
-        return self.database.parent
+        return data_dir_of(self.values)
 
     def find(self, folder, name):
         """A file of `rules/`, `templates/` or `config/`: next to the ini first, then shipped.
@@ -124,6 +126,13 @@ class Settings:
         for what, path in self.files.items():
             lines.append(f"  {what}: {path}")
         return "\n".join(lines)
+
+
+def data_dir_of(values):
+    """The key, state file and wake-up names: `[connector] data_dir`, else the SQLite file's folder."""
+    if values.get("data_folder"):
+        return values["data_folder"]
+    return DEFAULT_DATA_DIR if isinstance(values["database"], PostgresURL) else values["database"].parent
 
 
 def _convert(key, raw, ini_path):
@@ -177,7 +186,9 @@ def _convert(key, raw, ini_path):
             raise ConfigError(ini_path, where, f"{value!r} is not a number of seconds",
                               "write a number such as 30 or 0.5")
         return {key.field: number}
-    if key.kind == "path":
+    if key.kind == "database" and PostgresURL.of(value):
+        return {key.field: PostgresURL.of(value)}
+    if key.kind in ("path", "database"):
         if not value:
             raise ConfigError(ini_path, where, "is empty", "give a file or folder path")
         path = Path(value)
@@ -241,6 +252,9 @@ def load_ini(ini_path):
     for key in KEYS:
         raw = parser.get(key.section, key.name, fallback=key.default)
         values.update(_convert(key, raw, ini_path))
+    if isinstance(values["database"], PostgresURL):
+        values["database"].password_file = values["database_password_file"]
+    values["node_name"] = values["node_name"] or socket.gethostname()
     if "{number}" not in values["ticket_tag"]:
         raise ConfigError(ini_path, "[connector] ticket_tag", "does not contain {number}",
                           "write it like [Ticket #{number}]")

@@ -20,6 +20,7 @@ class Key:
     section: str
     name: str
     kind: str  # str | address | addresses | bool | count | size | hostport | choice | path | file | float | processes
+    #            | database
     default: str
     doc: str
     choices: tuple = ()
@@ -94,12 +95,23 @@ KEYS = (
         "message (HTML to text, reply extraction); past it the message is filed "
         "with its full text as reply text, rules_version 'not-extracted', and the "
         "queue moves on. 0: no budget."),
-    Key("connector", "database", "path", "/var/lib/connector/connector.db",
+    Key("connector", "database", "database", "/var/lib/connector/connector.db",
         "SQLite database file (customer mail: created 0600). Its folder is the "
         "data directory: it also holds the spool (connector-spool.db) and the "
         "key that signs our Message-IDs (hmac.key), and the daemon's user must "
         "be able to write it; the systemd unit lets the service write only in "
-        "/var/lib/connector. A relative path is relative to this file's folder.", restart=True),
+        "/var/lib/connector. A relative path is relative to this file's folder. "
+        "Or a PostgreSQL database: postgresql://user@host:5432/connector (TLS "
+        "options as libpq takes them, e.g. ?sslmode=verify-full); the password "
+        "from password_file, PGPASSWORD or ~/.pgpass.", restart=True),
+    Key("connector", "password_file", "file", "",
+        "With a PostgreSQL database: the file holding its password (first line; "
+        "chmod 600). Empty: PGPASSWORD or ~/.pgpass, as for psql.",
+        attr="database_password_file", restart=True),
+    Key("connector", "data_dir", "file", "",
+        "Folder of the key that signs our Message-IDs (hmac.key) and of the "
+        "daemon's state file. Empty: the SQLite database's folder, or "
+        "/var/lib/connector with a PostgreSQL database.", attr="data_folder", restart=True),
     Key("connector", "log_level", "choice", "info",
         "Lowest level of log events written to stdout.",
         ("debug", "info", "warning", "error")),
@@ -188,6 +200,10 @@ KEYS = (
         "order. auto: 1 (on 2 shared cores a second one cost more CPU per message than "
         "it gained; try 2 where cores are idle while mail waits).",
         attr="worker_processes", restart=True),
+    Key("node", "name", "str", "",
+        "This node's name, on every log line and in `connector nodes` (several "
+        "connectors on one PostgreSQL database each need their own). Empty: the "
+        "host name.", attr="node_name", restart=True),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

@@ -23,3 +23,19 @@ def parse_size(text):
 def parse_bool(text):
     """True or False of yes/no, true/false, on/off, 1/0 (any case), else None."""
     return BOOL_WORDS.get(str(text).strip().lower())
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class PostgresURL(str):
+    """`[connector] database` naming a PostgreSQL database (libpq's URL, TLS options and all)
+    rather than an SQLite file; `password_file` is `[connector] password_file` (None: libpq
+    reads PGPASSWORD or ~/.pgpass itself)."""
+
+    password_file = None
+
+    @staticmethod
+    def of(text):
+        """The URL when `text` is one, else None (a path: SQLite)."""
+        return PostgresURL(text) if text.strip().lower().startswith(POSTGRES_SCHEMES) else None

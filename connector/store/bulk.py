@@ -6,13 +6,14 @@ once per model and column set, convert values through the peewee fields (so
 the models stay the one description of the schema), and run it directly.
 """
 
+from connector.store import dialect
 from connector.store.models import database
 
 _SQL = {}
 
 
 def _statement(kind, model, columns, condition=None):
-    key = (kind, model, columns, condition)
+    key = (kind, model, columns, condition, dialect.is_postgres())
     sql = _SQL.get(key)
     if sql is None:
         table = model._meta.table_name
@@ -20,8 +21,11 @@ def _statement(kind, model, columns, condition=None):
             table = f'{model._meta.schema}"."{table}'
         names = ['"%s"' % model._meta.fields[c].column_name for c in columns]
         if kind != "update":
-            verb = {"insert": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[kind]
-            sql = f'{verb} INTO "{table}" ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
+            key = '"%s"' % model._meta.primary_key.column_name
+            sql = (f'{dialect.insert_verb(kind)} INTO "{table}" ({", ".join(names)}) '
+                   f'VALUES ({", ".join("?" * len(names))}){dialect.on_conflict(kind, key, names)}')
+            if kind == "insert" and dialect.is_postgres():
+                sql += f" RETURNING {key}"  # psycopg has no lastrowid
         else:
             sets = ", ".join(f"{n} = ?" for n in names)
             sql = f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = ?'
@@ -60,7 +64,7 @@ def insert(model, **row):
     row = _with_defaults(model, row)
     columns = tuple(row)
     cursor = database.execute_sql(_statement("insert", model, columns), _values(model, columns, row))
-    return cursor.lastrowid
+    return cursor.fetchone()[0] if dialect.is_postgres() else cursor.lastrowid
 
 
 def insert_many(model, rows, or_ignore=False, or_replace=False):
@@ -70,7 +74,8 @@ def insert_many(model, rows, or_ignore=False, or_replace=False):
     rows = [_with_defaults(model, row) for row in rows]
     columns = tuple(rows[0])
     kind = "ignore" if or_ignore else "replace" if or_replace else "insert"
-    database.cursor().executemany(_statement(kind, model, columns),
+    sql = _statement(kind, model, columns)
+    database.cursor().executemany(dialect.placeholders(sql) if dialect.is_postgres() else sql,
                                   [_values(model, columns, row) for row in rows])
 
 

@@ -1,4 +1,9 @@
-"""Open the SQLite store: WAL, durable commits, schema creation and migrations.
+"""Open the store: SQLite (WAL, durable commits) or PostgreSQL; schema creation and migrations.
+
+`[connector] database` is a path (SQLite, the default: the spool in its own
+file attached as schema `spool`) or a postgresql:// URL (`PostgresURL`: the
+spool is the schema `spool` of the same database; psycopg 3 through peewee;
+every commit is durable as PostgreSQL's synchronous_commit makes it).
 
 `open_store(path)` binds the models to the file and creates missing tables.
 A store written by an older release is upgraded (after a backup) when the
@@ -17,7 +22,8 @@ from pathlib import Path
 import peewee
 
 from connector.settings.errors import ConfigError
-from connector.store import migrations
+from connector.settings.values import PostgresURL
+from connector.store import dialect, migrations
 from connector.store.models import ALL_MODELS, database
 
 PRAGMAS = {
@@ -56,7 +62,12 @@ class SchemaOutdated(ConfigError):
 
 def probe(path):
     """Read-only look at an existing database and spool (`check-config`): StoreUnavailable when
-    either is not an SQLite file we can read. Writes nothing, creates nothing."""
+    either is not an SQLite file we can read, or the PostgreSQL server cannot be reached or
+    refuses us. Writes nothing, creates nothing."""
+    if isinstance(path, PostgresURL):
+        conn = _pg_connect(path, connect_timeout=5)
+        conn.close()
+        return
     import sqlite3
     for file in (Path(path), spool_path(path)):
         if not file.exists():
@@ -69,6 +80,63 @@ def probe(path):
                 conn.close()
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(file, str(exc)) from None
+
+
+class PostgresUnavailable(ConfigError):
+    """The PostgreSQL server cannot be reached or refuses us: host, port, what failed, a hint."""
+
+    def __init__(self, url, problem):
+        from psycopg.conninfo import conninfo_to_dict
+        try:
+            info = conninfo_to_dict(str(url))
+        except Exception:
+            info = {}
+        where = f"{info.get('host', 'localhost')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
+        problem = " ".join(str(problem).split())  # libpq's messages span lines
+        super().__init__(url.password_file or "connector.ini", "[connector] database",
+                         f"PostgreSQL at {where} as {info.get('user', 'the login user')}: {problem}",
+                         "check that the server runs and listens there (pg_isready -h HOST -p PORT), that "
+                         "pg_hba.conf lets this host in, and the password (password_file, PGPASSWORD or ~/.pgpass)")
+
+
+def _password(url):
+    if not url.password_file:
+        return {}
+    try:
+        return {"password": Path(url.password_file).read_text(encoding="utf-8").splitlines()[0]}
+    except (OSError, IndexError) as exc:
+        raise ConfigError(url.password_file, "[connector] password_file", f"cannot be read: {exc}",
+                          "put the database password on its first line, readable by the connector only") from None
+
+
+def _pg_connect(url, **params):
+    import psycopg
+    try:
+        return psycopg.connect(str(url), **_password(url), **params)
+    except psycopg.Error as exc:
+        raise PostgresUnavailable(url, exc) from None
+
+
+def exists(path):
+    """Whether the store is there: both SQLite files, or the spool's table in the PostgreSQL
+    database (a server that cannot be reached counts as there: opening it says what failed)."""
+    if not isinstance(path, PostgresURL):
+        return Path(path).exists() and spool_path(path).exists()
+    try:
+        conn = _pg_connect(path, connect_timeout=5)
+    except PostgresUnavailable:
+        return True
+    try:
+        return conn.execute("SELECT to_regclass('spool.spool')").fetchone()[0] is not None
+    finally:
+        conn.close()
+
+
+def size(path):
+    """Bytes the store takes: both SQLite files, or the PostgreSQL database (the store is open)."""
+    if isinstance(path, PostgresURL):
+        return database.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0]
+    return sum(os.path.getsize(f) for f in (path, spool_path(path)) if os.path.exists(f))
 
 
 def spool_path(path):
@@ -90,6 +158,34 @@ class StoreDatabase(peewee.SqliteDatabase):
         conn.execute("PRAGMA spool.synchronous=full")
 
 
+class PostgresDatabase(peewee.PostgresqlDatabase):
+    """A PostgreSQL store: the store's SQL (`?` placeholders) made psycopg's by `dialect`.
+
+    Floats are DOUBLE PRECISION (peewee's REAL holds a timestamp to two minutes) and
+    integers BIGINT (an IMAP UID or UIDVALIDITY is 32 bits unsigned). A connection the
+    server dropped is opened anew at the next statement outside a transaction, so after
+    an outage the processes carry on by themselves (as SQLite's do after a full disk).
+    """
+
+    backend = "postgresql"
+    field_types = dict(peewee.PostgresqlDatabase.field_types, FLOAT="DOUBLE PRECISION", INT="BIGINT",
+                       AUTO="BIGSERIAL")
+
+    def execute_sql(self, sql, params=None):
+        return super().execute_sql(dialect.placeholders(sql), params)
+
+    def cursor(self, named_cursor=None):
+        if not self.in_transaction() and not self.is_closed() and self._state.conn.broken:
+            self.close()
+        return super().cursor(named_cursor)
+
+    def _close(self, conn):
+        try:
+            conn.close()
+        except Exception:  # a broken connection: nothing to close cleanly
+            pass
+
+
 def _create_private(path):
     """Create `path` empty with mode 0600 unless it exists: SQLite gives its WAL and
     SHM files the database file's mode, so all of them hold customer mail privately."""
@@ -100,6 +196,11 @@ def _create_private(path):
 
 
 def make_database(path, synchronous="full", checkpoint_pages=None):
+    if isinstance(path, PostgresURL):
+        # Commits are durable (synchronous_commit = on) whatever `synchronous` asks: the
+        # worker's relaxed commits are an SQLite economy. Each thread has its connection.
+        return PostgresDatabase(str(path), prefer_psycopg3=True, application_name="connector",
+                                **_password(path))
     path = Path(path)
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -113,6 +214,15 @@ def make_database(path, synchronous="full", checkpoint_pages=None):
     db = StoreDatabase(str(path), pragmas=pragmas, timeout=10)
     db.attach(str(spool_path(path)), "spool")
     return db
+
+
+def _connect(db, path):
+    if not isinstance(path, PostgresURL):
+        return db.connect(reuse_if_open=True)
+    try:
+        return db.connect(reuse_if_open=True)
+    except peewee.OperationalError as exc:
+        raise PostgresUnavailable(path, exc) from None
 
 
 def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
@@ -129,17 +239,25 @@ def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
     db = make_database(path, synchronous, checkpoint_pages)
     database.initialize(db)
     try:
-        db.connect(reuse_if_open=True)
+        _connect(db, path)
         status = migrations.status(db)
+        if dialect.is_postgres(db) and not status["pending"] and dialect.prepared(db):
+            return db  # up to date: no DDL, whose table locks would wait for the writers
         if status["pending"] and db.table_exists("ticket"):
             if not upgrade:
                 db.close()
                 raise SchemaOutdated(path, status)
             backup(db, path)
         with db.atomic():
+            if dialect.is_postgres(db):
+                dialect.lock_writes()  # two processes starting at once migrate one after the other
+                db.execute_sql('CREATE SCHEMA IF NOT EXISTS "spool"')
             migrations.upgrade(db)  # older files gain their new columns first: create_tables indexes them
             db.create_tables(ALL_MODELS, safe=True)
+            dialect.prepare(db)
     except (peewee.OperationalError, peewee.DatabaseError) as exc:
+        if isinstance(path, PostgresURL):
+            raise PostgresUnavailable(path, exc) from None
         if "locked" in str(exc):
             raise  # busy, not broken: the caller's retry or restart deals with it
         raise StoreUnavailable(path, str(exc)) from None
@@ -147,7 +265,11 @@ def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
 
 
 def backup(db, path):
-    """Copy the main file (SQLite backup API) to `<db>.bak-<version>` before migrating it."""
+    """Copy the main file (SQLite backup API) to `<db>.bak-<version>` before migrating it.
+    A PostgreSQL database is the operator's to back up (pg_dump): the migration runs in
+    one transaction, so a failed one changes nothing."""
+    if isinstance(path, PostgresURL):
+        return None
     target = Path(f"{path}.bak-{migrations.status(db)['version']}")
     if target.exists():
         return target
@@ -165,7 +287,7 @@ def open_without_upgrade(path):
     """The store bound as it is, for `db status`: no table created, no migration run."""
     db = make_database(path)
     database.initialize(db)
-    db.connect(reuse_if_open=True)
+    _connect(db, path)
     return db
 
 

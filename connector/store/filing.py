@@ -2,6 +2,7 @@
 (tickets, recipients, threads) and the few writes `apply` and the runner make
 beyond their `bulk` inserts. No pipeline module runs SQL itself."""
 
+from connector.store import dialect
 from connector.store.models import (
     SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient,
     OutboxEntry, Processing, ThreadRef, Ticket, TriageItem, database)
@@ -59,8 +60,9 @@ def contact_id(address, name, account, now):
     """The id of the contact with `address`, created when unknown (a replay in another
     process may have created it since the pipeline looked)."""
     # two prepared statements, not a peewee query built per new sender (the hot path of a new ticket)
-    database.execute_sql('INSERT OR IGNORE INTO "contact" ("email", "name", "account", "created_at") '
-                         'VALUES (?, ?, ?, ?)', (address, name, account, now))
+    database.execute_sql(f'{dialect.insert_verb("ignore")} INTO "contact" ("email", "name", "account", '
+                         f'"created_at") VALUES (?, ?, ?, ?){dialect.on_conflict("ignore", None, ())}',
+                         (address, name, account, now))
     return database.execute_sql('SELECT "id" FROM "contact" WHERE "email" = ?', (address,)).fetchone()[0]
 
 

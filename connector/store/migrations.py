@@ -9,18 +9,19 @@ A migration must be safe on a store whose tables do not exist yet (a new
 store: `create_tables` then makes them with every column) and on one where
 its change is already there: use `add_column`, which does nothing in both
 cases. The models stay the one description of the schema; a migration only
-brings an older file up to them.
+brings an older file up to them. The same list runs on SQLite and PostgreSQL:
+a migration's SQL is portable, or goes through `connector.store.dialect`
+(`add_column` does; a new PostgreSQL database is made at the latest schema,
+every migration recorded as applied, like a new SQLite file).
 """
 
 import json
 import time
 
+from connector.store import dialect
+
 TABLE = "schema_migration"
-
-
-def _columns(db, table, schema=None):
-    prefix = f'"{schema}".' if schema else ""
-    return {row[1] for row in db.execute_sql(f'PRAGMA {prefix}table_info("{table}")').fetchall()}
+_columns = dialect.columns
 
 
 def add_column(db, table, column, definition, schema=None):
@@ -29,7 +30,7 @@ def add_column(db, table, column, definition, schema=None):
     if not columns or column in columns:
         return
     prefix = f'"{schema}".' if schema else ""
-    db.execute_sql(f'ALTER TABLE {prefix}"{table}" ADD COLUMN "{column}" {definition}')
+    db.execute_sql(f'ALTER TABLE {prefix}"{table}" ADD COLUMN "{column}" {dialect.column_type(db, definition)}')
 
 
 def _baseline(db):
@@ -103,6 +104,13 @@ def _blocks(db):
         Block.create_table(safe=True)
 
 
+def _nodes(db):
+    """The nodes' heartbeats (`connector nodes`, issue 13): a new table only."""
+    from connector.store.models import Node
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        Node.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -115,18 +123,20 @@ MIGRATIONS = (
     ("0007_triage_tombstones", _triage_tombstones),
     ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
+    ("0013_nodes", _nodes),
 )
 
 
 def applied(db):
-    db.execute_sql(f'CREATE TABLE IF NOT EXISTS "{TABLE}" ("name" TEXT PRIMARY KEY, "applied_at" REAL NOT NULL)')
+    db.execute_sql(f'CREATE TABLE IF NOT EXISTS "{TABLE}" ("name" TEXT PRIMARY KEY, '
+                   f'"applied_at" {dialect.column_type(db, "REAL")} NOT NULL)')
     return {row[0] for row in db.execute_sql(f'SELECT "name" FROM "{TABLE}"').fetchall()}
 
 
 def status(db):
     """{version, latest, pending}: how many migrations are applied, how many exist, which are not.
     Reads only: a store without the table (written before migrations existed) has none applied."""
-    exists = db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
+    exists = db.table_exists(TABLE)
     done = {row[0] for row in db.execute_sql(f'SELECT "name" FROM "{TABLE}"').fetchall()} if exists else set()
     pending = [name for name, _ in MIGRATIONS if name not in done]
     return {"version": len(MIGRATIONS) - len(pending), "latest": len(MIGRATIONS), "pending": pending}

@@ -1,7 +1,7 @@
 """The helpdesk's records: spool, tickets, recipients, messages, triage, outbox, scanner state.
 
 SQLite in WAL mode is the embedded default; the models use only portable
-field types so the same code can run on PostgreSQL.
+field types, so the same models run on PostgreSQL (`connector.store.db`).
 """
 
 import json
@@ -67,6 +67,14 @@ SCANNER_GIVEN_UP = "given_up"  # failed too often; kept on the server, reported
 SCANNER_FINAL = (SCANNER_DONE, SCANNER_LEFT, SCANNER_GIVEN_UP)
 
 
+class CharField(peewee.CharField):
+    """Text of any length on both backends: a plain VARCHAR, as SQLite always read peewee's
+    VARCHAR(255); PostgreSQL would refuse a longer Message-ID or address in one."""
+
+    def get_modifiers(self):
+        return None
+
+
 class JSONField(peewee.TextField):
     def db_value(self, value):
         return None if value is None else json.dumps(value, ensure_ascii=False)
@@ -89,12 +97,12 @@ class SpoolEntry(BaseModel):
     """
 
     received_at = peewee.FloatField()
-    intake = peewee.CharField()              # smtp | lmtp | pipe | replay | imap:<scanner>
+    intake = CharField()              # smtp | lmtp | pipe | replay | imap:<scanner>
     mail_from = peewee.TextField(null=True)  # envelope sender; '' = null path, None = unknown
     rcpt_to = JSONField(default=list)
     raw = peewee.BlobField()
     size = peewee.IntegerField()
-    sha256 = peewee.CharField()
+    sha256 = CharField()
     hints = JSONField(null=True)             # intake-provided instructions (scanner rules)
 
     class Meta:
@@ -110,11 +118,11 @@ class Processing(BaseModel):
     """
 
     spool_id = peewee.IntegerField(primary_key=True)
-    state = peewee.CharField(default=SPOOL_QUEUED, index=True)
-    action = peewee.CharField(null=True)     # the pipeline's decision, when done
+    state = CharField(default=SPOOL_QUEUED, index=True)
+    action = CharField(null=True)     # the pipeline's decision, when done
     reason = peewee.TextField(null=True)
     message_id = peewee.TextField(null=True)  # '' for a mail without one
-    sha256 = peewee.CharField(null=True)
+    sha256 = CharField(null=True)
     attempts = peewee.IntegerField(default=0)
     processed_at = peewee.FloatField(null=True, index=True)  # metrics read what was filed since a scrape
 
@@ -125,7 +133,7 @@ class Processing(BaseModel):
 
 
 class Contact(BaseModel):
-    email = peewee.CharField(unique=True)
+    email = CharField(unique=True)
     name = peewee.TextField(default="")
     account = peewee.TextField(null=True)
     created_at = peewee.FloatField()
@@ -134,11 +142,11 @@ class Contact(BaseModel):
 class Ticket(BaseModel):
     number = peewee.IntegerField(unique=True)
     subject = peewee.TextField(default="")
-    status = peewee.CharField(default=TICKET_NEW)
-    priority = peewee.CharField(null=True)
+    status = CharField(default=TICKET_NEW)
+    priority = CharField(null=True)
     in_inbox = peewee.BooleanField(default=True)
     contact = peewee.ForeignKeyField(Contact, null=True, backref="tickets")
-    manager = peewee.CharField(null=True)    # staff email
+    manager = CharField(null=True)    # staff email
     account = peewee.TextField(null=True)
     created_at = peewee.FloatField()
     updated_at = peewee.FloatField()
@@ -146,8 +154,8 @@ class Ticket(BaseModel):
 
 class ExternalRecipient(BaseModel):
     ticket = peewee.ForeignKeyField(Ticket, backref="external_recipients", on_delete="CASCADE")
-    address = peewee.CharField()
-    kind = peewee.CharField(default=RECIPIENT_TO)   # to | cc | bcc
+    address = CharField()
+    kind = CharField(default=RECIPIENT_TO)   # to | cc | bcc
 
     class Meta:
         indexes = ((("ticket", "address"), True),)
@@ -155,7 +163,7 @@ class ExternalRecipient(BaseModel):
 
 class EmployeeRecipient(BaseModel):
     ticket = peewee.ForeignKeyField(Ticket, backref="employee_recipients", on_delete="CASCADE")
-    email = peewee.CharField()
+    email = CharField()
 
     class Meta:
         indexes = ((("ticket", "email"), True),)
@@ -166,7 +174,7 @@ class Message(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, backref="messages", on_delete="CASCADE")
     spool_id = peewee.IntegerField(null=True)   # the SpoolEntry holding the original bytes
-    direction = peewee.CharField()          # in | out
+    direction = CharField()          # in | out
     from_addr = peewee.TextField(default="")
     from_name = peewee.TextField(default="")
     to = JSONField(default=list)
@@ -176,7 +184,7 @@ class Message(BaseModel):
     internal = peewee.BooleanField(default=False)
     text = peewee.TextField(default="")
     reply_text = peewee.TextField(default="")
-    rules_version = peewee.CharField(default="")
+    rules_version = CharField(default="")
     message_id = peewee.TextField(default="", index=True)
     attachments = JSONField(default=list)
     received_at = peewee.FloatField()
@@ -185,7 +193,7 @@ class Message(BaseModel):
 class ThreadRef(BaseModel):
     """A Message-ID we filed or sent, so replies with an edited subject still thread."""
 
-    message_id = peewee.CharField(unique=True)
+    message_id = CharField(unique=True)
     ticket = peewee.ForeignKeyField(Ticket, on_delete="CASCADE")
 
 
@@ -193,8 +201,8 @@ class TriageItem(BaseModel):
     """An inbound message that could not be routed (seed 000)."""
 
     spool_id = peewee.IntegerField()
-    status = peewee.CharField(default=TRIAGE_AWAITING_REVIEW, index=True)
-    reason = peewee.CharField()
+    status = CharField(default=TRIAGE_AWAITING_REVIEW, index=True)
+    reason = CharField()
     detail = peewee.TextField(default="")
     from_addr = peewee.TextField(default="")
     subject = peewee.TextField(default="")
@@ -210,7 +218,7 @@ class OutboxEntry(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
     cause_id = peewee.IntegerField(null=True)  # the spool entry of the inbound message that caused it
-    kind = peewee.CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE | COMMAND_REPLY
+    kind = CharField()                # AUTO_RESPONSE | DISTRIBUTION | NOTICE | COMMAND_REPLY
     mail_from = peewee.TextField()
     rcpt = JSONField()                        # envelope recipients
     to = JSONField(default=list)
@@ -219,7 +227,7 @@ class OutboxEntry(BaseModel):
     subject = peewee.TextField(default="")
     message_id = peewee.TextField(default="")
     raw = peewee.BlobField()
-    status = peewee.CharField(default=OUTBOX_PENDING, index=True)
+    status = CharField(default=OUTBOX_PENDING, index=True)
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField(index=True)
     last_error = peewee.TextField(null=True)
@@ -249,10 +257,10 @@ class SentMail(BaseModel):
     to it is how a robot without RFC 3834 headers is recognised.
     """
 
-    address = peewee.CharField()
-    domain = peewee.CharField()
+    address = CharField()
+    domain = CharField()
     ticket = peewee.IntegerField(null=True)   # the ticket number; None for notices
-    kind = peewee.CharField()                 # auto_response | distribution | notice
+    kind = CharField()                 # auto_response | distribution | notice
     budgeted = peewee.BooleanField(default=False)
     at = peewee.FloatField(index=True)       # rows older than the budgets' hour are pruned
 
@@ -277,9 +285,9 @@ class TicketEvent(BaseModel):
 
     ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE")
     at = peewee.FloatField()
-    event = peewee.CharField()
+    event = CharField()
     by = peewee.TextField(null=True)         # who: a staff or sender address; None for the system
-    via = peewee.CharField()                 # mail | cli | scanner | system
+    via = CharField()                 # mail | cli | scanner | system
     detail = JSONField(default=dict)
 
     class Meta:
@@ -292,14 +300,14 @@ class InboxEntry(BaseModel):
     (ticket, inbox): a partial unique index, see `InboxEntry.add_index` below."""
 
     ticket = peewee.ForeignKeyField(Ticket, backref="inbox_entries", on_delete="CASCADE")
-    inbox = peewee.CharField()               # the inbox's name as configured in inboxes.yaml
-    owner = peewee.CharField(null=True)      # staff email
-    status = peewee.CharField(default=ENTRY_OPEN)
-    due_type = peewee.CharField(null=True)
+    inbox = CharField()               # the inbox's name as configured in inboxes.yaml
+    owner = CharField(null=True)      # staff email
+    status = CharField(default=ENTRY_OPEN)
+    due_type = CharField(null=True)
     due_at = peewee.FloatField(null=True)    # epoch seconds (ISO 8601 with zone in JSON)
     message = peewee.TextField(null=True)
     created_at = peewee.FloatField()
-    created_by = peewee.CharField(null=True)
+    created_by = CharField(null=True)
     forwarded_from = peewee.IntegerField(null=True)  # the entry this one was forwarded from
     deadline_fired = peewee.FloatField(null=True)    # the due_at whose deadline_passed has fired
 
@@ -322,7 +330,7 @@ class TriageTombstone(BaseModel):
     message_id = peewee.TextField(default="", index=True)  # '' for a mail without one
     from_addr = peewee.TextField(default="")
     subject = peewee.TextField(default="")
-    sha256 = peewee.CharField(index=True)
+    sha256 = CharField(index=True)
     deleted_by = peewee.TextField()              # staff email
     deleted_at = peewee.FloatField()
 
@@ -333,8 +341,8 @@ class TriageTombstone(BaseModel):
 class ScannerFolder(BaseModel):
     """An IMAP scanner's folder: its UIDVALIDITY and the highest UID scanned."""
 
-    scanner = peewee.CharField()
-    folder = peewee.CharField()
+    scanner = CharField()
+    folder = CharField()
     uidvalidity = peewee.IntegerField(null=True)
     last_uid = peewee.IntegerField(default=0)
     updated_at = peewee.FloatField(null=True)
@@ -347,7 +355,7 @@ class ScannerFolder(BaseModel):
 class ScannerStatus(BaseModel):
     """An IMAP scanner's last success, last error (text, time) and messages imported."""
 
-    scanner = peewee.CharField(unique=True)
+    scanner = CharField(unique=True)
     last_success = peewee.FloatField(null=True)
     last_error = peewee.TextField(null=True)
     last_error_at = peewee.FloatField(null=True)
@@ -361,14 +369,14 @@ class ScannerMessage(BaseModel):
     """The outcome (SCANNER_* state) per (scanner, folder, UIDVALIDITY, UID); `sha256` of an
     imported message lets a rescan recognise it under another UID or in another folder."""
 
-    scanner = peewee.CharField()
-    folder = peewee.CharField()
+    scanner = CharField()
+    folder = CharField()
     uidvalidity = peewee.IntegerField()
     uid = peewee.IntegerField()
-    state = peewee.CharField()
-    rule = peewee.CharField(null=True)
+    state = CharField()
+    rule = CharField(null=True)
     spool_id = peewee.IntegerField(null=True)
-    sha256 = peewee.CharField(null=True)
+    sha256 = CharField(null=True)
     attempts = peewee.IntegerField(default=0)
     error = peewee.TextField(null=True)
     updated_at = peewee.FloatField()
@@ -389,13 +397,13 @@ BLOCK_EXPIRED = "expired"   # shown for an active row past `until`; never writte
 class Block(BaseModel):
     """Automatic mail to `target` (an address, lower-cased, or a ticket number) is held back until `until`."""
 
-    target = peewee.CharField()
-    kind = peewee.CharField()                # BLOCK_ADDRESS | BLOCK_TICKET
-    reason = peewee.CharField()              # sisimai's reason (mailboxfull, userunknown, ...) or `loop`
+    target = CharField()
+    kind = CharField()                # BLOCK_ADDRESS | BLOCK_TICKET
+    reason = CharField()              # sisimai's reason (mailboxfull, userunknown, ...) or `loop`
     source = peewee.TextField(default="")    # what caused it: the bounce's spool entry, outbox row
     created_at = peewee.FloatField()
     until = peewee.FloatField()
-    status = peewee.CharField(default=BLOCK_ACTIVE)
+    status = CharField(default=BLOCK_ACTIVE)
     hard = peewee.BooleanField(default=False)   # a hard bounce: lifted by a later successful delivery
 
     class Meta:
@@ -403,6 +411,20 @@ class Block(BaseModel):
         indexes = ((("target", "status", "until"), False), (("status", "until"), False))
 
 
+class Node(BaseModel):
+    """A connector node (one daemon, `[node] name`) and its last heartbeat: `connector nodes`."""
+
+    name = CharField(unique=True)
+    version = CharField()
+    pid = peewee.IntegerField()
+    started_at = peewee.FloatField()
+    heartbeat_at = peewee.FloatField()
+    holds = JSONField(default=list)          # what it runs: its background processes (and, later, singletons)
+
+    class Meta:
+        table_name = "node"
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
-              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block)
+              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node)

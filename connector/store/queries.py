@@ -9,6 +9,7 @@ from pathlib import Path
 
 import peewee
 
+from connector.store import dialect
 from connector.store.models import (
     OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
@@ -22,8 +23,8 @@ def _one(sql, params=()):
     return row[0] if row else None
 
 
-def next_ticket_number():
-    return (_one('SELECT MAX("number") FROM "ticket"') or 0) + 1
+next_ticket_number = dialect.next_ticket_number
+ticket_number_free = dialect.ticket_number_free
 
 
 def processing_state(spool_id):
@@ -78,7 +79,7 @@ def last_sent_id():
 
 def sent_after(mark, at_most):
     """How many `sent_mail` rows were written after the row `mark`, counting no further than `at_most`."""
-    return _one('SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "id" > ? LIMIT ?)', (mark, at_most))
+    return _one('SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "id" > ? LIMIT ?) AS "recent"', (mark, at_most))
 
 
 def ticket_updated_at(ticket_id):
@@ -98,7 +99,10 @@ def _filing_turn():
     """The filing processes' turn (an flock on FILING_LOCK): a waiting worker is woken the
     moment the other one commits, where SQLite's busy handler sleeps 1, 2, 5... ms between
     looks. Released by the kernel when a process dies. Without the file (a read-only
-    folder): SQLite's own lock alone."""
+    folder): SQLite's own lock alone. PostgreSQL: its advisory lock alone (no file)."""
+    if dialect.is_postgres():
+        yield
+        return
     path = Path(database.database).parent / FILING_LOCK
     fd = _lock_files.get(path)
     if fd is None:
@@ -127,7 +131,7 @@ def filing_transaction(spool_id):
     that read first would.
     """
     with _filing_turn(), database.atomic():
-        database.execute_sql('UPDATE "processing" SET "attempts" = "attempts" WHERE "spool_id" = ?', (spool_id,))
+        dialect.lock_writes()
         yield
 
 
@@ -138,7 +142,7 @@ def write_transaction():
     `tickets set`), which read, decide and write, so two of them, or one and the worker,
     take turns instead of racing, and the intake never waits for them."""
     with database.atomic():
-        database.execute_sql('UPDATE "ticket" SET "id" = "id" WHERE 0')
+        dialect.lock_writes()
         yield
 
 
@@ -201,8 +205,9 @@ def sent_since(since, at_most=None, **columns):
     much was sent."""
     assert set(columns) <= SENT_COLUMNS, columns
     where = "".join(f' AND "{name}" = ?' for name in columns)
-    return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where} LIMIT ?)',
-                (since, *columns.values(), -1 if at_most is None else at_most))  # LIMIT -1: no limit
+    limit = "" if at_most is None else f" LIMIT {int(at_most)}"
+    return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where}{limit}) AS s',
+                (since, *columns.values()))
 
 
 def same_text_since(ticket_number, from_addr, text, since):

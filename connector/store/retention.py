@@ -18,6 +18,7 @@ file system.
 
 import time
 
+from connector.store import dialect
 from connector.store.models import OUTBOX_SENT, SPOOL_DONE, TRIAGE_CLOSED, database
 
 DAY = 86400.0
@@ -56,5 +57,4 @@ def prune(raw_days, now=None, batch=BATCH):
 
 def vacuum():
     """Rewrite both files without their free pages (takes the write lock while it runs)."""
-    database.execute_sql("VACUUM main")
-    database.execute_sql('VACUUM "spool"')
+    dialect.vacuum()

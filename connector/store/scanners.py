@@ -7,8 +7,7 @@ refer to; `scanners status` reads them (`status_json`).
 
 import time
 
-import peewee
-
+from connector.store import dialect
 from connector.store.models import (
     SCANNER_DONE, SCANNER_FAILED, SCANNER_FINAL, SCANNER_GIVEN_UP, SCANNER_IMPORTED, ScannerFolder, ScannerMessage,
     ScannerStatus, database)
@@ -32,9 +31,11 @@ def _record_sql(count):
             'INSERT INTO "scanner_message" (scanner, folder, uidvalidity, uid, state, rule, spool_id, sha256, '
             'error, attempts, updated_at) VALUES ' + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count) +
             ' ON CONFLICT (scanner, folder, uidvalidity, uid) DO UPDATE SET state = excluded.state, '
-            'error = excluded.error, updated_at = excluded.updated_at, attempts = attempts + excluded.attempts, '
-            'rule = COALESCE(excluded.rule, rule), spool_id = COALESCE(excluded.spool_id, spool_id), '
-            'sha256 = COALESCE(excluded.sha256, sha256)')
+            'error = excluded.error, updated_at = excluded.updated_at, '
+            'attempts = "scanner_message".attempts + excluded.attempts, '
+            'rule = COALESCE(excluded.rule, "scanner_message".rule), '
+            'spool_id = COALESCE(excluded.spool_id, "scanner_message".spool_id), '
+            'sha256 = COALESCE(excluded.sha256, "scanner_message".sha256)')
     return sql
 
 
@@ -62,7 +63,7 @@ class ScannerState:
                              updated_at=self.clock()).on_conflict(
             conflict_target=[ScannerFolder.scanner, ScannerFolder.folder],
             update={ScannerFolder.uidvalidity: uidvalidity,
-                    ScannerFolder.last_uid: peewee.fn.MAX(ScannerFolder.last_uid, last_uid),
+                    ScannerFolder.last_uid: dialect.greatest(ScannerFolder.last_uid, last_uid),
                     ScannerFolder.updated_at: self.clock()}).execute()
 
     def rows(self, folder, uidvalidity, uids=None, states=None):

@@ -14,7 +14,7 @@ import threading
 import time
 
 from connector.log import get_logger
-from connector.store import wakeup
+from connector.store import dialect, wakeup
 from connector.store.faults import describe, transient_fault
 from connector.store.models import SpoolEntry, database
 
@@ -88,7 +88,7 @@ class GroupCommitter:
 
     def _run(self):
         try:  # this thread's commits do not checkpoint inside the commit: see _checkpoint
-            database.execute_sql("PRAGMA wal_autocheckpoint = 0")
+            dialect.no_autocheckpoint()
         except Exception as exc:  # then SQLite's automatic checkpoints stay: slower, still correct
             log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
         unchecked = 0  # bytes committed since the last checkpoint
@@ -119,7 +119,7 @@ class GroupCommitter:
         0, or 1 when it failed (a storage fault: the WAL keeps the data), so that it is tried
         again when DATA pauses or CHECKPOINT_BYTES more came, not after every batch."""
         try:
-            database.execute_sql("PRAGMA spool.wal_checkpoint(PASSIVE)")
+            dialect.checkpoint_spool()
         except Exception as exc:
             log.warning("spool.checkpoint_failed", error=describe(transient_fault(exc) or exc))
             return 1
@@ -173,6 +173,13 @@ def _insert_returning(rows, chunk=256):
         params = [value for row in part for value in row]
         ids += sorted(row[0] for row in database.execute_sql(sql, params).fetchall())
     return ids
+
+
+def drop_raw(spool_ids):
+    """Empty the raw bytes of these entries (`inbound delete`: spam or phishing); the rows,
+    their size and sha256 stay, so a copy delivered again is recognised."""
+    marks = ", ".join("?" * len(spool_ids))
+    database.execute_sql(f'UPDATE "spool"."spool" SET "raw" = ? WHERE "id" IN ({marks})', (b"", *spool_ids))
 
 
 def _resolve(batch, ids, exc):

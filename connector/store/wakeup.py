@@ -46,12 +46,19 @@ def addresses(data_dir, role):
 @functools.lru_cache(maxsize=64)
 def address(data_dir, role):
     """The socket name (cached: the filing worker sends a wake-up per message filed)."""
-    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    key = data_dir if isinstance(data_dir, str) and "://" in data_dir else str(Path(data_dir).resolve())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return f"\0connector-{digest}-{role}"
 
 
 def _data_dir():
-    return Path(database.database).parent
+    """What names the store: the SQLite file's folder, or the PostgreSQL URL (this node's
+    processes share it; a wake-up never crosses machines, the others poll)."""
+    return database.database if _postgres() else Path(database.database).parent
+
+
+def _postgres():
+    return getattr(database.obj, "backend", "sqlite") == "postgresql"
 
 
 class _Sender:
@@ -85,7 +92,9 @@ class Waker:
     """The receiving end, bound by the process that does `role`'s work."""
 
     def __init__(self, data_dir, role):
-        self.name = address(data_dir, role)
+        """`data_dir` names an SQLite store (its folder); a PostgreSQL store bound in this
+        process is named by its URL, as the senders, who know only the store, name it."""
+        self.name = address(database.database if _postgres() else data_dir, role)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.sock.bind(self.name)

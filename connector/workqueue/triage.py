@@ -33,8 +33,9 @@ from connector.pipeline.reference import find_ticket
 from connector.store import events
 from connector.store.models import (
     AUTO_RESPONSE, RECIPIENT_CC, SPOOL_DONE, TRIAGE_CLOSED, TRIAGE_STATUSES, ExternalRecipient, Processing,
-    TriageItem, TriageTombstone, database)
+    TriageItem, TriageTombstone)
 from connector.store.queries import spool_entry
+from connector.store.spool import drop_raw
 from connector.workqueue.errors import Refused
 
 log = get_logger("triage")
@@ -166,8 +167,7 @@ def delete(item_id, *, by, via, now):
                            message_id=(processing.message_id if processing else "") or "",
                            from_addr=item.from_addr or "", subject=item.subject or "",
                            sha256=spool.sha256 if spool else "", deleted_by=by, deleted_at=now).execute()
-    placeholders = ", ".join("?" * len(copies))
-    database.execute_sql(f'UPDATE "spool"."spool" SET "raw" = ? WHERE "id" IN ({placeholders})', (b"", *copies))
+    drop_raw(copies)
     TriageItem.delete().where(TriageItem.id == item.id).execute()
     log.info("triage.deleted", item=item.id, spool_ids=copies, message_id=processing.message_id if processing else None,
              sender=item.from_addr, by=by, via=via)

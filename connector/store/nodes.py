@@ -1,0 +1,30 @@
+"""The nodes: each daemon (`[node] name`) writes a heartbeat row every BEAT_EVERY
+seconds from a thread beside its event loop; `connector nodes` lists the nodes seen
+within RECENT. One row per name, updated in place: a node's history is its log.
+"""
+
+from connector.store.models import Node
+
+BEAT_EVERY = 10.0       # seconds between two heartbeats of a node
+RECENT = 300.0          # `connector nodes` shows the nodes seen within this many seconds (--all: every one)
+ALIVE_WITHIN = 3 * BEAT_EVERY  # a node whose last heartbeat is older missed three: not alive
+
+
+def beat(name, version, pid, started_at, holds, now):
+    """Write this node's heartbeat (one upsert)."""
+    row = {Node.version: version, Node.pid: pid, Node.started_at: started_at, Node.heartbeat_at: now,
+           Node.holds: holds}
+    Node.insert(name=name, version=version, pid=pid, started_at=started_at, heartbeat_at=now,
+                holds=holds).on_conflict(conflict_target=[Node.name], update=row).execute()
+
+
+def seen(now, everyone=False):
+    """The nodes seen within RECENT (all with `everyone`), by name."""
+    query = Node.select().order_by(Node.name)
+    if not everyone:
+        query = query.where(Node.heartbeat_at >= now - RECENT)
+    return list(query)
+
+
+def alive(node, now):
+    return now - node.heartbeat_at <= ALIVE_WITHIN
