@@ -48,7 +48,7 @@ def instance_relay_port(instance):
 class RefusingSink(Sink):
     class Handler(Sink.Handler):
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-            return "550 5.1.1 no such user"
+            return "554 5.7.1 relay access denied"   # about our relay: stays failed (a user unknown bounces)
 
 
 def test_permanent_refusal_marks_failed_without_retrying(no_relay_instance):
@@ -62,9 +62,9 @@ def test_permanent_refusal_marks_failed_without_retrying(no_relay_instance):
         rows = wait_for(lambda: [o for o in instance.outbox() if o["status"] == "failed"] == instance.outbox()
                         and instance.outbox(), 15, what="failed rows")
         assert all(o["attempts"] == 1 for o in rows)
-        assert all(o["last_error"].endswith(": 550 5.1.1 no such user") for o in rows)
+        assert all(o["last_error"].endswith(": 554 5.7.1 relay access denied") for o in rows)
         log = instance.log.read_text()
-        assert "550 5.1.1 no such user" in log and "b'" not in log   # text, never a bytes repr
+        assert "554 5.7.1 relay access denied" in log and "b'" not in log   # text, never a bytes repr
     finally:
         relay.stop()
 

@@ -70,7 +70,7 @@ def test_backlog_counts_unfiled_and_degrades_when_old(tmp_path, sink):
 class RefusingRelay:
     class Handler:
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-            return "550 5.1.1 <%s>: no such user" % address
+            return "554 5.7.1 <%s>: Relay access denied" % address   # about us: failed (5.1.1 would bounce)
 
 
 @pytest.fixture
