@@ -4,7 +4,7 @@
 import sys
 import time
 
-from connector.commands.common import database_or_exit, emit, iso, positive_int
+from connector.commands.common import database_or_exit, emit, iso, positive_int, with_json
 from connector.log import get_logger
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED
 from connector.settings.addresses import ADDRESS_RE
@@ -79,22 +79,17 @@ def cmd_why(args):
     return 0
 
 
-def _json(parser):
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
 def register(subparsers):
     parser = subparsers.add_parser("blocks", help="blocks of automatic mail to an address or a ticket")
     sub = parser.add_subparsers(dest="blocks_command", metavar="ACTION")
     sub.required = True
-    p = _json(sub.add_parser("list", help="the active blocks"))
+    p = with_json(sub.add_parser("list", help="the active blocks"))
     p.add_argument("--all", action="store_true", help="also the lifted and expired ones")
     p.set_defaults(handler=cmd_list)
     p = sub.add_parser("lift", help="lift the block of an address or a ticket (its number) now")
     p.add_argument("target")
     p.set_defaults(handler=cmd_lift)
-    p = _json(subparsers.add_parser("why", help="the recent outgoing mail to an address, what became of "
+    p = with_json(subparsers.add_parser("why", help="the recent outgoing mail to an address, what became of "
                                                 "each, and any active block"))
     p.add_argument("address")
     p.add_argument("--limit", type=positive_int, default=WHY_LIMIT, help=f"at most this many mails (default {WHY_LIMIT})")

@@ -97,6 +97,12 @@ def iso(timestamp):
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
+def with_json(parser):
+    """`parser` with the `--json` flag every listing and showing command takes."""
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
 def positive_int(text):
     """argparse type of --limit: a whole number of 1 or more (`--limit -5` listed everything)."""
     import argparse

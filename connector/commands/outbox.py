@@ -2,7 +2,7 @@
 
 import sys
 
-from connector.commands.common import emit, iso, open_store_of, positive_int
+from connector.commands.common import emit, iso, open_store_of, positive_int, with_json
 from connector.outbound.control import OutboxStateError, cancel, retry
 from connector.store.models import OUTBOX_STATUSES
 from connector.store.queries import outbox_page
@@ -42,24 +42,19 @@ def _act(action):
     return handler
 
 
-def _json(parser):
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
 def register(subparsers):
     parser = subparsers.add_parser("outbox", help="outgoing mail and its delivery")
     outbox = parser.add_subparsers(dest="outbox_command", metavar="ACTION")
     outbox.required = True
-    p = _json(outbox.add_parser("list", help="outbox rows"))
+    p = with_json(outbox.add_parser("list", help="outbox rows"))
     p.add_argument("--status", choices=OUTBOX_STATUSES)
     p.add_argument("--after", type=int, default=0, metavar="ID", help="start after this row (the next page)")
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many rows")
     p.set_defaults(handler=cmd_outbox_list)
-    p = _json(outbox.add_parser("retry", help="deliver a deferred or failed row now, to the recipients not "
+    p = with_json(outbox.add_parser("retry", help="deliver a deferred or failed row now, to the recipients not "
                                         "accepted yet (the give-up clock restarts)"))
     p.add_argument("id", type=int)
     p.set_defaults(handler=_act(retry))
-    p = _json(outbox.add_parser("cancel", help="never deliver a row (pending, deferred, or failed to acknowledge it)"))
+    p = with_json(outbox.add_parser("cancel", help="never deliver a row (pending, deferred, or failed to acknowledge it)"))
     p.add_argument("id", type=int)
     p.set_defaults(handler=_act(cancel))

@@ -4,7 +4,8 @@ import json
 import sys
 import time
 
-from connector.commands.common import emit, iso, open_store_of, parse_since, positive_int, settings_or_exit
+from connector.commands.common import (
+    emit, iso, open_store_of, parse_since, positive_int, settings_or_exit, with_json)
 from connector.log import get_logger
 from connector.store import events, tombstones, views
 from connector.store.filing import ticket_by_number, update_ticket
@@ -219,14 +220,9 @@ def _sub(subparsers, name, help_text):
     return inner
 
 
-def _json(parser):
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    return parser
-
-
 def register(subparsers):
     tickets = _sub(subparsers, "tickets", "list and show tickets")
-    p = _json(tickets.add_parser("list", help="all tickets"))
+    p = with_json(tickets.add_parser("list", help="all tickets"))
     p.add_argument("--inbox", action="store_true", help="only tickets in the inbox")
     p.add_argument("--status", help="only tickets with this status (e.g. New)")
     p.add_argument("--since", help="only tickets updated at or after this date/time (ISO 8601)")
@@ -234,14 +230,14 @@ def register(subparsers):
                    help="start after this ticket number (the next page: the last number shown)")
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many tickets")
     p.set_defaults(handler=cmd_tickets_list)
-    p = _json(tickets.add_parser("show", help="one ticket with recipients and messages"))
+    p = with_json(tickets.add_parser("show", help="one ticket with recipients and messages"))
     p.add_argument("number", type=int)
     p.set_defaults(handler=cmd_tickets_show)
 
-    p = _json(tickets.add_parser("history", help="every event of a ticket, oldest first"))
+    p = with_json(tickets.add_parser("history", help="every event of a ticket, oldest first"))
     p.add_argument("number", type=int)
     p.set_defaults(handler=cmd_tickets_history)
-    p = _json(tickets.add_parser("set", help="change status, manager or inbox flag"))
+    p = with_json(tickets.add_parser("set", help="change status, manager or inbox flag"))
     p.add_argument("number", type=int)
     p.add_argument("--status")
     p.add_argument("--manager", help="a staff email; empty to clear")
@@ -251,7 +247,7 @@ def register(subparsers):
     for kind, text in (("note", "an internal note (stdin), filed Not Public, to the employee recipients"),
                        ("reply", "a public reply (stdin), mailed to the external recipients like an "
                                  "employee's mail")):
-        p = _json(tickets.add_parser(kind, help=text))
+        p = with_json(tickets.add_parser(kind, help=text))
         p.add_argument("number", type=int)
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL", help="an active employee's email")
         p.set_defaults(handler=cmd_tickets_write, kind=kind)
