@@ -1,6 +1,7 @@
 """Edges of the work-queue actions an outside review found: each failed before its fix.
 
 - `inbound replay --force` of an item staff already filed would file it twice;
+- `inbound replay --force` of a triaged item added a second item for the same mail;
 - a deleted triage item's id was given to the next item (SQLite reuses the
   highest rowid), so a notice or a command naming the deleted item acted on
   another mail, and deleting that one crashed on the tombstone;
@@ -17,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import Instance, make_mail
+from conftest import Instance, make_mail, wait_for
 from test_inbox import write_inboxes
 from test_triage_actions import item_of, refused, to_notifications
 
@@ -30,6 +31,18 @@ def test_replay_force_of_a_filed_item_is_refused_and_files_nothing(daemon):
     line = refused(daemon, "inbound", "replay", str(item["id"]), "--force")
     assert "filed already" in line
     assert len(daemon.tickets()) == 1 and len(daemon.inbound()) == 1
+
+
+def test_replay_force_of_a_triaged_item_keeps_one_item_with_its_id(daemon):
+    to_notifications(daemon, make_mail(subject="Lost order", sender="nobody@random.example"))
+    daemon.wait_processed(1)
+    item = item_of(daemon, "Lost order")
+    processed = daemon.rows("SELECT processed_at FROM processing")[0][0]
+    daemon.cli("inbound", "replay", str(item["id"]), "--force")
+    wait_for(lambda: daemon.rows("SELECT processed_at, state FROM processing")[0] != (processed, "done")
+             and daemon.rows("SELECT state FROM processing")[0][0] == "done", what="the replay")
+    items = daemon.inbound()
+    assert [(i["id"], i["status"], i["reason"]) for i in items] == [(item["id"], item["status"], item["reason"])]
 
 
 def test_a_deleted_items_id_is_never_given_again(daemon):

@@ -25,11 +25,12 @@ from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
 from connector.pipeline import attribute, blocking, commands
 from connector.pipeline.budget import domain_of
-from connector.pipeline.context import CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REPLY_NOT_EXTRACTED, TRIAGED
+from connector.pipeline.context import (
+    CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REASON_PROCESSING_ERROR, REPLY_NOT_EXTRACTED, TRIAGED)
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk, events
 from connector.store.filing import (
-    close_superseded_triage, contact_id, forget_sent_before, next_triage_id, ticket_number_of_thread)
+    close_superseded_triage, contact_id, decided_triage_item, forget_sent_before, next_triage_id, ticket_number_of_thread)
 from connector.store.models import (
     AUTO_EMAIL, AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
@@ -229,21 +230,34 @@ def apply_decision(ctx):
         _queue(ctx, ticket_id, now, event_ids)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
-        bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, status=plan.triage_status, reason=plan.reason,
-                    detail=plan.triage_detail,
-                    from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
-                    ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None,
-                    received_at=spool.received_at)
+        _write_triage(ctx)
         _queue(ctx, None, now, event_ids)   # notices (a bounce's auto-emails, a command reply) only for triage
     elif plan.action not in FILED and plan.outgoing:
         _queue(ctx, None, now, event_ids)   # a reply to a notice's commands: the result mail alone
     blocking.write(plan.blocks, now)
     if plan.supersedes:  # an earlier copy's notifications triage, now filed with this copy (see `classify`)
         close_superseded_triage(plan.supersedes, f"filed with spool entry {spool.id}")
+    if ctx.replayed and plan.action in FILED:  # what its earlier decision left for review is filed now
+        close_superseded_triage([spool.id], f"filed on replay ({plan.action})")
     record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now)
     _log_suppressed(plan)
     _log_auto_emails(plan, event_ids)
     return ticket_id
+
+
+def _write_triage(ctx):
+    """The entry's triage item. A replay decides an entry again: the item its earlier
+    decision wrote (not a processing error's, which the runner closes) takes the new
+    decision in place, so `inbound list` keeps one item per mail and its id stays valid."""
+    spool, plan = ctx.spool, ctx.plan
+    fields = dict(status=plan.triage_status, reason=plan.reason, detail=plan.triage_detail,
+                  from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
+                  ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None)
+    earlier = decided_triage_item(spool.id, REASON_PROCESSING_ERROR) if ctx.replayed else None
+    if earlier is None:
+        bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, received_at=spool.received_at, **fields)
+    else:
+        bulk.update(TriageItem, earlier, **fields)
 
 
 def _record_events(ctx, ticket_id, now):

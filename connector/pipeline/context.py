@@ -174,6 +174,7 @@ class Context:
     extracted: str = None       # what reply extraction returned (`extract`), before commands change it
     sent_mark: int = 0          # the last `sent_mail` id when the decision began (`apply.plan_current`)
     budget_headroom: int = None  # how many more sent mails the tightest budget passed allowed
+    replayed: bool = False      # decided again on a replay (`inbound replay`): its triage item is kept, not doubled
 
     @property
     def hints(self):

@@ -124,6 +124,7 @@ class Runner:
                 if not plan_current(ctx):  # other mail filed meanwhile changed the decision: again
                     log.debug("message.decided_again", spool_id=spool_id, action=ctx.plan.action)
                     ctx = self._decide(spool, previous=ctx)
+                ctx.replayed = state == SPOOL_QUEUED
                 apply_decision(ctx)
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
                     close_triage(spool_id, REASON_PROCESSING_ERROR)

@@ -72,6 +72,13 @@ def close_superseded_triage(spool_ids, detail):
         TriageItem.spool_id.in_(spool_ids) & (TriageItem.status == TRIAGE_AWAITING_REVIEW)).execute()
 
 
+def decided_triage_item(spool_id, other_than):
+    """The id of the newest triage item of the spool entry whose reason is not `other_than`, or None."""
+    row = database.execute_sql('SELECT MAX("id") FROM "triage" WHERE "spool_id" = ? AND "reason" != ?',
+                               (spool_id, other_than)).fetchone()
+    return row[0] if row else None
+
+
 def close_triage(spool_id, reason):
     """Close a spool entry's triage items for `reason` (a replay resolved its processing error)."""
     TriageItem.update(status=TRIAGE_CLOSED).where(
