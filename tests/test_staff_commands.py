@@ -388,6 +388,23 @@ def test_worked_example_by_mail_bob_takes_and_forwards_jane_completes(inbox_daem
         assert event in events
 
 
+def test_a_note_forwarding_the_ticket_reaches_the_inbox_it_is_forwarded_to(instance, sink):
+    """Bob's internal note with `#forward Finance` is written for Finance: Carl (its member,
+    `receive: subscribed`, not on the ticket) gets its copy; the customer does not."""
+    instance.path.joinpath("config", "inboxes.yaml").write_text(
+        "inboxes:\n  - name: Technical\n    members: [bob@example.com]\n"
+        "  - name: Finance\n    members: [carl@example.com]\ndefault_inbox: Technical\n")
+    daemon = instance.start()
+    number = new_ticket(daemon)
+    staff_mail(daemon, sink, number, "#take\n")
+    staff_mail(daemon, sink, number, "#forward Finance response 2099-12-05 please check the refund\n"
+                                     "#internal\nCarl, the customer paid twice.\n")
+    copies = [parsed(m[2]) for m in sink.to("carl@example.com")]
+    assert [c for c in copies if "the customer paid twice" in c.get_body(("plain",)).get_content()], \
+        [c["Subject"] for c in copies]
+    assert not [m for m in sink.to("ann@acme.example") if b"paid twice" in m[2]]
+
+
 def test_take_refused_for_a_non_member_undoes_nothing_else(inbox_daemon, sink):
     number = new_ticket(inbox_daemon)
     _, answer = staff_mail(inbox_daemon, sink, number, "#status Waiting\n#take\n", sender="carl@example.com")

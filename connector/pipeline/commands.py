@@ -43,6 +43,7 @@ from connector.log import get_logger
 from connector.mail.automatic import own_mail
 from connector.pipeline.cli_mail import CLI_INTAKE, NOTE, kind_of
 from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND, Outgoing
+from connector.settings import inboxes as inbox_config
 from connector.store import events
 from connector.store.filing import savepoint, set_ticket_status, ticket_status, triage_item_of_notices
 from connector.store.models import COMMAND_REPLY
@@ -358,6 +359,24 @@ def settle(ctx):
     if plan.distribute:
         commands.copy = copy_without_commands(ctx.parsed)
     ctx.record(STEP, "settle", plan.reason)
+
+
+HANDING = {"forward": "inbox", "inbox": "name"}  # commands that hand the ticket to an inbox: its argument
+
+
+def handed_to(commands, settings):
+    """The members of the inboxes this mail's commands hand the ticket to (`#forward`,
+    `#inbox`): the text of such a mail is usually written for them ("Jane, the customer
+    paid twice"), so `distribute` sends them its copy as well. None for a refused mail."""
+    if commands is None or commands.refusal:
+        return []
+    configured = inbox_config.of(settings)
+    members = []
+    for line in commands.lines:
+        argument = HANDING.get(line.command.name) if line.command else None
+        inbox = configured.get(line.args.get(argument)) if argument else None
+        members += inbox.members if inbox else ()
+    return members
 
 
 def copy_without_commands(parsed):

@@ -7,6 +7,8 @@ Employee recipients honour each employee's `receive` option, read as a ladder:
     account_manager ... or when the manager of the ticket's account
     all             every ticket
 Inactive employees never receive; the sender never receives their own mail.
+The members of an inbox a staff mail's `#forward` / `#inbox` hands the ticket
+to receive that mail too (unless `off`): its text is usually written for them.
 Everybody else on the ticket gets the copy from the public address, even when
 the original named them directly (seed 004: all mail goes through the
 connector, and the copy that threads with the ticket is the one from it).
@@ -33,7 +35,7 @@ ticket), `plan.outgoing`; `plan.suppressed` and notes for what a budget stopped.
 """
 
 from connector.outbound.compose import AUTO_RESPONSE_TEMPLATE, auto_response_text
-from connector.pipeline import budget
+from connector.pipeline import budget, commands
 from connector.pipeline.context import FILED, FOLLOW_UP, NEW_TICKET, Outgoing
 from connector.settings.schema import RECEIVE_ACCOUNT_MANAGER, RECEIVE_ALL, RECEIVE_MANAGER, RECEIVE_OFF
 from connector.store.filing import employee_recipients as subscribed_employees, external_recipients
@@ -73,8 +75,11 @@ def employee_recipients(ctx, manager, account_name, subscribed):
     account = next((a for a in settings.accounts if a.name == account_name), None)
     account_manager = account.manager if account else None
     skip = set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address}
+    handed = set(commands.handed_to(ctx.plan.commands, settings))
     chosen = [m.email for m in settings.staff
-              if receives(m, set(subscribed), manager, account_manager) and not skip & set(m.emails)]
+              if (receives(m, set(subscribed), manager, account_manager)
+                  or (handed & set(m.emails) and m.active and m.receive != RECEIVE_OFF))
+              and not skip & set(m.emails)]
     if manager in chosen:
         chosen.remove(manager)
         chosen.insert(0, manager)
