@@ -392,3 +392,26 @@ def test_the_confirmation_never_goes_where_the_auto_response_was_held(tmp_path, 
         assert all(o["status"] == "suppressed" for o in quiet), quiet
     finally:
         inst.stop()
+
+
+def test_a_persons_quick_second_mail_on_their_own_first_is_no_loop(tmp_path, sink):
+    """A customer's "forgot to say" right after the first mail threads on that mail, not on
+    ours: its copies spend no loop budget, so the employee gets every one (an outside test
+    lost 23 of 30 to `address_limit`)."""
+    inst = Instance(tmp_path, sink.port).start()
+    pairs = 12    # more than loop_mails_per_address_per_hour (10)
+    try:
+        for index in range(pairs):
+            first = make_mail(subject=f"Pair {index}", sender=f"c{index}@customer{index}.example")
+            second = make_mail(subject=f"Re: Pair {index}", sender=f"c{index}@customer{index}.example",
+                               body="forgot to say\n")
+            second["In-Reply-To"] = second["References"] = first["Message-ID"]
+            inst.send(first)
+            inst.send(second)
+        inst.wait_processed(2 * pairs, timeout=60)
+        inst.wait_delivered(timeout=60)
+        follow_ups = [m for m in sink.to("bob@example.com") if b"forgot to say" in m[2]]
+        assert len(follow_ups) == pairs
+        assert len(inst.tickets()) == pairs
+    finally:
+        inst.stop()

@@ -13,9 +13,11 @@ Counted from `sent_mail` rows, one per recipient of every mail we queue
                     ticket within the hour (an out-of-office says the same
                     each time), or comes from an address we wrote to about
                     the same ticket less than `loop_reply_seconds` before
-                    (a robot without RFC 3834 headers answers in seconds),
-                    is a possible loop: its copies count, per (address,
-                    ticket) and per address
+                    and answers one of our mails (threads on our Message-ID,
+                    or on nothing: a robot without RFC 3834 headers answers
+                    in seconds; a person's quick follow-up of their own
+                    mail threads on that mail), is a possible loop: its
+                    copies count, per (address, ticket) and per address
     notice          per address; never about a reply to one of our notices
                     or about mail from a notice recipient itself
     auto-email      a new ticket's confirmation to its requester: as an
@@ -156,10 +158,19 @@ def loop_cause(ctx):
     if text.strip() and same_text_since(ctx.plan.ticket_number, ctx.parsed.from_addr, text,
                                 ctx.spool.received_at - HOUR):
         return REPEATED_TEXT
-    if window and sent_since(ctx.spool.received_at - window, 1, address=address.lower(),
-                             ticket=ctx.plan.ticket_number):
+    if window and answers_our_mail(ctx) and sent_since(ctx.spool.received_at - window, 1, address=address.lower(),
+                                                       ticket=ctx.plan.ticket_number):
         return QUICK_REPLY
     return ""
+
+
+def answers_our_mail(ctx):
+    """Whether the mail may be an answer to one we sent: it threads on one of our
+    Message-IDs, or on nothing at all (a robot that keeps only the subject). A mail
+    threading on its sender's own earlier mail alone ("forgot to say") is a person
+    following up, however quickly: it is no answer, so no robot's."""
+    threads = ctx.parsed.in_reply_to + ctx.parsed.references
+    return not threads or any(ctx.services.signer.is_ours(m) for m in threads)
 
 
 def within_loop_budget(ctx, kind, addresses):
