@@ -151,3 +151,23 @@ def test_the_key_and_the_data_dir_are_private_on_postgresql(tmp_path, sink, pg_u
     var = tmp_path / "var"
     assert oct((var / "hmac.key").stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in var.iterdir() if p.name.endswith(".db")) == []  # no SQLite file at all
+
+
+def test_a_nul_in_a_mails_text_is_filed_on_postgresql(tmp_path, sink, pg_url):
+    """PostgreSQL text refuses NUL, which shunted such a mail (SQLite files it): the text
+    keeps U+FFFD in its place, the raw bytes in the spool keep the NUL."""
+    inst = pg_instance(tmp_path, sink, pg_url).start()
+    try:
+        raw = (b"From: Ann <ann@acme.example>\r\nTo: support@example.com\r\nSubject: Bad\x00byte\r\n"
+               b"Message-ID: <nul-1@acme.example>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Transfer-Encoding: quoted-printable\r\n\r\nraw \x00 and encoded =00 NUL\r\n")
+        inst.send(raw, sender="ann@acme.example", rcpts=["support@example.com"])
+        assert [row[1] for row in inst.wait_processed(1)] == ["done"]
+        ticket = inst.json("tickets", "show", "1")
+        assert "\ufffd" in ticket["messages"][0]["text"] and "NUL" in ticket["messages"][0]["text"]
+        inst.wait_delivered()
+        assert len(sink.to("ann@acme.example")) == 1      # the auto-response went
+    finally:
+        inst.stop()
+    with psycopg.connect(pg_url) as conn:
+        assert b"raw \x00 and" in bytes(conn.execute("SELECT raw FROM spool.spool").fetchone()[0])

@@ -165,11 +165,17 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
     integers BIGINT (an IMAP UID or UIDVALIDITY is 32 bits unsigned). A connection the
     server dropped is opened anew at the next statement outside a transaction, so after
     an outage the processes carry on by themselves (as SQLite's do after a full disk).
+    Text cannot hold NUL in PostgreSQL: `dialect.register_text_dumpers` writes U+FFFD.
     """
 
     backend = "postgresql"
     field_types = dict(peewee.PostgresqlDatabase.field_types, FLOAT="DOUBLE PRECISION", INT="BIGINT",
                        AUTO="BIGSERIAL")
+
+    def _connect(self):
+        conn = super()._connect()
+        dialect.register_text_dumpers(conn)
+        return conn
 
     def execute_sql(self, sql, params=None):
         return super().execute_sql(dialect.placeholders(sql), params)

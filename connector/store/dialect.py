@@ -11,6 +11,7 @@ a function here, so no query exists in two copies:
     greatest                    SQLite's two-argument MAX  vs  GREATEST
     checkpoint, vacuum          WAL housekeeping  vs  nothing / VACUUM
     next_ticket_number          MAX + 1  vs  a sequence (both checked again under the write lock)
+    register_text_dumpers       text holds NUL  vs  it cannot: U+FFFD instead (the raw bytes keep it)
 
 The database in use is asked with `is_postgres()`; both database classes
 live in `connector.store.db`.
@@ -28,6 +29,28 @@ def is_postgres(db=None):
     """Whether the store is bound to PostgreSQL (the default: SQLite)."""
     db = db or database.obj
     return getattr(db, "backend", "sqlite") == "postgresql"
+
+
+NUL, NUL_STAND_IN = "\x00", "\ufffd"  # PostgreSQL text refuses NUL; SQLite keeps it
+
+
+def register_text_dumpers(conn):
+    """Make a psycopg connection write U+FFFD for NUL in text (a mail's text or header may
+    hold one, raw or as `=00`): PostgreSQL refuses NUL in text, which would shunt the mail.
+    The spool's raw bytes (bytea) keep the original."""
+    from psycopg.adapt import PyFormat
+    from psycopg.types.string import StrBinaryDumper, StrDumperUnknown  # the Python ones: the C ones take no subclass
+
+    class NulFreeText(StrDumperUnknown):
+        def dump(self, obj):
+            return super().dump(obj.replace(NUL, NUL_STAND_IN) if NUL in obj else obj)
+
+    class NulFreeBinary(StrBinaryDumper):
+        def dump(self, obj):
+            return super().dump(obj.replace(NUL, NUL_STAND_IN) if NUL in obj else obj)
+
+    conn.adapters.register_dumper(str, NulFreeBinary)
+    conn.adapters.register_dumper(str, NulFreeText)  # the last one registered serves AUTO: text, as psycopg's own
 
 
 @functools.lru_cache(maxsize=2048)
