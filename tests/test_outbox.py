@@ -92,6 +92,9 @@ def test_processing_error_is_kept_and_replayable(daemon, sink):
     assert daemon.tickets() == []                           # nothing half-written
     exported = daemon.cli("message", "export", "--spool", "1").stdout
     assert exported.rstrip() == raw.rstrip()                # the message is kept whole
+    daemon.cli("inbound", "replay", str(items[0]["id"]))     # fails again: the same item, not a second
+    wait_for(lambda: daemon.rows("SELECT state, attempts FROM processing") == [("shunted", 2)], what="2nd shunt")
+    assert [i["id"] for i in daemon.inbound()] == [items[0]["id"]]
     reloads = worker_reloads(daemon)
     template.write_text("Subject: {{ ticket.tag }}\n\n{{ reply_above }}\nThanks.\n")
     wait_for(lambda: worker_reloads(daemon) > reloads, what="the worker to load the fixed template")

@@ -51,7 +51,8 @@ from connector.pipeline.context import (
     STAFF_COMMAND, TRIAGE, Context)
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
-from connector.store.filing import close_triage, next_triage_id, processing, requeue as requeue_entry
+from connector.store.filing import (
+    close_triage, next_triage_id, open_triage_item, processing, requeue as requeue_entry)
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, first_unfiled, last_sent_id, last_spool_id, processing_state, requeued_spool_ids,
@@ -191,9 +192,13 @@ class Runner:
         attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
             record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
-            bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,
-                        detail=reason, subject=subject, from_addr=from_addr, ticket_number=None,
-                        received_at=spool.received_at)
+            item = open_triage_item(spool_id, REASON_PROCESSING_ERROR)  # a replay that failed again: the same item
+            if item is None:
+                bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION,
+                            reason=REASON_PROCESSING_ERROR, detail=reason, subject=subject, from_addr=from_addr,
+                            ticket_number=None, received_at=spool.received_at)
+            else:
+                bulk.update(TriageItem, item, detail=reason)
 
     def waiting_ids(self):
         """What to process next. The floor moves past everything seen processed, so an idle

@@ -4,7 +4,7 @@ beyond their `bulk` inserts. No pipeline module runs SQL itself."""
 
 from connector.store import dialect
 from connector.store.models import (
-    SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient,
+    SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Contact, EmployeeRecipient, ExternalRecipient,
     OutboxEntry, Processing, ThreadRef, Ticket, TriageItem, database)
 
 
@@ -76,6 +76,13 @@ def decided_triage_item(spool_id, other_than):
     """The id of the newest triage item of the spool entry whose reason is not `other_than`, or None."""
     row = database.execute_sql('SELECT MAX("id") FROM "triage" WHERE "spool_id" = ? AND "reason" != ?',
                                (spool_id, other_than)).fetchone()
+    return row[0] if row else None
+
+
+def open_triage_item(spool_id, reason):
+    """The id of the spool entry's newest item for `reason` still needing attention, or None."""
+    row = database.execute_sql('SELECT MAX("id") FROM "triage" WHERE "spool_id" = ? AND "reason" = ? AND "status" = ?',
+                               (spool_id, reason, TRIAGE_NEEDS_ATTENTION)).fetchone()
     return row[0] if row else None
 
 
