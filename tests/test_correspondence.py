@@ -60,6 +60,21 @@ def test_new_ticket_files_distributes_and_answers(daemon, sink):
     assert answer["Message-ID"] != msg["Message-ID"]
 
 
+def test_a_status_change_takes_the_ticket_out_of_the_inbox_unless_told_otherwise(daemon, sink):
+    """Seed 004: a ticket moved to another status leaves the Inbox; a customer's mail puts it back."""
+    ticket, _ = new_ticket(daemon, sink, subject="Scanner jam")
+    number = ticket["number"]
+    assert daemon.ticket(number)["in_inbox"] is True
+    daemon.cli("tickets", "set", str(number), "--status", "Waiting")
+    assert daemon.ticket(number)["in_inbox"] is False
+    assert [e["event"] for e in daemon.json("tickets", "history", str(number))][-2:] == \
+        ["status_changed", "inbox_flag_changed"]
+    daemon.cli("tickets", "set", str(number), "--status", "Open", "--inbox", "yes")
+    assert daemon.ticket(number)["in_inbox"] is True
+    daemon.cli("tickets", "set", str(number), "--manager", "bob@example.com")     # no status change: stays
+    assert daemon.ticket(number)["in_inbox"] is True
+
+
 def test_customer_follow_up_goes_to_employees_only(daemon, sink):
     ticket, _ = new_ticket(daemon, sink, subject="Scanner jam")
     number = ticket["number"]

@@ -111,7 +111,9 @@ def test_status_command_alone_changes_the_ticket_files_a_note_and_answers(daemon
     message_id, answer = staff_mail(daemon, sink, number, "#status Waiting\n\n-- \nBob\n")
 
     assert daemon.ticket(number)["status"] == "Waiting"
+    assert daemon.ticket(number)["in_inbox"] is False      # seed 004: another status leaves the Inbox
     assert ("status_changed", "mail", "bob@example.com") in history(daemon, number)
+    assert ("inbox_flag_changed", "mail", "bob@example.com") in history(daemon, number)
     # The result goes back to Bob from the notifications address, as an automatic reply.
     assert answer is not None
     assert answer["Auto-Submitted"] == "auto-replied"

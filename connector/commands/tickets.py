@@ -120,8 +120,10 @@ def cmd_tickets_set(args):
         if args.status and args.status != ticket.status:
             columns["status"] = args.status
             changes.append((events.STATUS_CHANGED, {"from": ticket.status, "to": args.status}))
-        if args.inbox is not None and ticket.in_inbox != (args.inbox == "yes"):
-            columns["in_inbox"] = args.inbox == "yes"
+        # seed 004: a ticket given another status leaves the Inbox, unless --inbox yes says otherwise
+        in_inbox = (args.inbox == "yes") if args.inbox is not None else ticket.in_inbox and "status" not in columns
+        if ticket.in_inbox != in_inbox:
+            columns["in_inbox"] = in_inbox
             changes.append((events.INBOX_FLAG_CHANGED, {"in_inbox": columns["in_inbox"]}))
         if columns:
             update_ticket(ticket.id, updated_at=now, **columns)

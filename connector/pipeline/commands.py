@@ -197,12 +197,14 @@ def _status(ticket, args, act):
     value, current = args["value"], ticket_status(ticket.id)
     if value == current:
         return f"ticket {ticket.number} is {value} already"
-    set_ticket_status(ticket.id, value, act.now)
-    detail = {"from": current, "to": value}
-    events.record(ticket.id, events.STATUS_CHANGED, at=act.now, by=act.by, via=events.VIA_MAIL, detail=detail)
-    log.info("ticket.changed", ticket=ticket.number, change=events.STATUS_CHANGED, by=act.by, via=events.VIA_MAIL,
-             **detail)
-    return f"ticket {ticket.number}: status {current} -> {value}"
+    left_inbox = set_ticket_status(ticket.id, value, act.now)
+    changes = [(events.STATUS_CHANGED, {"from": current, "to": value})]
+    if left_inbox:
+        changes.append((events.INBOX_FLAG_CHANGED, {"in_inbox": False}))
+    for name, detail in changes:
+        events.record(ticket.id, name, at=act.now, by=act.by, via=events.VIA_MAIL, detail=detail)
+        log.info("ticket.changed", ticket=ticket.number, change=name, by=act.by, via=events.VIA_MAIL, **detail)
+    return f"ticket {ticket.number}: status {current} -> {value}" + (", out of the Inbox" if left_inbox else "")
 
 
 def _internal(ticket, args, act):

@@ -124,7 +124,11 @@ def ticket_status(ticket_id):
 
 
 def set_ticket_status(ticket_id, status, now):
-    Ticket.update(status=status, updated_at=now).where(Ticket.id == ticket_id).execute()
+    """Set the ticket's status; a status change takes it out of the Inbox (seed 004: a
+    ticket moved to another status leaves the Inbox). Whether it was in the Inbox."""
+    was_in_inbox = Ticket.get_by_id(ticket_id).in_inbox
+    Ticket.update(status=status, in_inbox=False, updated_at=now).where(Ticket.id == ticket_id).execute()
+    return was_in_inbox
 
 
 def savepoint():
