@@ -34,6 +34,8 @@ def test_good_config_summary(inst):
     ({"connector__public_address": "not-an-address"}, "[connector] public_address: 'not-an-address' is not an email address"),
     ({"smtp__listen": "localhost"}, "[smtp] listen: 'localhost' is not HOST:PORT"),
     ({"smtp__max_message_size": "-5"}, "[smtp] max_message_size"),
+    ({"smtp__max_message_size": "25"}, "[smtp] max_message_size"),      # 25 bytes: the M forgotten
+    ({"smtp__max_message_size": "10G"}, "[smtp] max_message_size"),
     ({"connector__ticket_tag": "[Ticket]"}, "[connector] ticket_tag: does not contain {number}"),
     ({"connector__ticket_tag": "[{prefix}-{number}]"}, "[connector] ticket_tag: has braces other than {number}"),
     ({"connector__ticket_tag": "{Ticket {number}}"}, "[connector] ticket_tag: has braces other than {number}"),

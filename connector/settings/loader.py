@@ -32,6 +32,7 @@ CONFIG_FILES = ("staff.yaml", "accounts.yaml", "inboxes.yaml", "auto_emails.yaml
 IGNORED_SUFFIXES = ("~", ".example", ".bak", ".orig", ".old", ".swp", ".dpkg-dist", ".dpkg-old", ".dpkg-new",
                     ".rpmnew", ".rpmsave", ".ucf-dist", ".ucf-old")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "*")
+SIZE_MIN, SIZE_MAX = 10 * 1024, 1 << 30  # a size key below 10K is a unit forgotten (25 for 25M); above 1G no store takes
 DEFAULT_DATA_DIR = Path("/var/lib/connector")  # with a PostgreSQL database and no [connector] data_dir
 
 
@@ -175,7 +176,10 @@ def _convert(key, raw, ini_path):
         size = parse_size(value)
         if not size:
             raise ConfigError(ini_path, where, f"{value!r} is not a positive size in bytes",
-                              "write a number of bytes such as 26214400, or 25M")
+                              "write a number of bytes such as 10000000, or 10M")
+        if not SIZE_MIN <= size <= SIZE_MAX:
+            raise ConfigError(ini_path, where, f"{value!r} is {size} bytes, outside {SIZE_MIN} (10K) to "
+                              f"{SIZE_MAX} (1G)", "a bare number is bytes: write the unit, such as 25M")
         return {key.field: size}
     if key.kind == "float":
         try:

@@ -134,8 +134,11 @@ KEYS = (
     Key("smtp", "protocol", "choice", "smtp",
         "smtp for an MTA relaying to us, lmtp for Postfix's lmtp transport.",
         ("smtp", "lmtp"), restart=True),
-    Key("smtp", "max_message_size", "size", "26214400",
-        "Largest message accepted, in bytes; larger ones are refused with 552.", restart=True),
+    Key("smtp", "max_message_size", "size", "10000000",
+        "Largest message accepted (bytes, or with a unit: 10M); larger ones are refused "
+        "with 552. Keep it below what the relay takes (Postfix's message_size_limit, "
+        "10240000 by default), with room for the headers our copies add: a mail accepted "
+        "that the relay refuses reaches no employee.", restart=True),
     Key("smtp", "hostname", "str", "",
         "Name used in the SMTP greeting. Empty: the domain of public_address.", restart=True),
     Key("smtp", "backlog", "count", "1024",
