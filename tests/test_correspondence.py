@@ -395,3 +395,29 @@ def test_an_idn_account_domain_matches_in_either_form(tmp_path, sink):
         assert any("amy@example.com" in rcpts for _, rcpts, _ in sink.messages)
     finally:
         inst.stop()
+
+
+def test_every_mail_of_a_ticket_threads_for_each_of_its_readers(daemon, sink):
+    """Each copy answers a mail its reader never saw (the copy another recipient got): all our
+    mails of a ticket carry its root Message-ID first in References, so Ann's copy of Jane's
+    answer threads with the auto-response Ann got, and Jane's next copy with her first one."""
+    def got(address):
+        return [email.message_from_bytes(m[2], policy=policy.default) for m in sink.to(address)]
+
+    def refs(msg):
+        return (msg["References"] or "").split()
+    ticket, first = new_ticket(daemon, sink)
+    number = ticket["number"]
+    auto_response, jane_copy = got("ann@acme.example")[-1], got("jane@example.com")[-1]
+    answer = make_mail(subject=f"Re: [Ticket #{number}] Printer broken", sender="jane@example.com",
+                       body="Please restart it.\n")
+    answer["In-Reply-To"] = answer["References"] = jane_copy["Message-ID"]
+    daemon.send(answer)
+    daemon.wait_processed(2)
+    daemon.wait_delivered()
+    ann_copy = got("ann@acme.example")[-1]
+    assert ann_copy["In-Reply-To"] == answer["Message-ID"]
+    root = refs(ann_copy)[0]
+    assert root == refs(auto_response)[0] == refs(jane_copy)[0]
+    assert root not in (auto_response["Message-ID"], jane_copy["Message-ID"], ann_copy["Message-ID"])
+    assert first["Message-ID"] in refs(auto_response)     # and the auto-response threads on Ann's own mail

@@ -58,6 +58,7 @@ UTF8 = Charset("utf-8")
 # Longest subject we write: email.header's encoding is slow on huge values (a 200 KB
 # subject took 1.6 s) and no mail client shows more.
 MAX_SUBJECT_CHARS = 1000
+MAX_REFERENCES = 20  # References we write: the first (the ticket's root) and the last ones
 
 
 def split_message(raw):
@@ -111,11 +112,22 @@ def _header_block(fields):
     return b"".join(_encode(name, value) for name, value in fields if value and value.strip())
 
 
-def _threading(parsed, message_id):
-    refs = list(dict.fromkeys(parsed.references + ([parsed.message_id] if parsed.message_id else [])))
+def ticket_root(message_id, signer):
+    """[the ticket's root Message-ID] for our `message_id` of a ticket's mail, else []."""
+    number = signer.verify(message_id) if signer is not None else None
+    return [] if number is None else [signer.ticket_root(number)]
+
+
+def _threading(parsed, message_id, signer):
+    """Message-ID, In-Reply-To the mail answered, References: the ticket's root first, then
+    the answered mail's References and itself (the first and the last ones when too many)."""
+    refs = list(dict.fromkeys(ticket_root(message_id, signer) + parsed.references +
+                              ([parsed.message_id] if parsed.message_id else [])))
+    if len(refs) > MAX_REFERENCES:
+        refs = refs[:1] + refs[1 - MAX_REFERENCES:]
     return [("Message-ID", message_id),
             ("In-Reply-To", parsed.message_id),
-            ("References", " ".join(refs[-20:]))]
+            ("References", " ".join(refs))]
 
 
 def mailbox(name, address):
@@ -155,7 +167,7 @@ def redistribution(raw, parsed, out, services):
         ("Cc", ", ".join(out.cc)),
         ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
-    ] + _threading(parsed, out.message_id) + [
+    ] + _threading(parsed, out.message_id, services.signer) + [
         ("X-Loop", services.loop_value),
         ("X-Connector-Original-From", out.original_from),
     ]
@@ -276,7 +288,7 @@ def _answer(parsed, out, services, reply_to):
         ("To", ", ".join(out.to)),
         ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
-    ] + _threading(parsed, out.message_id) + [
+    ] + _threading(parsed, out.message_id, services.signer) + [
         ("Auto-Submitted", "auto-replied"),
         ("X-Auto-Response-Suppress", "All"),
         ("X-Loop", services.loop_value),
@@ -305,9 +317,9 @@ def inbound_notice_text(parsed, services, templates, reason, ticket_number):
     return templates.render(NOTICE_TEMPLATE, **values)
 
 
-def auto_email(out, reply_to, loop_value):
+def auto_email(out, reply_to, loop_value, signer):
     """An automatic mail on a ticket event (`connector.workqueue.auto_emails`) as bytes: bulk,
-    auto-generated, so no well-behaved system answers it."""
+    auto-generated, so no well-behaved system answers it; threaded on the ticket's root."""
     fields = [
         ("From", mailbox(out.from_name, out.from_address)),
         ("Reply-To", reply_to),
@@ -315,6 +327,7 @@ def auto_email(out, reply_to, loop_value):
         ("Subject", out.subject),
         ("Date", formatdate(localtime=True)),
         ("Message-ID", out.message_id),
+        ("References", " ".join(ticket_root(out.message_id, signer))),
         ("Auto-Submitted", "auto-generated"),
         ("Precedence", "bulk"),
         ("X-Auto-Response-Suppress", "All"),

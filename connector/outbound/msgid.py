@@ -32,6 +32,14 @@ class MessageIdSigner:
         nonce = secrets.token_hex(8)
         return f"<t{number}.{nonce}.{self._sig(number, nonce)}@{self._domain}>"
 
+    def ticket_root(self, number):
+        """The ticket's own Message-ID, the same for every mail about it (a nonce derived from
+        the number): first in the References of each mail we send on the ticket, so the mail
+        clients of everyone on it thread them together, although each copy answers a mail
+        its reader never saw (the copy another recipient got). It verifies as ours."""
+        nonce = self._mac(f"root.{number}")[:16]
+        return f"<t{number}.{nonce}.{self._sig(number, nonce)}@{self._domain}>"
+
     def make_notice(self):
         """The Message-ID of a New Inbound Message Notice (no ticket)."""
         nonce = secrets.token_hex(8)

@@ -120,7 +120,8 @@ def _compose(ctx, out):
     if out.kind == COMMAND_REPLY:
         return compose.command_reply(parsed, out, services)
     if out.kind == AUTO_EMAIL:
-        return compose.auto_email(out, services.settings.public_address, services.settings.public_address)
+        return compose.auto_email(out, services.settings.public_address, services.settings.public_address,
+                                  services.signer)
     return compose.inbound_notice(out, services)
 
 

@@ -318,7 +318,7 @@ class Planner:
         public = self.settings.public_address
         written = []
         for out in planned:
-            raw = compose.auto_email(out, public, public)
+            raw = compose.auto_email(out, public, public, self.signer)
             row = {"kind": AUTO_EMAIL, "mail_from": out.mail_from, "rcpt": out.rcpt, "to": out.to, "cc": [],
                    "bcc": [], "subject": out.subject, "message_id": out.message_id,
                    "raw": f"{LOOP_HEADER}: {self.signer.loop_token}\r\n".encode("ascii") + raw,
