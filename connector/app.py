@@ -31,6 +31,7 @@ import time
 
 from connector import __version__
 from connector.checks import load_checked
+from connector.health import daemonlock
 from connector.health.children import RUNNING, Children, announce_ready, parent_pid
 from connector.health.sdnotify import READY, STOPPING, WATCHDOG, Notifier
 from connector.health.state import HEARTBEAT, write_state
@@ -181,6 +182,7 @@ class Daemon:
     async def main(self):
         settings = self.settings
         services = open_services(settings)
+        self.locks = daemonlock.hold(settings)  # DaemonRunning: another daemon serves this data or store
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler

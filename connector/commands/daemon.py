@@ -13,11 +13,12 @@ from connector.store.db import probe
 def cmd_run(args):
     settings = checked_or_exit(args)
     from connector.app import ListenError, run_daemon
+    from connector.health.daemonlock import DaemonRunning
     from connector.log import setup_logging
     setup_logging(settings.log_level, node=settings.node_name)
     try:
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
-    except ListenError as exc:
+    except (ListenError, DaemonRunning) as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return EX_CONFIG
 

@@ -1,0 +1,51 @@
+"""One daemon per data directory, and per SQLite store: `connector run` holds an flock on
+DAEMON_LOCK in each (released by the kernel when the process dies, kill -9 included), so a
+second daemon started by mistake (a copied ini with another port) refuses to start in one
+line instead of overwriting the first one's state file and sharing its outbox.
+
+Several nodes on one PostgreSQL database are the designed case: each has its own data
+directory, and the claims of `connector.store.claims` share the work.
+"""
+
+import fcntl
+import os
+from pathlib import Path
+
+from connector.settings.values import PostgresURL
+
+DAEMON_LOCK = "daemon.lock"
+
+
+class DaemonRunning(Exception):
+    def __init__(self, path, holder):
+        self.path, self.holder = path, holder
+        super().__init__(f"another connector daemon{f' (pid {holder})' if holder else ''} runs with "
+                         f"{path.parent} ({path.name} is locked); stop it first, or give this one its own "
+                         "[connector] data_dir and database")
+
+
+def lock_paths(settings):
+    """The lock files: in the data directory, and beside an SQLite database."""
+    paths = [Path(settings.data_dir) / DAEMON_LOCK]
+    if not isinstance(settings.database, PostgresURL):
+        paths.append(Path(settings.database).parent / DAEMON_LOCK)
+    return list(dict.fromkeys(path.absolute() for path in paths))
+
+
+def hold(settings):
+    """Take every lock and write our pid into it; returns the open descriptors (the locks
+    last while they are open). DaemonRunning names the holder's pid."""
+    fds = []
+    for path in lock_paths(settings):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            for other in (fd, *fds):
+                os.close(other)
+            raise DaemonRunning(path, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        fds.append(fd)
+    return fds
