@@ -42,7 +42,8 @@ from connector.pipeline.services import Services
 from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
 from connector.store import nodes
-from connector.store.db import load_hmac_key, open_store
+from connector.settings.values import PostgresURL
+from connector.store.db import PostgresUnavailable, load_hmac_key, open_store, probe
 from connector.store.spool import GroupCommitter
 from connector.store.wakeup import worker_role
 from connector.worker import AlreadyRunning, DeliveryWorker, FilingWorker, filing_processes
@@ -58,6 +59,7 @@ BACKGROUND = {loop.name: loop for loop in (FilingWorker, DeliveryWorker)}
 
 SUPERVISE_EVERY = 0.2   # seconds between looks at the children
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
+DATABASE_WAIT_FIRST, DATABASE_WAIT_MAX = 1.0, 30.0  # the backoff while the database is away at start
 EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
 FALLBACK_NICENESS = 19
 # The daemon's pid, in its children's environment: a child compares its parent with it, so
@@ -265,6 +267,33 @@ class Daemon:
 def metrics_handler(handler, metrics):
     from connector.health.metrics import CountingHandler
     return CountingHandler(handler, metrics.intake)
+
+
+def wait_for_database(settings, notifier=None, sleep=time.sleep):
+    """Before the daemon starts: a PostgreSQL server that is away (down, restarting, not up
+    yet at boot) is waited for, with backoff, rather than failing the start (systemd would
+    give up after a few tries and leave the connector stopped); mail waits at the MTA
+    meanwhile. One that answers and refuses us is the configuration's fault: raised."""
+    if not isinstance(settings.database, PostgresURL):
+        return
+    notifier = notifier or Notifier()
+    delay, since = 0.0, time.monotonic()
+    while True:
+        try:
+            probe(settings.database)
+        except PostgresUnavailable as exc:
+            if not exc.unreachable:
+                raise
+            delay = min(max(delay * 2, DATABASE_WAIT_FIRST), DATABASE_WAIT_MAX)
+            if delay == DATABASE_WAIT_FIRST or delay == DATABASE_WAIT_MAX:  # the first and then every 30 s
+                log.warning("storage.fault", cause=exc.problem, retry_in=delay, waiting="to start")
+            notifier.send(f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}",
+                          f"STATUS=waiting for the database: {exc.problem}"[:200])
+            sleep(delay)
+            continue
+        if delay:
+            log.info("storage.recovered", after=round(time.monotonic() - since, 1))
+        return
 
 
 def run_daemon(settings, ini_path, with_worker=True):

@@ -4,6 +4,8 @@ queue; once it is back everything that got a 250 is filed, and `storage.recovere
 logged. A server of its own (tests/pg.py), so the session's is never stopped."""
 
 import smtplib
+import subprocess
+import sys
 import threading
 import time
 
@@ -81,5 +83,32 @@ def test_postgresql_stopped_during_a_load_defers_and_loses_nothing_acknowledged(
         # sender's retry is then a duplicate, filed once by its Message-ID)
         log = inst.log.read_text()
         assert '"storage.fault"' in log and '"storage.recovered"' in log, log[-3000:]
+    finally:
+        inst.stop()
+
+
+def test_the_daemon_started_while_postgresql_is_down_waits_for_it(tmp_path, sink, own_server):
+    """At boot PostgreSQL may come up after the connector: check-config warns (the
+    configuration is right), `run` waits with backoff instead of failing the start (systemd
+    would give up after five), then serves as usual."""
+    url = own_server.new_database()
+    inst = Instance(tmp_path, sink.port, connector__database=url, connector__data_dir="var")
+    own_server.stop()
+    check = inst.cli("check-config", check=False)
+    assert check.returncode == 0, check.stderr
+    assert "will wait for it" in check.stderr.decode() and "Traceback" not in check.stderr.decode()
+    try:
+        inst.proc = subprocess.Popen([sys.executable, "-m", "connector", "-c", str(inst.ini), "run"],  # not .start():
+                                     stdout=open(inst.log, "ab"), stderr=subprocess.STDOUT, cwd=inst.path,  # it
+                                     start_new_session=True)                                  # waits to listen
+        wait_for(lambda: '"storage.fault"' in inst.log.read_text(), 20, what="the daemon to wait")
+        time.sleep(2)
+        assert inst.proc.poll() is None                          # still waiting, not failed
+        own_server.start()
+        wait_for(lambda: '"storage.recovered"' in inst.log.read_text(), 40, what="the daemon to see it back")
+        wait_for(lambda: '"daemon.ready"' in inst.log.read_text(), 30, what="the daemon to start")
+        inst.send(make_mail(subject="After the boot"))
+        inst.wait_processed(1, timeout=30)
+        assert [t["subject"] for t in inst.tickets()] == ["After the boot"]
     finally:
         inst.stop()

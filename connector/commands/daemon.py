@@ -7,16 +7,17 @@ from connector.checks import checked_or_wait, load_checked
 from connector.commands.common import EX_CONFIG
 from connector.settings import ConfigError
 from connector.settings.schema import render_example
-from connector.store.db import probe
+from connector.store.db import PostgresUnavailable, probe
 
 
 def cmd_run(args):
     settings = checked_or_exit(args)
-    from connector.app import ListenError, run_daemon
+    from connector.app import ListenError, run_daemon, wait_for_database
     from connector.health.daemonlock import DaemonRunning
     from connector.log import setup_logging
     setup_logging(settings.log_level, node=settings.node_name)
     try:
+        wait_for_database(settings)
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
     except (ListenError, DaemonRunning) as exc:
         print(f"connector: {exc}", file=sys.stderr)
@@ -60,11 +61,20 @@ def checked_or_exit(args):
 
 def cmd_check_config(args):
     settings = checked_or_exit(args)
+    away = None
     try:
         probe(settings.database)
+    except PostgresUnavailable as exc:
+        if not exc.unreachable:  # it answers and refuses us: the configuration's fault
+            print(f"connector: configuration error: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        away = exc
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if away is not None:  # down or restarting: not the configuration's fault, and `run` waits for it
+        print(f"connector: warning: {away.problem}, so the daemon will wait for it to come back "
+              f"(hint: if it should be up, check host and port in {away.file} {away.key})", file=sys.stderr)
     for warning in warnings(settings):
         print(f"connector: warning: {warning}", file=sys.stderr)
     print(settings.summary())

@@ -50,7 +50,7 @@ def cmd_db_copy(args):
     from connector.settings.values import PostgresURL
     from connector.store.copy import TargetNotEmpty, copy
     values = ini_values_or_exit(args)
-    source, target = values["database"], PostgresURL.of(args.to)
+    source, target = values["database"], PostgresURL.of(args.to, origin="connector db copy", key="--to")
     if isinstance(source, PostgresURL) or target is None:
         print("connector: db copy copies the SQLite store of [connector] database into a PostgreSQL database "
               "(hint: connector db copy --to postgresql://user@host/dbname, with database = a file)", file=sys.stderr)

@@ -191,7 +191,7 @@ def _convert(key, raw, ini_path):
                               "write a number such as 30 or 0.5")
         return {key.field: number}
     if key.kind == "database" and PostgresURL.of(value):
-        return {key.field: PostgresURL.of(value)}
+        return {key.field: PostgresURL.of(value, origin=str(ini_path))}
     if key.kind in ("path", "database"):
         if not value:
             raise ConfigError(ini_path, where, "is empty", "give a file or folder path")

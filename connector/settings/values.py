@@ -34,8 +34,14 @@ class PostgresURL(str):
     reads PGPASSWORD or ~/.pgpass itself)."""
 
     password_file = None
+    origin = "connector.ini"         # where it was given, for error lines: the ini file, or a command
+    key = "[connector] database"     # ... and under which name
 
     @staticmethod
-    def of(text):
+    def of(text, origin=None, key=None):
         """The URL when `text` is one, else None (a path: SQLite)."""
-        return PostgresURL(text) if text.strip().lower().startswith(POSTGRES_SCHEMES) else None
+        if not text.strip().lower().startswith(POSTGRES_SCHEMES):
+            return None
+        url = PostgresURL(text)
+        url.origin, url.key = origin or url.origin, key or url.key
+        return url

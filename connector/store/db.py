@@ -82,8 +82,15 @@ def probe(path):
             raise StoreUnavailable(file, str(exc)) from None
 
 
+# libpq's words for a server that is away for now (down, restarting, unreachable), not refusing us
+UNREACHABLE = ("connection refused", "timeout expired", "could not connect", "is starting up", "shutting down",
+               "no such file or directory", "could not translate host name", "server closed the connection",
+               "too many clients", "in recovery mode", "network is unreachable", "no route to host")
+
+
 class PostgresUnavailable(ConfigError):
-    """The PostgreSQL server cannot be reached or refuses us: host, port, what failed, a hint."""
+    """The PostgreSQL server cannot be reached or refuses us: host, port, what failed, a hint.
+    `unreachable`: it is away for now (the daemon waits for it), not refusing us."""
 
     def __init__(self, url, problem):
         from psycopg.conninfo import conninfo_to_dict
@@ -93,10 +100,15 @@ class PostgresUnavailable(ConfigError):
             info = {}
         where = f"{info.get('host', 'localhost')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
         problem = " ".join(str(problem).split())  # libpq's messages span lines
-        super().__init__(url.password_file or "connector.ini", "[connector] database",
-                         f"PostgreSQL at {where} as {info.get('user', 'the login user')}: {problem}",
-                         "check that the server runs and listens there (pg_isready -h HOST -p PORT), that "
-                         "pg_hba.conf lets this host in, and the password (password_file, PGPASSWORD or ~/.pgpass)")
+        self.unreachable = any(words in problem.lower() for words in UNREACHABLE)
+        if "does not exist" in problem:
+            hint = (f"create it on the server: createuser {info.get('user', 'connector')}; "
+                    f"createdb -O {info.get('user', 'connector')} {info.get('dbname', 'connector')}")
+        else:
+            hint = ("check that the server runs and listens there (pg_isready -h HOST -p PORT), that "
+                    "pg_hba.conf lets this host in, and the password (password_file, PGPASSWORD or ~/.pgpass)")
+        super().__init__(url.origin, url.key, f"PostgreSQL at {where} as {info.get('user', 'the login user')}: "
+                         f"{problem}", hint)
 
 
 def _password(url):
