@@ -431,7 +431,7 @@ def test_tickets_note_is_filed_not_public_to_the_employees(daemon, sink):
     number = new_ticket(daemon)
     sink.messages.clear()
     result = daemon.cli("tickets", "note", str(number), "--as", "bob@example.com", input=b"Toner ordered.\n")
-    assert b"queued as spool entry" in result.stdout
+    assert b"queued as spool entry" in result.stdout and b"the running daemon files" in result.stdout
     processed(daemon)
 
     last = daemon.ticket(number)["messages"][-1]
@@ -439,6 +439,9 @@ def test_tickets_note_is_filed_not_public_to_the_employees(daemon, sink):
     assert [m for m in sink.messages if "ann@acme.example" in m[1]] == []
     assert [m for m in sink.messages if "jane@example.com" in m[1]]   # the ticket's manager
     assert history(daemon, number)[-1] == ("note_added", "cli", "bob@example.com")
+    daemon.stop()   # with no daemon running, the note waits for it, and says so
+    result = daemon.cli("tickets", "note", str(number), "--as", "bob@example.com", input=b"Toner arrived.\n")
+    assert b"no daemon runs now" in result.stdout
 
 
 @pytest.mark.parametrize("subject", ["Printer broken", "*123* Printer broken"])

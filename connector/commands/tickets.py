@@ -6,6 +6,7 @@ import time
 
 from connector.commands.common import (
     emit, iso, open_store_of, parse_since, positive_int, settings_or_exit, with_json)
+from connector.health.state import daemon_running
 from connector.log import get_logger
 from connector.store import events, tombstones, views
 from connector.store.filing import ticket_by_number, update_ticket
@@ -169,7 +170,8 @@ def cmd_tickets_write(args):
                     "message_id": message_id})
     else:
         print(f"{args.kind} on ticket {ticket.number} queued as spool entry {spool_id} ({message_id}); "
-              "the running daemon files and distributes it")
+              + ("the running daemon files and distributes it" if daemon_running(settings.data_dir) else
+                 "no daemon runs now: it is filed and distributed when the daemon starts"))
     return 0
 
 

@@ -48,3 +48,9 @@ def pid_alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def daemon_running(data_dir):
+    """Whether the daemon of this data directory runs now (its state file says so and its pid lives)."""
+    state = read_state(data_dir)
+    return bool(state and not state.get("stopped_at") and pid_alive(state["pid"]))

@@ -169,7 +169,7 @@ class Reloader:
             log.warning("config.restart_needed", process=self.process, keys=restart,
                         where=[WHERE[k] for k in restart])
         log.info("config.reloaded", process=self.process, generation=self.generation,
-                 restart_needed=restart or None)
+                 restart_needed=[WHERE[k] for k in restart] or None)
         return True
 
     def _refuse(self, error):

@@ -145,10 +145,11 @@ def exists(path):
 
 
 def size(path):
-    """Bytes the store takes: both SQLite files, or the PostgreSQL database (the store is open)."""
+    """Bytes the store takes: both SQLite files with their WAL, or the PostgreSQL database (the store is open)."""
     if isinstance(path, PostgresURL):
         return database.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0]
-    return sum(os.path.getsize(f) for f in (path, spool_path(path)) if os.path.exists(f))
+    files = [f"{file}{suffix}" for file in (path, spool_path(path)) for suffix in ("", "-wal")]
+    return sum(os.path.getsize(f) for f in files if os.path.exists(f))
 
 
 def spool_path(path):

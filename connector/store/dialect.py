@@ -114,9 +114,10 @@ def vacuum():
     """Give the free pages back (SQLite rewrites both files; PostgreSQL: VACUUM, outside a transaction)."""
     if is_postgres():
         database.execute_sql("VACUUM")
-    else:
-        database.execute_sql("VACUUM main")
-        database.execute_sql('VACUUM "spool"')
+    else:  # in WAL mode the rewritten file is in the WAL until a checkpoint: truncate it, so the files shrink now
+        for schema in ("main", '"spool"'):
+            database.execute_sql(f"VACUUM {schema}")
+            database.execute_sql(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)")
 
 
 def next_ticket_number():
