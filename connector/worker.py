@@ -128,6 +128,8 @@ class BackgroundLoop:
                     log.warning("storage.fault", process=self.name, cause=describe(fault), retry_in=delay)
                 self.stop.wait(delay)
                 continue
+            if getattr(self, "fault_delay", 0):  # a step that worked after faults: the store is back
+                log.info("storage.recovered", process=self.name, after=self.fault_delay)
             self.fault_delay = 0
             if not busy:
                 self.idle()

@@ -112,3 +112,23 @@ def test_the_daemon_started_while_postgresql_is_down_waits_for_it(tmp_path, sink
         assert [t["subject"] for t in inst.tickets()] == ["After the boot"]
     finally:
         inst.stop()
+
+
+def test_an_idle_daemon_logs_the_recovery_of_an_outage_too(tmp_path, sink, own_server):
+    """With nothing queued the worker's looks at the spool fail while PostgreSQL is away; once
+    they work again the worker says so (outside test: 13 storage.fault, no storage.recovered)."""
+    inst = Instance(tmp_path, sink.port, connector__database=own_server.new_database(),
+                    connector__data_dir="var").start()
+    try:
+        wait_for(lambda: '"worker.started"' in inst.log.read_text(), 30, what="the worker to run")
+        own_server.stop()
+        wait_for(lambda: '"storage.fault"' in inst.log.read_text() and '"process": "worker"' in inst.log.read_text(),
+                 30, what="the idle worker to see the outage")
+        own_server.start()
+
+        def recovered(process):
+            return any('"storage.recovered"' in line and f'"process": "{process}"' in line
+                       for line in inst.log.read_text().splitlines())
+        wait_for(lambda: recovered("worker"), 60, what="the worker to log the recovery")
+    finally:
+        inst.stop()
