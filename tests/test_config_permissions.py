@@ -54,3 +54,20 @@ def test_an_unreadable_folder_is_one_line_naming_it(bin_dir, folder, command):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert str(site / folder) in lines[0] and "ermission denied" in lines[0]
+
+
+def test_status_that_cannot_read_its_ini_is_unknown_not_degraded(bin_dir):
+    """A monitoring check run as a user who may not read the ini says UNKNOWN (3), not
+    WARNING (1): it knows nothing of the daemon's health (outside test)."""
+    top = Path(tempfile.mkdtemp(prefix="connector-perm-"))
+    try:
+        top.chmod(0o755)
+        ini = top / "connector.ini"
+        ini.write_text("[connector]\npublic_address = support@example.com\ndatabase = var/connector.db\n")
+        ini.chmod(0o600)      # root's alone
+        result = subprocess.run(["runuser", "-u", "nobody", "--", str(bin_dir / "connector"), "-c", str(ini),
+                                 "status"], capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(top)
+    assert result.returncode == 3, (result.returncode, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -37,14 +37,14 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
     return settings
 
 
-def ini_values_or_exit(args):
+def ini_values_or_exit(args, code=EX_CONFIG):
     """The ini's values alone: read-only commands keep working while a YAML file in
-    config/ is broken (and the daemon runs on its last good config)."""
+    config/ is broken (and the daemon runs on its last good config). A bad ini: exit `code`."""
     try:
         _, values = load_ini(args.config)
     except ConfigError as exc:
         print(f"connector: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
+        raise SystemExit(code) from None
     return values
 
 

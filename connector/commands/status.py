@@ -11,7 +11,7 @@ import json
 import time
 
 from connector.commands.common import ini_values_or_exit, iso
-from connector.health.report import EXIT, daemon_problems, judge, store_figures
+from connector.health.report import EX_UNKNOWN, EXIT, daemon_problems, judge, store_figures
 from connector.health.state import read_state
 from connector.settings import ConfigError
 from connector.settings.loader import data_dir_of
@@ -106,7 +106,7 @@ def print_text(data):
 
 def cmd_status(args):
     now = time.time()
-    verdict, state, store = gather(ini_values_or_exit(args), now)
+    verdict, state, store = gather(ini_values_or_exit(args, code=EX_UNKNOWN), now)
     data = report_json(verdict, state, store, now)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
@@ -117,6 +117,6 @@ def cmd_status(args):
 
 def register(subparsers):
     p = subparsers.add_parser("status", help="health of the daemon, its processes, spool, outbox and scanners "
-                                             "(exit 0 healthy, 1 degraded, 2 down)")
+                                             "(exit 0 healthy, 1 degraded, 2 down, 3 unknown)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)

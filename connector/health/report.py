@@ -22,6 +22,7 @@ from connector.health.state import STALE_AFTER, pid_alive
 
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 EXIT = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
+EX_UNKNOWN = 3  # Nagios' UNKNOWN: `status` cannot tell (its ini cannot be read), which is no verdict
 BACKLOG_DEGRADED_AFTER = 300.0   # seconds the oldest unfiled message may wait
 OUTBOX_DEGRADED_AFTER = 3600.0   # seconds the oldest outgoing mail may wait
 STARTING_TOO_LONG = 60.0         # seconds a child may take to start
