@@ -70,6 +70,8 @@ def _canonical(value):
         return {"b": value.hex()}
     if isinstance(value, float):
         return {"f": repr(value)}
+    if isinstance(value, str) and dialect.NUL in value:  # PostgreSQL text holds U+FFFD for it
+        return value.replace(dialect.NUL, dialect.NUL_STAND_IN)
     return value
 
 
@@ -77,8 +79,9 @@ def _digest(rows, by_value=False):
     """(count, SHA-256) of the rows; `by_value` sorts them here first (a text key: the two
     databases may collate it differently)."""
     hasher, count = hashlib.sha256(), 0
-    for row in (sorted(rows) if by_value else rows):
-        hasher.update(json.dumps([_canonical(v) for v in row], ensure_ascii=False).encode())
+    rows = ([_canonical(v) for v in row] for row in rows)
+    for row in (sorted(rows, key=json.dumps) if by_value else rows):
+        hasher.update(json.dumps(row, ensure_ascii=False).encode())
         hasher.update(b"\n")
         count += 1
     return count, hasher.hexdigest()
