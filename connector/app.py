@@ -60,6 +60,7 @@ BACKGROUND = {loop.name: loop for loop in (FilingWorker, DeliveryWorker)}
 SUPERVISE_EVERY = 0.2   # seconds between looks at the children
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 DATABASE_WAIT_FIRST, DATABASE_WAIT_MAX = 1.0, 30.0  # the backoff while the database is away at start
+DATABASE_WAIT_WARN = 300.0  # then every look is an error, with the hint to check host and port
 EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
 FALLBACK_NICENESS = 19
 # The daemon's pid, in its children's environment: a child compares its parent with it, so
@@ -183,8 +184,8 @@ class Daemon:
 
     async def main(self):
         settings = self.settings
-        services = open_services(settings)
         self.locks = daemonlock.hold(settings)  # DaemonRunning: another daemon serves this data or store
+        services = open_services(settings)
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
@@ -278,6 +279,7 @@ def wait_for_database(settings, notifier=None, sleep=time.sleep):
         return
     notifier = notifier or Notifier()
     delay, since = 0.0, time.monotonic()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload meanwhile must not end it: the files are read after
     while True:
         try:
             probe(settings.database)
@@ -286,7 +288,11 @@ def wait_for_database(settings, notifier=None, sleep=time.sleep):
                 raise
             delay = min(max(delay * 2, DATABASE_WAIT_FIRST), DATABASE_WAIT_MAX)
             if delay == DATABASE_WAIT_FIRST or delay == DATABASE_WAIT_MAX:  # the first and then every 30 s
-                log.warning("storage.fault", cause=exc.problem, retry_in=delay, waiting="to start")
+                long = time.monotonic() - since > DATABASE_WAIT_WARN  # a typo in host or port waits forever too
+                (log.error if long else log.warning)(
+                    "storage.fault", cause=exc.problem, retry_in=delay, waiting="to start",
+                    hint=f"still away after {DATABASE_WAIT_WARN:.0f} s: check host and port in {exc.file}" if long
+                    else None)
             notifier.send(f"EXTEND_TIMEOUT_USEC={int((delay + 30) * 1e6)}",
                           f"STATUS=waiting for the database: {exc.problem}"[:200])
             sleep(delay)

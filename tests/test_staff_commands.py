@@ -399,6 +399,11 @@ def test_a_note_forwarding_the_ticket_reaches_the_inbox_it_is_forwarded_to(insta
     daemon = instance.start()
     number = new_ticket(daemon)
     staff_mail(daemon, sink, number, "#take\n")
+    # refused as it runs (Amy neither owns the Technical entry nor is a member): no copy for Finance's Carl
+    _, answer = staff_mail(daemon, sink, number, "#forward Finance response 2099-12-05\n#internal\nCarl, look.\n",
+                           sender="amy@example.com")
+    assert answer["Subject"].startswith("Not done:")
+    assert not [m for m in sink.to("carl@example.com") if b"Carl, look" in m[2]]
     staff_mail(daemon, sink, number, "#forward Finance response 2099-12-05 please check the refund\n"
                                      "#internal\nCarl, the customer paid twice.\n")
     copies = [parsed(m[2]) for m in sink.to("carl@example.com")]

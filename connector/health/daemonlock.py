@@ -11,6 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from connector.settings import ConfigError
 from connector.settings.values import PostgresURL
 
 DAEMON_LOCK = "daemon.lock"
@@ -29,15 +30,27 @@ def lock_paths(settings):
     paths = [Path(settings.data_dir) / DAEMON_LOCK]
     if not isinstance(settings.database, PostgresURL):
         paths.append(Path(settings.database).parent / DAEMON_LOCK)
-    return list(dict.fromkeys(path.absolute() for path in paths))
+    return list(dict.fromkeys(path.resolve() for path in paths))  # one folder by two spellings: one lock
 
 
 def hold(settings):
-    """Take every lock and write our pid into it; returns the open descriptors (the locks
-    last while they are open). DaemonRunning names the holder's pid."""
+    """Take every lock and write our pid into it, before the store is opened (a second daemon
+    must not migrate the store under the first); returns the open descriptors (the locks last
+    while they are open). DaemonRunning names the holder's pid."""
     fds = []
     for path in lock_paths(settings):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            for other in fds:
+                os.close(other)
+            raise ConfigError(settings.ini_path, "[connector] data_dir / database",
+                              f"cannot create {path}: {exc.strerror}",
+                              "the folder must be writable by the user the daemon runs as") from None
+        if any(os.path.samestat(os.fstat(fd), os.fstat(held)) for held in fds):
+            os.close(fd)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

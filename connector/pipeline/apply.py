@@ -30,7 +30,7 @@ from connector.pipeline.context import (
 from connector.pipeline.reference import MAX_TICKET_NUMBER
 from connector.store import bulk, events
 from connector.store.filing import (
-    close_superseded_triage, contact_id, decided_triage_item, forget_sent_before, next_triage_id, ticket_number_of_thread)
+    close_superseded_triage, contact_id, forget_sent_before, next_triage_id, ticket_number_of_thread, triage_item_id)
 from connector.store.models import (
     AUTO_EMAIL, AUTO_RESPONSE, COMMAND_REPLY, DISTRIBUTION, INBOUND, NOTICE, OUTBOUND, OUTBOX_BOUNCED, OUTBOX_PENDING,
     OUTBOX_SUPPRESSED, SPOOL_DONE, EmployeeRecipient, ExternalRecipient, Message, OutboxEntry,
@@ -254,7 +254,7 @@ def _write_triage(ctx):
     fields = dict(status=plan.triage_status, reason=plan.reason, detail=plan.triage_detail,
                   from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                   ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None)
-    earlier = decided_triage_item(spool.id, REASON_PROCESSING_ERROR) if ctx.replayed else None
+    earlier = triage_item_id(spool.id, not_reason=REASON_PROCESSING_ERROR) if ctx.replayed else None
     if earlier is None:
         bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, received_at=spool.received_at, **fields)
     else:

@@ -165,12 +165,13 @@ def loop_cause(ctx):
 
 
 def answers_our_mail(ctx):
-    """Whether the mail may be an answer to one we sent: it threads on one of our
-    Message-IDs, or on nothing at all (a robot that keeps only the subject). A mail
-    threading on its sender's own earlier mail alone ("forgot to say") is a person
-    following up, however quickly: it is no answer, so no robot's."""
-    threads = ctx.parsed.in_reply_to + ctx.parsed.references
-    return not threads or any(ctx.services.signer.is_ours(m) for m in threads)
+    """Whether the mail may be an answer to one we sent: the mail it answers (In-Reply-To,
+    else the last of References) is ours, or it threads on nothing at all (a robot that
+    keeps only the subject). A mail answering its sender's own earlier mail ("forgot to
+    say") is a person following up, however quickly, although its References also hold
+    ours (every mail of a ticket carries the ticket's root): no robot's answer."""
+    parent = (ctx.parsed.in_reply_to or ctx.parsed.references)[-1:]
+    return not parent or ctx.services.signer.is_ours(parent[0])
 
 
 def within_loop_budget(ctx, kind, addresses):

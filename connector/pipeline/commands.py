@@ -46,7 +46,7 @@ from connector.pipeline.context import FOLLOW_UP, INTERNAL, STAFF_COMMAND, Outgo
 from connector.settings import inboxes as inbox_config
 from connector.store import events
 from connector.store.filing import savepoint, set_ticket_status, ticket_status, triage_item_of_notices
-from connector.store.models import COMMAND_REPLY
+from connector.store.models import COMMAND_REPLY, DISTRIBUTION
 from connector.workqueue import inbox as inbox_actions
 from connector.workqueue.errors import Refused
 
@@ -369,7 +369,8 @@ HANDING = {"forward": "inbox", "inbox": "name"}  # commands that hand the ticket
 def handed_to(commands, settings):
     """The members of the inboxes this mail's commands hand the ticket to (`#forward`,
     `#inbox`): the text of such a mail is usually written for them ("Jane, the customer
-    paid twice"), so `distribute` sends them its copy as well. None for a refused mail."""
+    paid twice"), so `distribute` sends them its copy as well (`run` takes them off again
+    when the commands are refused as they run). [] for a mail refused before."""
     if commands is None or commands.refusal:
         return []
     configured = inbox_config.of(settings)
@@ -447,11 +448,22 @@ def run(ctx, now):
         _execute(commands, target, Act(by, now, ctx.services, ctx.templates))
         out = next(o for o in ctx.plan.outgoing if o.kind == COMMAND_REPLY)
         _render(ctx, out, commands)
+    if not commands.ok and ctx.plan.handed_only:  # the hand-over did not happen: its inbox gets no copy
+        _uncopy(ctx.plan, set(ctx.plan.handed_only))
     if commands.on == ON_TICKET and ctx.plan.reason == REASON_COMMANDS_ONLY:
         ctx.plan.reply_text = summary(commands)  # the internal note of what was done
     log.info("staff.commands", by=by, on=commands.on, ticket=ticket.number if ticket else None,
              item=commands.item_id, ok=commands.ok, commands=[line.text for line in commands.lines],
              refusal=commands.refusal or None, outcomes=[outcome(commands, line) for line in commands.lines])
+
+
+def _uncopy(plan, addresses):
+    """Take `addresses` off the planned copies (a copy left with nobody is not sent)."""
+    for out in plan.outgoing:
+        if out.kind == DISTRIBUTION:
+            out.rcpt, out.to, out.cc, out.bcc = ([a for a in group if a not in addresses]
+                                                 for group in (out.rcpt, out.to, out.cc, out.bcc))
+    plan.outgoing = [out for out in plan.outgoing if out.rcpt]
 
 
 def _not_filed(ctx):

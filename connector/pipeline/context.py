@@ -143,6 +143,7 @@ class Plan:
     reply_text: str = ""
     reply_extracted: bool = True  # False: reply_text is the full text (time budget spent)
     employee_recipients: list = field(default_factory=list)  # emails joining the ticket's employee recipients
+    handed_only: list = field(default_factory=list)  # employees copied only because #forward/#inbox hands them the ticket
     external_recipients: list = field(default_factory=list)  # (address, kind) joining its external ones
     outgoing: list = field(default_factory=list)
     supersedes: list = field(default_factory=list)  # spool ids of copies triaged before this one

@@ -76,10 +76,15 @@ def employee_recipients(ctx, manager, account_name, subscribed):
     account_manager = account.manager if account else None
     skip = set(ctx.sender.staff.emails) if ctx.sender.is_staff else {ctx.sender.address}
     handed = set(commands.handed_to(ctx.plan.commands, settings))
-    chosen = [m.email for m in settings.staff
-              if (receives(m, set(subscribed), manager, account_manager)
-                  or (handed & set(m.emails) and m.active and m.receive != RECEIVE_OFF))
-              and not skip & set(m.emails)]
+    chosen, ctx.plan.handed_only = [], []
+    for member in settings.staff:
+        if skip & set(member.emails):
+            continue
+        if receives(member, set(subscribed), manager, account_manager):
+            chosen.append(member.email)
+        elif handed & set(member.emails) and member.active and member.receive != RECEIVE_OFF:
+            chosen.append(member.email)
+            ctx.plan.handed_only.append(member.email)  # dropped again if the hand-over is refused when it runs
     if manager in chosen:
         chosen.remove(manager)
         chosen.insert(0, manager)

@@ -52,7 +52,7 @@ from connector.pipeline.context import (
 from connector.store import bulk, wakeup
 from connector.store.faults import describe, transient_fault
 from connector.store.filing import (
-    close_triage, next_triage_id, open_triage_item, processing, requeue as requeue_entry)
+    close_triage, next_triage_id, processing, requeue as requeue_entry, triage_item_id)
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
 from connector.store.queries import (
     filing_transaction, first_unfiled, last_sent_id, last_spool_id, processing_state, requeued_spool_ids,
@@ -192,7 +192,7 @@ class Runner:
         attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
             record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
-            item = open_triage_item(spool_id, REASON_PROCESSING_ERROR)  # a replay that failed again: the same item
+            item = triage_item_id(spool_id, REASON_PROCESSING_ERROR, status=TRIAGE_NEEDS_ATTENTION)  # a replay that failed again: the same item
             if item is None:
                 bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION,
                             reason=REASON_PROCESSING_ERROR, detail=reason, subject=subject, from_addr=from_addr,

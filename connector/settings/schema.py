@@ -69,8 +69,8 @@ KEYS = (
         "senders cannot turn the public address into a spam relay."),
     Key("connector", "loop_reply_seconds", "float", "30",
         "A mail from an address we sent a mail of the same ticket to less than "
-        "this many seconds before, answering one of our mails (threading on our "
-        "Message-ID or on nothing), is a possible loop (a robot without "
+        "this many seconds before, answering one of our mails (its In-Reply-To is "
+        "ours, or it threads on nothing), is a possible loop (a robot without "
         "automatic-mail headers answers in seconds, a person hardly ever); so "
         "is a mail repeating its sender's text on the ticket within the hour. "
         "0 leaves only the repeated text."),

@@ -72,17 +72,15 @@ def close_superseded_triage(spool_ids, detail):
         TriageItem.spool_id.in_(spool_ids) & (TriageItem.status == TRIAGE_AWAITING_REVIEW)).execute()
 
 
-def decided_triage_item(spool_id, other_than):
-    """The id of the newest triage item of the spool entry whose reason is not `other_than`, or None."""
-    row = database.execute_sql('SELECT MAX("id") FROM "triage" WHERE "spool_id" = ? AND "reason" != ?',
-                               (spool_id, other_than)).fetchone()
-    return row[0] if row else None
-
-
-def open_triage_item(spool_id, reason):
-    """The id of the spool entry's newest item for `reason` still needing attention, or None."""
-    row = database.execute_sql('SELECT MAX("id") FROM "triage" WHERE "spool_id" = ? AND "reason" = ? AND "status" = ?',
-                               (spool_id, reason, TRIAGE_NEEDS_ATTENTION)).fetchone()
+def triage_item_id(spool_id, reason=None, not_reason=None, status=None):
+    """The id of the spool entry's newest triage item with `reason` (or any but `not_reason`)
+    and `status`, each when given; None when it has none."""
+    where, params = ['"spool_id" = ?'], [spool_id]
+    for column, operator, value in (("reason", "=", reason), ("reason", "!=", not_reason), ("status", "=", status)):
+        if value is not None:
+            where.append(f'"{column}" {operator} ?')
+            params.append(value)
+    row = database.execute_sql(f'SELECT MAX("id") FROM "triage" WHERE {" AND ".join(where)}', params).fetchone()
     return row[0] if row else None
 
 
