@@ -307,3 +307,39 @@ def test_a_slow_send_keeps_its_claim_past_the_lease(cluster, relay):
     time.sleep(LEASE)
     assert relay.message_ids() == {"<out0@example.com>": 1}
     assert outbox_rows(first.inst)[0][4] == "mx1"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_store_from_before_the_claims_opens_and_upgrades(tmp_path, sink, store, request):
+    """A store as a release before 0014_claims left it (no claim columns, no filing_claim)
+    upgrades on either backend, keeps its rows, and then records the node that files."""
+    ini = {"node__name": "old1"}
+    if store == "postgresql":
+        ini.update(connector__database=request.getfixturevalue("pg_url"), connector__data_dir="var")
+    inst = Instance(tmp_path, sink.port, **ini)
+    inst.json("db", "upgrade")
+    inst.cli("inject", "--sender", "ann@acme.example", "--recipient", "support@example.com",
+             input=make_mail(subject="Before").as_bytes())
+    with inst.connect() as conn:
+        for table, column in (("processing", "node"), ("outbox", "claimed_by"), ("outbox", "claim_token"),
+                              ("outbox", "claimed_until"), ("outbox", "sent_by")):
+            conn.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+        conn.execute('DROP TABLE "filing_claim"')
+        conn.execute("DELETE FROM schema_migration WHERE name = '0014_claims'")
+    assert inst.json("db", "status")["pending"] == ["0014_claims"]
+    inst.start()
+    try:
+        states = inst.wait_processed(1, timeout=60)
+        assert [row[1] for row in states] == ["done"]
+        inst.send(make_mail(subject="After"))
+        inst.send(make_mail(subject="An offer", sender="sales@stranger.example", to="notifications@example.com"))
+        inst.wait_processed(3, timeout=60)
+        inst.wait_delivered(timeout=60)
+    finally:
+        inst.stop()
+    assert inst.json("db", "status")["pending"] == []
+    assert inst.rows("SELECT node FROM processing ORDER BY spool_id") == [("old1",)] * 3
+    [item] = inst.inbound()                          # the offer, in triage: which node filed it
+    assert item["subject"] == "An offer" and item["filed_by"] == "old1"
+    assert inst.rows("SELECT COUNT(*) FROM filing_claim") == [(0,)]
+    assert {(o["status"], o["sent_by"]) for o in inst.outbox()} == {("sent", "old1")}
