@@ -11,9 +11,12 @@ configuration when the new one is bad.
 The daemon runs `[worker] processes` filing workers (`connector worker
 --partition I/N`): worker I files the spool entries whose id modulo N is I - 1,
 so they never take the same entry, and a restarted worker finds its own
-unfinished entries again (they have no processing row). Each decides outside
-the write lock and re-checks under it what other mail may have changed
-(`connector.pipeline.runner`). The first one also fires deadlines and prunes.
+unfinished entries again (they have no processing row). On PostgreSQL the
+partition is not used: every worker of every node claims its entries from one
+pool, and each delivery process its outbox rows (`connector.store.claims`).
+Each decides outside the write lock and re-checks under it what other mail may
+have changed (`connector.pipeline.runner`). The first one also fires deadlines
+and prunes.
 """
 
 import os
