@@ -151,7 +151,13 @@ def test_three_nodes_file_one_spool_each_mail_once(cluster, sink):
         node.start("worker")
     count = 300
     spooled = spool_mail(count)
-    wait_for(lambda: len(filed(nodes[0].inst)) >= count, 240, interval=0.5, what="every mail filed")
+    claimants = set()  # the node names seen on the claims while the spool is filed
+
+    def all_filed():
+        claimants.update(name for (name,) in nodes[0].inst.rows("SELECT DISTINCT claimed_by FROM filing_claim"))
+        return len(filed(nodes[0].inst)) >= count
+    wait_for(all_filed, 240, interval=0.2, what="every mail filed")
+    assert claimants == {"n1", "n2", "n3"}
     rows = assert_filed_once(nodes[0].inst, spooled, count)
     per_node = Counter(r[4] for r in rows)
     assert set(per_node) == {"n1", "n2", "n3"}, per_node                    # the work was shared
