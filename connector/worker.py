@@ -172,11 +172,17 @@ class FilingWorker(BackgroundLoop):
         return {"partition": "/".join(map(str, self.partition))} if self.partition else {}
 
     def configure(self, settings):
-        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
-                                      triage=triage_actions), partition=self.partition)
+        runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
+                                 triage=triage_actions), partition=self.partition)
+        if getattr(self, "runner", None) is not None:  # a reload: what the old one held goes back
+            self.runner.close()
+        self.runner = runner
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
         self.deadlines_at = getattr(self, "deadlines_at", 0.0)
         auto_emails.install(settings)
+
+    def close(self):
+        self.runner.close()
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())

@@ -110,6 +110,11 @@ class SpoolClaims:
         if spool_id in self.held:
             self.held.remove(spool_id)
 
+    def release_all(self):
+        """Give every held entry back to the pool at once (the process stops or reloads)."""
+        database.execute_sql('DELETE FROM "filing_claim" WHERE "claim_token" = ?', (self.token,))
+        self.held = []
+
 
 def release_spool(spool_id):
     """Delete the entry's claim (in the transaction that files or shunts it)."""
