@@ -208,6 +208,11 @@ KEYS = (
         "This node's name, on every log line and in `connector nodes` (several "
         "connectors on one PostgreSQL database each need their own). Empty: the "
         "host name.", attr="node_name", restart=True),
+    Key("node", "failover_seconds", "float", "30",
+        "Seconds after which the work of a node that died is taken over by another "
+        "(PostgreSQL, several nodes): the lease of the mail it was filing and of the "
+        "outgoing mail it was sending (renewed while it works) runs out and another node "
+        "takes them."),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

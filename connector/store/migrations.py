@@ -111,6 +111,18 @@ def _nodes(db):
         Node.create_table(safe=True)
 
 
+def _claims(db):
+    """Work shared by several nodes on PostgreSQL (issue 13): who filed a mail, who claims,
+    claimed and sent an outgoing one, and the filing workers' claims (a new table)."""
+    from connector.store.models import FilingClaim
+    add_column(db, "processing", "node", "TEXT")
+    for column, definition in (("claimed_by", "TEXT"), ("claim_token", "TEXT"), ("claimed_until", "REAL"),
+                               ("sent_by", "TEXT")):
+        add_column(db, "outbox", column, definition)
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        FilingClaim.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -124,6 +136,7 @@ MIGRATIONS = (
     ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
     ("0013_nodes", _nodes),
+    ("0014_claims", _claims),
 )
 
 
