@@ -43,7 +43,14 @@ LIMITS = {f"connector__{key}": "1000000" for key in
           ("auto_responses_per_hour", "auto_responses_per_domain_per_hour", "auto_responses_total_per_hour")}
 OUTGOING_PER_MESSAGE = 2  # the auto-response to the customer and the distribution to Dana
 MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
-ACTIVE = ("pending", "deferred")  # outbox statuses still to deliver (connector.store.models.OUTBOX_ACTIVE)
+FAILOVER = 6.0  # [node] failover_seconds of the test nodes: a dead node's singletons move on within it
+
+
+def failover_key(seconds):
+    """`[node] failover_seconds` for Instance(), where this connector knows the key."""
+    from connector.settings.schema import KEYS
+    known = any((key.section, key.name) == ("node", "failover_seconds") for key in KEYS)
+    return {"node__failover_seconds": str(seconds)} if known else {}
 
 
 class Relay:
@@ -88,6 +95,7 @@ class Cluster:
     def __init__(self, root, url, count, relay, **ini):
         self.url = url
         self.relay = relay
+        self.failover = float(ini.get("node__failover_seconds", FAILOVER))
         self.nodes = []
         self.kills = []  # (node index, monotonic time) of each kill -9
         for index in range(count):
@@ -97,7 +105,8 @@ class Cluster:
             # host with the very same URL would take each other's (connector.store.wakeup)
             node_url = f"{url}{'&' if '?' in url else '?'}application_name=node{index + 1}"
             node = Instance(path, relay.port, connector__database=node_url, connector__data_dir="var",
-                            connector__log_level="info", node__name=f"node{index + 1}", **LIMITS, **ini)
+                            connector__log_level="info", node__name=f"node{index + 1}", **LIMITS,
+                            **failover_key(FAILOVER), **ini)
             node.path.joinpath("config", "staff.yaml").write_text(STAFF)
             node.path.joinpath("config", "accounts.yaml").write_text("accounts: []\n")
             self.nodes.append(node)
@@ -332,7 +341,7 @@ def check(cluster, load, relay):
         out.filed_twice = {m: max(filed[m], messages[m]) for m in set(filed) | set(messages)
                            if filed[m] > 1 or messages[m] > 1}
         rows = conn.execute("SELECT id, message_id, rcpt, status FROM outbox").fetchall()
-        out.stuck_claims = stuck_claims(conn)
+    out.stuck_claims = settle_claims(cluster, cluster.failover + 5)
     counts = relay.snapshot()
     out.outbox = len(rows)
     planned = set()
@@ -352,30 +361,58 @@ def check(cluster, load, relay):
     return out
 
 
-# Columns that hold a claim's or a lease's expiry (epoch seconds), by the names the claim
-# and lease branches may give them; with the condition under which such a row still matters.
+# Columns that hold a claim's expiry (epoch seconds, the database's clock), by the names the
+# claims may give them, with the condition under which such a row is still work to do.
 EXPIRY_NAMES = re.compile(r"(lease|claim)\w*(until|expires?(_at)?)$|^(lease|claimed)_until$|^expires_at$")
 STILL_WORK = {"outbox": "status IN ('pending', 'deferred')", "processing": "state = 'queued'"}
+LEASE_TABLE = "lease"  # the singletons' leases: every node wants the timers' (connector.store.leases)
+NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
 
 def stuck_claims(conn, grace=1.0):
-    """(table, column, rows) whose claim or lease expired more than `grace` s ago while the
-    row still is work to do (an outbox row to send, a queued entry; a lease table: any row
-    whose holder is gone). A claim a node holds while it works is fine; past its
-    expiry with the work not done it is what would strand mail."""
+    """What is held past its expiry: (table, column, rows) of claims expired more than
+    `grace` s ago on work not done (an outbox row to send, a queued entry), and, in the
+    lease table, each lease expired and not taken over, or held by a process that is gone
+    (the nodes run here, so their pids can be looked at). A claim a node holds while it
+    works is fine; past its expiry with the work not done it is what would strand mail."""
     found = []
     columns = conn.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns "
                            "WHERE table_schema IN ('public', 'spool')").fetchall()
-    now = time.time()
     for schema, table, column in columns:
-        if not EXPIRY_NAMES.search(column):
+        if not EXPIRY_NAMES.search(column) or table == LEASE_TABLE:
             continue
         condition = STILL_WORK.get(table, "TRUE")
-        rows = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" < %s AND {condition}',
-                            (now - grace,)).fetchone()[0]
+        rows = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" < {NOW} - %s '
+                            f"AND {condition}", (grace,)).fetchone()[0]
         if rows:
             found.append((f"{schema}.{table}", column, rows))
+    if any(table == LEASE_TABLE for _, table, _ in columns):
+        for name, node, pid, left in conn.execute(f'SELECT name, node, pid, expires_at - {NOW} FROM "{LEASE_TABLE}"'):
+            if left < -grace:
+                found.append((LEASE_TABLE, name, f"expired {-left:.1f} s ago, last held by {node} pid {pid}"))
+            elif not _running(pid):
+                found.append((LEASE_TABLE, name, f"held for {left:.1f} s more by {node} pid {pid}, which is gone"))
     return found
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def settle_claims(cluster, timeout):
+    """What `stuck_claims` still finds once it has had `timeout` seconds (a dead holder's
+    lease is taken over within failover_seconds) to find nothing; looked at once a second."""
+    deadline = time.monotonic() + timeout
+    with cluster.connect() as conn:
+        while True:
+            stuck = stuck_claims(conn)
+            if not stuck or time.monotonic() > deadline:
+                return stuck
+            time.sleep(1.0)
 
 
 def report(label, load, outcome, cluster, elapsed):
