@@ -13,7 +13,10 @@ The daemon runs `[worker] processes` filing workers (`connector worker
 so they never take the same entry, and a restarted worker finds its own
 unfinished entries again (they have no processing row). Each decides outside
 the write lock and re-checks under it what other mail may have changed
-(`connector.pipeline.runner`). The first one also fires deadlines and prunes.
+(`connector.pipeline.runner`). The first one also fires deadlines and prunes,
+each under its lease (`deadlines`, `retention`: `connector.singletons`), so
+that of several nodes on one PostgreSQL database one fires and one prunes; a
+clean stop releases them at once for another node's first worker.
 """
 
 import os
@@ -26,8 +29,10 @@ from connector.outbound.delivery import Delivery
 from connector.pipeline.runner import Runner
 from connector.pipeline.services import Services
 from connector.settings.reload import Reloader
+from connector.singletons import LeaseKeeper
 from connector.store.db import load_hmac_key, open_store
 from connector.store.faults import describe, transient_fault
+from connector.store.leases import DEADLINES, RETENTION, TIMERS
 from connector.store.retention import prune
 from connector.settings.schema import AUTO_PROCESSES
 from connector.store.wakeup import IDLE_POLL, Waker, worker_role
@@ -162,8 +167,13 @@ class FilingWorker(BackgroundLoop):
 
     def __init__(self, settings, stop, clock=time.time, partition=None):
         self.partition = partition
-        self.first = partition is None or partition[0] == 1  # fires deadlines and prunes
+        self.first = partition is None or partition[0] == 1  # fires deadlines and prunes, under their leases
         super().__init__(settings, stop, clock, role=worker_role(partition[0]) if partition else None)
+        self.timers = None
+        if self.first:
+            self.timers = LeaseKeeper(settings.node_name, settings.failover_seconds)
+            self.timers.want(TIMERS)
+            self.timers.start()
 
     def started_fields(self):
         return {"partition": "/".join(map(str, self.partition))} if self.partition else {}
@@ -179,15 +189,20 @@ class FilingWorker(BackgroundLoop):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
         if not self.first:
             return busy
-        if self.settings.raw_days and time.monotonic() >= self.prune_at and not busy:
+        if (self.settings.raw_days and time.monotonic() >= self.prune_at and not busy
+                and self.timers.holds(RETENTION)):
             self.prune_at = time.monotonic() + PRUNE_EVERY
             pruned = prune(self.settings.raw_days, now=self.clock())
             if any(pruned.values()):
                 log.info("retention.pruned", raw_days=self.settings.raw_days, **pruned)
-        if time.monotonic() >= self.deadlines_at:
+        if time.monotonic() >= self.deadlines_at and self.timers.holds(DEADLINES):
             self.deadlines_at = time.monotonic() + deadlines.DEADLINE_EVERY
             busy += deadlines.fire_due(self.clock(), self.settings)
         return busy
+
+    def close(self):
+        if self.timers is not None:  # the loop has stopped: nothing fires or prunes any more
+            self.timers.finish()
 
 
 class DeliveryWorker(BackgroundLoop):

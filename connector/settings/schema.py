@@ -204,6 +204,12 @@ KEYS = (
         "This node's name, on every log line and in `connector nodes` (several "
         "connectors on one PostgreSQL database each need their own). Empty: the "
         "host name.", attr="node_name", restart=True),
+    Key("node", "failover_seconds", "float", "30",
+        "Seconds within which another node takes over the work that runs on one "
+        "node at a time (each IMAP scanner, the deadline timer, pruning) when the "
+        "node doing it dies or freezes; a clean stop hands it over at once. Each "
+        "holder renews its lease every sixth of this. More than 0.",
+        restart=True),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

@@ -111,6 +111,13 @@ def _nodes(db):
         Node.create_table(safe=True)
 
 
+def _leases(db):
+    """Singletons' leases (one IMAP scanner, deadline timer, pruner at a time; issue 13): a new table only."""
+    from connector.store.models import Lease
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        Lease.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -124,6 +131,7 @@ MIGRATIONS = (
     ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
     ("0013_nodes", _nodes),
+    ("0013_leases", _leases),
 )
 
 
