@@ -64,15 +64,22 @@ class Relay:
             head = envelope.original_content.split(b"\r\n\r\n", 1)[0]
             found = MESSAGE_ID.search(head)
             message_id = found.group(1).decode() if found else ""
+            now = time.monotonic()
             with self.relay.lock:
                 for rcpt in envelope.rcpt_tos:
                     self.relay.counts[(message_id, rcpt)] += 1
+                    if self.relay.counts[(message_id, rcpt)] > 1:
+                        self.relay.times.setdefault((message_id, rcpt), [self.relay.first[(message_id, rcpt)]]).append(now)
+                    else:
+                        self.relay.first[(message_id, rcpt)] = now
                 self.relay.mails += 1
             return "250 OK"
 
     def __init__(self):
         self.port = free_port()
         self.counts = collections.Counter()
+        self.first = {}  # (Message-ID, recipient) -> when it was first received (monotonic)
+        self.times = {}  # (Message-ID, recipient) -> when each copy was received, for those received twice
         self.mails = 0
         self.lock = threading.Lock()
         self.controller = Controller(self.Handler(self), hostname="127.0.0.1", port=self.port)
@@ -86,7 +93,7 @@ class Relay:
 
     def snapshot(self):
         with self.lock:
-            return collections.Counter(self.counts)
+            return collections.Counter(self.counts), dict(self.times)
 
 
 class Cluster:
@@ -298,6 +305,7 @@ class Outcome:
     undelivered: list = field(default_factory=list)       # (outbox id, status) still active or failed
     not_at_relay: list = field(default_factory=list)      # (outbox id, recipient) never handed to the relay
     duplicate_rows: dict = field(default_factory=dict)    # outbox Message-ID -> the most times one recipient got it
+    unexplained: list = field(default_factory=list)       # duplicates no kill explains (see `explain`)
     unknown_at_relay: int = 0                              # mail at the relay that no outbox row planned
     stuck_claims: list = field(default_factory=list)      # (table, column, rows) held past their expiry
 
@@ -305,7 +313,7 @@ class Outcome:
         return {"spooled": self.spooled, "unprocessed": self.unprocessed, "shunted": len(self.shunted),
                 "not_filed": len(self.not_filed), "filed_twice": len(self.filed_twice), "copies": self.copies,
                 "outbox": self.outbox, "undelivered": len(self.undelivered), "not_at_relay": len(self.not_at_relay),
-                "duplicate_rows": len(self.duplicate_rows), "duplicate_sends": sum(self.duplicate_rows.values())
+                "duplicate_rows": len(self.duplicate_rows), "unexplained": len(self.unexplained), "duplicate_sends": sum(self.duplicate_rows.values())
                 - len(self.duplicate_rows), "unknown_at_relay": self.unknown_at_relay,
                 "stuck_claims": self.stuck_claims}
 
@@ -342,7 +350,7 @@ def check(cluster, load, relay):
                            if filed[m] > 1 or messages[m] > 1}
         rows = conn.execute("SELECT id, message_id, rcpt, status FROM outbox").fetchall()
     out.stuck_claims = settle_claims(cluster, cluster.failover + 5)
-    counts = relay.snapshot()
+    counts, times = relay.snapshot()
     out.outbox = len(rows)
     planned = set()
     for outbox_id, message_id, rcpt, status in rows:
@@ -357,6 +365,7 @@ def check(cluster, load, relay):
             most = max(most, counts[(message_id, address)])
         if most > 1:
             out.duplicate_rows[message_id] = most
+    out.unexplained = explain(out.duplicate_rows, times, [at for _, at in cluster.kills])
     out.unknown_at_relay = sum(n for key, n in counts.items() if key not in planned)
     return out
 
@@ -413,6 +422,29 @@ def settle_claims(cluster, timeout):
             if not stuck or time.monotonic() > deadline:
                 return stuck
             time.sleep(1.0)
+
+
+IN_FLIGHT = 5.0  # seconds before a kill within which the killed node's last mail reached the relay
+
+
+def explain(duplicate_rows, times, kills):
+    """The duplicates a kill does not explain, as (Message-ID, receipt times). The window the
+    README promises: the one row in flight on a delivery process killed after the relay's
+    250 and before its commit. Such a row reached the relay first shortly before a kill
+    (IN_FLIGHT: the commit that did not happen follows the 250 at once), and again only
+    after it; each kill explains one row at most."""
+    unexplained, used = [], set()
+    firsts = sorted((min(t for (m, _), ts in times.items() if m == message_id for t in ts), message_id)
+                    for message_id in duplicate_rows)
+    for first, message_id in firsts:
+        seconds = sorted(t for (m, _), ts in times.items() if m == message_id for t in ts)
+        kill = next((i for i, at in enumerate(kills) if i not in used and at - IN_FLIGHT <= first <= at
+                     and all(t > at for t in seconds[1:])), None)
+        if kill is None:
+            unexplained.append((message_id, [round(t - seconds[0], 3) for t in seconds]))
+        else:
+            used.add(kill)
+    return unexplained
 
 
 def report(label, load, outcome, cluster, elapsed):

@@ -53,6 +53,9 @@ def assert_exactly_once(outcome, load, kills, label):
         f"{label}: {len(outcome.duplicate_rows)} rows sent twice or more for {kills} kills: " \
         f"{dict(list(outcome.duplicate_rows.items())[:10])}"
     assert all(times == 2 for times in outcome.duplicate_rows.values()), f"{label}: a row sent 3 times or more"
+    assert outcome.unexplained == [], \
+        f"{label}: sent twice, not by a delivery killed with the row in flight (seconds after the first " \
+        f"copy): {outcome.unexplained[:10]}"
     assert outcome.stuck_claims == [], f"{label}: claims held past their expiry: {outcome.stuck_claims}"
 
 
