@@ -370,29 +370,28 @@ def check(cluster, load, relay):
     return out
 
 
-# Columns that hold a claim's expiry (epoch seconds, the database's clock), by the names the
-# claims may give them, with the condition under which such a row is still work to do.
+# Columns that hold a claim's expiry (epoch seconds, the database's clock; NULL: released), by
+# the names the claims may give them (h/pgclaims: outbox and filing_claim `claimed_until`).
 EXPIRY_NAMES = re.compile(r"(lease|claim)\w*(until|expires?(_at)?)$|^(lease|claimed)_until$|^expires_at$")
-STILL_WORK = {"outbox": "status IN ('pending', 'deferred')", "processing": "state = 'queued'"}
 LEASE_TABLE = "lease"  # the singletons' leases: every node wants the timers' (connector.store.leases)
 NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
 
 def stuck_claims(conn, grace=1.0):
-    """What is held past its expiry: (table, column, rows) of claims expired more than
-    `grace` s ago on work not done (an outbox row to send, a queued entry), and, in the
-    lease table, each lease expired and not taken over, or held by a process that is gone
-    (the nodes run here, so their pids can be looked at). A claim a node holds while it
-    works is fine; past its expiry with the work not done it is what would strand mail."""
+    """What is held past its expiry once the work is done: (table, column, rows) of claims
+    expired more than `grace` s ago and never released (the work they held was done by
+    whoever took them over, who releases them), and, in the lease table, each lease expired
+    and not taken over, or held by a process that is gone (the nodes run here, so their pids
+    can be looked at). A claim a node holds while it works is fine; one left past its expiry
+    is what strands mail, or says that a kill's work was never taken back."""
     found = []
     columns = conn.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns "
                            "WHERE table_schema IN ('public', 'spool')").fetchall()
     for schema, table, column in columns:
         if not EXPIRY_NAMES.search(column) or table == LEASE_TABLE:
             continue
-        condition = STILL_WORK.get(table, "TRUE")
-        rows = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" < {NOW} - %s '
-                            f"AND {condition}", (grace,)).fetchone()[0]
+        rows = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE "{column}" < {NOW} - %s',
+                            (grace,)).fetchone()[0]
         if rows:
             found.append((f"{schema}.{table}", column, rows))
     if any(table == LEASE_TABLE for _, table, _ in columns):
