@@ -210,14 +210,16 @@ class DeliveryWorker(BackgroundLoop):
 
     name = "deliver"
 
-    exclusive = True  # two delivery processes on one outbox could both send a row
+    # one per node (data directory): on SQLite two could both send a row; on PostgreSQL the
+    # nodes' delivery processes share the outbox by claims (`connector.store.claims`)
+    exclusive = True
 
     def configure(self, settings):
-        delivery = Delivery(settings, clock=self.clock)
         previous = getattr(self, "delivery", None)
-        if previous is not None:  # a reload: an outcome still to record is not forgotten
+        delivery = Delivery(settings, clock=self.clock, claimed=previous.claimed if previous else None)
+        if previous is not None:  # a reload: an outcome still to record, and the claims, are not forgotten
             delivery.unrecorded = previous.unrecorded
-            previous.close()
+            previous.transport.close()
         self.delivery = delivery
 
     def step(self):

@@ -26,9 +26,19 @@ informs exactly like a bounce that comes back later.
 When no session with the relay can be opened at all, that row is deferred
 and the others wait `retry_initial` before the next try: a relay that is
 down delays mail, it never loses it.
+
+On PostgreSQL the delivery processes of several nodes share the outbox: each
+row is claimed before the relay is contacted (`connector.store.claims`: the
+node's name, a lease of `[node] failover_seconds`, committed first), renewed
+by a thread every third of the lease while the process lives (a slow send
+keeps its row), and released in the transaction that records the outcome. A
+row whose holder died is taken back by another node once the lease ran out
+(`outbox.claim_expired`): a node killed after the relay's 250 and before its
+commit causes that one mail to be sent again, once.
 """
 
 import re
+import threading
 import time
 
 from connector.log import get_logger
@@ -37,8 +47,8 @@ from connector.outbound import refusals
 from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
-from connector.store import blocks, bulk, wakeup
-from connector.store.queries import outbox_due, outbox_still_active as still_active
+from connector.store import blocks, bulk, claims, dialect, wakeup
+from connector.store.queries import OUTBOX_FIELDS, outbox_due, outbox_still_active as still_active
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
@@ -73,14 +83,47 @@ def problems(entry_rcpt, states):
     return "; ".join(f"{', '.join(addresses)}: {reply}" for reply, addresses in by_reply.items()) or None
 
 
+class Renewer:
+    """A thread renewing this process's outbox claims every third of the lease (PostgreSQL)."""
+
+    def __init__(self, outbox_claims):
+        self.claims = outbox_claims
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="claim-renewer", daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.wait(self.claims.lease / 3):
+            try:
+                self.claims.renew()
+            except Exception as exc:  # the store is away: the recording will say whether the row stayed ours
+                log.warning("outbox.claim_not_renewed", error=f"{type(exc).__name__}: {exc}")
+
+    def stop(self):
+        self.stopped.set()
+
+
 class Delivery:
-    def __init__(self, settings, clock=time.time, transport=None):
+    def __init__(self, settings, clock=time.time, transport=None, claimed=None):
         self.settings = settings
         self.clock = clock
         self.transport = transport or make_transport(settings)
         self.verp = verp.of(settings) if settings.verp else None
         self.paused_until = 0.0  # the relay could not be reached: no new session before this
         self.unrecorded = None   # an outcome the relay gave that the store refused to record (see run_once)
+        # PostgreSQL: the outbox claims of this process (kept across a reload: `claimed`) and their renewer
+        self.claims, self.renewer = claimed or (None, None)
+        if self.claims is None and dialect.is_postgres():
+            self.claims = claims.OutboxClaims(settings.node_name, claims.lease_of(settings), OutboxEntry,
+                                              OUTBOX_FIELDS)
+            self.renewer = Renewer(self.claims)
+        if self.claims is not None:
+            self.claims.lease = claims.lease_of(settings)
+
+    @property
+    def claimed(self):
+        """What a reloaded Delivery takes over: the claims and their renewer."""
+        return self.claims, self.renewer
 
     def due(self, limit=BATCH):
         return outbox_due(self.clock(), limit)
@@ -98,6 +141,8 @@ class Delivery:
             self.unrecorded = None
         if self.clock() < self.paused_until:
             return 0
+        if self.claims is not None:
+            return self._run_claimed(stop)
         due = self.due()
         if not due:
             self.transport.close_idle()
@@ -109,6 +154,24 @@ class Delivery:
             if not self.attempt(entry):
                 return attempted
         return len(due)
+
+    def _run_claimed(self, stop):
+        """PostgreSQL: claim the due rows one at a time (each claim committed before the relay
+        is contacted) and attempt each; returns how many were attempted."""
+        for attempted in range(BATCH):
+            if stop():
+                return attempted
+            entry, previous = self.claims.next(self.clock())
+            if entry is None:
+                if not attempted:
+                    self.transport.close_idle()
+                return attempted
+            if previous is not None:
+                log.info("outbox.claim_expired", outbox_id=entry.id, message_id=entry.message_id,
+                         claimed_by=previous)
+            if not self.attempt(entry):
+                return attempted + 1
+        return BATCH
 
     def envelope_sender(self, entry):
         """The row's VERP address (the null sender stays null), or its planned envelope sender."""
@@ -152,7 +215,8 @@ class Delivery:
         else:
             delay = None
             fields.update(status=OUTBOX_SENT if ACCEPTED in outcomes else OUTBOX_FAILED,
-                          sent_at=now if ACCEPTED in outcomes else None)
+                          sent_at=now if ACCEPTED in outcomes else None,
+                          sent_by=self.settings.node_name if ACCEPTED in outcomes else None)
         try:
             self._record(entry, fields, replies, now)
         except Exception:
@@ -166,8 +230,11 @@ class Delivery:
         return reachable
 
     def _record(self, entry, fields, replies, now):
-        """The row's new state and the attempt, in one transaction, right after the relay answered."""
+        """The row's new state and the attempt, in one transaction, right after the relay answered
+        (releasing the row's claim on PostgreSQL)."""
         with database.atomic():
+            if self.claims is not None and not self.claims.release(entry.id):
+                log.warning("outbox.claim_lost", outbox_id=entry.id, message_id=entry.message_id)
             if not bulk.update(OutboxEntry, entry.id, only_if=("status", OUTBOX_ACTIVE), **fields):
                 # cancelled while in flight: the operator's decision stands, what happened is kept
                 bulk.update(OutboxEntry, entry.id, **{k: fields[k] for k in ("attempts", "recipients", "last_error")})
@@ -199,4 +266,7 @@ class Delivery:
             log.error("outbox.failed", **common)
 
     def close(self):
+        """Close the session, and stop renewing the claims (at the process's end, not a reload)."""
         self.transport.close()
+        if self.renewer is not None:
+            self.renewer.stop()

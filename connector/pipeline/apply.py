@@ -240,7 +240,8 @@ def apply_decision(ctx):
     blocking.write(plan.blocks, now)
     if plan.supersedes:  # an earlier copy's notifications triage, now filed with this copy (see `classify`)
         close_superseded_triage(plan.supersedes, f"filed with spool entry {spool.id}")
-    record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now)
+    record_processing(spool, SPOOL_DONE, plan.action, plan.reason, ctx.parsed.message_id, now,
+                      ctx.services.settings.node_name)
     _log_suppressed(plan)
     _log_auto_emails(plan, event_ids)
     return ticket_id
@@ -258,8 +259,9 @@ def _record_events(ctx, ticket_id, now):
     return ids
 
 
-def record_processing(spool, state, action, reason, message_id, now, attempts=0):
-    """The processing row of a spool entry (replacing one a replay left `queued`)."""
+def record_processing(spool, state, action, reason, message_id, now, node, attempts=0):
+    """The processing row of a spool entry (replacing one a replay left `queued`); `node`: the
+    `[node] name` of the process filing it."""
     bulk.insert_many(Processing, [{"spool_id": spool.id, "state": state, "action": action, "reason": reason,
                                    "message_id": message_id, "sha256": spool.sha256, "attempts": attempts,
-                                   "processed_at": now}], or_replace=True)
+                                   "processed_at": now, "node": node}], or_replace=True)

@@ -25,6 +25,15 @@ and records the entry `shunted` with its reason; a triage item
 (`needs_attention`, `processing_error`) makes it visible, and `connector
 inbound replay ID` queues it again.
 
+On PostgreSQL every worker of every node takes from one pool instead
+(`connector.store.claims`: leases of the lowest waiting entries, taken with
+SKIP LOCKED; a dead process's come back when its lease runs out) and files in
+arrival order the same way; the partition is not used. Its floor trails the
+spool by SETTLE seconds, as ids come from a sequence when a mail is spooled and
+are committed a moment later, so one spooled by another node may show up below
+ids already seen (and back to 0 every RESCAN_EVERY, for a straggler slower
+than that).
+
 Only what the message itself causes is shunted. A storage fault (disk full,
 database locked past the busy timeout, I/O error; `connector.store.faults`)
 leaves the entry queued: the runner logs `storage.fault` with the real
@@ -38,6 +47,7 @@ what is known (full text kept, reply text marked as not extracted) instead
 of holding up the queue.
 """
 
+import collections
 import time
 import traceback
 
@@ -49,7 +59,7 @@ from connector.pipeline.apply import apply_decision, plan_current, record_proces
 from connector.pipeline.context import (
     CONTACT_ONLY, DUPLICATE, FOLLOW_UP, IGNORED_AUTOMATIC, INTERNAL, NEW_TICKET, REASON_PROCESSING_ERROR,
     STAFF_COMMAND, TRIAGE, Context)
-from connector.store import bulk, wakeup
+from connector.store import bulk, claims, dialect, wakeup
 from connector.store.faults import describe, transient_fault
 from connector.store.filing import close_triage, next_triage_id, processing, requeue as requeue_entry
 from connector.store.models import SPOOL_QUEUED, SPOOL_SHUNTED, TRIAGE_NEEDS_ATTENTION, TriageItem, database
@@ -75,9 +85,13 @@ RETRY_MAX = 30.0      # the longest wait between two retries
 ORDER_WAIT = 0.002    # seconds between two looks while its entries wait for earlier ones (see above)
 ORDER_PATIENCE = 1.0  # seconds of such looks without progress before the drain returns (the worker idles)
 LATER = "later"       # what `process` returns for an entry that waits for earlier ones
+SETTLE = 2.0          # PostgreSQL: seconds a spool id may take from its sequence to its commit (see above)
+RESCAN_EVERY = 600.0  # PostgreSQL: seconds between two looks from the spool's start
 
 
 class Runner:
+    claims = None  # PostgreSQL: the entries this process holds (`connector.store.claims`)
+
     def __init__(self, services, partition=None):
         self.services = services
         self.templates = Templates(services.settings.folder_candidates("templates"))
@@ -88,6 +102,11 @@ class Runner:
         self.monotonic = time.monotonic
         self.retry_at = 0.0   # after a storage fault: nothing is tried before this (monotonic clock)
         self.retry_delay = 0.0
+        if dialect.is_postgres():
+            settings = services.settings
+            self.claims = claims.SpoolClaims(settings.node_name, claims.lease_of(settings), self.monotonic)
+            self.floor_marks = collections.deque()  # (monotonic time, the first unfiled id then)
+            self.rescan_at = self.monotonic() + RESCAN_EVERY
 
     def dry_run(self, spool):
         """The decision for an unsaved spool entry; writes nothing."""
@@ -110,23 +129,27 @@ class Runner:
         try:
             spool, state = spool_entry_and_state(spool_id)
             if spool is None or state not in (None, SPOOL_QUEUED):
-                self.waiting.pop(spool_id, None)
+                self._done(spool_id, release=True)
                 return None
             bind_message(spool_id=spool_id)
             ctx = self.waiting.pop(spool_id, None) or self._decide(spool)
             bind_message(message_id=ctx.parsed.message_id)
-            if self.partition and self._earlier_unfiled(ctx):
+            if (self.partition or self.claims) and self._earlier_unfiled(ctx):
                 self.waiting[spool_id] = ctx
                 return LATER
             with filing_transaction(spool_id):
                 if processing_state(spool_id) != state:
+                    self._done(spool_id, release=True)
                     return None  # another process got there first
+                if self.claims:
+                    claims.release_spool(spool_id)
                 if not plan_current(ctx):  # other mail filed meanwhile changed the decision: again
                     log.debug("message.decided_again", spool_id=spool_id, action=ctx.plan.action)
                     ctx = self._decide(spool, previous=ctx)
                 apply_decision(ctx)
                 if state == SPOOL_QUEUED:  # a replay: a processing error it had is resolved now
                     close_triage(spool_id, REASON_PROCESSING_ERROR)
+            self._done(spool_id)
             if ctx.plan.outgoing:
                 wakeup.notify(wakeup.DELIVER)
             self._log(ctx)
@@ -138,6 +161,14 @@ class Runner:
             return None
         finally:
             clear_message()
+
+    def _done(self, spool_id, release=False):
+        """The entry needs nothing more from this process; `release`: drop its claim (PostgreSQL)."""
+        self.waiting.pop(spool_id, None)
+        if self.claims:
+            self.claims.done(spool_id)
+            if release:
+                claims.release_spool(spool_id)
 
     def _deferred(self, spool_id, exc):
         """Whether `exc` is a storage fault: then the entry stays queued and a retry is planned."""
@@ -174,6 +205,7 @@ class Runner:
             if not self._deferred(spool_id, fault):  # the message is tried again, and shunted then
                 raise
             return
+        self._done(spool_id)
         log.error("message.shunted", spool_id=spool_id, reason=reason, traceback=trace)
 
     def _record_shunt(self, spool_id, reason):
@@ -189,7 +221,10 @@ class Runner:
         previous = processing(spool_id)
         attempts = (previous.attempts if previous else 0) + 1
         with database.atomic():
-            record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, attempts=attempts)
+            record_processing(spool, SPOOL_SHUNTED, None, reason, None, now, self.services.settings.node_name,
+                              attempts=attempts)
+            if self.claims:
+                claims.release_spool(spool_id)
             bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool_id, status=TRIAGE_NEEDS_ATTENTION, reason=REASON_PROCESSING_ERROR,
                         detail=reason, subject=subject, from_addr=from_addr, ticket_number=None,
                         received_at=spool.received_at)
@@ -197,10 +232,29 @@ class Runner:
     def waiting_ids(self):
         """What to process next. The floor moves past everything seen processed, so an idle
         worker's look costs an index lookup, not a scan of the whole spool."""
+        if self.claims:
+            return self._claimed_ids()
         top = last_spool_id()  # before the scan: an id committed later is higher
         ids = unprocessed_spool_ids(self.floor, BATCH, self.partition)
         self.floor = ids[0] if ids else max(self.floor, top + 1)
         return sorted(set(ids) | set(requeued_spool_ids(BATCH, self.partition)))
+
+    def _claimed_ids(self):
+        """PostgreSQL: the entries this process holds, claiming more (`connector.store.claims`),
+        scanned from a floor that trails by SETTLE seconds."""
+        now = self.monotonic()
+        if now >= self.rescan_at:
+            self.rescan_at, self.floor = now + RESCAN_EVERY, 0
+            self.floor_marks.clear()
+        if not self.floor_marks or now - self.floor_marks[-1][0] >= SETTLE / 4:
+            top = last_spool_id()
+            self.floor_marks.append((now, first_unfiled(self.floor) or top + 1))
+        while self.floor_marks and now - self.floor_marks[0][0] >= SETTLE:
+            self.floor = max(self.floor, self.floor_marks.popleft()[1])
+        ids, taken_back = self.claims.take(self.floor)
+        for node, spool_ids in taken_back.items():
+            log.info("filing.claim_expired", claimed_by=node, spool_ids=spool_ids)
+        return ids
 
     def drain(self, stop=lambda: False):
         """Process everything waiting now; returns how many entries were looked at."""

@@ -118,6 +118,18 @@ def _leases(db):
         Lease.create_table(safe=True)
 
 
+def _claims(db):
+    """Work shared by several nodes on PostgreSQL (issue 13): who filed a mail, who claims,
+    claimed and sent an outgoing one, and the filing workers' claims (a new table)."""
+    from connector.store.models import FilingClaim
+    add_column(db, "processing", "node", "TEXT")
+    for column, definition in (("claimed_by", "TEXT"), ("claim_token", "TEXT"), ("claimed_until", "REAL"),
+                               ("sent_by", "TEXT")):
+        add_column(db, "outbox", column, definition)
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        FilingClaim.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -132,6 +144,7 @@ MIGRATIONS = (
     ("0010_blocks", _blocks),
     ("0013_nodes", _nodes),
     ("0013_leases", _leases),
+    ("0014_claims", _claims),
 )
 
 

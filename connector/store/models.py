@@ -125,6 +125,7 @@ class Processing(BaseModel):
     sha256 = CharField(null=True)
     attempts = peewee.IntegerField(default=0)
     processed_at = peewee.FloatField(null=True, index=True)  # metrics read what was filed since a scrape
+    node = CharField(null=True)       # the `[node] name` of the worker that filed (or shunted) it
 
     class Meta:
         # dedupe looks up (Message-ID, bytes); mail without a Message-ID all shares '',
@@ -242,6 +243,12 @@ class OutboxEntry(BaseModel):
     blocked = peewee.TextField(null=True)
     # an auto-email's "<event id>:<recipient>": unique, so one event mails one address once
     auto_key = peewee.TextField(null=True, unique=True)
+    # PostgreSQL, several nodes (`connector.store.claims`): the node that last claimed the row for a
+    # delivery attempt, its process's token, and until when (the database's clock; NULL: released)
+    claimed_by = CharField(null=True)
+    claim_token = CharField(null=True)
+    claimed_until = peewee.FloatField(null=True)
+    sent_by = CharField(null=True)    # the node whose delivery the relay accepted it from
 
     class Meta:
         table_name = "outbox"
@@ -441,7 +448,21 @@ class Lease(BaseModel):
         table_name = "lease"
 
 
+class FilingClaim(BaseModel):
+    """A spool entry a filing worker has taken (PostgreSQL, `connector.store.claims`): by which
+    node and process, until when (the database's clock). Deleted with the filing; one of a
+    dead process comes back to the pool when `claimed_until` has passed."""
+
+    spool_id = peewee.IntegerField(primary_key=True)
+    claimed_by = CharField()
+    claim_token = CharField(index=True)
+    claimed_until = peewee.FloatField()
+
+    class Meta:
+        table_name = "filing_claim"
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
               TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node,
-              Lease)
+              Lease, FilingClaim)

@@ -1,0 +1,177 @@
+"""Claims: how the filing workers and delivery processes of several nodes share one
+PostgreSQL store (issue 13) without taking the same work twice. SQLite keeps its
+one-node scheme (filing partitions, one delivery process) and never comes here.
+
+A claim is a lease written in its own short transaction: the node's name
+(`claimed_by`), the claiming process's token (`claim_token`, so two processes of
+one node, or one restarted after a crash, never take each other's work for
+their own) and an expiry (`claimed_until`) in the database server's clock, so
+the nodes' clocks need not agree. The lease is `[node] failover_seconds`;
+its holder renews it while it works, a dead process's lease runs out and its
+work goes back to the pool. Candidates are read `FOR UPDATE SKIP LOCKED`, so
+processes claiming at the same instant take different rows without waiting for
+each other, and the claim itself is conditional (free or expired), so two can
+never both hold one.
+
+- Filing (`SpoolClaims`): a worker holds up to CLAIM_BATCH spool entries (the
+  lowest waiting ids, so arrival order is kept as far as it can be); the claim
+  is deleted in the transaction that files or shunts the entry. Filing twice is
+  impossible anyway (the filing transaction re-reads the entry's state under
+  the write lock): the claims only share the work.
+- Delivery (`claim_outbox_row` ...): one outbox row at a time, claimed and
+  committed before the relay is contacted, released in the transaction that
+  records the outcome. A process killed after the relay's 250 and before that
+  commit leaves the row claimed: it is sent again, once, when the lease ran
+  out; never more, as a renewed lease keeps a slow send its own.
+"""
+
+import os
+import secrets
+
+from connector.store.models import OUTBOX_ACTIVE, SPOOL_QUEUED, database
+
+CLAIM_BATCH = 20      # spool entries a filing worker holds at most (decided ahead while earlier ones are filed)
+MIN_LEASE = 1.0       # seconds: the shortest lease, whatever [node] failover_seconds says
+NOW = "EXTRACT(EPOCH FROM statement_timestamp())::float8"  # the database's clock, in epoch seconds
+
+
+def lease_of(settings):
+    """The lease of a claim, in seconds: `[node] failover_seconds` (at least MIN_LEASE)."""
+    return max(settings.failover_seconds, MIN_LEASE)
+
+
+def new_token(node):
+    """This process's claim token: its node, pid and a random part (a restarted process has another)."""
+    return f"{node}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+# -- filing -------------------------------------------------------------------
+
+_RENEW_SPOOL = f'UPDATE "filing_claim" SET "claimed_until" = {NOW} + ? WHERE "claim_token" = ? RETURNING "spool_id"'
+_FREE = f'(k."spool_id" IS NULL OR k."claimed_until" < {NOW})'
+_UNFILED = ('SELECT s."id", k."claimed_by" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
+            f'LEFT JOIN "filing_claim" k ON k."spool_id" = s."id" WHERE s."id" >= ? AND p."spool_id" IS NULL AND {_FREE} '
+            'ORDER BY s."id" LIMIT ? FOR UPDATE OF s SKIP LOCKED')
+_REQUEUED = ('SELECT p."spool_id", k."claimed_by" FROM "processing" p LEFT JOIN "filing_claim" k '
+             f'ON k."spool_id" = p."spool_id" WHERE p."state" = ? AND {_FREE} ORDER BY p."spool_id" LIMIT ? '
+             'FOR UPDATE OF p SKIP LOCKED')
+_TAKE_SPOOL = (f'INSERT INTO "filing_claim" ("spool_id", "claimed_by", "claim_token", "claimed_until") '
+               f'SELECT x, ?, ?, {NOW} + ? FROM unnest(?::bigint[]) AS x ON CONFLICT ("spool_id") DO UPDATE '
+               'SET "claimed_by" = EXCLUDED."claimed_by", "claim_token" = EXCLUDED."claim_token", '
+               f'"claimed_until" = EXCLUDED."claimed_until" WHERE "filing_claim"."claimed_until" < {NOW} '
+               'RETURNING "spool_id"')
+
+
+class SpoolClaims:
+    """The spool entries one filing process holds, renewed every third of the lease."""
+
+    def __init__(self, node, lease, monotonic):
+        self.node, self.lease, self.monotonic = node, lease, monotonic
+        self.token = new_token(node)
+        self.held = []         # the entries claimed and not known to be done, lowest first
+        self.renew_at = 0.0    # monotonic time of the next renewal
+
+    def take(self, floor):
+        """Renew the held claims when due and claim more (up to CLAIM_BATCH); returns
+        (the ids held, lowest first; {node: [ids]} of expired claims of others taken back)."""
+        renew = self.monotonic() >= self.renew_at
+        want = CLAIM_BATCH - len(self.held)
+        if not renew and want <= 0:
+            return self.held, {}
+        taken_back = {}
+        with database.atomic():
+            if renew:
+                self.held = sorted(row[0] for row in database.execute_sql(
+                    _RENEW_SPOOL, (self.lease, self.token)).fetchall())
+                self.renew_at = self.monotonic() + self.lease / 3
+                want = CLAIM_BATCH - len(self.held)
+            if want > 0:
+                rows = database.execute_sql(_UNFILED, (floor, want)).fetchall()
+                rows += database.execute_sql(_REQUEUED, (SPOOL_QUEUED, want)).fetchall()
+                previous = dict(rows)
+                got = [row[0] for row in database.execute_sql(
+                    _TAKE_SPOOL, (self.node, self.token, self.lease, sorted(previous))).fetchall()] if rows else []
+                for spool_id in got:
+                    if previous[spool_id] is not None:
+                        taken_back.setdefault(previous[spool_id], []).append(spool_id)
+                self.held = sorted(set(self.held) | set(got))
+        return self.held, taken_back
+
+    def done(self, spool_id):
+        """The entry is filed, shunted, or was processed by another: no longer held."""
+        if spool_id in self.held:
+            self.held.remove(spool_id)
+
+
+def release_spool(spool_id):
+    """Delete the entry's claim (in the transaction that files or shunts it)."""
+    database.execute_sql('DELETE FROM "filing_claim" WHERE "spool_id" = ?', (spool_id,))
+
+
+# -- delivery -----------------------------------------------------------------
+
+_ACTIVE = ", ".join("?" * len(OUTBOX_ACTIVE))
+
+
+def _claim_outbox_sql(columns):
+    returned = ", ".join('o."%s"' % c for c in columns)
+    return (f'UPDATE "outbox" o SET "claimed_by" = ?, "claim_token" = ?, "claimed_until" = {NOW} + ? '
+            f'FROM (SELECT "id", "claimed_by" AS previous, "claimed_until" AS was FROM "outbox" '
+            f'WHERE "status" IN ({_ACTIVE}) AND "next_attempt_at" <= ? '
+            f'AND ("claimed_until" IS NULL OR "claimed_until" < {NOW}) '
+            'ORDER BY "next_attempt_at", "id" LIMIT 1 FOR UPDATE SKIP LOCKED) c WHERE o."id" = c."id" '
+            f'RETURNING {returned}, c.previous, c.was')
+
+
+_claim_sql = {}
+
+
+def claim_outbox_row(columns, node, token, lease, now):
+    """Claim the outbox row due first at `now` (the node's clock, as `next_attempt_at`) that
+    nobody holds, and commit the claim: (the row's `columns`, the node whose expired claim
+    was taken back or None), or None when no row is due and free."""
+    sql = _claim_sql.get(columns) or _claim_sql.setdefault(columns, _claim_outbox_sql(columns))
+    with database.atomic():
+        row = database.execute_sql(sql, (node, token, lease, *OUTBOX_ACTIVE, now)).fetchone()
+    if row is None:
+        return None
+    previous, was = row[-2], row[-1]
+    return row[:-2], (previous if was is not None else None)
+
+
+def renew_outbox(token, lease):
+    """Extend the leases of the rows this process holds; how many."""
+    return database.execute_sql(f'UPDATE "outbox" SET "claimed_until" = {NOW} + ? WHERE "claim_token" = ? '
+                                'AND "claimed_until" IS NOT NULL', (lease, token)).rowcount
+
+
+def release_outbox(entry_id, token):
+    """Release the row's claim if this process still holds it (in the transaction recording
+    its outcome); False when another took it over meanwhile (the lease ran out)."""
+    return database.execute_sql('UPDATE "outbox" SET "claimed_until" = NULL WHERE "id" = ? AND "claim_token" = ?',
+                                (entry_id, token)).rowcount == 1
+
+
+class OutboxClaims:
+    """The outbox claims of one delivery process: its token, the lease, and the rows as
+    `OutboxEntry` instances (`fields`: the model's fields in the order they are read)."""
+
+    def __init__(self, node, lease, model, fields):
+        self.node, self.lease, self.model, self.fields = node, lease, model, fields
+        self.columns = tuple(f.column_name for f in fields)
+        self.token = new_token(node)
+
+    def next(self, now):
+        """(the row due first that nobody holds, now claimed and committed; the node whose
+        expired claim it took back, or None), or (None, None) when there is none."""
+        claimed = claim_outbox_row(self.columns, self.node, self.token, self.lease, now)
+        if claimed is None:
+            return None, None
+        row, previous = claimed
+        return self.model(**{f.name: f.python_value(v) for f, v in zip(self.fields, row)}), previous
+
+    def renew(self):
+        return renew_outbox(self.token, self.lease)
+
+    def release(self, entry_id):
+        return release_outbox(entry_id, self.token)
