@@ -233,41 +233,35 @@ class Load:
                     port = self.cluster.ports[target % len(self.cluster.ports)]
                     smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
                 smtp.sendmail(f"c{number}.{self.prefix}@{SENDER_DOMAIN}", [PUBLIC], raw)
-            except smtplib.SMTPResponseException as exc:
+            except (smtplib.SMTPException, OSError) as exc:
                 smtp = self._drop(smtp)
-                if 400 <= exc.smtp_code < 500:
-                    with self.lock:
-                        self.deferred[exc.smtp_code] += 1
-                    self._again(number)
-                else:
-                    with self.lock:
-                        self.refused.append((message_id, exc.smtp_code, exc.smtp_error))
-                target += 1
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                smtp = self._drop(smtp)
-                code, text = next(iter(exc.recipients.values()))
-                if 400 <= code < 500:
-                    with self.lock:
-                        self.deferred[code] += 1
-                    self._again(number)
-                else:
-                    with self.lock:
-                        self.refused.append((message_id, code, text))
-                target += 1
-                continue
-            except (smtplib.SMTPException, OSError):
-                smtp = self._drop(smtp)
-                with self.lock:
-                    self.dropped += 1
-                self._again(number)
-                target += 1
+                self._failed(message_id, number, exc)
+                target += 1  # the next MX
+                time.sleep(self.RETRY_AFTER)  # and back off a moment, as an MTA does
                 continue
             with self.lock:
                 self.acked.add(message_id)
             if self.pace:
                 time.sleep(self.pace)
         self._drop(smtp)
+
+    def _failed(self, message_id, number, exc):
+        """Count a failed try; a 4xx or a dropped session is tried again later, a 5xx is not."""
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, text = next(iter(exc.recipients.values()))
+        elif isinstance(exc, smtplib.SMTPResponseException):
+            code, text = exc.smtp_code, exc.smtp_error
+        else:
+            code, text = None, repr(exc)
+        with self.lock:
+            if code is None:
+                self.dropped += 1
+            elif 400 <= code < 500:
+                self.deferred[code] += 1
+            else:
+                self.refused.append((message_id, code, text))
+                return
+        self._again(number)
 
     @staticmethod
     def _drop(smtp):
@@ -329,7 +323,25 @@ def drained(conn):
 def wait_drained(cluster, timeout, interval=1.0):
     """Wait (looking once a `interval`: the store is not counted every few ms) until drained."""
     with cluster.connect() as conn:
-        return wait_for(lambda: drained(conn), timeout, interval=interval, what="every message filed and sent")
+        try:
+            return wait_for(lambda: drained(conn), timeout, interval=interval, what="every message filed and sent")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {diagnose(conn)}") from None
+
+
+def diagnose(conn):
+    """Where the work stands, for a failure's message: the lowest unfiled entries and who
+    claims them, and the outbox by status."""
+    unfiled = conn.execute("SELECT s.id FROM spool.spool s LEFT JOIN processing p ON p.spool_id = s.id "
+                           "WHERE p.spool_id IS NULL ORDER BY s.id LIMIT 5").fetchall()
+    text = f"first unfiled spool ids {[row[0] for row in unfiled]}"
+    if conn.execute("SELECT to_regclass('filing_claim')").fetchone()[0]:
+        rows = conn.execute(f"SELECT claimed_by, claim_token, count(*), min(spool_id), max(spool_id), "
+                            f"round(min(claimed_until - {NOW})::numeric, 1) FROM filing_claim "
+                            "GROUP BY claimed_by, claim_token ORDER BY min(spool_id)").fetchall()
+        text += "; filing claims (node, token, entries, lowest, highest, seconds left): " + repr(rows)
+    statuses = conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+    return text + f"; outbox {dict(statuses)}"
 
 
 def check(cluster, load, relay):

@@ -24,12 +24,13 @@ import time
 import pytest
 
 from conftest import wait_for
-from nodes import Cluster, Load, Relay, OUTGOING_PER_MESSAGE, check, report, wait_drained
+from nodes import Cluster, Load, Relay, OUTGOING_PER_MESSAGE, check, diagnose, report, wait_drained
 from test_postgres_faults import own_server  # noqa: F401 (a fixture: a server of the test's own, restarted)
 
 MESSAGES = int(os.environ.get("CONNECTOR_NODE_MESSAGES", "1000"))
 RESTART_AFTER = 1.0    # seconds a killed node stays dead ("after a moment")
 DRAIN_TIMEOUT = 600    # seconds for the backlog to drain after the load (the machine is shared)
+STAGE_TIMEOUT = 180    # seconds for the next stage of the kill schedule (a stall fails sooner)
 
 
 @pytest.fixture
@@ -72,7 +73,12 @@ def run_with_kills(cluster, relay, schedule, messages):
             if stage == "acked":
                 return len(load.acked) >= fraction * messages
             return relay.mails >= fraction * planned
-        wait_for(reached, DRAIN_TIMEOUT, interval=0.05, what=f"{stage} {fraction}")
+        try:
+            wait_for(reached, STAGE_TIMEOUT, interval=0.05, what=f"{stage} {fraction}")
+        except AssertionError as exc:
+            with cluster.connect() as conn:
+                raise AssertionError(f"{exc} ({load.summary()}, {relay.mails} at the relay): {diagnose(conn)}") \
+                    from None
         cluster.kill9(index)
         time.sleep(RESTART_AFTER)
         cluster.restart(index)
@@ -82,9 +88,10 @@ def run_with_kills(cluster, relay, schedule, messages):
 
 
 @pytest.mark.parametrize("count, schedule", [
+    (1, [("acked", 0.3, 0)]),
     (2, [("acked", 0.3, 0), ("sent", 0.3, 1), ("sent", 0.6, 0)]),
     (3, [("acked", 0.3, 1), ("sent", 0.25, 2), ("sent", 0.5, 0), ("sent", 0.75, 1)]),
-], ids=["2-nodes", "3-nodes"])
+], ids=["1-node", "2-nodes", "3-nodes"])
 def test_nodes_killed_under_load_file_every_acknowledged_message_once(tmp_path, postgres_server, relay,
                                                                       count, schedule):
     cluster = Cluster(tmp_path, postgres_server.new_database(), count, relay).start()
@@ -127,3 +134,32 @@ def test_postgresql_restarted_under_a_multi_node_load_loses_nothing(tmp_path, ow
     assert sum(load.deferred.values()) >= 1, f"no 4xx while PostgreSQL restarted: {label}"
     assert_exactly_once(outcome, load, 0, label)  # no kill: nothing may be sent twice
     assert any('"storage.fault"' in text for text in logs.values()), label
+
+
+def test_a_dead_nodes_claims_are_taken_back_by_a_worker_already_holding_a_full_batch(tmp_path, postgres_server,
+                                                                                      relay):
+    """Node 1 is killed (and stays dead) while it holds the lowest unfiled entries and node 2's
+    worker holds a full batch of later ones, which wait for those (mail is filed in arrival
+    order): once node 1's claims run out, node 2 must take them back and file everything."""
+    claims = pytest.importorskip("connector.store.claims", reason="no filing claims in this connector")
+    messages = min(MESSAGES, 600)
+    cluster = Cluster(tmp_path, postgres_server.new_database(), 2, relay).start()
+    start = time.monotonic()
+    try:
+        load = Load(cluster, messages, threads=4).start()
+        with cluster.connect() as conn:
+            def node1_holds_the_lowest():
+                held = dict(conn.execute("SELECT claimed_by, count(*) FROM filing_claim GROUP BY claimed_by"))
+                lowest = conn.execute("SELECT claimed_by FROM filing_claim ORDER BY spool_id LIMIT 1").fetchone()
+                return lowest == ("node1",) and held.get("node2", 0) >= claims.CLAIM_BATCH
+            wait_for(node1_holds_the_lowest, STAGE_TIMEOUT, interval=0.05,
+                     what="node 1 to hold the lowest unfiled entries, node 2 a full batch after them")
+        cluster.kill9(0)
+        assert load.wait(DRAIN_TIMEOUT), f"not every message acknowledged: {load.summary()}"
+        wait_drained(cluster, STAGE_TIMEOUT)
+        outcome = check(cluster, load, relay)
+    finally:
+        cluster.stop()
+    label = report(f"node 1 killed for good, {messages} messages", load, outcome, cluster, time.monotonic() - start)
+    print(label)
+    assert_exactly_once(outcome, load, 1, label)
