@@ -11,12 +11,15 @@ configuration when the new one is bad.
 The daemon runs `[worker] processes` filing workers (`connector worker
 --partition I/N`): worker I files the spool entries whose id modulo N is I - 1,
 so they never take the same entry, and a restarted worker finds its own
-unfinished entries again (they have no processing row). Each decides outside
-the write lock and re-checks under it what other mail may have changed
-(`connector.pipeline.runner`). The first one also fires deadlines and prunes,
-each under its lease (`deadlines`, `retention`: `connector.singletons`), so
-that of several nodes on one PostgreSQL database one fires and one prunes; a
-clean stop releases them at once for another node's first worker.
+unfinished entries again (they have no processing row). On PostgreSQL the
+partition is not used: every worker of every node claims its entries from one
+pool, and each delivery process its outbox rows (`connector.store.claims`).
+Each decides outside the write lock and re-checks under it what other mail may
+have changed (`connector.pipeline.runner`). The first one also fires deadlines
+and prunes, each under its lease (`deadlines`, `retention`:
+`connector.singletons`), so that of several nodes on one PostgreSQL database
+one fires and one prunes; a clean stop releases them at once for another
+node's first worker.
 """
 
 import os
@@ -179,11 +182,17 @@ class FilingWorker(BackgroundLoop):
         return {"partition": "/".join(map(str, self.partition))} if self.partition else {}
 
     def configure(self, settings):
-        self.runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
-                                      triage=triage_actions), partition=self.partition)
+        runner = Runner(Services(settings, load_hmac_key(settings.data_dir), clock=self.clock,
+                                 triage=triage_actions), partition=self.partition)
+        if getattr(self, "runner", None) is not None:  # a reload: what the old one held goes back
+            self.runner.close()
+        self.runner = runner
         self.prune_at = getattr(self, "prune_at", time.monotonic() + PRUNE_FIRST)
         self.deadlines_at = getattr(self, "deadlines_at", 0.0)
         auto_emails.install(settings)
+
+    def close(self):
+        self.runner.close()
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())

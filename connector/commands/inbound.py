@@ -23,7 +23,7 @@ from connector.workqueue.errors import Refused
 def inbound_json(item):
     return {"id": item.id, "status": item.status, "reason": item.reason, "from": item.from_addr,
             "subject": item.subject, "ticket": item.ticket_number, "received_at": iso(item.received_at),
-            "spool_id": item.spool_id, "detail": item.detail}
+            "spool_id": item.spool_id, "detail": item.detail, "filed_by": getattr(item, "filed_by", None)}
 
 
 def cmd_inbound_list(args):

@@ -18,6 +18,7 @@ def outbox_json(o, ticket_number=None):
             "cc": o.cc, "bcc": o.bcc, "subject": o.subject, "status": o.status, "attempts": o.attempts,
             "last_error": o.last_error, "next_attempt_at": iso(o.next_attempt_at), "sent_at": iso(o.sent_at),
             "created_at": iso(o.created_at), "mail_from": o.mail_from, "rcpt": o.rcpt, "blocked": o.blocked,
+            "claimed_by": o.claimed_by, "claimed_until": iso(o.claimed_until), "sent_by": o.sent_by,
             "recipients": [{"address": a, "state": states.get(a, {}).get("state", "pending"),
                             "reply": states.get(a, {}).get("reply")} for a in o.rcpt]}
 

@@ -296,6 +296,16 @@ class Runner:
         return filed
 
 
+    def close(self):
+        """Stopping (or replaced at a reload): the entries held go back to the pool now, not
+        when their lease runs out (PostgreSQL)."""
+        if self.claims:
+            try:
+                self.claims.release_all()
+            except Exception as exc:  # the store is away: the leases run out by themselves
+                log.warning("filing.claims_kept", error=f"{type(exc).__name__}: {exc}")
+
+
 def requeue(spool_id):
     """Ask for an entry to be processed again; the worker picks it up next."""
     queued = requeue_entry(spool_id)

@@ -31,6 +31,8 @@ import secrets
 from connector.store.models import OUTBOX_ACTIVE, SPOOL_QUEUED, database
 
 CLAIM_BATCH = 20      # spool entries a filing worker holds at most (decided ahead while earlier ones are filed)
+LOOK_EVERY = 0.05     # seconds between two claims while the entries held wait for earlier ones
+NO_ID = 2 ** 62       # above every spool id
 MIN_LEASE = 1.0       # seconds: the shortest lease, whatever [node] failover_seconds says
 NOW = "EXTRACT(EPOCH FROM statement_timestamp())::float8"  # the database's clock, in epoch seconds
 
@@ -50,7 +52,8 @@ def new_token(node):
 _RENEW_SPOOL = f'UPDATE "filing_claim" SET "claimed_until" = {NOW} + ? WHERE "claim_token" = ? RETURNING "spool_id"'
 _FREE = f'(k."spool_id" IS NULL OR k."claimed_until" < {NOW})'
 _UNFILED = ('SELECT s."id", k."claimed_by" FROM "spool"."spool" s LEFT JOIN "processing" p ON p."spool_id" = s."id" '
-            f'LEFT JOIN "filing_claim" k ON k."spool_id" = s."id" WHERE s."id" >= ? AND p."spool_id" IS NULL AND {_FREE} '
+            f'LEFT JOIN "filing_claim" k ON k."spool_id" = s."id" WHERE s."id" >= ? AND s."id" < ? AND p."spool_id" IS NULL '
+            f'AND {_FREE} '
             'ORDER BY s."id" LIMIT ? FOR UPDATE OF s SKIP LOCKED')
 _REQUEUED = ('SELECT p."spool_id", k."claimed_by" FROM "processing" p LEFT JOIN "filing_claim" k '
              f'ON k."spool_id" = p."spool_id" WHERE p."state" = ? AND {_FREE} ORDER BY p."spool_id" LIMIT ? '
@@ -70,23 +73,27 @@ class SpoolClaims:
         self.token = new_token(node)
         self.held = []         # the entries claimed and not known to be done, lowest first
         self.renew_at = 0.0    # monotonic time of the next renewal
+        self.look_at = 0.0     # while entries are held: monotonic time of the next claim
 
     def take(self, floor):
-        """Renew the held claims when due and claim more (up to CLAIM_BATCH); returns
-        (the ids held, lowest first; {node: [ids]} of expired claims of others taken back)."""
-        renew = self.monotonic() >= self.renew_at
-        want = CLAIM_BATCH - len(self.held)
-        if not renew and want <= 0:
+        """Renew the held claims when due and claim more: up to CLAIM_BATCH, and when that many
+        wait (for earlier entries held by another process) the free ones before them, so one
+        whose holder died is taken when its lease ran out. Returns (the ids held, lowest first;
+        {node: [ids]} of the expired claims of other processes taken back)."""
+        now = self.monotonic()
+        renew, look = now >= self.renew_at, not self.held or now >= self.look_at
+        if not (renew or look):
             return self.held, {}
         taken_back = {}
         with database.atomic():
             if renew:
                 self.held = sorted(row[0] for row in database.execute_sql(
                     _RENEW_SPOOL, (self.lease, self.token)).fetchall())
-                self.renew_at = self.monotonic() + self.lease / 3
-                want = CLAIM_BATCH - len(self.held)
-            if want > 0:
-                rows = database.execute_sql(_UNFILED, (floor, want)).fetchall()
+                self.renew_at = now + self.lease / 3
+            if look:
+                full = len(self.held) >= CLAIM_BATCH
+                want, below = (CLAIM_BATCH, self.held[-1]) if full else (CLAIM_BATCH - len(self.held), NO_ID)
+                rows = database.execute_sql(_UNFILED, (floor, below, want)).fetchall()
                 rows += database.execute_sql(_REQUEUED, (SPOOL_QUEUED, want)).fetchall()
                 previous = dict(rows)
                 got = [row[0] for row in database.execute_sql(
@@ -95,12 +102,18 @@ class SpoolClaims:
                     if previous[spool_id] is not None:
                         taken_back.setdefault(previous[spool_id], []).append(spool_id)
                 self.held = sorted(set(self.held) | set(got))
+                self.look_at = now if got else now + LOOK_EVERY
         return self.held, taken_back
 
     def done(self, spool_id):
         """The entry is filed, shunted, or was processed by another: no longer held."""
         if spool_id in self.held:
             self.held.remove(spool_id)
+
+    def release_all(self):
+        """Give every held entry back to the pool at once (the process stops or reloads)."""
+        database.execute_sql('DELETE FROM "filing_claim" WHERE "claim_token" = ?', (self.token,))
+        self.held = []
 
 
 def release_spool(spool_id):

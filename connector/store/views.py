@@ -4,6 +4,8 @@ lives in the store like the pipeline's (`filing.py`) and the lists'
 (`queries.py`). Each returns rows or plain values; the commands format them.
 """
 
+import peewee
+
 from connector.store.models import (
     INBOUND, EmployeeRecipient, ExternalRecipient, InboxEntry, Message, OutboxEntry, Processing, SpoolEntry, Ticket,
     TriageItem)
@@ -57,13 +59,19 @@ def original_bytes(kind, row_id):
 
 # -- triage -------------------------------------------------------------------
 
+def _triage_query():
+    """Triage items with the node that filed (or shunted) their mail (attribute `filed_by`)."""
+    return (TriageItem.select(TriageItem, Processing.node.alias("filed_by"))
+            .join(Processing, peewee.JOIN.LEFT_OUTER, on=(Processing.spool_id == TriageItem.spool_id)).objects())
+
+
 def triage_items(status=None):
-    query = TriageItem.select().order_by(TriageItem.id)
+    query = _triage_query().order_by(TriageItem.id)
     return list(query.where(TriageItem.status == status) if status else query)
 
 
 def triage_item(item_id):
-    return TriageItem.get_or_none(TriageItem.id == item_id)
+    return _triage_query().where(TriageItem.id == item_id).first()
 
 
 def spool_raw_kept(spool_id):
