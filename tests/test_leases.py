@@ -76,3 +76,21 @@ def test_failover_seconds_must_be_positive(tmp_path, sink, value, problem):
     err = result.stderr.decode()
     assert result.returncode != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "[node] failover_seconds" in err and problem in err, err
+
+
+def test_a_store_from_before_the_leases_gains_the_table(tmp_path):
+    """A store as the previous release left it (no `lease` table, 0013_leases not recorded) opens,
+    is upgraded, and its leases work."""
+    import sqlite3
+    from connector.store import leases
+    from connector.store.models import database
+    path = tmp_path / "connector.db"
+    open_store(path)
+    database.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute('DROP TABLE "lease"')
+        conn.execute("DELETE FROM schema_migration WHERE name = '0013_leases'")
+    open_store(path)
+    assert leases.acquire("retention", "box", 1, "token", 30)[0]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM schema_migration WHERE name = '0013_leases'").fetchone()
