@@ -74,9 +74,6 @@ class LeaseKeeper(threading.Thread):
         until = self.until.get(name)
         return until is not None and self.clock() < until
 
-    def held(self):
-        return sorted(name for name in list(self.until) if self.holds(name))
-
     def finish(self, timeout=5.0):
         """Stop; release the leases whose work has stopped (the others expire by themselves)."""
         self.finishing.set()
@@ -87,7 +84,10 @@ class LeaseKeeper(threading.Thread):
     def run(self):
         try:
             while not self.finishing.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # a bug must not end the thread: the fences stop the work meanwhile
+                    log.exception("lease.error", node=self.node)
                 self.wake.wait(self.every)
                 self.wake.clear()
             for name in sorted(self.until):
