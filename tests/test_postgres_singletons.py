@@ -177,6 +177,16 @@ def test_a_frozen_node_loses_the_scanner_and_does_not_scan_when_it_wakes(tmp_pat
         assert holder_of(mx2, LEASE) == "mx2"
         counts = subjects(mx2)
         assert set(counts.values()) == {1} and len(counts) == 5, counts
+        # mx2 stops: the woken node takes the lease again, and only then scans
+        mx2.stop()
+        dovecot.append(user, make_mail(subject="Back on mx1"))
+        wait_filed(mx1, ["Back on mx1"])
+        text = mx1.log.read_bytes()[woke_at:].decode(errors="replace")
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        order = [f"{e['event']} {e['name']}" if e["event"] == "lease.acquired" else e["event"] for e in lines]
+        assert f"lease.acquired {LEASE}" in order and "imap.scanned" in order
+        assert order.index(f"lease.acquired {LEASE}") < order.index("scanners.started") < order.index("imap.scanned")
+        assert set(subjects(mx1).values()) == {1}
     finally:
         stop_all(mx1, mx2)
 
