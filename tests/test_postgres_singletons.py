@@ -192,8 +192,10 @@ def test_a_frozen_node_loses_the_scanner_and_does_not_scan_when_it_wakes(tmp_pat
 
 
 def test_deadlines_fire_once_and_pruning_runs_on_one_node(tmp_path, sink, pg_url):
-    mx1 = node(tmp_path, sink, pg_url, "mx1", retention__raw_days="1")
-    mx2 = node(tmp_path, sink, pg_url, "mx2", retention__raw_days="1")
+    # the default failover: the workers run in the idle CPU class, and on a loaded machine a
+    # lease of 2 s could move between them during the test (harmless, but not "one node")
+    mx1 = node(tmp_path, sink, pg_url, "mx1", failover=30, retention__raw_days="1")
+    mx2 = node(tmp_path, sink, pg_url, "mx2", failover=30, retention__raw_days="1")
     for inst in (mx1, mx2):
         (inst.path / "config" / "inboxes.yaml").write_text(INBOXES_YAML)
         (inst.path / "config" / "auto_emails.yaml").write_text(AUTO_EMAILS_YAML)
