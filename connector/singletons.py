@@ -44,6 +44,17 @@ def _monotonic():
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def _normal_priority():
+    """This thread in the normal CPU class: the filing worker runs in the idle one, where a busy
+    machine could hold its renewals back past the fence (the work would stop and the lease
+    move between nodes). Linux keeps the class per thread; where it cannot change, it stays."""
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_IDLE:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+
+
 class LeaseKeeper(threading.Thread):
     """Take, renew and release this process's leases; `holds(name)`: whether its work may run.
 
@@ -82,6 +93,7 @@ class LeaseKeeper(threading.Thread):
             self.join(timeout)
 
     def run(self):
+        _normal_priority()
         try:
             while not self.finishing.is_set():
                 try:
