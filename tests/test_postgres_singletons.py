@@ -115,6 +115,9 @@ def test_one_node_scans_and_the_other_takes_over_after_kill_9(tmp_path, sink, pg
         assert rows["mx1"]["scanners"] == ["support"] and rows["mx2"]["scanners"] == []
         assert LEASE in rows["mx1"]["holds"] and "worker" in rows["mx1"]["holds"]
         assert [lease["name"] for lease in rows["mx1"]["leases"]].count(LEASE) == 1
+        status = json.loads(mx1.cli("status", "--json", check=False).stdout)
+        assert status["node"]["name"] == "mx1" and LEASE in status["node"]["holds"]
+        assert LEASE not in json.loads(mx2.cli("status", "--json", check=False).stdout)["node"]["holds"]
         timers = [(name, t) for name, row in rows.items() for t in row["timers"]]
         assert sorted(t for _, t in timers) == ["deadlines", "retention"]  # each on one node
         mx1_pid = mx1.proc.pid
