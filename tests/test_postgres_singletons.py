@@ -57,6 +57,11 @@ def events(inst, name, since=0):
     return [line for line in lines if line.get("event") == name]
 
 
+def at(event):
+    """The time of a log line, in epoch seconds."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
 def holders(inst):
     """{lease name: node} of the leases held now, as `connector nodes --json` shows them."""
     return {lease: row["name"] for row in inst.json("nodes") for lease in row["holds"] if ":" in lease
@@ -128,7 +133,7 @@ def test_one_node_scans_and_the_other_takes_over_after_kill_9(tmp_path, sink, pg
         wait_for(lambda: events(mx2, "lease.acquired") and holder_of(mx2, LEASE) == "mx2", FAILOVER + SLACK,
                  interval=0.2, what="mx2 to take the scanner over")
         [acquired] = [e for e in events(mx2, "lease.acquired") if e["name"] == LEASE]
-        took = datetime.fromisoformat(acquired["timestamp"].replace("Z", "+00:00")).timestamp() - killed
+        took = at(acquired) - killed
         assert acquired["before"] == f"mx1 {mx1_pid}" and acquired["node"] == "mx2"
         wait_filed(mx2, [f"After {n}" for n in range(3)])
         counts = subjects(mx2)
@@ -150,6 +155,9 @@ def test_sigterm_hands_the_scanner_over_at_once(tmp_path, sink, pg_url, dovecot)
         assert [e["name"] for e in events(mx1, "lease.released")].count(LEASE) == 1
         wait_for(lambda: holder_of(mx2, LEASE) == "mx2", 30, interval=0.2, what="mx2 to take the scanner")
         assert time.monotonic() - stopped < 20  # before the lease (2/3 of 30 s) could have expired
+        [released] = [e for e in events(mx1, "lease.released") if e["name"] == LEASE]
+        [acquired] = [e for e in events(mx2, "lease.acquired") if e["name"] == LEASE]
+        print(f"handover after SIGTERM: {at(acquired) - at(released):.1f} s (failover_seconds = 30)")
         dovecot.append(user, make_mail(subject="After the handover"))
         wait_filed(mx2, ["After the handover"])
         assert subjects(mx2) == {"After the handover": 1}
