@@ -44,6 +44,17 @@ def _monotonic():
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+def _normal_priority():
+    """This thread in the normal CPU class: the filing worker runs in the idle one, where a busy
+    machine could hold its renewals back past the fence (the work would stop and the lease
+    move between nodes). Linux keeps the class per thread; where it cannot change, it stays."""
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_IDLE:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+
+
 class LeaseKeeper(threading.Thread):
     """Take, renew and release this process's leases; `holds(name)`: whether its work may run.
 
@@ -74,9 +85,6 @@ class LeaseKeeper(threading.Thread):
         until = self.until.get(name)
         return until is not None and self.clock() < until
 
-    def held(self):
-        return sorted(name for name in list(self.until) if self.holds(name))
-
     def finish(self, timeout=5.0):
         """Stop; release the leases whose work has stopped (the others expire by themselves)."""
         self.finishing.set()
@@ -85,9 +93,13 @@ class LeaseKeeper(threading.Thread):
             self.join(timeout)
 
     def run(self):
+        _normal_priority()
         try:
             while not self.finishing.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # a bug must not end the thread: the fences stop the work meanwhile
+                    log.exception("lease.error", node=self.node)
                 self.wake.wait(self.every)
                 self.wake.clear()
             for name in sorted(self.until):

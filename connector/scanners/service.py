@@ -142,10 +142,6 @@ class ScannerService:
         """The daemon's reload was refused: the running scanners keep going."""
         log.error("scanners.reload_failed", error=error, keeping=KEEPING)
 
-    def held(self):
-        """The leases this node holds for its scanners."""
-        return self.keeper.held()
-
     def _want(self, scanners):
         with self.lock:
             self.wanted = {cfg.name: cfg for cfg in scanners if cfg.active}

@@ -39,8 +39,10 @@ def acquire(name, node, pid, token, lasts):
     now = dialect.clock()
     free = f' WHERE "lease"."expires_at" <= {now} OR "lease"."token" = excluded."token"' \
         if dialect.is_postgres() else ""
+    # the holder before, for the log only, read outside the transaction: on SQLite a read
+    # before the write would make the write fail at once when another process wrote between
+    row = database.execute_sql('SELECT "node", "pid" FROM "lease" WHERE "name" = ?', (name,)).fetchone()
     with database.atomic():
-        row = database.execute_sql('SELECT "node", "pid" FROM "lease" WHERE "name" = ?', (name,)).fetchone()
         taken = database.execute_sql(
             'INSERT INTO "lease" ("name", "node", "pid", "token", "acquired_at", "expires_at") '
             f'VALUES (?, ?, ?, ?, {now}, {now} + ?) '
