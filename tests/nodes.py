@@ -1,7 +1,8 @@
 """Several connector nodes on one PostgreSQL, for the multi-node tests (issue 13).
 
 A `Cluster` is N real `connector run` daemons on loopback (conftest's `Instance`),
-each with its own directory and data_dir, its own SMTP port and `[node] name`,
+each with its own directory and data_dir (one hmac.key copied into each), its
+own SMTP port and `[node] name`,
 all on the same `database = postgresql://...` (a fresh database of a private
 server, tests/pg.py), all relaying to one `Relay`: an aiosmtpd server in this
 process that counts every (Message-ID, envelope recipient) it is handed, so a
@@ -25,6 +26,7 @@ import collections
 import json
 import os
 import re
+import secrets
 import smtplib
 import threading
 import time
@@ -105,6 +107,7 @@ class Cluster:
         self.failover = float(ini.get("node__failover_seconds", FAILOVER))
         self.nodes = []
         self.kills = []  # (node index, monotonic time) of each kill -9
+        key = secrets.token_bytes(32)  # one hmac.key on every node, as README "PostgreSQL" says to copy it
         for index in range(count):
             path = root / f"node{index + 1}"
             # the node's name in the URL too: libpq's application_name (pg_stat_activity shows it);
@@ -116,6 +119,7 @@ class Cluster:
                             **failover_key(FAILOVER), **ini)
             node.path.joinpath("config", "staff.yaml").write_text(STAFF)
             node.path.joinpath("config", "accounts.yaml").write_text("accounts: []\n")
+            share_key(node.path / "var", key)
             self.nodes.append(node)
 
     @property
@@ -158,6 +162,15 @@ class Cluster:
     def logs(self):
         return {node.path.name: node.log.read_text(errors="replace") if node.log.exists() else ""
                 for node in self.nodes}
+
+
+def share_key(data_dir, key):
+    """The cluster's hmac.key in a node's data_dir (0600 in a 0700 folder, as the connector makes it)."""
+    from connector.store.db import DIR_MODE, FILE_MODE, KEY_FILE
+    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    path.write_bytes(key)
+    path.chmod(FILE_MODE)
 
 
 def mail(prefix, number):
