@@ -192,7 +192,11 @@ class FilingWorker(BackgroundLoop):
         auto_emails.install(settings)
 
     def close(self):
+        """The loop has stopped: the spool claims go back to the pool at once, and nothing
+        fires or prunes any more (the timers' leases are released)."""
         self.runner.close()
+        if self.timers is not None:
+            self.timers.finish()
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
@@ -208,11 +212,6 @@ class FilingWorker(BackgroundLoop):
             self.deadlines_at = time.monotonic() + deadlines.DEADLINE_EVERY
             busy += deadlines.fire_due(self.clock(), self.settings)
         return busy
-
-    def close(self):
-        if self.timers is not None:  # the loop has stopped: nothing fires or prunes any more
-            self.timers.finish()
-
 
 class DeliveryWorker(BackgroundLoop):
     """The outbox, to the relay or the maildir."""
