@@ -1,17 +1,19 @@
 """Several nodes on one PostgreSQL under load, killed (issue 13: "Tests and measurements").
 
-Two and three real daemons (tests/nodes.py) share one database and one relay; a
-load of CONNECTOR_NODE_MESSAGES messages (1,000 by default; 5,000 is the issue's
+One, two and three real daemons (tests/nodes.py) share one database and one relay;
+a load of CONNECTOR_NODE_MESSAGES messages (1,000 by default; 5,000 is the issue's
 figure, see README "Development") is spread over them, and one node after another
 is killed with SIGKILL (its whole process group) and restarted while mail is
-accepted, filed and delivered. At the end:
+accepted, filed and delivered; one more node is killed for good while it holds the
+lowest unfiled entries, which the other node must take back. At the end:
 
 - every message that got a 250 is filed exactly once (one `message` row, one
   `done` processing row that is not a duplicate), nothing is shunted;
 - every outgoing row is `sent` and was handed to the relay; a row the relay got
   twice is at most one per kill (the row in flight on the killed delivery
   process, README "PostgreSQL"); nothing reaches the relay that no row planned;
-- no claim or lease is still held past its expiry on work not done.
+- no claim or lease is left past its expiry (each singleton lease is held by a live
+  process).
 
 PostgreSQL restarted under the multi-node load (`pg_ctl restart -m fast`, then
 `-m immediate`): the intake answers 4xx meanwhile, nothing acknowledged is lost,
