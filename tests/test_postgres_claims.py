@@ -363,3 +363,32 @@ def test_a_store_from_before_the_claims_opens_and_upgrades(tmp_path, sink, store
     assert item["subject"] == "An offer" and item["filed_by"] == "old1"
     assert inst.rows("SELECT COUNT(*) FROM filing_claim") == [(0,)]
     assert {(o["status"], o["sent_by"]) for o in inst.outbox()} == {("sent", "old1")}
+
+
+def test_an_entry_committed_after_later_ones_is_still_filed(tmp_path, pg_url, monkeypatch):
+    """Spool ids come from a sequence when a mail is spooled and are committed a moment later:
+    one spooled by another node (or a pipe) may become visible after higher ids were filed.
+    The runner's floor trails by SETTLE (long here), so it is filed all the same."""
+    import time
+
+    import psycopg
+
+    from connector.app import open_services
+    from connector.pipeline import runner as runner_module
+    from connector.settings import load_settings
+    from connector.store.spool import store_message
+    monkeypatch.setattr(runner_module, "SETTLE", 600.0)
+    inst = Instance(tmp_path, free_port(), connector__database=pg_url, connector__data_dir="var")
+    runner = runner_module.Runner(open_services(load_settings(inst.ini)))
+    raw = make_mail(subject="Late", message_id="<late@acme.example>").as_bytes()
+    with psycopg.connect(pg_url) as late:           # an intake whose commit comes late
+        late_id = late.execute('INSERT INTO spool.spool (received_at, intake, rcpt_to, raw, size, sha256) '
+                               'VALUES (%s, %s, %s, %s, %s, %s) RETURNING id',
+                               (time.time(), "smtp", '["support@example.com"]', raw, len(raw), "0" * 64)).fetchone()[0]
+        later = [store_message(make_mail(subject=f"Later {n}").as_bytes(), rcpt_to=["support@example.com"],
+                               intake="smtp") for n in range(3)]
+        for _ in range(3):
+            runner.drain()
+        assert [r[0] for r in filed(inst)] == later and late_id < later[0]
+    runner.drain()                                   # committed now, below everything filed
+    assert [r[0] for r in filed(inst)] == [late_id] + later

@@ -17,12 +17,15 @@ never both hold one.
   lowest waiting ids, so arrival order is kept as far as it can be); the claim
   is deleted in the transaction that files or shunts the entry. Filing twice is
   impossible anyway (the filing transaction re-reads the entry's state under
-  the write lock): the claims only share the work.
+  the write lock): the claims only share the work, so their commits do not
+  wait for the disk (synchronous_commit off for that transaction alone).
 - Delivery (`claim_outbox_row` ...): one outbox row at a time, claimed and
   committed before the relay is contacted, released in the transaction that
   records the outcome. A process killed after the relay's 250 and before that
   commit leaves the row claimed: it is sent again, once, when the lease ran
-  out; never more, as a renewed lease keeps a slow send its own.
+  out; never more, as a renewed lease keeps a slow send its own. That claim is
+  committed durably (a claim lost to a crash of PostgreSQL could let another
+  node send the row in flight too).
 """
 
 import os
@@ -86,6 +89,9 @@ class SpoolClaims:
             return self.held, {}
         taken_back = {}
         with database.atomic():
+            # a spool claim only shares the work (the filing re-checks under the write lock), so
+            # its commit need not wait for the disk; an outbox claim's does (see the module's doc)
+            database.execute_sql("SET LOCAL synchronous_commit TO OFF")
             if renew:
                 self.held = sorted(row[0] for row in database.execute_sql(
                     _RENEW_SPOOL, (self.lease, self.token)).fetchall())
