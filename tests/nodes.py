@@ -127,12 +127,18 @@ class Cluster:
         return [node.port for node in self.nodes]
 
     def start(self, index=None):
-        """Start every node (or one), and wait until its worker and delivery run."""
-        for node in self.nodes if index is None else [self.nodes[index]]:
-            offset = node.log.stat().st_size if node.log.exists() else 0
-            node.start()
-            wait_for(lambda: all(e in self._log_since(node, offset) for e in ('"worker.started"', '"deliver.started"')),
-                     60, interval=0.2, what=f"{node.path.name}'s worker and delivery to run")
+        """Start every node (or one), and wait until its worker and delivery run; a node that
+        does not come up stops the whole cluster (no daemon outlives a failed test)."""
+        try:
+            for node in self.nodes if index is None else [self.nodes[index]]:
+                offset = node.log.stat().st_size if node.log.exists() else 0
+                node.start()
+                wait_for(lambda: all(e in self._log_since(node, offset)
+                                     for e in ('"worker.started"', '"deliver.started"')),
+                         60, interval=0.2, what=f"{node.path.name}'s worker and delivery to run")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     @staticmethod
