@@ -42,6 +42,7 @@ bench: venv system-deps
 	$(BIN)/python bench/latency_bench.py
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/imap_bench.py
+	$(BIN)/python bench/nodes_bench.py
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -16,7 +16,10 @@ partition is not used: every worker of every node claims its entries from one
 pool, and each delivery process its outbox rows (`connector.store.claims`).
 Each decides outside the write lock and re-checks under it what other mail may
 have changed (`connector.pipeline.runner`). The first one also fires deadlines
-and prunes.
+and prunes, each under its lease (`deadlines`, `retention`:
+`connector.singletons`), so that of several nodes on one PostgreSQL database
+one fires and one prunes; a clean stop releases them at once for another
+node's first worker.
 """
 
 import os
@@ -29,8 +32,10 @@ from connector.outbound.delivery import Delivery
 from connector.pipeline.runner import Runner
 from connector.pipeline.services import Services
 from connector.settings.reload import Reloader
+from connector.singletons import LeaseKeeper
 from connector.store.db import load_hmac_key, open_store
 from connector.store.faults import describe, transient_fault
+from connector.store.leases import DEADLINES, RETENTION, TIMERS
 from connector.store.retention import prune
 from connector.settings.schema import AUTO_PROCESSES
 from connector.store.wakeup import IDLE_POLL, Waker, worker_role
@@ -167,8 +172,13 @@ class FilingWorker(BackgroundLoop):
 
     def __init__(self, settings, stop, clock=time.time, partition=None):
         self.partition = partition
-        self.first = partition is None or partition[0] == 1  # fires deadlines and prunes
+        self.first = partition is None or partition[0] == 1  # fires deadlines and prunes, under their leases
         super().__init__(settings, stop, clock, role=worker_role(partition[0]) if partition else None)
+        self.timers = None
+        if self.first:
+            self.timers = LeaseKeeper(settings.node_name, settings.failover_seconds)
+            self.timers.want(TIMERS)
+            self.timers.start()
 
     def started_fields(self):
         return {"partition": "/".join(map(str, self.partition))} if self.partition else {}
@@ -184,22 +194,26 @@ class FilingWorker(BackgroundLoop):
         auto_emails.install(settings)
 
     def close(self):
+        """The loop has stopped: the spool claims go back to the pool at once, and nothing
+        fires or prunes any more (the timers' leases are released)."""
         self.runner.close()
+        if self.timers is not None:
+            self.timers.finish()
 
     def step(self):
         busy = self.runner.drain(lambda: self.stop.is_set() or self.reload_requested.is_set())
         if not self.first:
             return busy
-        if self.settings.raw_days and time.monotonic() >= self.prune_at and not busy:
+        if (self.settings.raw_days and time.monotonic() >= self.prune_at and not busy
+                and self.timers.holds(RETENTION)):
             self.prune_at = time.monotonic() + PRUNE_EVERY
             pruned = prune(self.settings.raw_days, now=self.clock())
             if any(pruned.values()):
                 log.info("retention.pruned", raw_days=self.settings.raw_days, **pruned)
-        if time.monotonic() >= self.deadlines_at:
+        if time.monotonic() >= self.deadlines_at and self.timers.holds(DEADLINES):
             self.deadlines_at = time.monotonic() + deadlines.DEADLINE_EVERY
             busy += deadlines.fire_due(self.clock(), self.settings)
         return busy
-
 
 class DeliveryWorker(BackgroundLoop):
     """The outbox, to the relay or the maildir."""

@@ -96,8 +96,9 @@ def test_node_name_on_every_log_line_and_in_connector_nodes(tmp_path, sink, pg_u
 
         def listed():
             rows = inst.json("nodes")
-            return rows if rows and rows[0]["holds"] == ["deliver", "worker"] else None
-        [node] = wait_for(listed, 30, what="the node's heartbeat with its processes")
+            return rows if rows and rows[0]["holds"] == ["deliver", "worker", "deadlines", "retention"] else None
+        [node] = wait_for(listed, 30, what="the node's heartbeat with its processes and the worker's leases")
+        assert node["processes"] == ["deliver", "worker"] and node["timers"] == ["deadlines", "retention"]
         assert node["name"] == "mx1" and node["alive"] is True and node["version"]
         assert node["age_seconds"] < 30 and node["pid"] == inst.proc.pid
     finally:

@@ -18,6 +18,15 @@ from connector.settings.loader import data_dir_of
 from connector.store.db import exists, open_without_upgrade
 
 
+def held_here(node):
+    """The leases this node ([node] name) holds: its scanners, deadlines, retention (`connector nodes`)."""
+    from connector.store import leases
+    from connector.store.models import database
+    if not database.table_exists("lease"):  # a store from before the leases, not upgraded yet
+        return []
+    return [lease.name for lease in leases.held(node)]
+
+
 def gather(values, now):
     database = values["database"]
     state = read_state(data_dir_of(values))
@@ -26,6 +35,7 @@ def gather(values, now):
         try:
             open_without_upgrade(database)  # a check changes nothing: no migration, no table made
             store = store_figures(now)
+            store.update(node=values["node_name"], holds=held_here(values["node_name"]))
         except ConfigError as exc:
             store_error = str(exc)
         except Exception as exc:  # a locked, unreadable or foreign file: the check must still answer
@@ -60,6 +70,7 @@ def report_json(verdict, state, store, now):
         "spool": store and store["spool"],
         "outbox": store and {k: v for k, v in store["outbox"].items() if k != "by_status"},
         "needs_attention": store and store["needs_attention"],
+        "node": store and {"name": store["node"], "holds": store["holds"]},
         "scanners": [{"name": s["name"], "last_success": iso(s["last_success"]),
                       "last_error": s["last_error"] and {"text": s["last_error"]["text"],
                                                          "time": iso(s["last_error"]["at"])}}
@@ -98,6 +109,8 @@ def print_text(data):
               f"{spool['shunted']} shunted")
         print(f"outbox    {outbox['pending']} pending ({outbox['deferred']} deferred, oldest "
               f"{_age(outbox['oldest_pending_age'])}), {outbox['failed']} failed")
+    if data["node"]:
+        print(f"node      {data['node']['name']} holds {', '.join(data['node']['holds']) or 'no lease'}")
     for scanner in data["scanners"]:
         error = scanner["last_error"]
         print(f"scanner   {scanner['name']}: last success {scanner['last_success'] or '-'}, last error "

@@ -61,6 +61,11 @@ class ScanError(Exception):
     """A scanner cannot work right now (login, TLS, token): logged, retried with backoff."""
 
 
+class Fenced(Exception):
+    """The scanner's lease is gone (`connector.singletons`): it stops before its next fetch
+    or mailbox action, so two nodes never scan one mailbox at once."""
+
+
 @dataclass
 class ScanResult:
     fetched: int = 0
@@ -205,8 +210,9 @@ def _next_chunk(fetched_bytes, count):
 class Scanner:
     """Scans the folders of one scanner over a connected client."""
 
-    def __init__(self, cfg, clock=time.time, connector=None):
+    def __init__(self, cfg, clock=time.time, connector=None, may_work=None):
         self.cfg = cfg
+        self.may_work = may_work  # whether the scanner still holds its lease (None: no lease)
         self.state = ScannerState(cfg.name, clock)
         self.connector = connector or connect
         self.client = None
@@ -219,6 +225,7 @@ class Scanner:
         self.client, self.reconnects = client, 0
         result = ScanResult()
         for folder in self.cfg.folders:
+            self._fence()
             try:
                 self.scan_folder(self.client, folder, result)
             except IMAPClientAbortError:
@@ -233,6 +240,10 @@ class Scanner:
             self.state.error("; ".join(f"folder {f}: {e}" for f, e in result.folder_errors.items()))
         log.info("imap.scanned", scanner=self.cfg.name, **result.as_json())
         return result
+
+    def _fence(self):
+        if self.may_work is not None and not self.may_work():
+            raise Fenced(self.cfg.name)
 
     def scan_folder(self, client, folder, result):
         info = client.select_folder(server_folder_name(client, folder))
@@ -264,6 +275,7 @@ class Scanner:
                     # filing is not overlapped by a fetch
                     chunk = todo[start:start + max(min(size, (len(todo) - start) // 2), CHUNK_FIRST)]
                     start += len(chunk)
+                    self._fence()
                     bodies, errors = self._fetch(folder, chunk)
                     result.fetched += len(bodies)
                     plans = self._decide(folder, bodies, errors)
@@ -395,6 +407,7 @@ class Scanner:
         the next scan repeats the actions, as before a commit."""
         if not decisions:
             return
+        self._fence()  # committed, not flagged: the next holder acts on it (its state row says imported)
         outcome = self._mailbox(self.client, folder, decisions)
         result.acted += sum(1 for error in outcome.values() if error is None)
         self.acted = [

@@ -209,10 +209,13 @@ KEYS = (
         "connectors on one PostgreSQL database each need their own). Empty: the "
         "host name.", attr="node_name", restart=True),
     Key("node", "failover_seconds", "float", "30",
-        "Seconds after which the work of a node that died is taken over by another "
-        "(PostgreSQL, several nodes): the lease of the mail it was filing and of the "
-        "outgoing mail it was sending (renewed while it works) runs out and another node "
-        "takes them."),
+        "Seconds within which another node takes over the work of a node that dies or "
+        "freezes (PostgreSQL, several nodes): the work that runs on one node at a time "
+        "(each IMAP scanner, the deadline timer, pruning; a clean stop hands it over at "
+        "once; each holder renews its lease every sixth of this), and the lease of the "
+        "mail it was filing and of the outgoing mail it was sending (renewed while it "
+        "works). More than 0.",
+        restart=True),
     Key("connector", "auto_upgrade", "bool", "yes",
         "Whether `connector run` upgrades an older database schema itself when "
         "it starts (after a backup to <database>.bak-<version>). no: it refuses "

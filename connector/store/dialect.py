@@ -12,6 +12,7 @@ a function here, so no query exists in two copies:
     checkpoint, vacuum          WAL housekeeping  vs  nothing / VACUUM
     next_ticket_number          MAX + 1  vs  a sequence (both checked again under the write lock)
     register_text_dumpers       text holds NUL  vs  it cannot: U+FFFD instead (the raw bytes keep it)
+    clock                       the database server's time, in epoch seconds (leases)
 
 The database in use is asked with `is_postgres()`; both database classes
 live in `connector.store.db`.
@@ -96,6 +97,14 @@ def unindexed(column):
 def greatest(a, b):
     import peewee
     return peewee.fn.GREATEST(a, b) if is_postgres() else peewee.fn.MAX(a, b)
+
+
+def clock():
+    """SQL for the database's own time in epoch seconds (the leases' clock: nodes' clocks
+    differ, the server's is one): PostgreSQL's clock_timestamp(), SQLite's julianday."""
+    if is_postgres():
+        return "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
+    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 def checkpoint_spool():

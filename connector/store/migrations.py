@@ -111,6 +111,13 @@ def _nodes(db):
         Node.create_table(safe=True)
 
 
+def _leases(db):
+    """Singletons' leases (one IMAP scanner, deadline timer, pruner at a time; issue 13): a new table only."""
+    from connector.store.models import Lease
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        Lease.create_table(safe=True)
+
+
 def _claims(db):
     """Work shared by several nodes on PostgreSQL (issue 13): who filed a mail, who claims,
     claimed and sent an outgoing one, and the filing workers' claims (a new table)."""
@@ -136,6 +143,7 @@ MIGRATIONS = (
     ("0009_auto_emails", _auto_emails),
     ("0010_blocks", _blocks),
     ("0013_nodes", _nodes),
+    ("0013_leases", _leases),
     ("0014_claims", _claims),
 )
 

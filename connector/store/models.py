@@ -426,10 +426,26 @@ class Node(BaseModel):
     pid = peewee.IntegerField()
     started_at = peewee.FloatField()
     heartbeat_at = peewee.FloatField()
-    holds = JSONField(default=list)          # what it runs: its background processes (and, later, singletons)
+    holds = JSONField(default=list)          # what it runs: its background processes (its leases: `lease`)
 
     class Meta:
         table_name = "node"
+
+
+class Lease(BaseModel):
+    """Who runs a singleton (an IMAP scanner, the deadline timer, pruning) until when:
+    `connector.store.leases`. Times are the database's clock; a released lease has
+    expired (`expires_at` set to the release time) and keeps its last holder."""
+
+    name = CharField(unique=True)            # scanner:<name>, deadlines, retention
+    node = CharField()                       # the holder's [node] name
+    pid = peewee.IntegerField()              # the holding process on that node
+    token = CharField()                      # the holding process's own random id (names and pids can repeat)
+    acquired_at = peewee.FloatField()
+    expires_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "lease"
 
 
 class FilingClaim(BaseModel):
@@ -448,4 +464,5 @@ class FilingClaim(BaseModel):
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
-              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node, FilingClaim)
+              TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node,
+              Lease, FilingClaim)

@@ -10,7 +10,8 @@ spool row keeps its size and sha256 (so a re-delivered copy is still
 recognised as a duplicate) and its `raw` becomes empty. `message export`
 says the bytes were pruned; `outbox retry` and `inbound replay` refuse such
 rows. The filing worker calls `prune` a minute after it starts and then
-hourly, when it has nothing else to do (`retention.pruned`), a batch per
+hourly, when it has nothing else to do (`retention.pruned`), while it holds
+the `retention` lease (one node at a time: `connector.singletons`), a batch per
 transaction, so the intake never waits long for the spool file.
 SQLite reuses the freed pages; `connector db vacuum` gives them back to the
 file system.

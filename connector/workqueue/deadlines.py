@@ -1,7 +1,8 @@
 """Deadlines of inbox entries (seeds 001, 002): `deadline_passed`, then escalation.
 
 Where it stands: the filing worker calls `fire_due` from its loop when it has
-nothing else to do, at most every DEADLINE_EVERY seconds. An open entry whose
+nothing else to do, at most every DEADLINE_EVERY seconds, while it holds the
+`deadlines` lease (one node at a time: `connector.singletons`). An open entry whose
 `due_at` has passed fires `deadline_passed` once for that due date: one
 conditional UPDATE sets `deadline_fired` to the due date, in the same
 transaction as the event, so two processes never both fire it, and a new due
