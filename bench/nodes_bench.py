@@ -109,9 +109,9 @@ class Server(pg.PostgresServer):
 
 
 def node_config(workdir, index, url, relay_port, args):
-    """smtp_bench's configuration, on PostgreSQL, as node `index`: the URL carries the
-    node's application_name (the wake-up sockets of a PostgreSQL node are named after its
-    URL, so nodes on one host need URLs of their own), its own data_dir and `[node] name`."""
+    """smtp_bench's configuration, on PostgreSQL, as node `index`: its own data_dir and
+    `[node] name` (which, with the URL, names its wake-up sockets), the URL with its
+    application_name (pg_stat_activity shows which node a connection is)."""
     port = free_port()
     write_config(workdir, port, relay_port, args.python, args.workers)
     ini = workdir / "connector.ini"

@@ -110,11 +110,9 @@ class Cluster:
         key = secrets.token_bytes(32)  # one hmac.key on every node, as README "PostgreSQL" says to copy it
         for index in range(count):
             path = root / f"node{index + 1}"
-            # the node's name in the URL too: libpq's application_name (pg_stat_activity shows it);
-            # the wake-up sockets of a node on PostgreSQL are named after the URL, so nodes on one
-            # host with the very same URL would take each other's (connector.store.wakeup)
-            node_url = f"{url}{'&' if '?' in url else '?'}application_name=node{index + 1}"
-            node = Instance(path, relay.port, connector__database=node_url, connector__data_dir="var",
+            # the very same URL on every node, as on separate hosts: the wake-up sockets of a node
+            # on PostgreSQL are named after the URL and the [node] name (connector.store.wakeup)
+            node = Instance(path, relay.port, connector__database=url, connector__data_dir="var",
                             connector__log_level="info", node__name=f"node{index + 1}", **LIMITS,
                             **failover_key(FAILOVER), **ini)
             node.path.joinpath("config", "staff.yaml").write_text(STAFF)

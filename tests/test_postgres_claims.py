@@ -392,3 +392,22 @@ def test_an_entry_committed_after_later_ones_is_still_filed(tmp_path, pg_url, mo
         assert [r[0] for r in filed(inst)] == later and late_id < later[0]
     runner.drain()                                   # committed now, below everything filed
     assert [r[0] for r in filed(inst)] == [late_id] + later
+
+
+def test_nodes_on_one_host_with_one_url_have_their_own_wakeup_sockets(pg_url):
+    """Named after the URL alone, a second node's `connector deliver` on the same host found
+    its socket taken and refused to start ("already running"), restarting forever."""
+    from connector.settings.values import PostgresURL
+    from connector.store.db import open_store
+    from connector.store.wakeup import DELIVER, Waker
+    wakers = []
+    try:
+        for node in ("mx1", "mx2"):
+            url = PostgresURL.of(pg_url)
+            url.node = node
+            open_store(url)
+            wakers.append(Waker(None, DELIVER))
+        assert all(w.sock is not None for w in wakers) and wakers[0].name != wakers[1].name
+    finally:
+        for waker in wakers:
+            waker.close()

@@ -259,6 +259,8 @@ def load_ini(ini_path):
     if isinstance(values["database"], PostgresURL):
         values["database"].password_file = values["database_password_file"]
     values["node_name"] = values["node_name"] or socket.gethostname()
+    if isinstance(values["database"], PostgresURL):
+        values["database"].node = values["node_name"]
     if values["failover_seconds"] <= 0:
         raise ConfigError(ini_path, "[node] failover_seconds", "must be more than 0",
                           "write the seconds another node may take to take over, e.g. 30")

@@ -34,6 +34,7 @@ class PostgresURL(str):
     reads PGPASSWORD or ~/.pgpass itself)."""
 
     password_file = None
+    node = ""                        # [node] name: the processes of one node share wake-ups (store.wakeup)
     origin = "connector.ini"         # where it was given, for error lines: the ini file, or a command
     key = "[connector] database"     # ... and under which name
 

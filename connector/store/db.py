@@ -218,8 +218,9 @@ def make_database(path, synchronous="full", checkpoint_pages=None):
     if isinstance(path, PostgresURL):
         # Commits are durable (synchronous_commit = on) whatever `synchronous` asks: the
         # worker's relaxed commits are an SQLite economy. Each thread has its connection.
-        return PostgresDatabase(str(path), prefer_psycopg3=True, application_name="connector",
-                                **_password(path))
+        db = PostgresDatabase(str(path), prefer_psycopg3=True, application_name="connector", **_password(path))
+        db.node = path.node  # names this node's wake-up sockets (store.wakeup): nodes on one host keep apart
+        return db
     path = Path(path)
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)

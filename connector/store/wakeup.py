@@ -52,9 +52,12 @@ def address(data_dir, role):
 
 
 def _data_dir():
-    """What names the store: the SQLite file's folder, or the PostgreSQL URL (this node's
-    processes share it; a wake-up never crosses machines, the others poll)."""
-    return database.database if _postgres() else Path(database.database).parent
+    """What names the store: the SQLite file's folder, or the PostgreSQL URL with this node's
+    name (its processes share it; two nodes on one host keep apart; a wake-up never crosses
+    machines, the others poll)."""
+    if _postgres():
+        return f"{database.database}#{getattr(database.obj, 'node', '')}"
+    return Path(database.database).parent
 
 
 def _postgres():
@@ -94,7 +97,7 @@ class Waker:
     def __init__(self, data_dir, role):
         """`data_dir` names an SQLite store (its folder); a PostgreSQL store bound in this
         process is named by its URL, as the senders, who know only the store, name it."""
-        self.name = address(database.database if _postgres() else data_dir, role)
+        self.name = address(_data_dir() if _postgres() else data_dir, role)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             self.sock.bind(self.name)
