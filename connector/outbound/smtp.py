@@ -234,10 +234,7 @@ class SMTPTransport:
                 final = from_smtp(*conn.data(raw))
             except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
                 final = from_smtp(exc.smtp_code, exc.smtp_error)
-            replies.update(dict.fromkeys(accepted, final))
-            if final.outcome != ACCEPTED:
-                self._reset(final)
-            return replies
+            return self._ended(replies, accepted, final)
         except DROPPED as exc:
             return self._lost(rcpts, replies, exc)
 
@@ -271,12 +268,16 @@ class SMTPTransport:
                 final = from_smtp(*conn.getreply())
             else:  # DATA itself refused
                 final = data
-            replies.update(dict.fromkeys(accepted, final))
-            if final.outcome != ACCEPTED:
-                self._reset(final)
-            return replies
+            return self._ended(replies, accepted, final)
         except DROPPED as exc:
             return self._lost(rcpts, replies, exc)
+
+    def _ended(self, replies, accepted, final):
+        """`replies` with the end of DATA's reply for the accepted recipients; RSET after a refusal."""
+        replies.update(dict.fromkeys(accepted, final))
+        if final.outcome != ACCEPTED:
+            self._reset(final)
+        return replies
 
     def _lost(self, rcpts, replies, exc):
         """The connection dropped mid-transaction: the refusals stand, every other recipient waits."""
