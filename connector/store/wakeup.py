@@ -54,7 +54,13 @@ def address(data_dir, role):
 def _data_dir():
     """What names the store: the SQLite file's folder, or the PostgreSQL URL (this node's
     processes share it; a wake-up never crosses machines, the others poll)."""
-    return database.database if _postgres() else Path(database.database).parent
+    return database.database if _postgres() else _folder(database.database)
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(path):
+    """The folder of the database file (cached: asked once per message filed)."""
+    return Path(path).parent
 
 
 def _postgres():
