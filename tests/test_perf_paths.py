@@ -109,3 +109,20 @@ def test_the_spool_is_checkpointed_soon_after_the_commits(tmp_path):
         assert spool_path(tmp_path / "c.db").stat().st_size >= 50 * 4096
     finally:
         committer.close()
+
+
+def test_an_insert_statement_is_built_once(tmp_path, monkeypatch):
+    """The cache was keyed by the primary key's name for inserts, so every insert built its SQL anew."""
+    store_and_settings(tmp_path, 25)
+    built = []
+    real = bulk.dialect.insert_verb
+    monkeypatch.setattr(bulk, "_SQL", {})
+    monkeypatch.setattr(bulk.dialect, "insert_verb", lambda kind: built.append(kind) or real(kind))
+    rows = [{"address": f"{i}@example.com", "domain": "example.com", "ticket": 1, "kind": "notice",
+             "budgeted": False, "at": 1000.0 + i} for i in range(3)]
+    for row_ in rows:
+        bulk.insert(SentMail, **row_)
+    bulk.insert_many(SentMail, rows)
+    bulk.insert_many(SentMail, rows)
+    assert built == ["insert"]   # once per (statement, columns), whatever the number of calls
+    assert sent_since(999.0, kind="notice") == 9

@@ -21,11 +21,11 @@ def _statement(kind, model, columns, condition=None):
             table = f'{model._meta.schema}"."{table}'
         names = ['"%s"' % model._meta.fields[c].column_name for c in columns]
         if kind != "update":
-            key = '"%s"' % model._meta.primary_key.column_name
+            primary = '"%s"' % model._meta.primary_key.column_name
             sql = (f'{dialect.insert_verb(kind)} INTO "{table}" ({", ".join(names)}) '
-                   f'VALUES ({", ".join("?" * len(names))}){dialect.on_conflict(kind, key, names)}')
+                   f'VALUES ({", ".join("?" * len(names))}){dialect.on_conflict(kind, primary, names)}')
             if kind == "insert" and dialect.is_postgres():
-                sql += f" RETURNING {key}"  # psycopg has no lastrowid
+                sql += f" RETURNING {primary}"  # psycopg has no lastrowid
         else:
             sets = ", ".join(f"{n} = ?" for n in names)
             sql = f'UPDATE "{table}" SET {sets} WHERE "{model._meta.primary_key.column_name}" = ?'
@@ -47,10 +47,16 @@ def _values(model, columns, row):
     return [convert(row[c]) for c, convert in converters]
 
 
+_MISSING = {}
+
+
 def _with_defaults(model, row):
     """`row` plus the model's Python-side defaults for the columns it leaves out."""
-    missing = [f for f in model._meta.sorted_fields
-               if f.name not in row and f is not model._meta.primary_key and f.default is not None]
+    key = (model, tuple(row))
+    missing = _MISSING.get(key)
+    if missing is None:
+        missing = _MISSING[key] = [f for f in model._meta.sorted_fields if f.name not in row
+                                   and f is not model._meta.primary_key and f.default is not None]
     if not missing:
         return row
     row = dict(row)

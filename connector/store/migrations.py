@@ -130,6 +130,19 @@ def _claims(db):
         FilingClaim.create_table(safe=True)
 
 
+# Indexes that nothing reads: Message-IDs are looked up in thread_ref and processing, never in
+# message; each (ticket, ...) unique or composite index already serves lookups by ticket.
+UNUSED_INDEXES = ("message_message_id", "externalrecipient_ticket_id", "employeerecipient_ticket_id",
+                  "ticketevent_ticket_id")
+
+
+def _fewer_indexes(db):
+    """Drop UNUSED_INDEXES: every filed message wrote a page of each (about a tenth of the
+    pages its commit wrote), and none was read (issue 14)."""
+    for name in UNUSED_INDEXES:
+        db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -145,6 +158,7 @@ MIGRATIONS = (
     ("0013_nodes", _nodes),
     ("0013_leases", _leases),
     ("0014_claims", _claims),
+    ("0015_fewer_indexes", _fewer_indexes),
 )
 
 

@@ -154,7 +154,8 @@ class Ticket(BaseModel):
 
 
 class ExternalRecipient(BaseModel):
-    ticket = peewee.ForeignKeyField(Ticket, backref="external_recipients", on_delete="CASCADE")
+    # lookups by ticket use the unique (ticket, address) index (no index of the ticket alone)
+    ticket = peewee.ForeignKeyField(Ticket, backref="external_recipients", on_delete="CASCADE", index=False)
     address = CharField()
     kind = CharField(default=RECIPIENT_TO)   # to | cc | bcc
 
@@ -163,7 +164,8 @@ class ExternalRecipient(BaseModel):
 
 
 class EmployeeRecipient(BaseModel):
-    ticket = peewee.ForeignKeyField(Ticket, backref="employee_recipients", on_delete="CASCADE")
+    # lookups by ticket use the unique (ticket, email) index
+    ticket = peewee.ForeignKeyField(Ticket, backref="employee_recipients", on_delete="CASCADE", index=False)
     email = CharField()
 
     class Meta:
@@ -186,7 +188,7 @@ class Message(BaseModel):
     text = peewee.TextField(default="")
     reply_text = peewee.TextField(default="")
     rules_version = CharField(default="")
-    message_id = peewee.TextField(default="", index=True)
+    message_id = peewee.TextField(default="")   # looked up in thread_ref and processing, not here
     attachments = JSONField(default=list)
     received_at = peewee.FloatField()
 
@@ -290,7 +292,7 @@ class TicketEvent(BaseModel):
     """One thing that happened to a ticket (`tickets history`), written in the
     same transaction as the change it records. Names: `connector.store.events`."""
 
-    ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE")
+    ticket = peewee.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE", index=False)  # (ticket, at)
     at = peewee.FloatField()
     event = CharField()
     by = peewee.TextField(null=True)         # who: a staff or sender address; None for the system

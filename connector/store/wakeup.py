@@ -57,7 +57,13 @@ def _data_dir():
     machines, the others poll)."""
     if _postgres():
         return f"{database.database}#{getattr(database.obj, 'node', '')}"
-    return Path(database.database).parent
+    return _folder(database.database)
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(path):
+    """The folder of the database file (cached: asked once per message filed)."""
+    return Path(path).parent
 
 
 def _postgres():
