@@ -321,8 +321,10 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "sqlite_only: about SQLite's own files or locks; not run on PostgreSQL "
-                            "(tests/test_postgres*.py has the PostgreSQL side)")
+    config.addinivalue_line("markers", "empty_store: on PostgreSQL, the test's database starts without the "
+                            "connector's tables (the default is a database already at the latest schema)")
+    config.addinivalue_line("markers", "sqlite_only(reason): about SQLite's own files, locks or WAL; not run on "
+                            "PostgreSQL (tests/test_postgres*.py has the PostgreSQL side)")
 
 
 def pytest_generate_tests(metafunc):
@@ -330,9 +332,13 @@ def pytest_generate_tests(metafunc):
     unknown = set(names) - set(BACKENDS)
     if unknown:
         raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (known: {', '.join(BACKENDS)})")
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
+    if sqlite_only and not sqlite_only.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs its reason, "
+                                "@pytest.mark.sqlite_only(\"what of SQLite it is about\")")
     if "backend" not in metafunc.fixturenames or names == ["sqlite"]:
         return
-    if metafunc.definition.get_closest_marker("sqlite_only") or metafunc.module.__name__.startswith("test_postgres"):
+    if sqlite_only or metafunc.module.__name__.startswith("test_postgres"):
         return  # SQLite's own files; the PostgreSQL tests name their database themselves
     if uses_store(metafunc.function, metafunc.fixturenames, Path(metafunc.module.__file__)):
         metafunc.parametrize("backend", names, indirect=True)
@@ -420,3 +426,19 @@ def backend(request):
         _backend.update(name=name, new_database=functools.partial(server.new_database, migrated=True))
     yield name
     _backend.clear()
+    from connector.store.models import database
+    if database.obj is not None:  # what a test bound in this process is not the next module's store
+        database.close()
+        database.initialize(None)
+
+
+@pytest.fixture(autouse=True)
+def empty_store(request, backend):
+    """A test marked `empty_store` gets, on PostgreSQL, a database without the connector's
+    tables (no store yet), as an SQLite test gets no file."""
+    made = _backend.get("new_database")
+    if made and request.node.get_closest_marker("empty_store"):
+        _backend["new_database"] = request.getfixturevalue("postgres_server").new_database
+    yield
+    if made:
+        _backend["new_database"] = made

@@ -237,7 +237,7 @@ def as_other_user():
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("the SQLite file's folder")
 def test_data_dir_the_daemon_cannot_write_refused():
     import os
     import tempfile
@@ -265,7 +265,7 @@ def test_data_dir_the_daemon_cannot_write_refused():
         shutil.rmtree(base)
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("a file that is not an SQLite database")
 def test_database_that_cannot_be_opened_is_one_line(inst):
     db = inst.path / "var" / "connector.db"
     db.parent.mkdir()

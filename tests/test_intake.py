@@ -140,7 +140,7 @@ def test_inject_tempfails_when_it_cannot_store(tmp_path, sink):
     assert b"try again later" in result.stderr
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_smtp_tempfails_when_it_cannot_store(daemon):
     db = daemon.path / "var" / "connector-spool.db"
     import sqlite3

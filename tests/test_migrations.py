@@ -93,7 +93,7 @@ def table_rows(path):
         conn.close()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_keeps_every_row(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     path = load_old_store(tmp_path / "var")
@@ -137,7 +137,7 @@ def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_
         inst.stop()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_run_refuses_an_old_schema_when_auto_upgrade_is_off(tmp_path, sink):
     inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
     path = load_old_store(tmp_path / "var")

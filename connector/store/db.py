@@ -34,6 +34,7 @@ PRAGMAS = {
     "cache_size": -16000,
 }
 KEY_FILE = "hmac.key"
+NUL_STAND_IN = "\ufffd"  # what a NUL in a text value becomes on PostgreSQL
 FILE_MODE = 0o600  # database, spool and key hold customer mail or secrets
 DIR_MODE = 0o700
 
@@ -161,6 +162,7 @@ class StoreDatabase(peewee.SqliteDatabase):
 class PostgresDatabase(peewee.PostgresqlDatabase):
     """A PostgreSQL store: the store's SQL (`?` placeholders) made psycopg's by `dialect`.
 
+    A NUL in a text value is stored as U+FFFD (PostgreSQL's text refuses it; SQLite keeps it).
     Floats are DOUBLE PRECISION (peewee's REAL holds a timestamp to two minutes) and
     integers BIGINT (an IMAP UID or UIDVALIDITY is 32 bits unsigned). A connection the
     server dropped is opened anew at the next statement outside a transaction, so after
@@ -172,6 +174,8 @@ class PostgresDatabase(peewee.PostgresqlDatabase):
                        AUTO="BIGSERIAL")
 
     def execute_sql(self, sql, params=None):
+        if params:  # PostgreSQL's text cannot hold NUL, which a mail's text may (its raw bytes are BYTEA)
+            params = [p.replace("\x00", NUL_STAND_IN) if isinstance(p, str) and "\x00" in p else p for p in params]
         return super().execute_sql(dialect.placeholders(sql), params)
 
     def cursor(self, named_cursor=None):
