@@ -62,8 +62,8 @@ def block(instance, kind, target, reason="userunknown", hours=168):
     """A block as a bounce leaves it (connector.store.blocks), in the daemon's store."""
     with db(instance) as conn:
         conn.execute('INSERT INTO "block" (target, kind, reason, source, created_at, until, status, hard) '
-                     "VALUES (?, ?, ?, 'test', ?, ?, 'active', 0)",
-                     (str(target), kind, reason, time.time(), time.time() + hours * 3600))
+                     "VALUES (?, ?, ?, 'test', ?, ?, 'active', ?)",
+                     (str(target), kind, reason, time.time(), time.time() + hours * 3600, False))
 
 
 def log_events(instance, name):
