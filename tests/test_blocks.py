@@ -249,6 +249,7 @@ def test_bounce_storm_blocks_and_sends_no_mail(instance, sink):
     assert len([i for i in daemon.inbound() if i["reason"] == "bounce"]) == 250
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_blocks_opens_and_its_rows_keep(tmp_path):
     """The old release's store (tests/data, see test_migrations.py) gains the block table and the outbox note."""
     from test_migrations import load_old_store

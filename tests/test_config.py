@@ -382,6 +382,7 @@ def test_unreadable_or_non_utf8_files_are_one_line(tmp_path):
     assert code == 1 and "Traceback" not in err and "connector.ini: -: cannot be read" in err
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_check_config_reads_the_database_and_warns_of_a_readable_password(tmp_path):
     """A file that is no database fails check-config as it would fail `run`; a password file
     every user can read is said, not refused."""

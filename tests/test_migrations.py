@@ -13,12 +13,14 @@ from connector.store import migrations
 from connector.store.db import open_store
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_new_store_records_every_migration(tmp_path):
     db = open_store(tmp_path / "c.db")
     assert migrations.status(db) == {"version": len(migrations.MIGRATIONS),
                                      "latest": len(migrations.MIGRATIONS), "pending": []}
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_added_column_reaches_an_old_store_and_keeps_rows(tmp_path, monkeypatch):
     path = tmp_path / "c.db"
     db = open_store(path)
@@ -37,6 +39,7 @@ def test_added_column_reaches_an_old_store_and_keeps_rows(tmp_path, monkeypatch)
     assert rows == [("ann@acme.example", "Ann", None)]
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_sent_mail_reaches_an_old_store_with_the_last_hour_of_auto_responses(tmp_path):
     """A store from before `sent_mail`: the table appears, and the last hour's auto-responses
     (a non-ASCII address too, which the old JSON comparison never counted) still count."""

@@ -5,6 +5,8 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from connector.cli import main
 from connector.store.db import open_store, spool_path
 from connector.store.models import (
@@ -44,6 +46,7 @@ def _raw(db_path, table, row_id):
     return sqlite3.connect(path).execute(f'SELECT length(raw) FROM "{table}" WHERE id = ?', (row_id,)).fetchone()[0]
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_prune_keeps_what_may_still_be_needed(tmp_path):
     path = tmp_path / "c.db"
     open_store(path)
@@ -62,6 +65,7 @@ def test_prune_keeps_what_may_still_be_needed(tmp_path):
     assert prune(0, now=NOW) == {"spool": 0, "outbox": 0}  # 0 keeps everything
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_export_of_a_pruned_message_says_so(tmp_path, capsys):
     ini = _ini(tmp_path, "[retention]\nraw_days = 30\n")
     open_store(tmp_path / "c.db")
@@ -75,6 +79,7 @@ def test_export_of_a_pruned_message_says_so(tmp_path, capsys):
     assert sizes["bytes_after"] <= sizes["bytes_before"]
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys):
     ini = _ini(tmp_path)
     db = open_store(tmp_path / "c.db")
@@ -92,6 +97,7 @@ def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys)
     assert (backup.stat().st_mode & 0o777) == 0o600
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     """A sent row with a refused recipient may be retried, a closed item replayed: not once
     their bytes are pruned (an empty mail would go out, an empty message be filed)."""
@@ -113,6 +119,7 @@ def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     assert Processing.get_by_id(spool_id).state == SPOOL_DONE
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_db_status_changes_nothing(tmp_path, capsys):
     """`db status` on a store from before migrations: it says so and leaves the file as it was."""
     ini = _ini(tmp_path)

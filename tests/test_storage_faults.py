@@ -44,6 +44,7 @@ def fill(path):
     return filler
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_a_full_disk_delays_filing_and_shunts_nothing(tmp_path, small_disk, capsys):
     from connector.app import open_services
     from connector.store.spool import store_message
