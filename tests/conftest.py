@@ -32,7 +32,7 @@ from aiosmtpd.controller import Controller
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgresql")
 STORE_WORDS = {"Instance", "open_store"}  # what uses a store; `instance` and `daemon` use Instance
-_backend = {}  # the running test's: {"name", "new_database"}
+_backend = {}  # the running module group's: {"name", "new_database"} (set by the `backend` fixture)
 
 STAFF_YAML = """\
 staff:
