@@ -24,9 +24,12 @@ $(DEMO): config/demo.ini
 run: venv $(DEMO)
 	$(BIN)/connector -c $(DEMO) run
 
-# Install what the tests need (system packages too, when root) and run them all.
+# Install what the tests need (system packages too, when root) and run them all, on both
+# store backends (sqlite, postgresql), in TEST_JOBS processes taking a test file at a time
+# (the tests mostly wait on real daemons and sockets). README "Development" has the rest.
+TEST_JOBS ?= 3
 test: venv system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
 
 system-deps:
 	@bash tests/install-system-deps.sh

@@ -2,19 +2,26 @@
 relay sink on loopback, SQLite files in a temp dir (or a database of a
 private PostgreSQL, tests/pg.py), the CLI as a subprocess.
 
-The store's backend is a parameter: `--backends sqlite,postgresql` (or
-CONNECTOR_TEST_BACKENDS) runs every test of a module that makes an
-`Instance` or opens a store once per backend; an `Instance` then gets a
-fresh PostgreSQL database unless the test names its own. The default is
-sqlite alone (test ids unchanged).
+The store's backend is a parameter: every test that uses the store (an
+`Instance`, the `instance` or `daemon` fixture, `open_store`, or a helper or
+fixture that does, found by `store_users` in the test's code) runs once per
+backend of `--backends` (or CONNECTOR_TEST_BACKENDS; default
+sqlite,postgresql); on PostgreSQL an `Instance` gets a fresh database,
+already at the latest schema, unless the test names its own. A test about
+SQLite's own files, locks or WAL is marked `sqlite_only`; tests/test_postgres*.py
+name their PostgreSQL databases themselves and run once.
 """
 
+import ast
+import functools
+import inspect
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,8 +31,8 @@ from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgresql")
-STORE_USERS = ("Instance(", "instance", "daemon", "open_store")  # a module using one runs on each backend
-_backend = {}  # the running test's: {"name", "new_database"}
+STORE_WORDS = {"Instance", "open_store"}  # what uses a store; `instance` and `daemon` use Instance
+_backend = {}  # the running module group's: {"name", "new_database"} (set by the `backend` fixture)
 
 STAFF_YAML = """\
 staff:
@@ -309,13 +316,15 @@ def daemon(instance):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--backends", default=os.environ.get("CONNECTOR_TEST_BACKENDS", "sqlite"),
+    parser.addoption("--backends", default=os.environ.get("CONNECTOR_TEST_BACKENDS", "sqlite,postgresql"),
                      help="comma-separated store backends (sqlite,postgresql) the store-using tests run on")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "sqlite_only: about SQLite's own files or locks; not run on PostgreSQL "
-                            "(tests/test_postgres*.py has the PostgreSQL side)")
+    config.addinivalue_line("markers", "empty_store: on PostgreSQL, the test's database starts without the "
+                            "connector's tables (the default is a database already at the latest schema)")
+    config.addinivalue_line("markers", "sqlite_only(reason): about SQLite's own files, locks or WAL; not run on "
+                            "PostgreSQL (tests/test_postgres*.py has the PostgreSQL side)")
 
 
 def pytest_generate_tests(metafunc):
@@ -323,13 +332,67 @@ def pytest_generate_tests(metafunc):
     unknown = set(names) - set(BACKENDS)
     if unknown:
         raise pytest.UsageError(f"--backends: unknown {', '.join(sorted(unknown))} (known: {', '.join(BACKENDS)})")
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only")
+    if sqlite_only and not sqlite_only.args:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: sqlite_only needs its reason, "
+                                "@pytest.mark.sqlite_only(\"what of SQLite it is about\")")
     if "backend" not in metafunc.fixturenames or names == ["sqlite"]:
         return
-    if metafunc.definition.get_closest_marker("sqlite_only") or metafunc.module.__name__.startswith("test_postgres"):
+    if sqlite_only or metafunc.module.__name__.startswith("test_postgres"):
         return  # SQLite's own files; the PostgreSQL tests name their database themselves
-    source = Path(metafunc.module.__file__).read_text(encoding="utf-8")
-    if any(word in source for word in STORE_USERS):
+    if uses_store(metafunc.function, metafunc.fixturenames, Path(metafunc.module.__file__)):
         metafunc.parametrize("backend", names, indirect=True)
+
+
+def _identifiers(tree):
+    """The names a piece of code mentions: variables, attributes, arguments (fixtures)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+    return found
+
+
+@functools.cache
+def store_users(path):
+    """The top-level names of a test file (or helper module beside this one) that use the
+    store, directly or through another such name, one imported from a helper module, or a
+    fixture of this file."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    inherited = set() if Path(path) == Path(__file__) else store_users(Path(__file__))
+    uses, imported = {}, set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and (Path(path).parent / f"{node.module}.py").exists():
+            helper = store_users(Path(path).parent / f"{node.module}.py")
+            imported |= {alias.asname or alias.name for alias in node.names if alias.name in helper}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            uses[node.name] = _identifiers(node)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    uses[target.id] = _identifiers(node.value)
+    found = STORE_WORDS | imported | (inherited - set(uses))
+    while True:
+        more = {name for name, words in uses.items() if name not in found and words & found}
+        if not more:
+            return found & (set(uses) | imported | inherited)
+        found |= more
+
+
+def uses_store(function, fixturenames, path):
+    """Whether a test uses the store: its fixtures or its code reach a store user."""
+    users = store_users(path) | STORE_WORDS
+    if users & set(fixturenames):
+        return True
+    try:
+        words = _identifiers(ast.parse(textwrap.dedent(inspect.getsource(function))))
+    except (OSError, TypeError, SyntaxError):
+        return True  # cannot tell: run it on each backend
+    return bool(words & users)
 
 
 @pytest.fixture(scope="session")
@@ -350,11 +413,32 @@ def pg_url(postgres_server):
     return postgres_server.new_database()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def backend(request):
-    """The store backend of this test ("sqlite" unless --backends asks for more)."""
+    """The store backend of this test: "sqlite", or "postgresql" for its second run.
+
+    Module-scoped, so pytest runs a module's tests backend by backend, and a module-scoped
+    fixture that makes an `Instance` (a world of the module's tests) takes `backend` as
+    an argument to be made once per backend."""
     name = getattr(request, "param", "sqlite")
     if name == "postgresql":
-        _backend.update(name=name, new_database=request.getfixturevalue("postgres_server").new_database)
+        server = request.getfixturevalue("postgres_server")
+        _backend.update(name=name, new_database=functools.partial(server.new_database, migrated=True))
     yield name
     _backend.clear()
+    from connector.store.models import database
+    if database.obj is not None:  # what a test bound in this process is not the next module's store
+        database.close()
+        database.initialize(None)
+
+
+@pytest.fixture(autouse=True)
+def empty_store(request, backend):
+    """A test marked `empty_store` gets, on PostgreSQL, a database without the connector's
+    tables (no store yet), as an SQLite test gets no file."""
+    made = _backend.get("new_database")
+    if made and request.node.get_closest_marker("empty_store"):
+        _backend["new_database"] = request.getfixturevalue("postgres_server").new_database
+    yield
+    if made:
+        _backend["new_database"] = made

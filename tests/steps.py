@@ -42,6 +42,7 @@ class StepWorld:
         from connector.settings import load_settings
         from connector.store.spool import store_message
         inst = Instance(path, 2500, **ini)
+        self.instance = inst
         self.services = open_services(load_settings(inst.ini), clock=lambda: FROZEN, synchronous="off")
         self.runner = Runner(self.services)
         first = make_mail(subject="Printer broken", sender="ann@acme.example", name="Ann Customer",

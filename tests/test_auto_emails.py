@@ -167,7 +167,7 @@ def test_take_mails_requester_once_not_the_taker(desk, sink):
         {"to": "ann@acme.example", "rule": "taken", "kind": "external", "reason": "duplicate"}]
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("compares the SQLite file's bytes")
 def test_preview_changes_nothing_and_rejects_an_unknown_event(desk):
     number = new_ticket(desk)
     db = desk.path / "var" / "connector.db"
@@ -330,7 +330,7 @@ def test_planning_an_event_again_adds_no_mail(desk):
     assert auto_rows(desk) == before and sent_mail() == counted
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_auto_emails_upgrades_and_plans_them(instance, sink):
     configure(instance, auto_emails=None).start()
     number = new_ticket(instance)

@@ -10,7 +10,6 @@ automatic mail."""
 import email
 import email.policy
 import json
-import sqlite3
 import time
 
 from conftest import make_mail, wait_for
@@ -45,14 +44,14 @@ auto_emails:
 
 
 def db(instance):
-    return sqlite3.connect(instance.path / "var" / "connector.db")
+    return instance.connect()
 
 
 def auto_rows(instance):
     with db(instance) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT id, ticket_id, cause_id, rcpt, subject, status, blocked, "
-                                              "auto_key FROM outbox WHERE kind = 'auto_email' ORDER BY id")]
+        cursor = conn.execute("SELECT id, ticket_id, cause_id, rcpt, subject, status, blocked, "
+                              "auto_key FROM outbox WHERE kind = 'auto_email' ORDER BY id")
+        return [dict(zip([c[0] for c in cursor.description], r)) for r in cursor.fetchall()]
 
 
 def rcpt(row):
@@ -63,8 +62,8 @@ def block(instance, kind, target, reason="userunknown", hours=168):
     """A block as a bounce leaves it (connector.store.blocks), in the daemon's store."""
     with db(instance) as conn:
         conn.execute('INSERT INTO "block" (target, kind, reason, source, created_at, until, status, hard) '
-                     "VALUES (?, ?, ?, 'test', ?, ?, 'active', 0)",
-                     (str(target), kind, reason, time.time(), time.time() + hours * 3600))
+                     "VALUES (?, ?, ?, 'test', ?, ?, 'active', ?)",
+                     (str(target), kind, reason, time.time(), time.time() + hours * 3600, False))
 
 
 def log_events(instance, name):

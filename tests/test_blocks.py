@@ -153,7 +153,7 @@ def test_more_than_100_mails_on_a_ticket_in_a_day_block_it_twelve_hours(tmp_path
         assert copies and all("ticket #1 is blocked" in o["blocked"] for o in copies)   # a person's mail: goes
         # 12 hours on (and the day's mail of the ticket aged out too): the ticket is free again
         _expire(instance)
-        with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+        with instance.connect() as conn:
             conn.execute("UPDATE outbox SET created_at = created_at - 86400")
         assert [b["status"] for b in instance.json("blocks", "list", "--all")] == ["expired"]
         instance.send(make_mail(subject="[Ticket #1] fixed now?", sender="ann@acme.example"))
@@ -174,7 +174,7 @@ auto_emails:
 
 def _expire(instance):
     """What the clock passing the blocks' expiry does: their `until` is now in the past."""
-    with sqlite3.connect(instance.path / "var" / "connector.db") as conn:
+    with instance.connect() as conn:
         conn.execute('UPDATE "block" SET until = ? WHERE status = \'active\'', (time.time() - 1,))
 
 
@@ -249,6 +249,7 @@ def test_bounce_storm_blocks_and_sends_no_mail(instance, sink):
     assert len([i for i in daemon.inbound() if i["reason"] == "bounce"]) == 250
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_blocks_opens_and_its_rows_keep(tmp_path):
     """The old release's store (tests/data, see test_migrations.py) gains the block table and the outbox note."""
     from test_migrations import load_old_store

@@ -239,7 +239,7 @@ def as_other_user():
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("the SQLite file's folder")
 def test_data_dir_the_daemon_cannot_write_refused():
     import os
     import tempfile
@@ -267,7 +267,7 @@ def test_data_dir_the_daemon_cannot_write_refused():
         shutil.rmtree(base)
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("a file that is not an SQLite database")
 def test_database_that_cannot_be_opened_is_one_line(inst):
     db = inst.path / "var" / "connector.db"
     db.parent.mkdir()
@@ -384,6 +384,7 @@ def test_unreadable_or_non_utf8_files_are_one_line(tmp_path):
     assert code == 1 and "Traceback" not in err and "connector.ini: -: cannot be read" in err
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_check_config_reads_the_database_and_warns_of_a_readable_password(tmp_path):
     """A file that is no database fails check-config as it would fail `run`; a password file
     every user can read is said, not refused."""

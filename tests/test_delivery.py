@@ -175,6 +175,7 @@ def test_given_up_after_give_up_after(tmp_path, relay, clock):
     delivery.close()
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_store_from_before_per_recipient_state_opens_and_delivers(tmp_path, relay, clock):
     import sqlite3
 
@@ -220,6 +221,7 @@ def test_cancel_while_in_flight_is_not_undone(tmp_path, relay, clock):
         sink.stop()
 
 
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_an_outcome_the_store_refuses_is_recorded_before_anything_is_sent_again(tmp_path, relay, clock):
     """The relay accepted; the store was locked by another writer past the busy timeout. The
     next rounds send nothing until that outcome is on the row: the mail arrives once."""

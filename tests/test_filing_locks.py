@@ -18,6 +18,7 @@ def _other_connection(path):
     return sqlite3.connect(path, timeout=0, isolation_level=None)
 
 
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_filing_locks_the_main_file_only(tmp_path):
     path = tmp_path / "c.db"
     open_store(path)
@@ -35,6 +36,7 @@ def test_filing_locks_the_main_file_only(tmp_path):
     assert Processing.get_by_id(spool_id).state == SPOOL_DONE
 
 
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_an_idle_look_starts_past_what_was_filed(tmp_path):
     from connector.pipeline.runner import Runner
 
@@ -51,6 +53,7 @@ def test_an_idle_look_starts_past_what_was_filed(tmp_path):
     assert runner.waiting_ids() == [new]
 
 
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_filing_processes_take_turns_on_a_private_lock_file(tmp_path):
     """Two filing workers: the second waits on an flock (woken when the first commits), not
     in SQLite's busy handler, which sleeps 1, 2, 5... ms between looks."""

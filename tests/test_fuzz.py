@@ -268,7 +268,7 @@ def check(world, raw):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, backend):
     return World(tmp_path_factory.mktemp("fuzz"))
 
 

@@ -142,7 +142,7 @@ def test_the_address_it_was_sent_to_wins_over_the_scanner_rule(tmp_path, sink):
         inst.stop()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_the_inbox_tables_upgrades_and_takes_entries(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     inst.start()

@@ -105,7 +105,7 @@ def test_installed_wheel_checks_config_and_files_a_first_mail(installed, tmp_pat
         sink.stop()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("the modes of SQLite's files")
 def test_files_holding_mail_are_created_0600(daemon):
     """Database, spool, their WAL and SHM files and the key: 0600 even under a umask of 022."""
     os.umask(0o022)

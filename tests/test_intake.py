@@ -131,6 +131,7 @@ def test_inject_exit_codes(instance):
     assert [t["subject"] for t in instance.tickets()] == ["Piped"]
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_inject_tempfails_when_it_cannot_store(tmp_path, sink):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the data directory should be")
@@ -140,7 +141,7 @@ def test_inject_tempfails_when_it_cannot_store(tmp_path, sink):
     assert b"try again later" in result.stderr
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_smtp_tempfails_when_it_cannot_store(daemon):
     db = daemon.path / "var" / "connector-spool.db"
     import sqlite3

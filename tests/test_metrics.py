@@ -96,6 +96,7 @@ def test_healthz(metered):
     assert get(url + "/nothing")[0] == 404
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_an_old_store_gains_the_processed_at_index(tmp_path):
     path = tmp_path / "c.db"
     db = open_store(path)

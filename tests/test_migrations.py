@@ -13,12 +13,14 @@ from connector.store import migrations
 from connector.store.db import open_store
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_new_store_records_every_migration(tmp_path):
     db = open_store(tmp_path / "c.db")
     assert migrations.status(db) == {"version": len(migrations.MIGRATIONS),
                                      "latest": len(migrations.MIGRATIONS), "pending": []}
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_added_column_reaches_an_old_store_and_keeps_rows(tmp_path, monkeypatch):
     path = tmp_path / "c.db"
     db = open_store(path)
@@ -37,6 +39,7 @@ def test_added_column_reaches_an_old_store_and_keeps_rows(tmp_path, monkeypatch)
     assert rows == [("ann@acme.example", "Ann", None)]
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_sent_mail_reaches_an_old_store_with_the_last_hour_of_auto_responses(tmp_path):
     """A store from before `sent_mail`: the table appears, and the last hour's auto-responses
     (a non-ASCII address too, which the old JSON comparison never counted) still count."""
@@ -93,7 +96,7 @@ def table_rows(path):
         conn.close()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_keeps_every_row(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     path = load_old_store(tmp_path / "var")
@@ -137,7 +140,7 @@ def test_a_store_written_by_the_release_before_migrations_upgrades_on_start_and_
         inst.stop()
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_run_refuses_an_old_schema_when_auto_upgrade_is_off(tmp_path, sink):
     inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
     path = load_old_store(tmp_path / "var")

@@ -74,6 +74,7 @@ def outcome(function, *args):
         return type(exc)
 
 
+@pytest.mark.sqlite_only("SQLite's WAL and its checkpoints")
 def test_the_filing_worker_leaves_checkpoints_to_delivery(tmp_path):
     from connector.store.db import open_store
     from connector.store.models import database
@@ -84,6 +85,7 @@ def test_the_filing_worker_leaves_checkpoints_to_delivery(tmp_path):
     assert database.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
+@pytest.mark.sqlite_only("SQLite's WAL and its checkpoints")
 def test_the_spool_is_checkpointed_soon_after_the_commits(tmp_path):
     """The intake's spool writer copies the WAL into the spool file once DATA stops coming
     (and, under load, between two batches: tests/test_smtp_intake_spool.py)."""

@@ -7,6 +7,8 @@ import json
 import signal
 import socket
 
+import pytest
+
 from conftest import Instance, free_port, wait_for
 from connector.settings.schema import KEYS
 
@@ -25,6 +27,7 @@ def another_value(key, current):
     return OTHER[key.kind]
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_every_restart_key_changed_at_once_is_named_and_kept(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     inst.start()

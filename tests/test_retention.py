@@ -47,6 +47,7 @@ def _raw(db_path, table, row_id):
     return sqlite3.connect(path).execute(f'SELECT length(raw) FROM "{table}" WHERE id = ?', (row_id,)).fetchone()[0]
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_prune_keeps_what_may_still_be_needed(tmp_path):
     path = tmp_path / "c.db"
     open_store(path)
@@ -65,6 +66,7 @@ def test_prune_keeps_what_may_still_be_needed(tmp_path):
     assert prune(0, now=NOW) == {"spool": 0, "outbox": 0}  # 0 keeps everything
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_export_of_a_pruned_message_says_so(tmp_path, capsys):
     ini = _ini(tmp_path, "[retention]\nraw_days = 30\n")
     open_store(tmp_path / "c.db")
@@ -78,7 +80,7 @@ def test_export_of_a_pruned_message_says_so(tmp_path, capsys):
     assert sizes["bytes_after"] <= sizes["bytes_before"]
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("the WAL and its checkpoints")
 def test_vacuum_reports_what_the_files_take_after_it(tmp_path, capsys):
     """In WAL mode a VACUUM's result sits in the WAL until a checkpoint: the files shrank only
     later and `db vacuum` reported no gain (outside test: 77914112 -> 77914112)."""
@@ -94,6 +96,7 @@ def test_vacuum_reports_what_the_files_take_after_it(tmp_path, capsys):
     assert sizes["bytes_after"] < sizes["bytes_before"] / 4 and sizes["bytes_after"] == on_disk, sizes
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys):
     ini = _ini(tmp_path)
     db = open_store(tmp_path / "c.db")
@@ -111,6 +114,7 @@ def test_a_store_from_before_migrations_upgrades_with_a_backup(tmp_path, capsys)
     assert (backup.stat().st_mode & 0o777) == 0o600
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     """A sent row with a refused recipient may be retried, a closed item replayed: not once
     their bytes are pruned (an empty mail would go out, an empty message be filed)."""
@@ -132,6 +136,7 @@ def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     assert Processing.get_by_id(spool_id).state == SPOOL_DONE
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_db_status_changes_nothing(tmp_path, capsys):
     """`db status` on a store from before migrations: it says so and leaves the file as it was."""
     ini = _ini(tmp_path)

@@ -236,6 +236,7 @@ def test_check_config_command_reports_the_rule(tmp_path):
     assert "a move without a folder" in err and "hint:" in err
 
 
+@pytest.mark.empty_store
 def test_scanners_test_command_shows_rule_and_actions_changing_nothing(tmp_path):
     rules = GOOD_RULES + """\
   - name: catch-rest

@@ -3,6 +3,8 @@ scanner tables an earlier release made keeps their rows, and the queries are the
 
 import sqlite3
 
+import pytest
+
 from connector.store import migrations
 from connector.store.db import open_store
 from connector.store.models import SCANNER_DONE, SCANNER_FAILED, SCANNER_GIVEN_UP, ScannerMessage, database
@@ -33,6 +35,7 @@ def tables(path):
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_a_new_store_has_the_scanner_tables(tmp_path):
     path = tmp_path / "connector.db"
     open_store(path)
@@ -40,6 +43,7 @@ def test_a_new_store_has_the_scanner_tables(tmp_path):
     assert {"scanner_folder", "scanner_status", "scanner_message"} <= tables(path)
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_with_scanner_tables_of_the_earlier_release_keeps_them(tmp_path):
     path = tmp_path / "connector.db"
     open_store(path)
@@ -58,6 +62,7 @@ def test_a_store_with_scanner_tables_of_the_earlier_release_keeps_them(tmp_path)
     assert state.folder("INBOX").last_uid == 42
 
 
+@pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
 def test_a_message_that_keeps_failing_is_given_up(tmp_path):
     open_store(tmp_path / "connector.db")
     state = ScannerState("support", clock=lambda: 5.0)

@@ -131,7 +131,7 @@ def test_500_simultaneous_connects_are_all_greeted(daemon):
     assert len(greeted) == count and all(g.startswith(b"220") for g in greeted)
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_shutdown_answers_421_and_an_inflight_commit_still_gets_its_250(daemon):
     idle = Client(daemon.port)
     assert idle.reply()[0].startswith(b"220")

@@ -4,6 +4,8 @@ a steady load, and every session is answered with its own spool id."""
 import asyncio
 import os
 
+import pytest
+
 from connector.store.db import open_store, spool_path
 from connector.store.models import SpoolEntry
 from connector.store.spool import CHECKPOINT_BYTES, GroupCommitter
@@ -11,6 +13,7 @@ from connector.store.spool import CHECKPOINT_BYTES, GroupCommitter
 BODY = b"Subject: load\r\n\r\n" + b"x" * 4096
 
 
+@pytest.mark.sqlite_only("SQLite's WAL and its checkpoints")
 def test_the_spool_wal_starts_over_under_a_steady_load(tmp_path):
     """Batches committed back to back, 3x CHECKPOINT_BYTES in all: the writer checkpoints
     between two of them, so the WAL is started over and stays near CHECKPOINT_BYTES (a

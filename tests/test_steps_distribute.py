@@ -12,7 +12,7 @@ PUBLIC, NOTIFICATIONS = "support@example.com", "notifications@example.com"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, backend):
     return StepWorld(tmp_path_factory.mktemp("distribute"), connector__triage_notice_to="triage@example.com")
 
 

@@ -17,7 +17,7 @@ LINKS = {link.name: link for link in route.LINKS}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, backend):
     return StepWorld(tmp_path_factory.mktemp("route"))
 
 
@@ -84,8 +84,6 @@ def test_a_new_ticket_planned_with_a_number_taken_meanwhile_is_decided_again(tmp
     """Another process files a ticket between the decision and the filing: the plan's
     number is stale, so the message is decided again under the filing lock and the
     ticket, the copies' subjects and the Message-IDs all carry the number it really gets."""
-    import sqlite3
-
     from connector.pipeline.apply import plan_current
     from connector.pipeline.runner import Runner
     from connector.store.spool import store_message
@@ -110,7 +108,7 @@ def test_a_new_ticket_planned_with_a_number_taken_meanwhile_is_decided_again(tmp
     ctx = raced.process(store_message((FIXTURES / "new_ticket.eml").read_bytes(), rcpt_to=["support@example.com"],
                                       intake="test", clock=lambda: FROZEN))
     assert raced.raced and ctx.plan.ticket_number == 3
-    db = sqlite3.connect(tmp_path / "var" / "connector.db")
+    db = world.instance.connect()
     assert db.execute("SELECT number, subject FROM ticket ORDER BY number").fetchall() == [
         (1, "Printer broken"), (2, "Newsletter signup"), (3, "Scanner jam")]
     rows = db.execute("SELECT o.subject, o.message_id FROM outbox o JOIN ticket t ON t.id = o.ticket_id "

@@ -44,6 +44,7 @@ def fill(path):
     return filler
 
 
+@pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_a_full_disk_delays_filing_and_shunts_nothing(tmp_path, small_disk, capsys):
     from connector.app import open_services
     from connector.store.spool import store_message
@@ -66,7 +67,7 @@ def test_a_full_disk_delays_filing_and_shunts_nothing(tmp_path, small_disk, caps
     assert {p.state for p in Processing.select()} == {"done"}
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_a_database_locked_past_the_busy_timeout_delays_filing_and_shunts_nothing(daemon):
     wait_for(lambda: all(e in daemon.log.read_text() for e in ("daemon.started", "worker.started")), 30,
              what="the daemon to finish starting (it opens the store)")

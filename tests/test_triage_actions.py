@@ -322,6 +322,7 @@ def test_delete_refuses_a_mail_that_is_filed_in_a_ticket(daemon, sink):
     assert daemon.ticket(1)["message_count"] >= 1 and len(daemon.inbound()) == 1
 
 
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
 def test_a_store_from_before_tombstones_opens_and_keeps_its_items(tmp_path):
     from connector.store import migrations
     from connector.store.db import open_store

@@ -8,7 +8,6 @@ partition, race over one real SQLite store on the same conflicting mail, and
 the outcome is asserted: every entry filed once, one ticket per thread,
 ticket numbers without gaps or repeats, budgets not overspent, no shunts."""
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -38,7 +37,7 @@ def decided(runner, spool_id):
 
 
 def rows(inst, sql, *params):
-    with sqlite3.connect(inst.path / "var" / "connector.db") as conn:
+    with inst.connect() as conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -118,9 +117,9 @@ RACER = textwrap.dedent("""
 
 
 def test_two_filing_processes_racing_on_conflicting_mail(tmp_path):
-    from connector.store.db import load_hmac_key, open_store
+    from connector.store.db import load_hmac_key
     inst = Instance(tmp_path, free_port(), connector__auto_responses_per_hour="3")
-    open_store(inst.path / "var" / "connector.db")
+    inst.open_store()
     load_hmac_key(inst.path / "var")   # made before the workers start, as the daemon does
     threads, copies = [], []
     for n in range(12):

@@ -79,7 +79,7 @@ def test_the_plan_names_the_inbox_a_new_ticket_lands_in(instance, tmp_path):
     assert [e["inbox"] for e in instance.json("inbox", "list")] == ["Technical"]
 
 
-@pytest.mark.sqlite_only
+@pytest.mark.sqlite_only("an SQLite file lock")
 def test_an_operator_action_leaves_the_spool_writable(instance):
     """While an operator transaction holds the main file, the intake can still commit."""
     instance.cli("tickets", "list")  # makes the store
