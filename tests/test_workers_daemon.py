@@ -43,7 +43,7 @@ def cmdline(pid):
     return open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").split(b"\0")
 
 
-@pytest.mark.sqlite_only  # the partitions are SQLite's; PostgreSQL's pool of claims: test_postgres_claims.py
+@pytest.mark.sqlite_only("the partitions are SQLite's; PostgreSQL's pool of claims: test_postgres_claims.py")
 def test_three_filing_workers_under_the_daemon(tmp_path, sink, monkeypatch):
     notify_path = tmp_path / "notify.sock"
     systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
