@@ -20,8 +20,9 @@ def test_history_records_mail_and_cli_changes_oldest_first(daemon):
         ("request_by_email", "mail", "ann@acme.example"),
         ("customer_replied", "mail", "ann@acme.example"),
         ("status_changed", "cli", None),
+        ("inbox_flag_changed", "cli", None),     # another status takes it out of the Inbox (seed 004)
     ]
-    assert history[-1]["detail"] == {"from": "New", "to": "Waiting"}
+    assert history[-2]["detail"] == {"from": "New", "to": "Waiting"} and history[-1]["detail"] == {"in_inbox": False}
     assert all(e["at"].endswith("+00:00") for e in history)
     assert history == sorted(history, key=lambda e: e["at"])
 

@@ -80,6 +80,8 @@ def test_a_bounce_and_a_duplicate_are_decided_before_routing(world):
     assert (again.plan.action, again.plan.link) == ("duplicate", "duplicate") and fired(again) is None
 
 
+@pytest.mark.sqlite_only("on PostgreSQL the filing claims keep arrival order: a second process cannot file a later "
+                         "entry before this one (tests/test_postgres_claims.py races workers there)")
 def test_a_new_ticket_planned_with_a_number_taken_meanwhile_is_decided_again(tmp_path):
     """Another process files a ticket between the decision and the filing: the plan's
     number is stale, so the message is decided again under the filing lock and the

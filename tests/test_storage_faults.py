@@ -47,7 +47,9 @@ def fill(path):
 @pytest.mark.sqlite_only("SQLite's files and their folder")
 def test_a_full_disk_delays_filing_and_shunts_nothing(tmp_path, small_disk, capsys):
     from connector.app import open_services
+    from connector.log import setup_logging
     from connector.store.spool import store_message
+    setup_logging("info")   # to this test's stdout: an earlier test of this process may have logged elsewhere
     inst = Instance(tmp_path, 2500, connector__database=str(small_disk / "connector.db"))
     runner = Runner(open_services(load_settings(inst.ini)))
     ids = [store_message(make_mail(subject=f"Full disk {n}", body="words " * 400).as_bytes(),
