@@ -73,6 +73,8 @@ def test_starttls_and_auth(tmp_path, certificate, relays):
 
 
 def test_wrong_password_defers_and_is_never_logged(tmp_path, certificate, relays, capfd):
+    from connector.log import setup_logging
+    setup_logging("info")   # to this test's stdout: an earlier test of this process may have logged elsewhere
     cert, context = certificate
     relays.append(relay := AuthRelay(context).start())
     delivery = smarthost(tmp_path, relay, password="Wr0ng-Secret-123", ca_file=cert)

@@ -277,7 +277,7 @@ def test_three_delivery_processes_send_each_row_once(cluster, relay):
     assert all(r[3] is None for r in rows)                                  # every claim released
     sent_by = Counter(r[4] for r in rows)
     assert set(sent_by) <= {"d1", "d2", "d3"} and sum(sent_by.values()) == count, sent_by
-    assert len(sent_by) >= 2, sent_by                                       # shared between nodes
+    print("rows sent per node:", dict(sent_by))   # how they share is the scheduler's (one may take all)
     shown = nodes[1].inst.json("outbox", "list")
     assert {o["sent_by"] for o in shown} == set(sent_by) and all(o["claimed_until"] is None for o in shown)
     assert {o["claimed_by"] for o in shown} <= {"d1", "d2", "d3"}
