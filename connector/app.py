@@ -23,6 +23,7 @@ allows) before anything listens: an old schema with auto_upgrade = no stops
 import asyncio
 import errno
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -41,7 +42,7 @@ from connector.mail.addresses import OwnAddresses
 from connector.pipeline.services import Services
 from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
-from connector.store import nodes
+from connector.store import claims, dialect, nodes
 from connector.settings.values import PostgresURL
 from connector.store.db import PostgresUnavailable, load_hmac_key, open_store, probe
 from connector.store.spool import GroupCommitter
@@ -106,6 +107,8 @@ class Daemon:
         self.ini_path = ini_path
         self.clock = clock
         self.stop_event = threading.Event()
+        self.instance = secrets.token_hex(6)  # this run's: in every token of its processes' claims and leases
+        os.environ[claims.INSTANCE_ENV] = self.instance
         self.children = Children(ini_path, background_commands(settings) if with_worker else {})
         self.services = [service(settings, self.stop_event) for service in SERVICES]
         self.notifier = Notifier()
@@ -191,8 +194,10 @@ class Daemon:
 
     async def main(self):
         settings = self.settings
-        self.locks = daemonlock.hold(settings)  # DaemonRunning: another daemon serves this data or store
+        self.locks, previous = daemonlock.hold(settings, self.instance)  # DaemonRunning: another daemon runs
         services = open_services(settings)
+        if previous and dialect.is_postgres():
+            self._take_back(settings.node_name, previous)
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
@@ -234,6 +239,13 @@ class Daemon:
         self.stopped_at = self.clock()
         self.publish()
         log.info("daemon.stopped")
+
+    def _take_back(self, node, previous):
+        """The claims and leases of our killed predecessor's processes are free at once, not
+        after `[node] failover_seconds` (a restart after a crash resumes filing at once)."""
+        counts = claims.take_back(node, previous)
+        if counts["filing"] or counts["outbox"] or counts["leases"] or counts["kept"]:
+            log.info("claims.taken_back", previous_run=previous, **counts)
 
     async def _listen(self, handler):
         """The metrics endpoint, then SMTP; ListenError, with nothing left bound, when either cannot bind."""

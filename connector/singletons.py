@@ -24,12 +24,12 @@ reason), `lease.released` (name, node); `lease.failed` once per outage.
 """
 
 import os
-import secrets
 import threading
 import time
 
 from connector.log import get_logger
 from connector.store import leases
+from connector.store.claims import new_token
 from connector.store.models import database
 
 log = get_logger("lease")
@@ -64,7 +64,7 @@ class LeaseKeeper(threading.Thread):
 
     def __init__(self, node, failover, on_change=None, busy=None, clock=_monotonic):
         super().__init__(name="leases", daemon=True)
-        self.node, self.pid, self.token = node, os.getpid(), secrets.token_hex(8)
+        self.node, self.pid, self.token = node, os.getpid(), new_token(node)
         self.lasts, self.every, self.fence = failover * LASTS, failover * RENEW, failover * FENCE
         self.on_change = on_change or (lambda: None)
         self.busy = busy or (lambda name: False)

@@ -115,9 +115,9 @@ def test_kill_between_spool_commit_and_flag(tmp_path, sink, dovecot):
     user = dovecot.new_user()
     rules = [{"name": "to-processed", "conditions": {"field": "subject", "op": "contains", "value": "crash"},
               "actions": ["create_or_update_ticket", {"move_to_folder": "Processed"}]}]
-    # on PostgreSQL the killed daemon's scanner lease runs out before the restarted one scans
-    # (it cannot tell its own dead holder from another node's): a short failover here
-    inst = site(tmp_path, sink, [scanner(dovecot, user, idle=True, rules=rules)], node__failover_seconds="3")
+    # on PostgreSQL the restarted daemon takes the killed one's scanner lease back at once
+    # (the default 30 s failover: this test fails if it waits for the lease to run out)
+    inst = site(tmp_path, sink, [scanner(dovecot, user, idle=True, rules=rules)])
     proxy = FaultProxy(dovecot.port, rb"(?i)\bSTORE\b", lambda: inst.proc.kill())
     scanners = yaml.safe_load((tmp_path / "config" / "scanners.yaml").read_text())
     scanners["scanners"][0]["port"] = proxy.port

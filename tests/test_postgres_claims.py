@@ -411,3 +411,37 @@ def test_nodes_on_one_host_with_one_url_have_their_own_wakeup_sockets(pg_url):
     finally:
         for waker in wakers:
             waker.close()
+
+
+def test_a_daemon_restarted_after_kill_9_takes_its_own_claims_back_at_once(tmp_path, pg_url, sink):
+    """With the default 30 s lease, a daemon killed while its processes hold spool and outbox
+    claims and a lease resumes at once when restarted: it frees what its dead run held (the
+    run's id is in daemon.lock), and keeps what a process of that run still alive holds."""
+    inst = Instance(tmp_path / "solo", sink.port, connector__database=pg_url, connector__data_dir="var",
+                    node__name="solo")
+    inst.start()
+    inst.kill9()
+    pid, run = (tmp_path / "solo" / "var" / "daemon.lock").read_text().split()
+    dead, alive = f"solo/{run}/{pid}/aa", f"solo/{run}/{os.getpid()}/bb"   # this test lives: "a child left"
+    inst.open_store()
+    from connector.store.spool import store_message
+    spool_id = store_message(make_mail(subject="Held by the dead run").as_bytes(),
+                             mail_from="ann@acme.example", rcpt_to=["support@example.com"], intake="smtp")
+    other = store_message(make_mail(subject="Held by a living one").as_bytes(),
+                          mail_from="bob@acme.example", rcpt_to=["support@example.com"], intake="smtp")
+    with inst.connect() as conn:
+        for spool, token in ((spool_id, dead), (other, alive)):
+            conn.execute("INSERT INTO filing_claim (spool_id, claimed_by, claim_token, claimed_until) "
+                         "VALUES (?, 'solo', ?, EXTRACT(EPOCH FROM now()) + 3600)", (spool, token))
+        conn.execute("INSERT INTO lease (name, node, pid, token, acquired_at, expires_at) VALUES "
+                     "('deadlines', 'solo', ?, ?, EXTRACT(EPOCH FROM now()), EXTRACT(EPOCH FROM now()) + 3600)",
+                     (int(pid), dead))
+    inst.start()
+    wait_for(lambda: inst.rows(f"SELECT state FROM processing WHERE spool_id = {spool_id}") == [("done",)], 15,
+             what="the dead run's entry filed, long before its 30 s lease ran out")
+    [taken] = [json.loads(line) for line in inst.log.read_text().splitlines()
+               if line.startswith("{") and '"claims.taken_back"' in line]
+    assert (taken["previous_run"], taken["filing"], taken["leases"], taken["kept"]) == (run, 1, 1, [os.getpid()])
+    assert inst.rows(f"SELECT claim_token FROM filing_claim WHERE spool_id = {other}") == [(alive,)]
+    assert inst.rows(f"SELECT spool_id FROM processing WHERE spool_id = {other}") == []  # kept: not filed yet
+    inst.stop()

@@ -33,11 +33,12 @@ def lock_paths(settings):
     return list(dict.fromkeys(path.resolve() for path in paths))  # one folder by two spellings: one lock
 
 
-def hold(settings):
-    """Take every lock and write our pid into it, before the store is opened (a second daemon
-    must not migrate the store under the first); returns the open descriptors (the locks last
-    while they are open). DaemonRunning names the holder's pid."""
-    fds = []
+def hold(settings, instance):
+    """Take every lock and write our pid and run's `instance` id into it, before the store is
+    opened (a second daemon must not migrate the store under the first); returns (the open
+    descriptors: the locks last while they are open; the instance id of the run that held the
+    data directory's lock before, over now, or None). DaemonRunning names the holder's pid."""
+    fds, previous = [], None
     for path in lock_paths(settings):
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -54,11 +55,14 @@ def hold(settings):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            holder = (os.pread(fd, 64, 0).decode("ascii", "replace").split() or [""])[0]
             for other in (fd, *fds):
                 os.close(other)
             raise DaemonRunning(path, holder) from None
+        if not fds:  # the data directory's
+            before = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+            previous = before[1] if len(before) > 1 else None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.pwrite(fd, f"{os.getpid()} {instance}\n".encode("ascii"), 0)
         fds.append(fd)
-    return fds
+    return fds, previous

@@ -31,6 +31,7 @@ never both hold one.
 import os
 import secrets
 
+from connector.store import dialect
 from connector.store.models import OUTBOX_ACTIVE, SPOOL_QUEUED, database
 
 CLAIM_BATCH = 20      # spool entries a filing worker holds at most (decided ahead while earlier ones are filed)
@@ -45,9 +46,52 @@ def lease_of(settings):
     return max(settings.failover_seconds, MIN_LEASE)
 
 
+INSTANCE_ENV = "CONNECTOR_INSTANCE"  # the daemon's random id for this run, inherited by its children
+
+
 def new_token(node):
-    """This process's claim token: its node, pid and a random part (a restarted process has another)."""
-    return f"{node}/{os.getpid()}/{secrets.token_hex(4)}"
+    """This process's claim and lease token: its node, its daemon's run (INSTANCE_ENV, "-"
+    when not started by a daemon), its pid and a random part (a restarted process has another)."""
+    return f"{node}/{os.environ.get(INSTANCE_ENV, '-')}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        pass
+    return True
+
+
+def take_back(node, instance):
+    """At a daemon's start, before its children run: free at once the spool and outbox claims
+    and the leases of the processes of its predecessor run `instance` (read from the daemon
+    lock, so that run is over), instead of waiting `[node] failover_seconds` for them to
+    expire. A process of that run still alive (an orphan finishing a send) keeps its own; they
+    expire as usual. Returns {"filing": n, "outbox": n, "leases": n, "kept": [pids]}."""
+    prefix = f"{node}/{instance}/"
+    tokens = {row[0] for row in database.execute_sql(
+        'SELECT "claim_token" FROM "filing_claim" WHERE starts_with("claim_token", ?) UNION '
+        'SELECT "claim_token" FROM "outbox" WHERE starts_with("claim_token", ?) AND "claimed_until" IS NOT NULL '
+        'UNION SELECT "token" FROM "lease" WHERE starts_with("token", ?)', (prefix, prefix, prefix)).fetchall()}
+    pid_of = {token: token.rsplit("/", 2)[-2] for token in tokens}
+    kept = sorted({int(pid) for pid in pid_of.values() if pid.isdigit() and _alive(int(pid))})
+    dead = sorted(token for token, pid in pid_of.items() if not (pid.isdigit() and int(pid) in kept))
+    counts = {"filing": 0, "outbox": 0, "leases": 0, "kept": kept}
+    if dead:
+        with database.atomic():
+            counts["filing"] = database.execute_sql(
+                'DELETE FROM "filing_claim" WHERE "claim_token" = ANY(?)', (dead,)).rowcount
+            counts["outbox"] = database.execute_sql(
+                'UPDATE "outbox" SET "claimed_until" = NULL WHERE "claim_token" = ANY(?) '
+                'AND "claimed_until" IS NOT NULL', (dead,)).rowcount
+            counts["leases"] = database.execute_sql(
+                f'UPDATE "lease" SET "expires_at" = {dialect.clock()} WHERE "token" = ANY(?) '
+                f'AND "expires_at" > {dialect.clock()}',
+                (dead,)).rowcount
+    return counts
 
 
 # -- filing -------------------------------------------------------------------
