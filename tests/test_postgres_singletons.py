@@ -238,3 +238,26 @@ def test_deadlines_fire_once_and_pruning_runs_on_one_node(tmp_path, sink, pg_url
         assert fired_by == {timers["deadlines"]} and pruned_by == {timers["retention"]}
     finally:
         stop_all(mx1, mx2)
+
+
+def test_scanners_run_takes_the_scanners_lease_or_names_the_node_scanning(tmp_path, sink, pg_url, dovecot):
+    """`connector scanners run NAME` on PostgreSQL: while a daemon holds the scanner's lease it
+    scans nothing (exit 75, naming that node); with no daemon it takes the lease for the run,
+    files the mail, and gives the lease back at once."""
+    user = dovecot.new_user()
+    entry = scanner(dovecot, user, idle=True, interval=2)
+    first = node(tmp_path, sink, pg_url, "mx1", [entry]).start()
+    try:
+        wait_for(lambda: holder_of(first, LEASE) == "mx1", SLACK, interval=0.3, what="mx1 to hold the scanner")
+        second = node(tmp_path, sink, pg_url, "mx2", [entry])
+        refused = second.cli("scanners", "run", "support", check=False)
+        assert refused.returncode == 75 and "is scanning on node mx1 (pid" in refused.stderr.decode(), refused
+    finally:
+        first.stop()
+    dovecot.append(user, make_mail(subject="Run by hand").as_bytes())
+    ran = second.cli("scanners", "run", "support", "--json")
+    assert json.loads(ran.stdout)["imported"] == 1
+    assert subjects(second) == {"Run by hand": 1}
+    [(expired,)] = second.rows(f"SELECT expires_at <= EXTRACT(EPOCH FROM clock_timestamp()) FROM lease "
+                               f"WHERE name = '{LEASE}'")
+    assert expired                       # given back: a daemon started now scans at once

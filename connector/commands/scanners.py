@@ -57,6 +57,7 @@ def cmd_run(args):
     from connector.intake.imap import Scanner, connect, logout
     from connector.scanners.service import describe
     scanner = Scanner(cfg)
+    keeper = _lease_or_exit(settings, cfg.name)
     try:
         result = scanner.scan(connect(cfg))
     except Exception as exc:
@@ -67,6 +68,8 @@ def cmd_run(args):
     finally:
         if scanner.client is not None:
             logout(scanner.client)
+        if keeper is not None:
+            keeper.finish()
     # Seed 003's Run button makes the tickets now: what this run imported goes through the
     # pipeline here, daemon running or not (an entry the daemon's worker already took is
     # skipped: Runner.process re-reads its state under the write lock).
@@ -82,6 +85,28 @@ def cmd_run(args):
     for folder, error in result.folder_errors.items():
         print(f"connector: scanner {cfg.name}: folder {folder}: {error}", file=sys.stderr)
     return EX_TEMPFAIL if result.folder_errors else 0
+
+
+def _lease_or_exit(settings, name):
+    """On PostgreSQL (several nodes), this run holds the scanner's lease while it scans, so one
+    mailbox is never scanned by two processes at once: a LeaseKeeper renewing it, or exit 75
+    naming the node whose daemon scans it now. On SQLite (one node) it scans beside its daemon."""
+    from connector.singletons import LeaseKeeper
+    from connector.store import dialect, leases
+    if not dialect.is_postgres():
+        return None
+    lease = leases.scanner_lease(name)
+    keeper = LeaseKeeper(settings.node_name, settings.failover_seconds)
+    keeper.want([lease])
+    keeper.tick()  # one try, here: taken, or held by another process
+    if not keeper.holds(lease):
+        holder = next((row for row in leases.held() if row.name == lease), None)
+        where = f"node {holder.node} (pid {holder.pid})" if holder else "another node"
+        print(f"connector: scanner {name} is scanning on {where} now; nothing was scanned here "
+              "(its daemon scans it: wait for that, or run this again when it has stopped)", file=sys.stderr)
+        raise SystemExit(EX_TEMPFAIL)
+    keeper.start()
+    return keeper
 
 
 def _process(settings, spool_ids):
