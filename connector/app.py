@@ -196,8 +196,10 @@ class Daemon:
         settings = self.settings
         self.locks, previous = daemonlock.hold(settings, self.instance)  # DaemonRunning: another daemon runs
         services = open_services(settings)
-        if previous and dialect.is_postgres():
-            self._take_back(settings.node_name, previous)
+        if dialect.is_postgres():
+            nodes.check_name_free(settings.node_name, previous.pid if previous else None, self.clock())
+            if previous:
+                self._take_back(settings.node_name, previous.instance)
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler

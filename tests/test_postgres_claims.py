@@ -445,3 +445,22 @@ def test_a_daemon_restarted_after_kill_9_takes_its_own_claims_back_at_once(tmp_p
     assert inst.rows(f"SELECT claim_token FROM filing_claim WHERE spool_id = {other}") == [(alive,)]
     assert inst.rows(f"SELECT spool_id FROM processing WHERE spool_id = {other}") == []  # kept: not filed yet
     inst.stop()
+
+
+def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg_url, sink):
+    """A copied ini with the same `[node] name` and its own data directory (a second host)
+    would share the first node's row in `connector nodes`: it refuses to start in one line
+    naming the name and the hint. The first node's own restart after kill -9 is no clash."""
+    first, second = (Instance(tmp_path / where, sink.port, connector__database=pg_url, connector__data_dir="var",
+                              node__name="mx1") for where in ("host-a", "host-b"))
+    first.start()
+    wait_for(lambda: first.rows("SELECT name FROM node") == [("mx1",)], 20, what="mx1's heartbeat")
+    refused = second.cli("run", check=False)
+    assert refused.returncode == 1, refused
+    [line] = refused.stderr.decode().strip().splitlines()
+    assert "[node] name 'mx1' is in use by another running daemon" in line and "give each node its own" in line
+    first.kill9()
+    first.start()                        # its own predecessor's fresh heartbeat: no clash
+    wait_for(lambda: '"daemon.started"' in first.log.read_text().split('"daemon.started"', 1)[1], 20,
+             what="mx1 started again")
+    first.stop()

@@ -14,12 +14,13 @@ def cmd_run(args):
     settings = checked_or_exit(args)
     from connector.app import ListenError, run_daemon, wait_for_database
     from connector.health.daemonlock import DaemonRunning
+    from connector.store.nodes import NameInUse
     from connector.log import setup_logging
     setup_logging(settings.log_level, node=settings.node_name)
     try:
         wait_for_database(settings)
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
-    except (ListenError, DaemonRunning) as exc:
+    except (ListenError, DaemonRunning, NameInUse) as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return EX_CONFIG
 

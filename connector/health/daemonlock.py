@@ -10,11 +10,18 @@ directory, and the claims of `connector.store.claims` share the work.
 import fcntl
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from connector.settings import ConfigError
 from connector.settings.values import PostgresURL
 
 DAEMON_LOCK = "daemon.lock"
+
+
+class Run(NamedTuple):
+    """A daemon's run, as its lock file records it: its pid and its random id."""
+    pid: int
+    instance: str
 
 
 class DaemonRunning(Exception):
@@ -36,8 +43,8 @@ def lock_paths(settings):
 def hold(settings, instance):
     """Take every lock and write our pid and run's `instance` id into it, before the store is
     opened (a second daemon must not migrate the store under the first); returns (the open
-    descriptors: the locks last while they are open; the instance id of the run that held the
-    data directory's lock before, over now, or None). DaemonRunning names the holder's pid."""
+    descriptors: the locks last while they are open; the Run that held the data directory's
+    lock before, over now, or None). DaemonRunning names the holder's pid."""
     fds, previous = [], None
     for path in lock_paths(settings):
         try:
@@ -61,7 +68,7 @@ def hold(settings, instance):
             raise DaemonRunning(path, holder) from None
         if not fds:  # the data directory's
             before = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-            previous = before[1] if len(before) > 1 else None
+            previous = Run(int(before[0]), before[1]) if len(before) > 1 and before[0].isdigit() else None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {instance}\n".encode("ascii"), 0)
         fds.append(fd)

@@ -10,6 +10,25 @@ RECENT = 300.0          # `connector nodes` shows the nodes seen within this man
 ALIVE_WITHIN = 3 * BEAT_EVERY  # a node whose last heartbeat is older missed three: not alive
 
 
+class NameInUse(Exception):
+    """Another daemon that runs now has this `[node] name` (a copied ini on a second host)."""
+
+    def __init__(self, node, age):
+        super().__init__(
+            f"[node] name {node.name!r} is in use by another running daemon on this database (pid {node.pid}, "
+            f"version {node.version}, last heartbeat {age:.0f} s ago): give each node its own [node] name "
+            f"(the default is the host name); if that daemon has stopped, start this one again in "
+            f"{max(ALIVE_WITHIN - age, 1):.0f} s")
+
+
+def check_name_free(name, previous_pid, now):
+    """At a daemon's start (PostgreSQL): NameInUse when the node row of `name` is alive and not
+    this data directory's previous run (`previous_pid`, from its daemon lock)."""
+    row = Node.get_or_none(Node.name == name)
+    if row is not None and alive(row, now) and row.pid != previous_pid:
+        raise NameInUse(row, now - row.heartbeat_at)
+
+
 def beat(name, version, pid, started_at, holds, now):
     """Write this node's heartbeat (one upsert)."""
     row = {Node.version: version, Node.pid: pid, Node.started_at: started_at, Node.heartbeat_at: now,
