@@ -370,3 +370,32 @@ def test_after_a_forward_only_the_acting_dispatcher_hears_of_the_deadline(desk):
     assert [(m["to"], m["kind"]) for m in preview["mails"]] == [("jane@example.com", "resource"),
                                                                 ("carl@example.com", "dispatchers")]
     assert preview["mails"][0]["from"] == "helpdesk@example.com"   # Finance has no sender: default_sender
+
+
+def test_a_not_public_mail_tells_only_the_helpdesks_side(instance, sink):
+    """An employee's internal mail (`*123*`) and a commands-only mail write `employee_replied`
+    with public false: a rule mailing the requester, an external recipient or a plain address
+    of no employee about it would tell the customer of an internal note (an outside test). They
+    are skipped (`not_public`); the manager, an employee, is told."""
+    configure(instance, AUTO_EMAILS_YAML + "  - name: answered\n    event: employee_replied\n"
+                                           "    to: [requester, manager, someone@else.example]\n"
+                                           "    template: ticket_forwarded.txt.j2\n")
+    instance.ini.write_text(instance.ini.read_text().replace(   # this test's mails follow at once: no loop
+        "[connector]\n", "[connector]\nloop_reply_seconds = 0\n"))
+    instance.start()
+    number = new_ticket(instance)
+    instance.cli("tickets", "set", str(number), "--manager", "jane@example.com")
+    instance.wait_delivered()
+    before = len(received(sink, "ann@acme.example"))
+    for subject, body in ((f"*123* Re: [Ticket #{number}] Printer jammed", "Internal: a known troll.\n"),
+                          (f"Re: [Ticket #{number}] Printer jammed", "#take\n")):
+        count = len(instance.spool_states())
+        instance.send(make_mail(subject=subject, sender="bob@example.com", body=body))
+        instance.wait_processed(count + 1)
+    instance.wait_delivered()
+    assert len(received(sink, "ann@acme.example")) == before + 1   # only `taken` (to the requester, public)
+    assert received(sink, "someone@else.example") == []
+    assert len(received(sink, "jane@example.com")) == 2            # the manager: of both mails
+    skipped = [line for line in instance.log.read_text().splitlines()
+               if '"auto_email.skipped"' in line and '"not_public"' in line]
+    assert len(skipped) == 4, skipped                              # requester and the plain address, twice

@@ -415,3 +415,34 @@ def test_a_persons_quick_second_mail_on_their_own_first_is_no_loop(tmp_path, sin
         assert len(inst.tickets()) == pairs
     finally:
         inst.stop()
+
+
+def test_an_employees_answer_right_after_take_reaches_the_customer(tmp_path, sink):
+    """Bob answers the copy he got with `#take`, then at once with his answer. The
+    auto-response and the `ticket_taken` auto-email to Ann spent her per-ticket loop budget,
+    and the receipt of `#take` made Bob's answer a "quick reply": Ann never got it (an outside
+    test). An auto-email about a person's action and a receipt are no loop: she gets it."""
+    inst = Instance(tmp_path, sink.port)
+    (tmp_path / "config" / "inboxes.yaml").write_text(
+        "inboxes:\n  - name: Technical\n    members: [bob@example.com]\ndefault_inbox: Technical\n")
+    (tmp_path / "config" / "auto_emails.yaml").write_text(
+        "default_sender: {address: helpdesk@example.com, name: Helpdesk}\nauto_emails:\n"
+        "  - {name: taken, event: ticket_taken, to: [requester], template: ticket_forwarded.txt.j2}\n")
+    inst.start()
+    try:
+        inst.send(make_mail(subject="Server down", sender="ann@acme.example"))
+        inst.wait_processed(1)
+        inst.wait_delivered()
+        [copy] = [email.message_from_bytes(raw, policy=policy.default) for _, _, raw in sink.to("bob@example.com")]
+        number = inst.tickets()[0]["number"]
+        for body in ("#take\n", "Dear Ann, please restart the server.\n"):
+            answer = make_mail(subject=f"Re: [Ticket #{number}] Server down", sender="bob@example.com", body=body)
+            answer["In-Reply-To"] = answer["References"] = copy["Message-ID"]
+            inst.send(answer)
+            inst.wait_processed(len(inst.spool_states()))
+            inst.wait_delivered()
+        to_ann = [raw for _, _, raw in sink.to("ann@acme.example")]
+        assert len(to_ann) == 3                                    # auto-response, taken, Bob's answer
+        assert any(b"please restart the server" in raw for raw in to_ann)
+    finally:
+        inst.stop()

@@ -31,7 +31,7 @@ A suppressed mail is noted on the decision and logged by `apply`
 
 from connector.mail.automatic import failed_authentication
 from connector.settings.addresses import unicode_domain
-from connector.store.queries import same_text_since, sent_since
+from connector.store.queries import answerable_since, same_text_since, sent_since
 from connector.store.models import AUTO_RESPONSE
 
 HOUR = 3600
@@ -158,8 +158,8 @@ def loop_cause(ctx):
     if text.strip() and same_text_since(ctx.plan.ticket_number, ctx.parsed.from_addr, text,
                                 ctx.spool.received_at - HOUR):
         return REPEATED_TEXT
-    if window and answers_our_mail(ctx) and sent_since(ctx.spool.received_at - window, 1, address=address.lower(),
-                                                       ticket=ctx.plan.ticket_number):
+    if window and answers_our_mail(ctx) and answerable_since(ctx.spool.received_at - window, address.lower(),
+                                                             ctx.plan.ticket_number):
         return QUICK_REPLY
     return ""
 

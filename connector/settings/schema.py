@@ -75,9 +75,11 @@ KEYS = (
         "is a mail repeating its sender's text on the ticket within the hour. "
         "0 leaves only the repeated text."),
     Key("connector", "loop_mails_per_ticket_per_hour", "count", "2",
-        "At most this many automatic or loop-caused mails (auto-response, "
-        "copies of a possible loop, see loop_reply_seconds) to one address for "
-        "one ticket per hour; the mail is still filed, later copies are not sent."),
+        "At most this many automatic or loop-caused mails (auto-response, notice, "
+        "a new ticket's confirmation, copies of a possible loop, see "
+        "loop_reply_seconds; not the auto-emails about a person's action) to one "
+        "address for one ticket per hour; the mail is still filed, later copies "
+        "are not sent."),
     Key("connector", "loop_mails_per_address_per_hour", "count", "10",
         "At most this many automatic or loop-caused mails to one address per "
         "hour, over all tickets, before a loop-caused copy is held back."),

@@ -260,16 +260,19 @@ class SentMail(BaseModel):
     """One recipient of one mail we queued: what the loop and flood budgets count.
 
     Plain columns (address and domain lower-cased), never JSON, so every
-    budget is an indexed COUNT. `budgeted` marks mail sent automatically
-    (auto-responses, notices) or redistributed because of a looping mail;
-    a copy of a person's mail is recorded too (unbudgeted): a quick answer
-    to it is how a robot without RFC 3834 headers is recognised.
+    budget is an indexed COUNT. `budgeted` marks what a loop makes us send
+    (auto-responses, notices, a new ticket's confirmation, copies and
+    auto-emails caused by a possible loop: `Outgoing.budgeted`); a copy of a
+    person's mail is recorded too (unbudgeted): a quick answer to it is how
+    a robot without RFC 3834 headers is recognised. Auto-emails about a
+    person's action and command receipts are recorded unbudgeted, and a
+    quick answer to them is no loop (`queries.answerable_since`).
     """
 
     address = CharField()
     domain = CharField()
     ticket = peewee.IntegerField(null=True)   # the ticket number; None for notices
-    kind = CharField()                 # auto_response | distribution | notice
+    kind = CharField()                 # auto_response | distribution | notice | auto_email | command_reply
     budgeted = peewee.BooleanField(default=False)
     at = peewee.FloatField(index=True)       # rows older than the budgets' hour are pruned
 

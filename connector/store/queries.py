@@ -11,7 +11,7 @@ import peewee
 
 from connector.store import dialect
 from connector.store.models import (
-    OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
+    AUTO_RESPONSE, DISTRIBUTION, NOTICE, OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
@@ -208,6 +208,16 @@ def sent_since(since, at_most=None, **columns):
     limit = "" if at_most is None else f" LIMIT {int(at_most)}"
     return _one(f'SELECT COUNT(*) FROM (SELECT 1 FROM "sent_mail" WHERE "at" > ?{where}{limit}) AS s',
                 (since, *columns.values()))
+
+
+def answerable_since(since, address, ticket):
+    """Whether we sent `address` a mail of `ticket` since `since` that a robot answering it
+    would make a loop of: a copy, an auto-response, a notice, or what a possible loop caused
+    (`budgeted`); not an auto-email about a person's action or the receipt of their commands
+    (an employee's quick next mail after `#take` answers neither)."""
+    return _one('SELECT 1 FROM "sent_mail" WHERE "at" > ? AND "address" = ? AND "ticket" = ? '
+                'AND ("budgeted" OR "kind" IN (?, ?, ?)) LIMIT 1',
+                (since, address, ticket, AUTO_RESPONSE, DISTRIBUTION, NOTICE)) is not None
 
 
 def same_text_since(ticket_number, from_addr, text, since):

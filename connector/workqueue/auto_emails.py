@@ -43,7 +43,7 @@ from connector.pipeline.budget import domain_of
 from connector.pipeline.context import Outgoing
 from connector.settings import auto_emails as config_of
 from connector.settings import inboxes as inbox_config
-from connector.settings.auto_emails import DISPATCHERS, EXTERNAL, MANAGER, OWNER, REQUESTER, RESOURCE
+from connector.settings.auto_emails import DISPATCHERS, EXTERNAL, KINDS, MANAGER, OWNER, REQUESTER, RESOURCE
 from connector.store import events
 from connector.store.db import load_hmac_key
 from connector.store.models import (
@@ -57,6 +57,7 @@ DUPLICATE = "duplicate"
 CONFIRMED = "confirmed"
 NO_ADDRESS = "no_address"
 FAILED_RECIPIENT = "failed_recipient"
+NOT_PUBLIC = "not_public"          # about a Not Public mail: only the helpdesk's side is told
 # A new ticket's confirmation goes to its requester even when they caused it.
 CREATION_EVENTS = (events.TICKET_CREATED, events.REQUEST_BY_EMAIL)
 # Events whose `by` is the acting dispatcher of the ticket (seed 002: who forwarded or assigned it).
@@ -176,6 +177,14 @@ def _group(kind, view, settings, config):
     return [kind]
 
 
+def _outside(kind, address, settings):
+    """Whether a recipient is outside the helpdesk: the requester, the external recipients,
+    a plain address of no employee (the inbox members, owners, manager and dispatchers are in)."""
+    if kind in (REQUESTER, EXTERNAL):
+        return True
+    return kind not in KINDS and settings.staff_by_email(address) is None
+
+
 def _causer(by, settings):
     """Every address of the person who caused the event."""
     if not by:
@@ -196,6 +205,7 @@ def decide(view, event, by, settings, detail=None):
     config = config_of.of(settings)
     decision, seen = Decision(), set()
     causer, failed = _causer(by, settings), failed_of(event, detail)
+    internal = (detail or {}).get("public") is False   # an internal note, an employee's internal mail
     for rule in config.for_event(event):
         for kind in rule.to:
             addresses = _group(kind, view, settings, config)
@@ -209,6 +219,8 @@ def decide(view, event, by, settings, detail=None):
                     reason = CAUSING_PERSON
                 elif address in failed:
                     reason = FAILED_RECIPIENT
+                elif internal and _outside(kind, address, settings):
+                    reason = NOT_PUBLIC
                 elif own_confirmation and address in view.confirmed:
                     reason = CONFIRMED
                 else:
@@ -330,7 +342,7 @@ class Planner:
             written.append(out)
             if not out.suppressed:
                 SentMail.insert(address=out.rcpt[0], domain=domain_of(out.rcpt[0]), ticket=ticket.number,
-                                kind=AUTO_EMAIL, budgeted=True, at=event.at).execute()
+                                kind=AUTO_EMAIL, budgeted=False, at=event.at).execute()  # see Outgoing.budgeted
         log_planned(ticket.number, event.event, event.id, decision, written)
 
 
