@@ -42,7 +42,7 @@ from connector.mail.addresses import OwnAddresses
 from connector.pipeline.services import Services
 from connector.scanners.service import ScannerService
 from connector.settings.reload import ConfigWatcher, Reloader
-from connector.store import claims, dialect, nodes
+from connector.store import claims, dialect, nodes, storekey
 from connector.settings.values import PostgresURL
 from connector.store.db import PostgresUnavailable, load_hmac_key, open_store, probe
 from connector.store.spool import GroupCommitter
@@ -194,12 +194,14 @@ class Daemon:
 
     async def main(self):
         settings = self.settings
-        self.locks, previous = daemonlock.hold(settings, self.instance)  # DaemonRunning: another daemon runs
+        self.locks, previous = daemonlock.hold(settings)  # DaemonRunning: another daemon runs
         services = open_services(settings)
+        storekey.check(load_hmac_key(settings.data_dir), settings.data_dir, self.clock())  # KeyMismatch
         if dialect.is_postgres():
             nodes.check_name_free(settings.node_name, previous.pid if previous else None, self.clock())
-            if previous:
-                self._take_back(settings.node_name, previous.instance)
+        daemonlock.record(self.locks, self.instance)
+        if previous and dialect.is_postgres():
+            self._take_back(settings.node_name, previous.instance)
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler

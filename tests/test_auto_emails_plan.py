@@ -242,7 +242,7 @@ def test_a_blocked_ticket_suppresses_the_deadline_and_escalation_mails(desk, sin
     block(desk, "ticket", number, "loop", 12)
     set_due(desk, entry_of(desk, number)["id"], time.time() - 1)
     wait_for(lambda: any(e["event"] == "ticket_escalated" for e in desk.json("tickets", "history", str(number))),
-             15, what="escalation")
+             15, interval=0.3, what="escalation")
     desk.wait_delivered()
     rows = auto_rows(desk)
     assert sorted(rcpt(r) for r in rows) == ["bob@example.com", "carl@example.com", "disp1@example.com",
@@ -310,3 +310,23 @@ def test_a_bounce_mails_the_manager_never_the_dead_address_and_a_bounce_of_that_
     assert [m[1] for m in sink.messages[sent:] if b"Precedence: bulk" in m[2]] == []   # notices only
     history = [e["event"] for e in instance.json("tickets", "history", "1")]
     assert history.count("delivery_failed") == 2
+
+
+def test_a_new_tickets_resource_is_the_members_of_the_inbox_it_is_placed_in(tmp_path, sink):
+    """`request_by_email` / `ticket_created` are written before the new ticket's inbox entry:
+    a rule mailing `resource` found no address and the inbox's members never heard of the
+    new request (an outside test; seed 002, an inquiry assigned to a resource). The
+    members of the inbox the ticket is being placed in are its resource; it is still mailed
+    from default_sender (made before it is placed)."""
+    from conftest import Instance
+    instance = Instance(tmp_path, sink.port, connector__auto_responses_per_hour="0")
+    configure(instance, "default_sender: {address: helpdesk@example.com, name: Helpdesk}\nauto_emails:\n"
+                        "  - {name: new, event: request_by_email, to: [resource], template: ticket_created.txt.j2}\n")
+    mail = tmp_path / "mail.eml"
+    mail.write_bytes(make_mail(subject="Printer broken", sender="ann@acme.example").as_bytes())
+    dry = json.loads(instance.cli("replay", "--dry-run", "--json", "--recipient", "support@example.com",
+                                  str(mail)).stdout)
+    planned = [(o["rcpt"], o["from_address"]) for o in dry["outgoing"] if o["kind"] == "auto_email"]
+    assert planned == [(["bob@example.com"], "helpdesk@example.com"), (["carl@example.com"], "helpdesk@example.com")]
+    instance.cli("replay", "--recipient", "support@example.com", str(mail))
+    assert sorted(json.loads(r["rcpt"])[0] for r in auto_rows(instance)) == ["bob@example.com", "carl@example.com"]

@@ -216,7 +216,7 @@ def test_inbox_flag_not_set_by_employee_update(daemon, sink):
     daemon.cli("tickets", "set", str(ticket["number"]), "--inbox", "no")
     daemon.send(make_mail(subject=f"[Ticket #{ticket['number']}] Inbox check", sender="bob@example.com"))
     daemon.wait_processed(2)
-    wait_for(lambda: daemon.ticket(ticket["number"])["message_count"] >= 3)
+    wait_for(lambda: daemon.ticket(ticket["number"])["message_count"] >= 3, interval=0.3)
     assert daemon.ticket(ticket["number"])["in_inbox"] is False
 
 

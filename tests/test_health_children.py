@@ -16,7 +16,7 @@ def test_children_start_from_a_directory_holding_a_connector_folder(instance, tm
     (cwd / "connector" / "__init__.py").write_text("raise ImportError('the wrong connector package')\n")
     (cwd / "connector" / "__main__.py").write_text("raise SystemExit(3)\n")
     start_from(instance, cwd, [str(CONSOLE_SCRIPT), "-c", str(instance.ini), "run"])
-    wait_for(lambda: children_running(instance), 20, what="children running")
+    wait_for(lambda: children_running(instance), 20, interval=0.3, what="children running")
     instance.send(make_mail(subject="Printer broken"))
     instance.wait_processed(1)
     assert [t["subject"] for t in instance.tickets()] == ["Printer broken"]
@@ -26,12 +26,12 @@ def test_children_start_from_a_directory_holding_a_connector_folder(instance, tm
 def test_a_child_that_keeps_dying_is_a_crash_loop_and_degrades_status(daemon):
     pids = set()
     for _ in range(3):
-        report = wait_for(lambda: children_running(daemon), 30, what="worker running again")
+        report = wait_for(lambda: children_running(daemon), 30, interval=0.3, what="worker running again")
         pid = report["children"]["worker"]["pid"]
         assert pid not in pids
         pids.add(pid)
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: status(daemon)[1]["children"]["worker"]["pid"] != pid, 10, what="worker reaped")
+        wait_for(lambda: status(daemon)[1]["children"]["worker"]["pid"] != pid, 10, interval=0.3, what="worker reaped")
     loops = wait_for(lambda: events(daemon, "child.crash_loop"), 10, what="child.crash_loop")
     assert loops[0]["level"] == "error" and loops[0]["command"] == "worker"
     assert loops[0]["deaths_in_a_row"] == 3 and loops[0]["retry_in"] == restart_delay(3) == 4

@@ -190,7 +190,7 @@ def test_add_cancel_overdue_and_force(desk):
     assert [e["id"] for e in entries(desk, "--overdue")] == [added["id"]]
     # the worker fires its deadline (issue 12) once; let it, so the refusals below compare a still store
     wait_for(lambda: any(e["event"] == "deadline_passed" for e in desk.json("tickets", "history", str(number))),
-             15, what="deadline_passed")
+             15, interval=0.3, what="deadline_passed")
 
     desk.json("inbox", "take", str(added["id"]), "--as", "bob@example.com")
     # Not a member, owned by another: only with --force.

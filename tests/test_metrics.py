@@ -27,7 +27,7 @@ def metered(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     url = add_metrics(inst)
     inst.start()
-    wait_for(lambda: children_running(inst), 20, what="children running")
+    wait_for(lambda: children_running(inst), 20, interval=0.3, what="children running")
     yield inst, url
     inst.stop()
 

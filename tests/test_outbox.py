@@ -24,7 +24,7 @@ def test_relay_down_then_up(no_relay_instance):
     instance.start()
     instance.send(make_mail(subject="While the relay sleeps"))
     instance.wait_processed(1)
-    rows = wait_for(lambda: [o for o in instance.outbox() if o["attempts"] >= 2], 15, what="retries")
+    rows = wait_for(lambda: [o for o in instance.outbox() if o["attempts"] >= 2], 15, interval=0.3, what="retries")
     assert rows and all(o["status"] == "deferred" for o in rows)
     assert {o["status"] for o in instance.outbox()} <= {"pending", "deferred"}  # waiting, none lost
     relay.start()
@@ -60,7 +60,7 @@ def test_permanent_refusal_marks_failed_without_retrying(no_relay_instance):
         instance.send(make_mail(subject="Refused everywhere"))
         instance.wait_processed(1)
         rows = wait_for(lambda: [o for o in instance.outbox() if o["status"] == "failed"] == instance.outbox()
-                        and instance.outbox(), 15, what="failed rows")
+                        and instance.outbox(), 15, interval=0.3, what="failed rows")
         assert all(o["attempts"] == 1 for o in rows)
         assert all(o["last_error"].endswith(": 554 5.7.1 relay access denied") for o in rows)
         log = instance.log.read_text()

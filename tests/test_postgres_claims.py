@@ -455,6 +455,8 @@ def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg
                               node__name="mx1") for where in ("host-a", "host-b"))
     first.start()
     wait_for(lambda: first.rows("SELECT name FROM node") == [("mx1",)], 20, what="mx1's heartbeat")
+    (second.path / "var").mkdir(mode=0o700)
+    shutil.copy(first.path / "var" / "hmac.key", second.path / "var" / "hmac.key")   # the one key of the store
     refused = second.cli("run", check=False)
     assert refused.returncode == 1, refused
     [line] = refused.stderr.decode().strip().splitlines()
@@ -464,3 +466,23 @@ def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg
     wait_for(lambda: '"daemon.started"' in first.log.read_text().split('"daemon.started"', 1)[1], 20,
              what="mx1 started again")
     first.stop()
+
+
+def test_a_node_without_the_stores_hmac_key_refuses_to_start(tmp_path, pg_url, sink):
+    """A second node started without the first one's hmac.key made a key of its own and its
+    mail's bounces were refused by the other node (an outside test): it refuses to start,
+    naming its key file; with the key copied it runs."""
+    first, second = (Instance(tmp_path / where, sink.port, connector__database=pg_url, connector__data_dir="var",
+                              node__name=where) for where in ("mx1", "mx2"))
+    first.start()
+    try:
+        refused = second.cli("run", check=False)
+        assert refused.returncode == 1, refused
+        [line] = refused.stderr.decode().strip().splitlines()
+        key = second.path / "var" / "hmac.key"
+        assert line.startswith(f"connector: {key}: this key is not the one the store's mail is signed with"), line
+        shutil.copy(first.path / "var" / "hmac.key", key)
+        second.start()
+        second.stop()
+    finally:
+        first.stop()

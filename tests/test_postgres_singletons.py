@@ -7,6 +7,7 @@ pruning run on one node. `connector nodes --json` says who holds what."""
 
 import json
 import os
+import secrets
 from datetime import datetime
 import signal
 import time
@@ -22,6 +23,7 @@ dovecot = pytest.fixture(scope="module")(dovecot_fixture)
 FAILOVER = 3  # [node] failover_seconds in these tests (the default is 30)
 SLACK = 20    # seconds a loaded machine may add to a takeover before a wait gives up
 LEASE = "scanner:support"
+KEY = secrets.token_bytes(32)  # the nodes' hmac.key, copied to each as the README says
 
 INBOXES_YAML = """\
 inboxes:
@@ -46,6 +48,9 @@ def node(tmp_path, sink, pg_url, name, scanners=(), failover=FAILOVER, **ini):
                     node__name=name, node__failover_seconds=str(failover), **ini)
     (inst.path / "secrets").mkdir()
     (inst.path / "secrets" / "imap.pass").write_text(PASSWORD + "\n")
+    (inst.path / "var").mkdir(mode=0o700)                     # every node the store's one key
+    (inst.path / "var" / "hmac.key").write_bytes(KEY)
+    (inst.path / "var" / "hmac.key").chmod(0o600)
     (inst.path / "config" / "scanners.yaml").write_text(yaml.safe_dump({"scanners": list(scanners)}))
     return inst
 

@@ -27,7 +27,7 @@ def test_a_user_unknown_at_rcpt_blocks_the_address_and_tells_the_employees(tmp_p
         # an employee answers: the relay refuses the customer at RCPT
         daemon.send(make_mail(subject="[Ticket #1] Printer broken", sender="jane@example.com", body="Try this."))
         wait_for(lambda: any(o["kind"] == "distribution" and o["status"] == "bounced" for o in daemon.outbox()),
-                 20, what="the refused reply marked bounced")
+                 20, interval=0.3, what="the refused reply marked bounced")
         block = daemon.json("blocks", "list")[0]
         assert (block["target"], block["reason"], block["kind"]) == (GONE, "userunknown", "address")
         assert "outbox row" in block["source"]

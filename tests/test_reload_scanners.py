@@ -42,7 +42,7 @@ def test_broken_template_under_sighup_keeps_the_scanners_on_the_old_config(tmp_p
         template.unlink()                                                # fixed: the added scanner starts
         inst.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: [t["subject"] for t in inst.tickets()] == ["Waits for a good configuration"], 20,
-                 what="the added scanner's ticket")
+                 interval=0.3, what="the added scanner's ticket")
         assert events(inst, "scanners.reloaded")
     finally:
         inst.stop()

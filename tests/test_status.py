@@ -14,7 +14,7 @@ from connector.health.state import FILE
 
 
 def test_healthy_daemon(daemon):
-    report = wait_for(lambda: children_running(daemon), 20, what="children running")
+    report = wait_for(lambda: children_running(daemon), 20, interval=0.3, what="children running")
     code, report = status(daemon)
     assert code == 0 and report["state"] == "healthy" and report["problems"] == []
     assert report["daemon"]["running"] is True and report["daemon"]["pid"] == daemon.proc.pid
@@ -35,12 +35,12 @@ def test_down_when_never_started_stopped_or_killed(instance):
     code, report = status(instance)
     assert code == 2 and report["state"] == "down"
     instance.start()
-    wait_for(lambda: children_running(instance), 20, what="children running")
+    wait_for(lambda: children_running(instance), 20, interval=0.3, what="children running")
     instance.stop()
     code, report = status(instance)
     assert code == 2 and report["problems"] == ["the daemon is stopped"]
     instance.start()
-    wait_for(lambda: children_running(instance), 20, what="children running")
+    wait_for(lambda: children_running(instance), 20, interval=0.3, what="children running")
     pid = instance.proc.pid
     instance.kill9()
     code, report = status(instance)
@@ -52,7 +52,7 @@ def test_backlog_counts_unfiled_and_degrades_when_old(tmp_path, sink):
     inst = Instance(tmp_path, sink.port)
     start_from(inst, inst.path, [sys.executable, "-m", "connector", "-c", str(inst.ini), "run", "--no-worker"])
     try:
-        wait_for(lambda: status(inst)[0] == 0, 20, what="healthy")
+        wait_for(lambda: status(inst)[0] == 0, 20, interval=0.3, what="healthy")
         for number in range(3):
             inst.send(make_mail(subject=f"Waiting {number}"))
         code, report = status(inst)
@@ -87,7 +87,7 @@ def test_failed_outgoing_mail_degrades(tmp_path, refusing_relay):
     try:
         inst.send(make_mail(subject="Nobody gets this"))
         inst.wait_processed(1)
-        wait_for(lambda: status(inst)[1]["outbox"]["failed"] >= 1, 20, what="failed outbox rows")
+        wait_for(lambda: status(inst)[1]["outbox"]["failed"] >= 1, 20, interval=0.3, what="failed outbox rows")
         code, report = status(inst)
         assert code == 1 and report["state"] == "degraded"
         assert report["outbox"]["pending"] == 0
@@ -97,10 +97,10 @@ def test_failed_outgoing_mail_degrades(tmp_path, refusing_relay):
 
 
 def test_configuration_generation_and_refused_reload(daemon):
-    wait_for(lambda: children_running(daemon), 20, what="children running")
+    wait_for(lambda: children_running(daemon), 20, interval=0.3, what="children running")
     ini = daemon.ini.read_text()
     daemon.ini.write_text(ini.replace("[connector]\n", "[connector]\nauto_responses_per_hour = 5\n"))
-    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 2, 15, what="generation 2")
+    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 2, 15, interval=0.3, what="generation 2")
     assert status(daemon)[0] == 0
     def daemon_reloads():
         return [e for e in events(daemon, "config.reloaded") if e["process"] == "daemon"]
@@ -111,10 +111,10 @@ def test_configuration_generation_and_refused_reload(daemon):
     staff = daemon.path / "config" / "staff.yaml"
     good = staff.read_text()
     staff.write_text(good.replace("receive: all", "receive: everybody", 1))
-    wait_for(lambda: status(daemon)[1]["config"]["reload_error"], 15, what="reload refused")
+    wait_for(lambda: status(daemon)[1]["config"]["reload_error"], 15, interval=0.3, what="reload refused")
     code, report = status(daemon)       # status needs only the ini: it works while a YAML file is bad
     assert code == 1 and report["config"]["generation"] == 2
     assert "everybody" in report["config"]["reload_error"]["error"]
     staff.write_text(good)
-    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 3, 15, what="generation 3")
+    wait_for(lambda: status(daemon)[1]["config"]["generation"] == 3, 15, interval=0.3, what="generation 3")
     assert status(daemon)[0] == 0

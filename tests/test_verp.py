@@ -66,7 +66,7 @@ def test_bounce_to_the_verp_address_is_attributed_and_never_answered(daemon, sin
     daemon.send(dsn("gone@acme.example"), sender="", rcpts=[mail_from])   # no Message-ID in the report
     daemon.wait_processed(2)
     wait_for(lambda: next(o for o in daemon.outbox() if o["id"] == row["id"])["status"] == "bounced",
-             what="the row bounced")
+             interval=0.3, what="the row bounced")
     bounced = next(o for o in daemon.outbox() if o["id"] == row["id"])
     assert "userunknown" in bounced["blocked"]
     history = daemon.json("tickets", "history", "1")
@@ -93,7 +93,7 @@ def test_bounce_is_attributed_by_the_message_id_in_the_report_without_verp(tmp_p
                       rcpts=["support@example.com"])
         instance.wait_processed(2)
         wait_for(lambda: next(o for o in instance.outbox() if o["id"] == row["id"])["status"] == "bounced",
-                 what="the row bounced")
+                 interval=0.3, what="the row bounced")
         failed = [e for e in instance.json("tickets", "history", "1") if e["event"] == "delivery_failed"]
         assert failed[0]["detail"]["via"] == "message_id"
     finally:
@@ -121,7 +121,7 @@ def test_a_bounce_of_a_notice_tells_nobody(tmp_path, sink):
         before = len(sink.messages)
         instance.send(dsn("triage@example.com"), sender="", rcpts=[notice[0]])
         instance.wait_processed(2)
-        wait_for(lambda: any(o["status"] == "bounced" for o in instance.outbox()), what="the notice bounced")
+        wait_for(lambda: any(o["status"] == "bounced" for o in instance.outbox()), interval=0.3, what="the notice bounced")
         instance.wait_delivered()
         assert sink.messages[before:] == []
     finally:

@@ -15,12 +15,13 @@ def cmd_run(args):
     from connector.app import ListenError, run_daemon, wait_for_database
     from connector.health.daemonlock import DaemonRunning
     from connector.store.nodes import NameInUse
+    from connector.store.storekey import KeyMismatch
     from connector.log import setup_logging
     setup_logging(settings.log_level, node=settings.node_name)
     try:
         wait_for_database(settings)
         return run_daemon(settings, settings.ini_path, with_worker=not args.no_worker)
-    except (ListenError, DaemonRunning, NameInUse) as exc:
+    except (ListenError, DaemonRunning, NameInUse, KeyMismatch) as exc:
         print(f"connector: {exc}", file=sys.stderr)
         return EX_CONFIG
 

@@ -40,11 +40,11 @@ def lock_paths(settings):
     return list(dict.fromkeys(path.resolve() for path in paths))  # one folder by two spellings: one lock
 
 
-def hold(settings, instance):
-    """Take every lock and write our pid and run's `instance` id into it, before the store is
-    opened (a second daemon must not migrate the store under the first); returns (the open
-    descriptors: the locks last while they are open; the Run that held the data directory's
-    lock before, over now, or None). DaemonRunning names the holder's pid."""
+def hold(settings):
+    """Take every lock, before the store is opened (a second daemon must not migrate the store
+    under the first); returns (the open descriptors: the locks last while they are open; the
+    Run recorded in the data directory's lock, over now, or None). DaemonRunning names the
+    holder's pid. `record` writes this run into them once it is sure to run."""
     fds, previous = [], None
     for path in lock_paths(settings):
         try:
@@ -69,7 +69,13 @@ def hold(settings, instance):
         if not fds:  # the data directory's
             before = os.pread(fd, 64, 0).decode("ascii", "replace").split()
             previous = Run(int(before[0]), before[1]) if len(before) > 1 and before[0].isdigit() else None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {instance}\n".encode("ascii"), 0)
         fds.append(fd)
     return fds, previous
+
+
+def record(fds, instance):
+    """This run (pid, `instance`) in the held locks: what the next daemon reads as its predecessor
+    (a start refused before this keeps the run before it there)."""
+    for fd in fds:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {instance}\n".encode("ascii"), 0)

@@ -89,7 +89,8 @@ def _view(ctx, event):
         (sender.contact.email if sender.contact is not None else sender.address)
     return auto_emails.TicketView(None, settings, id=None, number=plan.ticket_number, subject=new["subject"],
                       status=new.get("status", ""), requester=requester, entries=[], manager=new.get("manager"),
-                      joining=joining, dispatcher=None, confirmed=confirmed)
+                      joining=joining, dispatcher=None, confirmed=confirmed,
+                      placing=[name for name, _ in plan.inboxes])
 
 
 def _budgeted(ctx, event, mail, out, loop):

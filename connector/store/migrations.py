@@ -143,6 +143,14 @@ def _fewer_indexes(db):
         db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _store_key(db):
+    """The fingerprint of the key the store's mail is signed with (a new table only): a
+    node started without the others' hmac.key refuses to start instead of refusing their bounces."""
+    from connector.store.models import StoreKey
+    if _columns(db, "ticket"):  # an existing store (a new one: create_tables makes it)
+        StoreKey.create_table(safe=True)
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -159,6 +167,7 @@ MIGRATIONS = (
     ("0013_leases", _leases),
     ("0014_claims", _claims),
     ("0015_fewer_indexes", _fewer_indexes),
+    ("0018_store_key", _store_key),
 )
 
 

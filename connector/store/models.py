@@ -467,7 +467,19 @@ class FilingClaim(BaseModel):
         table_name = "filing_claim"
 
 
+class StoreKey(BaseModel):
+    """Which hmac.key this store's mail is signed with: a fingerprint, written by the first
+    daemon (`connector.store.storekey`); every node of the store must have that key."""
+
+    name = CharField(primary_key=True)   # "hmac"
+    fingerprint = CharField()
+    set_at = peewee.FloatField()
+
+    class Meta:
+        table_name = "store_key"
+
+
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
               ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
               TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node,
-              Lease, FilingClaim)
+              Lease, FilingClaim, StoreKey)

@@ -139,6 +139,12 @@ class TicketView:
         return self._known("entries", lambda: [(e.inbox, e.owner) for e in _open_entries(self.id)])
 
     @cached_property
+    def placing(self):
+        """The inboxes a new ticket is being placed in (the pipeline's plan): their members are
+        its resource already, although its entries are written after its creation events."""
+        return list(self.known.get("placing", ()))
+
+    @cached_property
     def manager(self):
         return self._known("manager", lambda: self.ticket.manager)
 
@@ -165,7 +171,8 @@ def _group(kind, view, settings, config):
         return [view.requester] if view.requester else []
     if kind == RESOURCE:
         configured = inbox_config.of(settings)
-        return [m for name, _ in view.entries if (i := configured.get(name)) for m in i.members]
+        names = [name for name, _ in view.entries] + view.placing
+        return [m for name in dict.fromkeys(names) if (i := configured.get(name)) for m in i.members]
     if kind == OWNER:
         return [owner for _, owner in view.entries if owner]
     if kind == MANAGER:
