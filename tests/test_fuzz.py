@@ -36,7 +36,7 @@ from connector.outbound.compose import capped_subject
 
 CORPUS = Path(os.environ.get("CONNECTOR_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 FIXTURES = Path(__file__).parent / "fixtures" / "fuzz"
-FUZZ_EXAMPLES = int(os.environ.get("CONNECTOR_FUZZ_EXAMPLES", "2000"))
+FUZZ_EXAMPLES = int(os.environ.get("CONNECTOR_FUZZ_EXAMPLES", "1000"))
 MAX_SEED_BYTES = 200_000       # larger corpus mails are for bench/fuzz.py
 MAX_INPUT_BYTES = 400_000      # mutations that grow a mail stop here
 HANG_GUARD_S = 30              # per input: a hang, not a speed measurement
