@@ -437,14 +437,16 @@ def test_a_daemon_restarted_after_kill_9_takes_its_own_claims_back_at_once(tmp_p
                      "('deadlines', 'solo', ?, ?, EXTRACT(EPOCH FROM now()), EXTRACT(EPOCH FROM now()) + 3600)",
                      (int(pid), dead))
     inst.start()
-    wait_for(lambda: inst.rows(f"SELECT state FROM processing WHERE spool_id = {spool_id}") == [("done",)], 15,
-             what="the dead run's entry filed, long before its 30 s lease ran out")
-    [taken] = [json.loads(line) for line in inst.log.read_text().splitlines()
-               if line.startswith("{") and '"claims.taken_back"' in line]
-    assert (taken["previous_run"], taken["filing"], taken["leases"], taken["kept"]) == (run, 1, 1, [os.getpid()])
-    assert inst.rows(f"SELECT claim_token FROM filing_claim WHERE spool_id = {other}") == [(alive,)]
-    assert inst.rows(f"SELECT spool_id FROM processing WHERE spool_id = {other}") == []  # kept: not filed yet
-    inst.stop()
+    try:
+        wait_for(lambda: inst.rows(f"SELECT state FROM processing WHERE spool_id = {spool_id}") == [("done",)],
+                 15, what="the dead run's entry filed, long before its 30 s lease ran out")
+        [taken] = [json.loads(line) for line in inst.log.read_text().splitlines()
+                   if line.startswith("{") and '"claims.taken_back"' in line]
+        assert (taken["previous_run"], taken["filing"], taken["leases"], taken["kept"]) == (run, 1, 1, [os.getpid()])
+        assert inst.rows(f"SELECT claim_token FROM filing_claim WHERE spool_id = {other}") == [(alive,)]
+        assert inst.rows(f"SELECT spool_id FROM processing WHERE spool_id = {other}") == []  # kept: not filed yet
+    finally:
+        inst.stop()
 
 
 def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg_url, sink):
@@ -454,18 +456,20 @@ def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg
     first, second = (Instance(tmp_path / where, sink.port, connector__database=pg_url, connector__data_dir="var",
                               node__name="mx1") for where in ("host-a", "host-b"))
     first.start()
-    wait_for(lambda: first.rows("SELECT name FROM node") == [("mx1",)], 20, what="mx1's heartbeat")
-    (second.path / "var").mkdir(mode=0o700)
-    shutil.copy(first.path / "var" / "hmac.key", second.path / "var" / "hmac.key")   # the one key of the store
-    refused = second.cli("run", check=False)
-    assert refused.returncode == 1, refused
-    [line] = refused.stderr.decode().strip().splitlines()
-    assert "[node] name 'mx1' is in use by another running daemon" in line and "give each node its own" in line
-    first.kill9()
-    first.start()                        # its own predecessor's fresh heartbeat: no clash
-    wait_for(lambda: '"daemon.started"' in first.log.read_text().split('"daemon.started"', 1)[1], 20,
-             what="mx1 started again")
-    first.stop()
+    try:
+        wait_for(lambda: first.rows("SELECT name FROM node") == [("mx1",)], 20, what="mx1's heartbeat")
+        (second.path / "var").mkdir(mode=0o700)
+        shutil.copy(first.path / "var" / "hmac.key", second.path / "var" / "hmac.key")   # the store's one key
+        refused = second.cli("run", check=False)
+        assert refused.returncode == 1, refused
+        [line] = refused.stderr.decode().strip().splitlines()
+        assert "[node] name 'mx1' is in use by another running daemon" in line and "give each node its own" in line
+        first.kill9()
+        first.start()                        # its own predecessor's fresh heartbeat: no clash
+        wait_for(lambda: '"daemon.started"' in first.log.read_text().split('"daemon.started"', 1)[1], 20,
+                 what="mx1 started again")
+    finally:
+        first.stop()
 
 
 def test_a_node_without_the_stores_hmac_key_refuses_to_start(tmp_path, pg_url, sink):
