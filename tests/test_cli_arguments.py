@@ -29,3 +29,11 @@ def test_why_wants_an_address(site):
     result = site.cli("why", "not an address", check=False)
     assert result.returncode == 1 and b"is not an email address" in result.stderr
     assert site.cli("why", "jane@example.com").returncode == 0
+
+
+def test_inbound_list_takes_status_all_as_inbox_list_does(site):
+    """`inbox list --status all` worked, `inbound list --status all` was an invalid choice (an
+    outside test): both take it, and it lists every item as no --status does."""
+    every = site.cli("inbound", "list", "--json")
+    assert site.cli("inbound", "list", "--status", "all", "--json").stdout == every.stdout
+    assert site.cli("inbox", "list", "--status", "all", "--json").returncode == 0

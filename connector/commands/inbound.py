@@ -19,6 +19,8 @@ from connector.store.queries import write_transaction
 from connector.workqueue import triage
 from connector.workqueue.errors import Refused
 
+ALL_STATUSES = "all"
+
 
 def inbound_json(item):
     return {"id": item.id, "status": item.status, "reason": item.reason, "from": item.from_addr,
@@ -28,7 +30,8 @@ def inbound_json(item):
 
 def cmd_inbound_list(args):
     open_store_of(args)
-    emit(args, [inbound_json(i) for i in views.triage_items(args.status)],
+    status = None if args.status == ALL_STATUSES else args.status
+    emit(args, [inbound_json(i) for i in views.triage_items(status)],
          ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
     return 0
 
@@ -151,7 +154,8 @@ def register(subparsers):
 
     p = inbound.add_parser("list", help="triage items")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--status", choices=TRIAGE_STATUSES)
+    p.add_argument("--status", choices=(*TRIAGE_STATUSES, ALL_STATUSES),
+                   help=f"one status, or {ALL_STATUSES} (the default, as `inbox list --status all`)")
     p.set_defaults(handler=cmd_inbound_list)
     p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
     p.add_argument("id", type=int)
