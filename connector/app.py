@@ -178,8 +178,7 @@ class Daemon:
         while not self.stop_event.is_set():
             holds = sorted(name for name, child in self.children.snapshot().items() if child["state"] == RUNNING)
             try:
-                await loop.run_in_executor(None, nodes.beat, self.settings.node_name, __version__, os.getpid(),
-                                           self.started_at, holds, self.clock())
+                await loop.run_in_executor(None, self._beat, holds)
             except Exception as exc:  # the store's fault: the intake answers 451 on its own meanwhile
                 if not failed:
                     log.warning("node.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
@@ -198,10 +197,7 @@ class Daemon:
         services = open_services(settings)
         storekey.check(load_hmac_key(settings.data_dir), settings.data_dir, self.clock())  # KeyMismatch
         if dialect.is_postgres():
-            nodes.check_name_free(settings.node_name, previous.pid if previous else None, self.clock())
-        daemonlock.record(self.locks, self.instance)
-        if previous and dialect.is_postgres():
-            self._take_back(settings.node_name, previous.instance)
+            nodes.check_name_free(settings.node_name, previous, self.clock())
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
@@ -210,6 +206,13 @@ class Daemon:
         except ListenError:
             committer.close()
             raise
+        # this run is sure to run now: the lock and the node row name it (a start refused
+        # above leaves both naming the run before), then its predecessor's claims are freed
+        daemonlock.record(self.locks, self.instance)
+        if dialect.is_postgres():
+            self._beat([])
+            if previous:
+                self._take_back(settings.node_name, previous.instance)
         loop = asyncio.get_running_loop()
         stopped = asyncio.Event()
         self.beat_now = asyncio.Event()
@@ -243,6 +246,10 @@ class Daemon:
         self.stopped_at = self.clock()
         self.publish()
         log.info("daemon.stopped")
+
+    def _beat(self, holds):
+        nodes.beat(self.settings.node_name, __version__, os.getpid(), self.instance, self.started_at, holds,
+                   self.clock())
 
     def _take_back(self, node, previous):
         """The claims and leases of our killed predecessor's processes are free at once, not

@@ -278,7 +278,7 @@ class Instance:
             try:
                 return conn.execute(sql).fetchall()
             except Exception as exc:
-                if "spool" in str(exc) or "no such table" in str(exc):  # the daemon has not made its tables yet
+                if "spool" in str(exc):  # the daemon has not made its tables yet
                     return []
                 raise
 
@@ -293,8 +293,14 @@ class Instance:
     def wait_delivered(self, timeout=15):
         """Every outbox row attempted to the end (none pending or deferred). Polled with a query
         on the store, not `outbox list` (a CLI process per look cost the suite a core)."""
-        return wait_for(lambda: self.rows("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'deferred')")
-                        in ([], [(0,)]), timeout, what="outbox delivered")
+        def waiting():
+            try:
+                return self.rows("SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'deferred')")
+            except Exception as exc:
+                if "no such table" in str(exc):  # the daemon has not made its store yet
+                    return []
+                raise
+        return wait_for(lambda: waiting() in ([], [(0,)]), timeout, what="outbox delivered")
 
 
 @pytest.fixture

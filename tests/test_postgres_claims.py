@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -465,7 +466,11 @@ def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg
         [line] = refused.stderr.decode().strip().splitlines()
         assert "[node] name 'mx1' is in use by another running daemon" in line and "give each node its own" in line
         first.kill9()
-        first.start()                        # its own predecessor's fresh heartbeat: no clash
+        with socket.socket() as blocker:     # a start refused on the way (its port taken) ...
+            blocker.bind(("127.0.0.1", first.port))
+            blocker.listen()
+            assert first.cli("run", check=False).returncode == 1
+        first.start()                        # ... leaves its predecessor's fresh heartbeat no clash
         wait_for(lambda: '"daemon.started"' in first.log.read_text().split('"daemon.started"', 1)[1], 20,
                  what="mx1 started again")
     finally:

@@ -1,4 +1,5 @@
-"""`db status`, `db upgrade`, `db prune`, `db vacuum`: the store's schema and size."""
+"""`db status`, `db upgrade`, `db prune`, `db vacuum`, `db copy`, `db take-key`: the store's schema, size
+and key."""
 
 import sys
 
@@ -40,6 +41,17 @@ def cmd_db_vacuum(args):
     before = size(path)
     vacuum()
     emit(args, {"bytes_before": before, "bytes_after": size(path)})
+    return 0
+
+
+def cmd_db_take_key(args):
+    """The store takes this data directory's hmac.key as its own (the one it knew is lost)."""
+    settings = settings_or_exit(args)
+    open_store(settings.database, upgrade=settings.auto_upgrade)
+    from connector.store import storekey
+    from connector.store.db import load_hmac_key
+    before, now = storekey.take(load_hmac_key(settings.data_dir))
+    emit(args, {"fingerprint_before": before, "fingerprint": now})
     return 0
 
 
@@ -90,7 +102,9 @@ def register(subparsers):
             ("upgrade", cmd_db_upgrade, "apply pending migrations (a backup <db>.bak-<version> first)"),
             ("prune", cmd_db_prune, "drop raw bytes older than [retention] raw_days now"),
             ("vacuum", cmd_db_vacuum, "give free pages back to the disk (locks the store while it runs)"),
-            ("copy", cmd_db_copy, "copy the SQLite store into an empty PostgreSQL database and verify it")):
+            ("copy", cmd_db_copy, "copy the SQLite store into an empty PostgreSQL database and verify it"),
+            ("take-key", cmd_db_take_key, "the store takes this node's hmac.key (only when the store's own key "
+                                          "is lost for good: mail signed with it is not recognised then)")):
         p = inner.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "copy":

@@ -54,12 +54,18 @@ def cmd_run(args):
     settings = _settings_or_exit(args)
     cfg = _scanner_or_exit(settings, args.name)
     open_store_of(args, settings)
-    from connector.intake.imap import Scanner, connect, logout
+    from connector.intake.imap import Fenced, Scanner, connect, logout
     from connector.scanners.service import describe
-    scanner = Scanner(cfg)
+    from connector.store.leases import scanner_lease
     keeper = _lease_or_exit(settings, cfg.name)
+    lease = scanner_lease(cfg.name)
+    scanner = Scanner(cfg, may_work=(lambda: keeper.holds(lease)) if keeper else None)
     try:
         result = scanner.scan(connect(cfg))
+    except Fenced:  # the lease could not be renewed in time: another node may scan now
+        print(f"connector: scanner {cfg.name}: stopped, its lease was lost (the store did not answer in time); "
+              "what was imported is kept, run it again", file=sys.stderr)
+        return EX_TEMPFAIL
     except Exception as exc:
         text = describe(exc)
         scanner.state.error(text)
@@ -99,6 +105,10 @@ def _lease_or_exit(settings, name):
     keeper = LeaseKeeper(settings.node_name, settings.failover_seconds)
     keeper.want([lease])
     keeper.tick()  # one try, here: taken, or held by another process
+    if keeper.failing:
+        print(f"connector: scanner {name}: the store did not answer (see the log's lease.failed); nothing was "
+              "scanned", file=sys.stderr)
+        raise SystemExit(EX_TEMPFAIL)
     if not keeper.holds(lease):
         holder = next((row for row in leases.held() if row.name == lease), None)
         where = f"node {holder.node} (pid {holder.pid})" if holder else "another node"

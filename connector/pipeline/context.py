@@ -15,8 +15,6 @@ README's step table).
 
 from dataclasses import dataclass, field
 
-from connector.store.models import AUTO_EMAIL
-
 # Actions (the `action` of `replay --dry-run` and of each spool entry).
 NEW_TICKET = "new_ticket"
 FOLLOW_UP = "follow_up"
@@ -89,9 +87,8 @@ class Outgoing:
     body: str = ""              # the rendered text (a distribution carries the original's body)
     original_from: str = ""     # X-Connector-Original-From of a distribution copy
     message_id: str = ""
-    automatic: bool = False     # auto-response, notice, auto-email, receipt: sent by no person's decision
-    loop: bool = False          # a copy or auto-email caused by a possible loop
-    confirmation: bool = False  # a new ticket's auto-email to its requester (it answers like an auto-response)
+    automatic: bool = False     # auto-response, notice, auto-email: counted by the budgets
+    loop: bool = False          # a copy or auto-email caused by a possible loop: counted too
     suppressed: bool = False    # automatic mail to a blocked recipient: an outbox row `suppressed`, never sent
     blocked: str = ""           # the block that applied (`connector.pipeline.blocking`), noted on the row
     event: int = None           # an auto-email: the index in `plan.events` of the event it is about (its
@@ -99,12 +96,10 @@ class Outgoing:
 
     @property
     def budgeted(self):
-        """Counted by the loop budgets: what a loop makes us send again and again (auto-responses,
-        notices, confirmations, what a possible loop caused). An auto-email about a person's
-        action (taken, completed, forwarded, a deadline) is one per event, and a loop makes none:
-        spending the budget on it held back the next real answer (an outside test)."""
-        counted = self.loop or (self.automatic and (self.kind != AUTO_EMAIL or self.confirmation))
-        return counted and not self.suppressed
+        """Counted by the loop budgets: the automatic mail a mail makes (a robot's mail can make
+        it again and again) and what a possible loop caused. The auto-emails about a person's
+        action (`connector.workqueue.auto_emails.Planner.plan_event`) are recorded unbudgeted."""
+        return (self.automatic or self.loop) and not self.suppressed
 
     def summary(self):
         return {"kind": self.kind, "mail_from": self.mail_from, "rcpt": self.rcpt, "to": self.to, "cc": self.cc,

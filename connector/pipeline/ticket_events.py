@@ -97,8 +97,7 @@ def _budgeted(ctx, event, mail, out, loop):
     """Whether `out` stays within the budgets (what it does not is noted in `plan.suppressed`)."""
     address = out.rcpt[0]
     if mail.kind == REQUESTER and event.event in auto_emails.CREATION_EVENTS:
-        out.confirmation = budget.confirmation_allowed(ctx, AUTO_EMAIL, address)
-        return out.confirmation
+        return budget.confirmation_allowed(ctx, AUTO_EMAIL, address)
     if not loop:
         return True
     if any(o.budgeted and address in o.rcpt for o in ctx.plan.outgoing):

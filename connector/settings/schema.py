@@ -75,8 +75,8 @@ KEYS = (
         "is a mail repeating its sender's text on the ticket within the hour. "
         "0 leaves only the repeated text."),
     Key("connector", "loop_mails_per_ticket_per_hour", "count", "2",
-        "At most this many automatic or loop-caused mails (auto-response, notice, "
-        "a new ticket's confirmation, copies of a possible loop, see "
+        "At most this many automatic or loop-caused mails (the auto-response, "
+        "notices and auto-emails a mail causes, copies of a possible loop, see "
         "loop_reply_seconds; not the auto-emails about a person's action) to one "
         "address for one ticket per hour; the mail is still filed, later copies "
         "are not sent."),

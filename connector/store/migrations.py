@@ -151,6 +151,11 @@ def _store_key(db):
         StoreKey.create_table(safe=True)
 
 
+def _node_run(db):
+    """The run id of a node's daemon beside its pid: a restart is told from another daemon by it."""
+    add_column(db, "node", "run", "TEXT")
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -168,6 +173,7 @@ MIGRATIONS = (
     ("0014_claims", _claims),
     ("0015_fewer_indexes", _fewer_indexes),
     ("0018_store_key", _store_key),
+    ("0019_node_run", _node_run),
 )
 
 

@@ -260,9 +260,9 @@ class SentMail(BaseModel):
     """One recipient of one mail we queued: what the loop and flood budgets count.
 
     Plain columns (address and domain lower-cased), never JSON, so every
-    budget is an indexed COUNT. `budgeted` marks what a loop makes us send
-    (auto-responses, notices, a new ticket's confirmation, copies and
-    auto-emails caused by a possible loop: `Outgoing.budgeted`); a copy of a
+    budget is an indexed COUNT. `budgeted` marks what a loop makes us send:
+    the automatic mail a mail causes (auto-responses, notices, its
+    auto-emails) and the copies of a possible loop (`Outgoing.budgeted`); a copy of a
     person's mail is recorded too (unbudgeted): a quick answer to it is how
     a robot without RFC 3834 headers is recognised. Auto-emails about a
     person's action and command receipts are recorded unbudgeted, and a
@@ -429,6 +429,7 @@ class Node(BaseModel):
     name = CharField(unique=True)
     version = CharField()
     pid = peewee.IntegerField()
+    run = CharField(null=True)               # the daemon's run id (its daemon.lock's): a restart has another
     started_at = peewee.FloatField()
     heartbeat_at = peewee.FloatField()
     holds = JSONField(default=list)          # what it runs: its background processes (its leases: `lease`)

@@ -21,19 +21,24 @@ class NameInUse(Exception):
             f"{max(ALIVE_WITHIN - age, 1):.0f} s")
 
 
-def check_name_free(name, previous_pid, now):
+def check_name_free(name, previous, now):
     """At a daemon's start (PostgreSQL): NameInUse when the node row of `name` is alive and not
-    this data directory's previous run (`previous_pid`, from its daemon lock)."""
+    written by this data directory's previous run (`previous`: the daemon lock's Run, or None).
+    Runs are told apart by their random id (pids repeat across hosts: containers, cloned VMs);
+    a row from before ids were written by the pid."""
     row = Node.get_or_none(Node.name == name)
-    if row is not None and alive(row, now) and row.pid != previous_pid:
-        raise NameInUse(row, now - row.heartbeat_at)
+    if row is None or not alive(row, now):
+        return
+    if previous is not None and (row.run == previous.instance if row.run else row.pid == previous.pid):
+        return  # our own run before this one (killed, or stopped a moment ago)
+    raise NameInUse(row, now - row.heartbeat_at)
 
 
-def beat(name, version, pid, started_at, holds, now):
-    """Write this node's heartbeat (one upsert)."""
-    row = {Node.version: version, Node.pid: pid, Node.started_at: started_at, Node.heartbeat_at: now,
-           Node.holds: holds}
-    Node.insert(name=name, version=version, pid=pid, started_at=started_at, heartbeat_at=now,
+def beat(name, version, pid, run, started_at, holds, now):
+    """Write this node's heartbeat (one upsert); `run`: the daemon's run id (its daemon lock's)."""
+    row = {Node.version: version, Node.pid: pid, Node.run: run, Node.started_at: started_at,
+           Node.heartbeat_at: now, Node.holds: holds}
+    Node.insert(name=name, version=version, pid=pid, run=run, started_at=started_at, heartbeat_at=now,
                 holds=holds).on_conflict(conflict_target=[Node.name], update=row).execute()
 
 

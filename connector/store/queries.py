@@ -212,9 +212,9 @@ def sent_since(since, at_most=None, **columns):
 
 def answerable_since(since, address, ticket):
     """Whether we sent `address` a mail of `ticket` since `since` that a robot answering it
-    would make a loop of: a copy, an auto-response, a notice, or what a possible loop caused
-    (`budgeted`); not an auto-email about a person's action or the receipt of their commands
-    (an employee's quick next mail after `#take` answers neither)."""
+    would make a loop of: a copy, an auto-response, a notice, the automatic mail of a mail
+    (`budgeted`); not an auto-email about a person's action (`#take`, the CLI, a deadline) nor
+    the receipt of their commands (an employee's quick next mail after `#take` answers neither)."""
     return _one('SELECT 1 FROM "sent_mail" WHERE "at" > ? AND "address" = ? AND "ticket" = ? '
                 'AND ("budgeted" OR "kind" IN (?, ?, ?)) LIMIT 1',
                 (since, address, ticket, AUTO_RESPONSE, DISTRIBUTION, NOTICE)) is not None

@@ -12,8 +12,10 @@ A store made before this records the key of the first daemon that starts on it.
 
 import hashlib
 import hmac
+import time
 from pathlib import Path
 
+from connector.store import dialect
 from connector.store.db import KEY_FILE
 from connector.store.models import StoreKey, database
 
@@ -27,11 +29,23 @@ def fingerprint(key):
 
 class KeyMismatch(Exception):
     def __init__(self, path, ours, theirs):
+        where = "copy hmac.key from the data directory of a node that runs on this store (every node needs " \
+            "the same key)" if dialect.is_postgres() else "restore this store's hmac.key from its backup"
         super().__init__(
             f"{path}: this key is not the one the store's mail is signed with (fingerprint {ours}, the "
-            f"store's {theirs}): copy hmac.key from the data directory of a node that runs on this "
-            "store (every node needs the same key: it signs the Message-IDs and return addresses "
-            "that replies and bounces are recognised by)")
+            f"store's {theirs}; it signs the Message-IDs and return addresses that replies and bounces are "
+            f"recognised by): {where}; if that key is lost for good, `connector db take-key` makes the "
+            "store take this one")
+
+
+def take(key, now=None):
+    """The store takes `key` as its own: (the fingerprint it had or None, the new one)."""
+    row = StoreKey.get_or_none(StoreKey.name == NAME)
+    ours = fingerprint(key)
+    with database.atomic():
+        StoreKey.delete().where(StoreKey.name == NAME).execute()
+        StoreKey.insert(name=NAME, fingerprint=ours, set_at=time.time() if now is None else now).execute()
+    return (row.fingerprint if row else None), ours
 
 
 def check(key, data_dir, now):

@@ -185,11 +185,12 @@ def _group(kind, view, settings, config):
 
 
 def _outside(kind, address, settings):
-    """Whether a recipient is outside the helpdesk: the requester, the external recipients,
-    a plain address of no employee (the inbox members, owners, manager and dispatchers are in)."""
-    if kind in (REQUESTER, EXTERNAL):
-        return True
-    return kind not in KINDS and settings.staff_by_email(address) is None
+    """Whether a recipient is outside the helpdesk: the requester, an external recipient or a
+    plain address that is no employee's (the inbox members, owners, manager and dispatchers are
+    in; so is an employee who is the requester of an internal ticket)."""
+    if kind in (REQUESTER, EXTERNAL) or kind not in KINDS:
+        return settings.staff_by_email(address) is None
+    return False
 
 
 def _causer(by, settings):
@@ -349,7 +350,7 @@ class Planner:
             written.append(out)
             if not out.suppressed:
                 SentMail.insert(address=out.rcpt[0], domain=domain_of(out.rcpt[0]), ticket=ticket.number,
-                                kind=AUTO_EMAIL, budgeted=False, at=event.at).execute()  # see Outgoing.budgeted
+                                kind=AUTO_EMAIL, budgeted=False, at=event.at).execute()  # a person's action
         log_planned(ticket.number, event.event, event.id, decision, written)
 
 
