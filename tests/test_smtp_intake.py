@@ -207,5 +207,91 @@ def test_a_session_dispatches_commands_auth_and_hooks_as_aiosmtpd_builds_them(se
                                           for name, entry in theirs._auth_methods.items()}
             assert ours._handle_hooks == theirs._handle_hooks
             assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
+        # the handler lists only its hooks to dir(): the same ones a plain object lists
+        assert dir(handler) == sorted(name for name in object.__dir__(handler) if name.startswith("handle_"))
+        assert dir(handler)
 
     asyncio.run(tables())
+
+
+def test_a_multi_line_reply_is_aiosmtpd_s_lines_in_one_write():
+    """EHLO's six lines were six writes (six segments for the client to wake up for): now one,
+    with the same bytes as a plain aiosmtpd session's, and the replies after it as before."""
+    import asyncio
+
+    from connector.intake.smtp import IntakeHandler
+
+    async def ehlo(session_class, **options):
+        loop = asyncio.get_running_loop()
+        writes = []
+
+        def factory():
+            session = session_class(IntakeHandler(lambda address: True, None, "smtp"), data_size_limit=1000,
+                                    hostname="x.test", ident="connector", enable_SMTPUTF8=True, **options)
+            made = session.connection_made
+
+            def counted(transport):
+                write = transport.write
+                transport.write = lambda data: (writes.append(data), write(data))[1]
+                made(transport)
+            session.connection_made = counted
+            return session
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        replies = [await reader.readline()]
+        writer.write(b"EHLO client.test\r\nNOOP\r\n")
+        while not replies[-1].startswith(b"250 OK"):
+            replies.append(await reader.readline())
+        writer.close()
+        server.close()
+        return replies, writes
+
+    async def both():
+        return await ehlo(IntakeSMTP, sessions=set(), idle_timeout=300), await ehlo(SMTP)
+
+    (ours, our_writes), (theirs, their_writes) = asyncio.run(both())
+    assert ours == theirs
+    assert [line[:4] for line in ours] == [b"220 ", b"250-", b"250-", b"250-", b"250-", b"250 ", b"250 "]
+    assert len(their_writes) == 7 and len(our_writes) == 3  # greeting, EHLO, NOOP
+    assert our_writes[1] == b"".join(ours[1:6])
+
+
+def plain_angle_addresses(rng, count):
+    """`<local@domain> PARAMS` the way clients write them, and their near misses."""
+    atext = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+    atom = lambda: "".join(rng.choice(atext) for _ in range(rng.randint(1, 4)))  # noqa: E731
+    dot_atom = lambda: ".".join(atom() for _ in range(rng.randint(1, 3)))  # noqa: E731
+    odd = ["", ".", "..", " ", "\t", "(c)", '"', "@", "[1.2.3.4]", "é", ">", "<", "\\", ","]
+    for _ in range(count):
+        local, domain = dot_atom(), dot_atom()
+        if rng.random() < 0.3:  # a near miss somewhere
+            where = rng.choice(["local", "domain"])
+            extra = rng.choice(odd)
+            local, domain = (local + extra, domain) if where == "local" else (local, extra + domain)
+        yield (rng.choice(["", " ", "\t"]) + f"<{local}@{domain}>"
+               + rng.choice(["", " SIZE=4096", "  BODY=8BITMIME SIZE=1 ", "\tSMTPUTF8", "x", " (comment) SIZE=1"]))
+
+
+def test_plain_envelope_addresses_are_read_as_the_parser_reads_them():
+    """MAIL FROM / RCPT TO's common `<local@domain>` is taken by a regular expression: for
+    every argument it takes, the answer is the email parser's (aiosmtpd's own reading)."""
+    import random
+
+    from email._header_value_parser import get_angle_addr
+    from email.errors import HeaderParseError
+
+    from connector.intake.smtp import PLAIN_ANGLE_ADDR_RE
+
+    taken = 0
+    for arg in plain_angle_addresses(random.Random(14), 20000):
+        match = PLAIN_ANGLE_ADDR_RE.fullmatch(arg)
+        if match is None:
+            continue
+        taken += 1
+        try:
+            address, rest = get_angle_addr(arg)
+        except HeaderParseError:
+            address = None
+        assert address is not None and match.groups() == (address.addr_spec, rest), arg
+    assert taken > 10000

@@ -24,6 +24,7 @@ Sessions, as Postfix's smtpd treats them:
 
 import asyncio
 import functools
+import re
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
@@ -47,6 +48,10 @@ R_IDLE = "421 4.4.2 Error: timeout exceeded"
 SHUTDOWN_GRACE = 10.0   # seconds a DATA whose commit is under way may take to be answered at shutdown
 LINE_SLACK = 1024       # a line may be as long as the largest message, plus its CRLF and dot-stuffing
 COMMAND_LINE_LIMIT = 4096  # bytes a command line may buffer (RFC 5321: 512; extensions add some)
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+# `<dot-atom@dot-atom>` and the parameters after it (not starting with a comment): the parser's
+# addr_spec is the text between the brackets, its rest what follows the blanks
+PLAIN_ANGLE_ADDR_RE = re.compile(rf"[ \t]*<({_DOT_ATOM}@{_DOT_ATOM})>[ \t]*((?:[^ \t(].*)?)", re.S)
 
 
 def null_path(mail_from):
@@ -61,6 +66,11 @@ class IntakeHandler:
         self.is_own_address = is_own_address
         self.committer = committer
         self.protocol = protocol
+
+    def __dir__(self):
+        """Only the hooks: aiosmtpd looks for `handle_*` and `auth_*` members in `dir()` of the
+        handler of every new session, which over a whole object's ~30 names cost 10 us a connection."""
+        return _dispatch_names(type(self), ("handle_", "auth_"))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if not self.is_own_address(address):
@@ -105,6 +115,7 @@ class _Session:
         self.sessions = sessions
         self.storing = False
         self.last_heard = self.loop.time()
+        self.continued = []  # lines of a multi-line reply not written yet (see push)
 
     def connection_made(self, transport):
         self.sessions.add(self)
@@ -117,7 +128,21 @@ class _Session:
         the ~150 names of a whole session object that cost more than the rest of a message's
         commands (0.2 ms a connection, and smtp-source, like many MTAs, connects per message);
         the tables come out the same."""
-        return _dispatch_names(type(self))
+        return _dispatch_names(type(self), ("smtp_", "auth_"))
+
+    async def push(self, status):
+        """aiosmtpd's reply, but the lines of a multi-line reply (EHLO's six) go out in one write:
+        each write is a send(2), and a segment the client wakes up for, so EHLO cost more than
+        the rest of a message's replies together. Every line ends up on the wire as before."""
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str) else status
+        if line[3:4] == b"-":  # a continuation: its final line follows in this command
+            self.continued.append(line)
+            return
+        if self.continued:
+            line = b"\r\n".join([*self.continued, line])
+            self.continued.clear()
+        self._writer.write(line + b"\r\n")
+        await self._writer.drain()
 
     def _command_lines(self):
         """Outside DATA a line buffers at most COMMAND_LINE_LIMIT bytes: a stranger must not make
@@ -133,14 +158,20 @@ class _Session:
 
     def _getaddr(self, arg):
         """aiosmtpd 1.4's `_getaddr` (MAIL FROM, RCPT TO) without the typing.Protocol class it
-        defines on every call, which cost more than parsing the address: same parser, same answers."""
+        defines on every call, which cost more than parsing the address: same parser, same answers.
+        The common `<local@domain>` of dot-atoms is taken by a regular expression first (what
+        the parser answers for it, at a tenth of its cost; tested against the parser)."""
         if not arg:
             return "", ""
-        try:
-            address, rest = (get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec)(arg)
-        except HeaderParseError:
-            return None, None
-        addr = address.addr_spec
+        plain = PLAIN_ANGLE_ADDR_RE.fullmatch(arg)
+        if plain:
+            addr, rest = plain.groups()
+        else:
+            try:
+                address, rest = (get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec)(arg)
+            except HeaderParseError:
+                return None, None
+            addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return addr, rest
@@ -153,8 +184,17 @@ class _Session:
         self.last_heard = self.loop.time()
         super().data_received(data)
 
+    def _reset_timeout(self, duration=None):
+        """aiosmtpd re-arms its timer after every command, leaving a cancelled timer in the
+        loop's heap each time; ours counts from the last bytes heard (`_timeout_cb` re-arms
+        it for the silence left), so the running one stays."""
+        if duration is None and self._timeout_handle is not None and not self._timeout_handle.cancelled():
+            return
+        super()._reset_timeout(duration)
+
     def _timeout_cb(self):
         """aiosmtpd's timer, counted from the last bytes heard instead of the last command."""
+        self._timeout_handle = None  # it fired: the next reset arms a new one
         silent = self.loop.time() - self.last_heard
         if self.storing or silent < self._timeout_duration:
             self._reset_timeout(max(self._timeout_duration - silent, 0.01))
@@ -171,9 +211,10 @@ class _Session:
 
 
 @functools.lru_cache(maxsize=None)
-def _dispatch_names(cls):
-    """The names aiosmtpd looks up on a session of `cls`: its SMTP commands and AUTH mechanisms."""
-    return sorted(name for name in dir(cls) if name.startswith(("smtp_", "auth_")))
+def _dispatch_names(cls, prefixes):
+    """The names aiosmtpd looks up on an object of `cls`: those starting with `prefixes`
+    (a session's SMTP commands and AUTH mechanisms, a handler's hooks)."""
+    return sorted(name for name in dir(cls) if name.startswith(prefixes))
 
 
 class IntakeSMTP(_Session, SMTP):
