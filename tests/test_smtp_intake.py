@@ -13,7 +13,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from conftest import Instance, make_mail, wait_for
-from connector.intake.smtp import IntakeLMTP, IntakeSMTP
+from connector.intake.smtp import LINE_SLACK, IntakeLMTP, IntakeSMTP
 
 
 class Client:
@@ -295,3 +295,71 @@ def test_plain_envelope_addresses_are_read_as_the_parser_reads_them():
             address = None
         assert address is not None and match.groups() == (address.addr_spec, rest), arg
     assert taken > 10000
+
+
+DATA_CASES = [
+    b"Subject: a\r\n\r\nbody\r\n",
+    b"",                                       # the end at once
+    b"\r\n",                                   # one empty line
+    b"..\r\n",                                 # a line holding one dot
+    b"..leading\r\n..\r\nx\r\n\r\n",           # dot-stuffed lines, an empty line before the end
+    b"a\n.\r\nb\r\n",                          # a bare LF before dot CRLF: one line, not the end
+    b"a\r.\r\nb\r\n",                          # a bare CR before it
+    b"end of a sentence.\r\n...\r\n",
+    b"x" * 5000 + b"\r\n" + b".y\r\n" * 50,
+    b"y" * 10500 + b"\r\n",                    # over the 10,000-byte limit: 552
+    b"z\r\n" * 4000,                           # over it in short lines: 552
+    b"." + b"w" * 10500 + b"\r\n",             # over it in a dot-stuffed line
+]
+
+
+def test_data_reads_every_body_as_aiosmtpd_does():
+    """The body is read in one piece instead of line by line: each of these bodies, sent
+    whole or a few bytes at a time, with the next command right behind it, is taken with the
+    same bytes and the same replies as by a plain aiosmtpd session."""
+    import asyncio
+
+    class Recorder:
+        def __init__(self):
+            self.bodies = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.bodies.append(envelope.original_content)
+            return "250 taken"
+
+    async def exchange(session_class, options, chunk):
+        recorder, loop = Recorder(), asyncio.get_running_loop()
+        server = await loop.create_server(lambda: session_class(recorder, data_size_limit=10000, hostname="x",
+                                                                **options), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        replies = [await reader.readline()]
+        writer.write(b"HELO c\r\n")
+        replies.append(await reader.readline())
+        for body in DATA_CASES:
+            writer.write(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
+            for _ in range(3):
+                replies.append(await reader.readline())
+            stream = body + b".\r\nNOOP\r\n"
+            for start in range(0, len(stream), chunk):
+                writer.write(stream[start:start + chunk])
+                await writer.drain()
+                if chunk < 50:
+                    await asyncio.sleep(0)
+            replies += [await reader.readline(), await reader.readline()]
+        writer.close()
+        server.close()
+        return replies, recorder.bodies
+
+    class Plain(SMTP):  # aiosmtpd with our line limit (a line may be as long as a message)
+        line_length_limit = 10000 + LINE_SLACK
+
+    async def both(chunk):
+        return (await asyncio.wait_for(exchange(IntakeSMTP, {"sessions": set(), "idle_timeout": 300}, chunk), 30),
+                await asyncio.wait_for(exchange(Plain, {"decode_data": False}, chunk), 30))
+
+    for chunk in (1, 7, 1 << 20):
+        ours, theirs = asyncio.run(both(chunk))
+        assert ours == theirs, chunk
+    replies, bodies = ours
+    assert len(bodies) == len(DATA_CASES) - 3 and bodies[4] == b".leading\r\n.\r\nx\r\n\r\n"
+    assert [replies[index][:3] for index in (-12, -7, -2)] == [b"552"] * 3  # each DATA reply, before its NOOP
