@@ -116,6 +116,8 @@ class Daemon:
         self.stopped_at = None
         self.ready = False
         self.state_failed = False
+        self.publish_lock = threading.Lock()
+        self.published_at = float("-inf")  # updated_at of the state last written
         self.listen = settings.listen      # what is bound and opened: a change of either needs a restart
         self.data_dir = settings.data_dir
 
@@ -130,9 +132,18 @@ class Daemon:
                 "protocol": self.settings.protocol, "ready": self.ready, "config": self.reloader.state(),
                 "children": self.children.snapshot()}
 
-    def publish(self):
+    def publish(self, state=None):
+        """Write the state file: `state`, or what is true now (taken on the event loop's thread)."""
+        state = state or self.state()
+        with self.publish_lock:  # the heartbeat writes from a thread: one write at a time, the newest last
+            if state["updated_at"] < self.published_at:
+                return
+            self.published_at = state["updated_at"]
+            self._write_state(state)
+
+    def _write_state(self, state):
         try:
-            write_state(self.data_dir, self.state())
+            write_state(self.data_dir, state)
         except OSError as exc:
             if not self.state_failed:  # once, not every heartbeat
                 log.error("daemon.state_failed", error=f"{type(exc).__name__}: {exc}",
@@ -164,8 +175,11 @@ class Daemon:
     async def _heartbeat(self):
         """From the intake's event loop: the state file's heartbeat and systemd's watchdog."""
         interval = min(HEARTBEAT, self.notifier.watchdog_interval or HEARTBEAT)
+        loop = asyncio.get_running_loop()
         while not self.stop_event.is_set():
-            self.publish()
+            # written by a thread: a file's write and rename may wait for the disk (ms, while
+            # the worker writes), and every session of the intake would wait with it
+            await loop.run_in_executor(None, self.publish, self.state())
             if self.notifier.watchdog_interval:
                 self.notifier.send(WATCHDOG)
             await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from conftest import Instance, make_mail, wait_for
-from connector.intake.smtp import IntakeLMTP, IntakeSMTP
+from connector.intake.smtp import LINE_SLACK, IntakeLMTP, IntakeSMTP
 
 
 class Client:
@@ -207,5 +207,159 @@ def test_a_session_dispatches_commands_auth_and_hooks_as_aiosmtpd_builds_them(se
                                           for name, entry in theirs._auth_methods.items()}
             assert ours._handle_hooks == theirs._handle_hooks
             assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
+        # the handler lists only its hooks to dir(): the same ones a plain object lists
+        assert dir(handler) == sorted(name for name in object.__dir__(handler) if name.startswith("handle_"))
+        assert dir(handler)
 
     asyncio.run(tables())
+
+
+def test_a_multi_line_reply_is_aiosmtpd_s_lines_in_one_write():
+    """EHLO's six lines were six writes (six segments for the client to wake up for): now one,
+    with the same bytes as a plain aiosmtpd session's, and the replies after it as before."""
+    import asyncio
+
+    from connector.intake.smtp import IntakeHandler
+
+    async def ehlo(session_class, **options):
+        loop = asyncio.get_running_loop()
+        writes = []
+
+        def factory():
+            session = session_class(IntakeHandler(lambda address: True, None, "smtp"), data_size_limit=1000,
+                                    hostname="x.test", ident="connector", enable_SMTPUTF8=True, **options)
+            made = session.connection_made
+
+            def counted(transport):
+                write = transport.write
+                transport.write = lambda data: (writes.append(data), write(data))[1]
+                made(transport)
+            session.connection_made = counted
+            return session
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        replies = [await reader.readline()]
+        writer.write(b"EHLO client.test\r\nNOOP\r\n")
+        while not replies[-1].startswith(b"250 OK"):
+            replies.append(await reader.readline())
+        writer.close()
+        server.close()
+        return replies, writes
+
+    async def both():
+        return await ehlo(IntakeSMTP, sessions=set(), idle_timeout=300), await ehlo(SMTP)
+
+    (ours, our_writes), (theirs, their_writes) = asyncio.run(both())
+    assert ours == theirs
+    assert [line[:4] for line in ours] == [b"220 ", b"250-", b"250-", b"250-", b"250-", b"250 ", b"250 "]
+    assert len(their_writes) == 7 and len(our_writes) == 3  # greeting, EHLO, NOOP
+    assert our_writes[1] == b"".join(ours[1:6])
+
+
+def plain_angle_addresses(rng, count):
+    """`<local@domain> PARAMS` the way clients write them, and their near misses."""
+    atext = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+    atom = lambda: "".join(rng.choice(atext) for _ in range(rng.randint(1, 4)))  # noqa: E731
+    dot_atom = lambda: ".".join(atom() for _ in range(rng.randint(1, 3)))  # noqa: E731
+    odd = ["", ".", "..", " ", "\t", "(c)", '"', "@", "[1.2.3.4]", "é", ">", "<", "\\", ","]
+    for _ in range(count):
+        local, domain = dot_atom(), dot_atom()
+        if rng.random() < 0.3:  # a near miss somewhere
+            where = rng.choice(["local", "domain"])
+            extra = rng.choice(odd)
+            local, domain = (local + extra, domain) if where == "local" else (local, extra + domain)
+        yield (rng.choice(["", " ", "\t"]) + f"<{local}@{domain}>"
+               + rng.choice(["", " SIZE=4096", "  BODY=8BITMIME SIZE=1 ", "\tSMTPUTF8", "x", " (comment) SIZE=1"]))
+
+
+def test_plain_envelope_addresses_are_read_as_the_parser_reads_them():
+    """MAIL FROM / RCPT TO's common `<local@domain>` is taken by a regular expression: for
+    every argument it takes, the answer is the email parser's (aiosmtpd's own reading)."""
+    import random
+
+    from email._header_value_parser import get_angle_addr
+    from email.errors import HeaderParseError
+
+    from connector.intake.smtp import PLAIN_ANGLE_ADDR_RE
+
+    taken = 0
+    for arg in plain_angle_addresses(random.Random(14), 20000):
+        match = PLAIN_ANGLE_ADDR_RE.fullmatch(arg)
+        if match is None:
+            continue
+        taken += 1
+        try:
+            address, rest = get_angle_addr(arg)
+        except HeaderParseError:
+            address = None
+        assert address is not None and match.groups() == (address.addr_spec, rest), arg
+    assert taken > 10000
+
+
+DATA_CASES = [
+    b"Subject: a\r\n\r\nbody\r\n",
+    b"",                                       # the end at once
+    b"\r\n",                                   # one empty line
+    b"..\r\n",                                 # a line holding one dot
+    b"..leading\r\n..\r\nx\r\n\r\n",           # dot-stuffed lines, an empty line before the end
+    b"a\n.\r\nb\r\n",                          # a bare LF before dot CRLF: one line, not the end
+    b"a\r.\r\nb\r\n",                          # a bare CR before it
+    b"end of a sentence.\r\n...\r\n",
+    b"x" * 5000 + b"\r\n" + b".y\r\n" * 50,
+    b"y" * 10500 + b"\r\n",                    # over the 10,000-byte limit: 552
+    b"z\r\n" * 4000,                           # over it in short lines: 552
+    b"." + b"w" * 10500 + b"\r\n",             # over it in a dot-stuffed line
+]
+
+
+def test_data_reads_every_body_as_aiosmtpd_does():
+    """The body is read in one piece instead of line by line: each of these bodies, sent
+    whole or a few bytes at a time, with the next command right behind it, is taken with the
+    same bytes and the same replies as by a plain aiosmtpd session."""
+    import asyncio
+
+    class Recorder:
+        def __init__(self):
+            self.bodies = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.bodies.append(envelope.original_content)
+            return "250 taken"
+
+    async def exchange(session_class, options, chunk):
+        recorder, loop = Recorder(), asyncio.get_running_loop()
+        server = await loop.create_server(lambda: session_class(recorder, data_size_limit=10000, hostname="x",
+                                                                **options), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        replies = [await reader.readline()]
+        writer.write(b"HELO c\r\n")
+        replies.append(await reader.readline())
+        for body in DATA_CASES:
+            writer.write(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n")
+            for _ in range(3):
+                replies.append(await reader.readline())
+            stream = body + b".\r\nNOOP\r\n"
+            for start in range(0, len(stream), chunk):
+                writer.write(stream[start:start + chunk])
+                await writer.drain()
+                if chunk < 50:
+                    await asyncio.sleep(0)
+            replies += [await reader.readline(), await reader.readline()]
+        writer.close()
+        server.close()
+        return replies, recorder.bodies
+
+    class Plain(SMTP):  # aiosmtpd with our line limit (a line may be as long as a message)
+        line_length_limit = 10000 + LINE_SLACK
+
+    async def both(chunk):
+        return (await asyncio.wait_for(exchange(IntakeSMTP, {"sessions": set(), "idle_timeout": 300}, chunk), 30),
+                await asyncio.wait_for(exchange(Plain, {"decode_data": False}, chunk), 30))
+
+    for chunk in (1, 7, 1 << 20):
+        ours, theirs = asyncio.run(both(chunk))
+        assert ours == theirs, chunk
+    replies, bodies = ours
+    assert len(bodies) == len(DATA_CASES) - 3 and bodies[4] == b".leading\r\n.\r\nx\r\n\r\n"
+    assert [replies[index][:3] for index in (-12, -7, -2)] == [b"552"] * 3  # each DATA reply, before its NOOP

@@ -136,11 +136,11 @@ class GroupCommitter:
             for loop, batch in batches:
                 loop.call_soon_threadsafe(_resolve, batch, None, exc)
             return 0
-        wakeup.notify(wakeup.WORKER)
         start = 0
         for loop, batch in batches:
             loop.call_soon_threadsafe(_resolve, batch, ids[start:start + len(batch)], None)
             start += len(batch)
+        wakeup.notify(wakeup.WORKER)  # after the sessions' answers: a datagram per filing process
         return sum(row[5] for row in rows)
 
 
