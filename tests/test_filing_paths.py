@@ -92,3 +92,54 @@ def test_the_date_header_is_the_time_it_is_written(monkeypatch):
     first, same, later = compose.date_now(), compose.date_now(), compose.date_now()
     assert first == same == email.utils.formatdate(1796162760, localtime=True)
     assert later == email.utils.formatdate(1796162761, localtime=True)
+
+
+def _plain_count(since, kind):
+    from connector.store.models import database
+    return database.execute_sql('SELECT COUNT(*) FROM "sent_mail" WHERE "at" > ? AND "kind" = ?',
+                                (since, kind)).fetchone()[0]
+
+
+def test_the_hours_total_of_a_kind_follows_every_change(tmp_path):
+    """The total kept up to date (`queries._KindCount`) is what a COUNT of the hour says, as
+    rows are written, the window moves, rows older than the budgets look are pruned (as
+    `apply` prunes them), the newest ones too after a quiet spell, and their ids are given again."""
+    import random
+
+    from relays import store_and_settings
+
+    from connector.store import bulk
+    from connector.store.filing import forget_sent_before
+    from connector.store.models import SentMail
+    from connector.store.queries import sent_since
+    store_and_settings(tmp_path, 25)
+    rng, now = random.Random(14), 10_000.0
+    for step in range(400):
+        now += rng.choice([0.0, 0.5, 7.0, 300.0, 300.0, 9000.0])
+        if rng.random() < 0.7:
+            bulk.insert_many(SentMail, [{"address": "a@example.com", "domain": "example.com", "ticket": 1,
+                                         "kind": rng.choice(["auto_response", "notice"]), "budgeted": True,
+                                         "at": now - rng.choice([0.0, 1.0, 4000.0])}
+                                        for _ in range(rng.randint(1, 4))])
+        else:
+            forget_sent_before(now - 7200)
+        since = now - 3600 - rng.choice([0.0, 0.0, 50.0])   # the window moves back now and then as well
+        for kind in ("auto_response", "notice"):
+            assert sent_since(since, 1_000_000, kind=kind) == _plain_count(since, kind), (step, kind)
+    assert sent_since(now - 3600, 3, kind="auto_response") == min(3, _plain_count(now - 3600, "auto_response"))
+
+
+def test_the_hours_total_is_counted_again_in_another_store(tmp_path):
+    from relays import store_and_settings
+
+    from connector.store import bulk
+    from connector.store.models import SentMail
+    from connector.store.queries import sent_since
+    row = {"address": "a@example.com", "domain": "example.com", "ticket": 1, "kind": "auto_response",
+           "budgeted": True, "at": 5000.0}
+    store_and_settings(tmp_path / "one", 25)
+    bulk.insert_many(SentMail, [row] * 5)
+    assert sent_since(1000.0, kind="auto_response") == 5
+    store_and_settings(tmp_path / "two", 25)
+    bulk.insert_many(SentMail, [dict(row, at=6000.0)] * 7)
+    assert sent_since(1000.0, kind="auto_response") == 7
