@@ -110,14 +110,51 @@ class _BoundedParser(FeedParser):
 
 
 def _parse(raw, parse_policy, capped):
-    """`raw` through the bounded parser (fed in chunks like `email.parser.Parser`)."""
-    parser = _BoundedParser(parse_policy)
+    """`raw` through the bounded parser (fed in chunks like `email.parser.Parser`).
+
+    A mail of one part (no multipart or message/* type) is the header block through
+    the parser and the rest of the text as its payload, which is what the parser
+    makes of it line by line (a 4 KiB text mail: 50 us of 120)."""
     text = raw.decode("ascii", "surrogateescape")
-    for start in range(0, len(text), 8192):
-        parser.feed(text[start:start + 8192])
-    msg = parser.close()
+    head_end = _single_part_head_end(text)
+    if head_end is not None:
+        msg, parser = _fed(text[:head_end], parse_policy)
+        if msg.get_content_maintype() not in COMPOSITE:
+            msg.set_payload(text[head_end:])
+            capped.update(parser.capped)
+            return msg
+    msg, parser = _fed(text, parse_policy)
     capped.update(parser.capped)
     return msg
+
+
+def _fed(text, parse_policy):
+    parser = _BoundedParser(parse_policy)
+    for start in range(0, len(text), 8192):
+        parser.feed(text[start:start + 8192])
+    return parser.close(), parser
+
+
+COMPOSITE = ("multipart", "message")
+MAYBE_COMPOSITE_RE = re.compile(r"multipart|message/", re.I)
+PARSER_LINE_END_RE = re.compile(r"\r\n|\r|\n")       # how the stdlib parser splits lines
+PARSER_HEADER_RE = re.compile(r"[!-9;-~]*:|[\t ]")    # a header line as it reads one ("From " aside)
+
+
+def _single_part_head_end(text):
+    """Where the body of a one-part mail starts: after the blank line ending a header block
+    whose every line the parser reads as a header line and that names no composite type;
+    None otherwise (the whole text goes through the parser)."""
+    position = 0
+    while True:
+        end = PARSER_LINE_END_RE.search(text, position)
+        if end is None:
+            return None
+        if end.start() == position:   # the blank line
+            return end.end() if position and not MAYBE_COMPOSITE_RE.search(text, 0, position) else None
+        if not PARSER_HEADER_RE.match(text, position) or text.startswith("From ", position):
+            return None
+        position = end.end()
 
 
 @dataclass
@@ -532,5 +569,11 @@ def _message(raw, defects, capped):
 
 def _charset_hint(raw):
     """The first charset the message declares: the likely charset of raw 8-bit headers."""
-    found = CHARSET_RE.search(raw, 0, 65536)
-    return found.group(1).decode("ascii", "replace") if found else None
+    lowered = raw[:65536].lower()   # found by bytes.find, not by a case-blind regex at every byte (30 us)
+    position = lowered.find(b"charset")
+    while position >= 0:
+        found = CHARSET_RE.match(raw, position, 65536)
+        if found:
+            return found.group(1).decode("ascii", "replace")
+        position = lowered.find(b"charset", position + 1)
+    return None

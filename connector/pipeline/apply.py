@@ -100,14 +100,22 @@ def _add_recipients(plan, ticket_id):
                                          for a, k in plan.external_recipients], or_ignore=True)
 
 
-def _file_message(ctx, ticket_id):
+def _file_message(ctx, ticket_id, now):
+    """The mail's `message` row and its auto-responses' (part of the ticket's history: public,
+    from the public address), in one statement."""
     parsed, plan = ctx.parsed, ctx.plan
-    bulk.insert(Message, ticket=ticket_id, spool_id=ctx.spool.id, direction=INBOUND, from_addr=parsed.from_addr,
-                from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
-                public=plan.public, internal=plan.internal, text=parsed.text, reply_text=plan.reply_text,
-                rules_version=ctx.services.extractor.version if plan.reply_extracted else REPLY_NOT_EXTRACTED,
-                message_id=parsed.message_id,
-                attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)
+    rows = [dict(ticket=ticket_id, spool_id=ctx.spool.id, direction=INBOUND, from_addr=parsed.from_addr,
+                 from_name=parsed.from_name, to=parsed.to, cc=parsed.cc, subject=parsed.subject,
+                 public=plan.public, internal=plan.internal, text=parsed.text, reply_text=plan.reply_text,
+                 rules_version=ctx.services.extractor.version if plan.reply_extracted else REPLY_NOT_EXTRACTED,
+                 message_id=parsed.message_id,
+                 attachments=[a.name for a in parsed.attachments if a.name], received_at=ctx.spool.received_at)]
+    rows += [dict(ticket=ticket_id, spool_id=None, direction=OUTBOUND, from_addr=out.from_address,
+                  from_name=out.from_name, to=out.to, cc=[], subject=out.subject, public=True,
+                  internal=False, text=out.body, reply_text=out.body, rules_version="",
+                  message_id=out.message_id, attachments=[], received_at=now)
+             for out in plan.outgoing if out.kind == AUTO_RESPONSE]
+    bulk.insert_many(Message, rows)
 
 
 def _compose(ctx, out):
@@ -142,16 +150,6 @@ def _queue(ctx, ticket_id, now, event_ids):
         sent.append((out, plan.ticket_number if ticket else None))
     bulk.insert_many(OutboxEntry, rows)
     _record_sent(sent, now)
-
-
-def _file_auto_responses(ctx, ticket_id, now):
-    """An auto-response is part of the ticket's history (public, from the public address)."""
-    for out in ctx.plan.outgoing:
-        if out.kind == AUTO_RESPONSE:
-            bulk.insert(Message, ticket=ticket_id, spool_id=None, direction=OUTBOUND, from_addr=out.from_address,
-                        from_name=out.from_name, to=out.to, cc=[], subject=out.subject, public=True,
-                        internal=False, text=out.body, reply_text=out.body, rules_version="",
-                        message_id=out.message_id, attachments=[], received_at=now)
 
 
 def _marked(raw, signer):
@@ -225,8 +223,7 @@ def apply_decision(ctx):
     event_ids = _write_bounce(plan, now) if plan.bounce else {}
     if plan.action in FILED:
         _add_recipients(plan, ticket_id)
-        _file_message(ctx, ticket_id)
-        _file_auto_responses(ctx, ticket_id, now)
+        _file_message(ctx, ticket_id, now)
         event_ids.update(_record_events(ctx, ticket_id, now))
         _queue(ctx, ticket_id, now, event_ids)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)

@@ -75,9 +75,12 @@ class CharField(peewee.CharField):
         return None
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
+
+
 class JSONField(peewee.TextField):
     def db_value(self, value):
-        return None if value is None else json.dumps(value, ensure_ascii=False)
+        return None if value is None else _to_json(value)
 
     def python_value(self, value):
         return None if value is None else json.loads(value)

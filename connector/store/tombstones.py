@@ -12,16 +12,18 @@ from datetime import datetime, timezone
 from connector.store.models import TriageTombstone, database
 
 
-# Plain SQL, built once: every message asks (see `connector.store.bulk` for why), and
-# each term is an indexed lookup (sha256; message_id).
-_MATCH = ('SELECT "id" FROM "triage_tombstone" WHERE "sha256" = ? '
-          'OR ("message_id" = ? AND "message_id" != \'\' AND "from_addr" = ?) ORDER BY "id" LIMIT 1')
+# Plain SQL, built once: every message asks (see `connector.store.bulk` for why);
+# each term is an indexed lookup (sha256; message_id), and MIN of the two takes no sort (an
+# OR with ORDER BY built a temporary b-tree for every mail: 42 us of CPU, 19 us so).
+_MATCH = ('SELECT MIN("id") FROM (SELECT MIN("id") AS "id" FROM "triage_tombstone" WHERE "sha256" = ? '
+          'UNION ALL SELECT MIN("id") FROM "triage_tombstone" WHERE "message_id" = ? AND "message_id" != \'\' '
+          'AND "from_addr" = ?) AS "found"')
 
 
 def matching(message_id, from_addr, sha256):
     """The tombstone of a deleted mail this one is the same as, or None."""
     row = database.execute_sql(_MATCH, (sha256, message_id or "", from_addr or "")).fetchone()
-    return TriageTombstone.get_by_id(row[0]) if row else None
+    return TriageTombstone.get_by_id(row[0]) if row and row[0] is not None else None
 
 
 def describe(tombstone):
