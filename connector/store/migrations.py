@@ -143,6 +143,19 @@ def _fewer_indexes(db):
         db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _outbox_bodies(db):
+    """Outgoing mail's bytes move from `outbox.raw` to their own table, `outbox_body` (issue 14):
+    delivery's status update of a row rewrote the mail's pages with it. Every body is kept
+    (a pruned one, b"", is not carried: it stays pruned), then the column is dropped."""
+    from connector.store.models import OutboxBody
+    if "raw" not in _columns(db, "outbox"):
+        return  # a new store (create_tables makes outbox_body), or moved already
+    OutboxBody.create_table(safe=True)
+    db.execute_sql('INSERT INTO "outbox_body" ("outbox_id", "raw") SELECT "id", "raw" FROM "outbox" '
+                   'WHERE length("raw") > 0')
+    db.execute_sql('ALTER TABLE "outbox" DROP COLUMN "raw"')
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -159,6 +172,7 @@ MIGRATIONS = (
     ("0013_leases", _leases),
     ("0014_claims", _claims),
     ("0015_fewer_indexes", _fewer_indexes),
+    ("0016_outbox_bodies", _outbox_bodies),
 )
 
 
