@@ -1,5 +1,6 @@
 """Outgoing mail's bytes in their own table (`outbox_body`, migration 0016_outbox_bodies):
-a store from before upgrades keeping every body, and delivery sends what was queued."""
+a store from before upgrades keeping every body, and delivery sends what was queued; the
+attempts index nothing reads is gone (0016_delivery_attempt_index)."""
 
 import sqlite3
 
@@ -55,3 +56,16 @@ def test_a_due_row_without_its_body_waits_alone_and_nothing_empty_is_sent(tmp_pa
     assert NO_BODY in row(broken).last_error
     assert [content for _, _, content in sink.messages] == [outbox.body(fine)]
     delivery.close()
+
+
+@pytest.mark.sqlite_only("an older store made by editing SQLite files")
+def test_an_old_store_loses_the_attempts_index_nothing_reads_as_a_new_store_has_none(tmp_path):
+    """0016_delivery_attempt_index: every delivery commit wrote a page of it."""
+    from test_migrations import load_old_store
+    from test_migrations_indexes import _indexes
+    path = load_old_store(tmp_path / "old")
+    assert "deliveryattempt_outbox_id" in _indexes(path)   # 9f567d5 had it
+    open_store(path).close()
+    assert "deliveryattempt_outbox_id" not in _indexes(path)
+    open_store(tmp_path / "new" / "connector.db").close()
+    assert "deliveryattempt_outbox_id" not in _indexes(tmp_path / "new" / "connector.db")

@@ -156,6 +156,12 @@ def _outbox_bodies(db):
     db.execute_sql('ALTER TABLE "outbox" DROP COLUMN "raw"')
 
 
+def _delivery_attempt_index(db):
+    """Drop the index of `deliveryattempt.outbox_id`: each delivery commit wrote a page of it,
+    and nothing looks attempts up by their row (`/metrics` reads them by id; issue 14)."""
+    db.execute_sql('DROP INDEX IF EXISTS "deliveryattempt_outbox_id"')
+
+
 # (name, function(db)), oldest first. Append; never reorder, rename or remove.
 # The numbers were reserved by parallel lines of work: a gap (0006) is no missing step,
 # names are what is recorded and matched.
@@ -173,6 +179,7 @@ MIGRATIONS = (
     ("0014_claims", _claims),
     ("0015_fewer_indexes", _fewer_indexes),
     ("0016_outbox_bodies", _outbox_bodies),
+    ("0016_delivery_attempt_index", _delivery_attempt_index),
 )
 
 
