@@ -8,7 +8,7 @@ from aiosmtpd.controller import Controller
 
 from conftest import Sink
 from connector.settings import load_settings
-from connector.store import bulk
+from connector.store import outbox
 from connector.store.db import open_store
 from connector.store.models import OutboxEntry
 
@@ -97,9 +97,9 @@ def queue(rcpt, now, mail_from="support@example.com", subject="Hello", count=1):
         message_id = f"<{time.time_ns()}.{os.getpid()}@example.com>"
         raw = (f"From: {mail_from}\r\nTo: {', '.join(rcpt)}\r\nSubject: {subject}\r\n"
                f"Message-ID: {message_id}\r\n\r\nHello.\r\n").encode()
-        ids.append(bulk.insert(OutboxEntry, ticket=None, kind="notice", mail_from=mail_from, rcpt=list(rcpt),
-                               to=list(rcpt), subject=subject, message_id=message_id, raw=raw, status="pending",
-                               attempts=0, next_attempt_at=now, created_at=now))
+        ids.append(outbox.queue(dict(ticket=None, kind="notice", mail_from=mail_from, rcpt=list(rcpt),
+                                     to=list(rcpt), subject=subject, message_id=message_id, raw=raw,
+                                     status="pending", attempts=0, next_attempt_at=now, created_at=now)))
     return ids
 
 

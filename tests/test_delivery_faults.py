@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import free_port, wait_for
-from connector.store import bulk
-from connector.store.models import OutboxEntry, database
+from connector.store.outbox import queue_many
+from connector.store.models import database
 from relays import store_and_settings
 
 RELAY = Path(__file__).with_name("fault_relay.py")
@@ -50,7 +50,7 @@ def fill_outbox(count):
              "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
             for i, rcpt in enumerate(mails)]
     with database.atomic():
-        bulk.insert_many(OutboxEntry, rows)
+        queue_many(rows)
     return mails
 
 

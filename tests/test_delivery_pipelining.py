@@ -75,14 +75,13 @@ def test_data_refused_after_pipelined_recipients(tmp_path, relay, clock):
 
 
 def test_a_body_with_dots_at_line_starts_arrives_whole(tmp_path, relay, clock):
-    from connector.store import bulk
-    from connector.store.models import OutboxEntry
+    from connector.store import outbox
     sink = relay()
     delivery = delivery_for(tmp_path, sink, clock)
     raw = b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nlast line without CRLF"
-    bulk.insert(OutboxEntry, ticket=None, kind="notice", mail_from="support@example.com", rcpt=["jane@example.com"],
-                to=["jane@example.com"], subject="dots", message_id="<d@example.com>", raw=raw, status="pending",
-                attempts=0, next_attempt_at=clock.now, created_at=clock.now)
+    outbox.queue(dict(ticket=None, kind="notice", mail_from="support@example.com", rcpt=["jane@example.com"],
+                      to=["jane@example.com"], subject="dots", message_id="<d@example.com>", raw=raw,
+                      status="pending", attempts=0, next_attempt_at=clock.now, created_at=clock.now))
 
     assert delivery.run_once() == 1
     assert sink.messages[0][2] == raw + b"\r\n"

@@ -40,8 +40,9 @@ def scenarios():
 
 def outbox_rows(instance, spool_id):
     with instance.connect() as conn:
-        rows = conn.execute('SELECT kind, mail_from, rcpt, "to", cc, bcc, subject, raw FROM outbox '
-                            "WHERE cause_id = ? ORDER BY id", (spool_id,)).fetchall()
+        rows = conn.execute('SELECT kind, mail_from, rcpt, "to", cc, bcc, subject, b.raw FROM outbox o '
+                            'JOIN outbox_body b ON b.outbox_id = o.id WHERE cause_id = ? ORDER BY o.id',
+                            (spool_id,)).fetchall()
     mails = []
     for kind, mail_from, rcpt, to, cc, bcc, subject, raw in rows:
         sender = email.message_from_bytes(raw, policy=policy.default)["From"].addresses[0]

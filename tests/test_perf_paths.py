@@ -8,10 +8,10 @@ from aiosmtpd.smtp import SMTP
 from connector.intake.smtp import IntakeSMTP
 from connector.mail import verp
 from connector.outbound.delivery import Delivery
-from connector.store import bulk
+from connector.store import bulk, outbox
 from connector.store.models import SentMail
-from connector.store.queries import outbox_due, sent_since
-from relays import Clock, ScriptedRelay, queue, row, store_and_settings
+from connector.store.queries import sent_since
+from relays import Clock, ScriptedRelay, queue, store_and_settings
 
 
 def test_a_budget_count_stops_at_its_limit(tmp_path):
@@ -31,11 +31,11 @@ def test_due_rows_come_oldest_first_with_their_fields(tmp_path):
     store_and_settings(tmp_path, 25)
     later = queue(["late@example.com"], clock.now + 5)
     first = queue(["jane@example.com", "bob@example.com"], clock.now, mail_from="")
-    due = outbox_due(clock.now + 10, 100)
+    due = outbox.due(clock.now + 10, 100)
     assert [e.id for e in due] == first + later
-    assert (due[0].rcpt, due[0].mail_from, bytes(due[0].raw)) == (["jane@example.com", "bob@example.com"], "",
-                                                                  bytes(row(first[0]).raw))
-    assert [e.id for e in outbox_due(clock.now, 100)] == first
+    assert (due[0].rcpt, due[0].mail_from, due[0].recipients) == (["jane@example.com", "bob@example.com"], "", None)
+    assert outbox.sendable(first[0]) == (True, outbox.body(first[0])) and outbox.body(first[0]).startswith(b"From:")
+    assert [e.id for e in outbox.due(clock.now, 100)] == first
 
 
 def test_the_envelope_reaches_the_relay_as_queued(tmp_path):

@@ -245,17 +245,16 @@ def queue_outgoing(count):
     """`count` outbox rows due now, each its own Message-ID."""
     import time
 
-    from connector.store import bulk
-    from connector.store.models import OutboxEntry
+    from connector.store import outbox
     now = time.time()
     ids = []
     for n in range(count):
         msg = make_mail(subject=f"Answer {n}", sender="support@example.com", to=f"c{n}@acme.example",
                         message_id=f"<out{n}@example.com>")
-        ids.append(bulk.insert(OutboxEntry, kind="distribution", mail_from="support@example.com",
-                               rcpt=[f"c{n}@acme.example"], to=[f"c{n}@acme.example"], subject=f"Answer {n}",
-                               message_id=f"<out{n}@example.com>", raw=msg.as_bytes(), next_attempt_at=now,
-                               created_at=now))
+        ids.append(outbox.queue(dict(kind="distribution", mail_from="support@example.com",
+                                     rcpt=[f"c{n}@acme.example"], to=[f"c{n}@acme.example"], subject=f"Answer {n}",
+                                     message_id=f"<out{n}@example.com>", raw=msg.as_bytes(), next_attempt_at=now,
+                                     created_at=now)))
     return ids
 
 

@@ -9,10 +9,11 @@ import time
 import pytest
 
 from connector.cli import main
+from connector.store import outbox
 from connector.store.db import open_store, spool_path
 from connector.store.models import (
-    OUTBOX_PENDING, OUTBOX_SENT, SPOOL_DONE, SPOOL_SHUNTED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, OutboxEntry,
-    Processing, TriageItem)
+    OUTBOX_PENDING, OUTBOX_SENT, SPOOL_DONE, SPOOL_SHUNTED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, OutboxBody,
+    OutboxEntry, Processing, TriageItem)
 from connector.store.retention import DAY, prune
 from connector.store.spool import store_message
 
@@ -37,14 +38,16 @@ def _spooled(received, state, triage=None):
 
 
 def _outbox(status, sent_at):
-    return OutboxEntry.create(kind="distribution", mail_from="support@example.com", rcpt=["a@x.example"],
-                              raw=b"Subject: y\r\n\r\nout\r\n", status=status, next_attempt_at=0,
-                              created_at=sent_at or OLD, sent_at=sent_at).id
+    return outbox.queue(dict(kind="distribution", mail_from="support@example.com", rcpt=["a@x.example"],
+                             raw=b"Subject: y\r\n\r\nout\r\n", status=status, next_attempt_at=0,
+                             created_at=sent_at or OLD, sent_at=sent_at))
 
 
 def _raw(db_path, table, row_id):
-    path = spool_path(db_path) if table == "spool" else db_path
-    return sqlite3.connect(path).execute(f'SELECT length(raw) FROM "{table}" WHERE id = ?', (row_id,)).fetchone()[0]
+    """The length of a spool entry's or an outbox row's bytes (0: pruned)."""
+    path, key = (spool_path(db_path), "id") if table == "spool" else (db_path, "outbox_id")
+    row = sqlite3.connect(path).execute(f'SELECT length(raw) FROM "{table}" WHERE {key} = ?', (row_id,)).fetchone()
+    return row[0] if row else 0
 
 
 @pytest.mark.sqlite_only("a unit test on an SQLite file of its own")
@@ -61,8 +64,8 @@ def test_prune_keeps_what_may_still_be_needed(tmp_path):
     assert prune(30, now=NOW, batch=1) == {"spool": 2, "outbox": 1}
     assert [_raw(path, "spool", i) == 0 for i in (filed_old, reviewed)] == [True, True]
     assert [_raw(path, "spool", i) > 0 for i in (filed_new, shunted, in_review, unfiled)] == [True] * 4
-    assert [_raw(path, "outbox", i) for i in (sent_old, sent_new, pending)][0] == 0
-    assert _raw(path, "outbox", sent_new) > 0 and _raw(path, "outbox", pending) > 0
+    assert [_raw(path, "outbox_body", i) for i in (sent_old, sent_new, pending)][0] == 0
+    assert _raw(path, "outbox_body", sent_new) > 0 and _raw(path, "outbox_body", pending) > 0
     assert prune(0, now=NOW) == {"spool": 0, "outbox": 0}  # 0 keeps everything
 
 
@@ -87,8 +90,9 @@ def test_vacuum_reports_what_the_files_take_after_it(tmp_path, capsys):
     ini = _ini(tmp_path)
     open_store(tmp_path / "c.db")
     for _ in range(200):
-        OutboxEntry.create(kind="distribution", mail_from="support@example.com", rcpt=["a@x.example"],
-                           raw=os.urandom(20000), status=OUTBOX_SENT, next_attempt_at=0, created_at=OLD, sent_at=OLD)
+        outbox.queue(dict(kind="distribution", mail_from="support@example.com", rcpt=["a@x.example"],
+                          raw=os.urandom(20000), status=OUTBOX_SENT, next_attempt_at=0, created_at=OLD, sent_at=OLD))
+    OutboxBody.delete().execute()
     OutboxEntry.delete().execute()
     assert main(["-c", str(ini), "db", "vacuum", "--json"]) == 0
     sizes = json.loads(capsys.readouterr().out)
@@ -120,14 +124,14 @@ def test_pruned_bodies_are_never_sent_or_filed_again(tmp_path, capsys):
     their bytes are pruned (an empty mail would go out, an empty message be filed)."""
     ini = _ini(tmp_path)
     open_store(tmp_path / "c.db")
-    entry = OutboxEntry.create(kind="distribution", mail_from="support@example.com",
-                               rcpt=["a@x.example", "b@x.example"], raw=b"", status=OUTBOX_SENT,
-                               recipients={"a@x.example": {"state": "accepted", "reply": "250", "at": OLD},
-                                           "b@x.example": {"state": "refused", "reply": "550", "at": OLD}},
-                               next_attempt_at=0, created_at=OLD, sent_at=OLD)
-    assert main(["-c", str(ini), "outbox", "retry", str(entry.id)]) == 1
+    entry_id = outbox.queue(dict(kind="distribution", mail_from="support@example.com",
+                                 rcpt=["a@x.example", "b@x.example"], raw=b"", status=OUTBOX_SENT,
+                                 recipients={"a@x.example": {"state": "accepted", "reply": "250", "at": OLD},
+                                             "b@x.example": {"state": "refused", "reply": "550", "at": OLD}},
+                                 next_attempt_at=0, created_at=OLD, sent_at=OLD))
+    assert main(["-c", str(ini), "outbox", "retry", str(entry_id)]) == 1
     assert "pruned" in capsys.readouterr().err
-    assert OutboxEntry.get_by_id(entry.id).status == OUTBOX_SENT
+    assert OutboxEntry.get_by_id(entry_id).status == OUTBOX_SENT
     spool_id = _spooled(OLD, SPOOL_DONE, triage=TRIAGE_CLOSED)
     prune(30, now=NOW)
     item = TriageItem.get(TriageItem.spool_id == spool_id)

@@ -270,7 +270,8 @@ def test_a_mail_refused_before_running_is_planned_as_it_is_sent(daemon, sink, tm
 
     assert [o["subject"] for o in dry["outgoing"]] == [f"Not done: Re: [Ticket #{number}] Printer broken"]
     with daemon.connect() as conn:
-        rows = conn.execute('SELECT kind, mail_from, rcpt, "to", subject, raw FROM outbox WHERE cause_id = ?',
+        rows = conn.execute('SELECT kind, mail_from, rcpt, "to", subject, b.raw FROM outbox o '
+                            'JOIN outbox_body b ON b.outbox_id = o.id WHERE cause_id = ? ORDER BY o.id',
                             (real["spool_id"],)).fetchall()
     assert [(o["kind"], o["mail_from"], o["rcpt"], o["to"], o["subject"]) for o in dry["outgoing"]] == [
         (kind, mail_from, json.loads(rcpt), json.loads(to), subject) for kind, mail_from, rcpt, to, subject, _ in rows]

@@ -9,7 +9,7 @@ already picked up (its batch, at most a second or so) may still go out once.
 import time
 
 from connector.outbound.replies import ACCEPTED
-from connector.store import wakeup
+from connector.store import outbox, wakeup
 from connector.store.models import OUTBOX_ACTIVE, OUTBOX_CANCELLED, OUTBOX_FAILED, OUTBOX_PENDING, OUTBOX_SENT
 from connector.store.views import change_outbox_row, outbox_row
 
@@ -36,7 +36,7 @@ def retry(entry_id, clock=time.time):
         reason = ("was delivered to every recipient" if entry.status == OUTBOX_SENT
                   else f"is {entry.status}")
         raise OutboxStateError(f"outbox row {entry_id} {reason}: nothing to retry")
-    if not len(entry.raw or b""):
+    if not outbox.body(entry_id):
         raise OutboxStateError(f"outbox row {entry_id}: its body was pruned ([retention] raw_days); "
                                "nothing to send")
     now = clock()

@@ -47,8 +47,7 @@ from connector.outbound import refusals
 from connector.outbound.maildir import MaildirTransport
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED, Reply, no_reply
 from connector.outbound.smtp import RelayUnavailable, SMTPTransport
-from connector.store import blocks, bulk, claims, dialect, wakeup
-from connector.store.queries import OUTBOX_FIELDS, outbox_due, outbox_still_active as still_active
+from connector.store import blocks, bulk, claims, dialect, outbox, wakeup
 from connector.store.models import (
     OUTBOX_ACTIVE, OUTBOX_DEFERRED, OUTBOX_FAILED, OUTBOX_SENT, DeliveryAttempt, OutboxEntry, database)
 
@@ -59,6 +58,7 @@ BATCH = 100  # rows looked up per round; each is still committed on its own
 # (smtplib sends it as is) or headers (maildir): such a recipient is refused, never sent.
 UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
 BAD_ADDRESS = "5.1.3 the address contains a space, a control character or <>"
+NO_BODY = "internal error: the mail's body is missing from outbox_body"
 
 
 def make_transport(settings):
@@ -114,8 +114,8 @@ class Delivery:
         # PostgreSQL: the outbox claims of this process (kept across a reload: `claimed`) and their renewer
         self.claims, self.renewer = claimed or (None, None)
         if self.claims is None and dialect.is_postgres():
-            self.claims = claims.OutboxClaims(settings.node_name, claims.lease_of(settings), OutboxEntry,
-                                              OUTBOX_FIELDS)
+            self.claims = claims.OutboxClaims(settings.node_name, claims.lease_of(settings), outbox.DueRow,
+                                              outbox.DUE_FIELDS)
             self.renewer = Renewer(self.claims)
         if self.claims is not None:
             self.claims.lease = claims.lease_of(settings)
@@ -126,7 +126,7 @@ class Delivery:
         return self.claims, self.renewer
 
     def due(self, limit=BATCH):
-        return outbox_due(self.clock(), limit)
+        return outbox.due(self.clock(), limit)
 
     def run_once(self, stop=lambda: False):
         """Attempt the due rows one by one; returns how many were attempted.
@@ -149,9 +149,10 @@ class Delivery:
         for attempted, entry in enumerate(due, 1):
             if stop():
                 return attempted - 1
-            if not still_active(entry.id):  # cancelled (or done by another) since the batch was read
+            active, raw = outbox.sendable(entry.id)
+            if not active:  # cancelled (or done by another) since the batch was read
                 continue
-            if not self.attempt(entry):
+            if not self.attempt(entry, raw):
                 return attempted
         return len(due)
 
@@ -169,7 +170,12 @@ class Delivery:
             if previous is not None:
                 log.info("outbox.claim_expired", outbox_id=entry.id, message_id=entry.message_id,
                          claimed_by=previous)
-            if not self.attempt(entry):
+            active, raw = outbox.sendable(entry.id)
+            if not active:  # cancelled since it was claimed: the claim goes, nothing is sent
+                with database.atomic():
+                    self.claims.release(entry.id)
+                continue
+            if not self.attempt(entry, raw):
                 return attempted + 1
         return BATCH
 
@@ -177,8 +183,10 @@ class Delivery:
         """The row's VERP address (the null sender stays null), or its planned envelope sender."""
         return self.verp.address(entry.id) if self.verp is not None and entry.mail_from else entry.mail_from
 
-    def _send(self, entry, todo):
+    def _send(self, entry, todo, raw, sender):
         """{recipient: Reply}, and whether the relay could be reached."""
+        if raw is None:  # nothing to send: this row alone waits, and gives up in time
+            return dict.fromkeys(todo, no_reply(NO_BODY)), True
         if UNSAFE_ADDRESS.search(entry.mail_from):
             return dict.fromkeys(todo, Reply(553, f"{BAD_ADDRESS}: sender {entry.mail_from!r}")), True
         unsafe = {a: Reply(553, BAD_ADDRESS) for a in todo if UNSAFE_ADDRESS.search(a)}
@@ -186,7 +194,7 @@ class Delivery:
         if not todo:
             return unsafe, True
         try:
-            return {**unsafe, **self.transport.send(self.envelope_sender(entry), todo, bytes(entry.raw))}, True
+            return {**unsafe, **self.transport.send(sender, todo, raw)}, True
         except RelayUnavailable as exc:
             return dict.fromkeys(todo, no_reply(str(exc))), False
         except Exception as exc:  # a fault of ours with this one mail: it alone waits, the session restarts
@@ -194,9 +202,11 @@ class Delivery:
             self.transport.close()
             return dict.fromkeys(todo, no_reply(f"internal error: {type(exc).__name__}: {exc}")), True
 
-    def attempt(self, entry):
-        """Send `entry` to the recipients still to try and commit the outcome; False if the relay is down."""
-        replies, reachable = self._send(entry, recipients_to_try(entry))
+    def attempt(self, entry, raw):
+        """Send `entry` (its mail: `raw`, None when it has none) to the recipients still to try and
+        commit the outcome; False if the relay is down."""
+        sender = self.envelope_sender(entry)
+        replies, reachable = self._send(entry, recipients_to_try(entry), raw, sender)
         now = self.clock()
         states = dict(entry.recipients or {})
         for address, reply in replies.items():
@@ -218,9 +228,9 @@ class Delivery:
                           sent_at=now if ACCEPTED in outcomes else None,
                           sent_by=self.settings.node_name if ACCEPTED in outcomes else None)
         try:
-            self._record(entry, fields, replies, now)
+            self._record(entry, raw, sender, fields, replies, now)
         except Exception:
-            self.unrecorded = (entry, fields, replies, now)
+            self.unrecorded = (entry, raw, sender, fields, replies, now)
             raise
         self._log(entry, fields, replies, delay)
         if not reachable:
@@ -229,7 +239,7 @@ class Delivery:
                         retry_in=round(self.settings.retry_initial, 3))
         return reachable
 
-    def _record(self, entry, fields, replies, now):
+    def _record(self, entry, raw, sender, fields, replies, now):
         """The row's new state and the attempt, in one transaction, right after the relay answered
         (releasing the row's claim on PostgreSQL)."""
         with database.atomic():
@@ -242,7 +252,7 @@ class Delivery:
                         ok=all(r.outcome == ACCEPTED for r in replies.values()),
                         detail="; ".join(f"{a}: {r}" for a, r in replies.items()))
             lifted = blocks.lift_hard([a for a, r in replies.items() if r.outcome == ACCEPTED], now)
-            reported = refusals.report(entry, replies, self.envelope_sender(entry), self.settings, now)
+            reported = refusals.report(entry, raw or b"", replies, sender, self.settings, now)
         for address in lifted:
             log.info("block.lifted", target=address, by="delivery", outbox_id=entry.id)
         if reported:

@@ -61,8 +61,8 @@ def _headers(raw):
     return raw[:end].replace(b"\r\n", b"\n").strip(b"\n")
 
 
-def compose(entry, refused, reporting_host, relay, now):
-    """The bytes of the report for outbox row `entry` and its `refused` recipients."""
+def compose(entry, raw, refused, reporting_host, relay, now):
+    """The bytes of the report for outbox row `entry` (its mail: `raw`) and its `refused` recipients."""
     boundary = "refused-" + hashlib.sha256(f"{entry.id}:{entry.attempts}".encode()).hexdigest()[:16]
     date = formatdate(now)
     listing = "\n".join(f"  {address}: {reply}" for address, (_, _, reply) in refused.items())
@@ -96,10 +96,10 @@ Arrival-Date: {date}
 Content-Type: text/rfc822-headers
 
 """
-    return (text.encode("utf-8") + _headers(entry.raw) + f"\n\n--{boundary}--\n".encode()).replace(b"\n", b"\r\n")
+    return (text.encode("utf-8") + _headers(raw) + f"\n\n--{boundary}--\n".encode()).replace(b"\n", b"\r\n")
 
 
-def report(entry, replies, envelope_sender, settings, now=None):
+def report(entry, raw, replies, envelope_sender, settings, now=None):
     """Spool the report of this attempt's recipient refusals (in the caller's transaction);
     returns the refused addresses reported (none: nothing written)."""
     if not entry.mail_from:
@@ -108,6 +108,6 @@ def report(entry, replies, envelope_sender, settings, now=None):
     if not refused:
         return []
     relay = f"{settings.relay_host}:{settings.relay_port}" if settings.mode == "smtp" else settings.mode
-    raw = compose(entry, refused, settings.hostname, relay, time.time() if now is None else now)
-    store_messages([(raw, None)], mail_from="", rcpt_to=[envelope_sender], intake=INTAKE)
+    report_raw = compose(entry, raw, refused, settings.hostname, relay, time.time() if now is None else now)
+    store_messages([(report_raw, None)], mail_from="", rcpt_to=[envelope_sender], intake=INTAKE)
     return list(refused)

@@ -28,7 +28,7 @@ from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REASON_PROCESSING_ERROR, REPLY_NOT_EXTRACTED, TRIAGED)
 from connector.pipeline.reference import MAX_TICKET_NUMBER
-from connector.store import bulk, events
+from connector.store import bulk, events, outbox
 from connector.store.filing import (
     close_superseded_triage, contact_id, forget_sent_before, next_triage_id, ticket_number_of_thread, triage_item_id)
 from connector.store.models import (
@@ -148,7 +148,7 @@ def _queue(ctx, ticket_id, now, event_ids):
                      "attempts": 0, "next_attempt_at": now, "created_at": now,
                      "auto_key": auto_emails.auto_key(event_ids[out.event], out) if about is not None else None})
         sent.append((out, plan.ticket_number if ticket else None))
-    bulk.insert_many(OutboxEntry, rows)
+    outbox.queue_many(rows)
     _record_sent(sent, now)
 
 

@@ -21,10 +21,11 @@ def _statement(kind, model, columns, condition=None):
             table = f'{model._meta.schema}"."{table}'
         names = ['"%s"' % model._meta.fields[c].column_name for c in columns]
         if kind != "update":
+            verb = "ignore" if kind == "ignore_returning" else kind  # insert() wants the id of a row it added
             primary = '"%s"' % model._meta.primary_key.column_name
-            sql = (f'{dialect.insert_verb(kind)} INTO "{table}" ({", ".join(names)}) '
-                   f'VALUES ({", ".join("?" * len(names))}){dialect.on_conflict(kind, primary, names)}')
-            if kind == "insert" and dialect.is_postgres():
+            sql = (f'{dialect.insert_verb(verb)} INTO "{table}" ({", ".join(names)}) '
+                   f'VALUES ({", ".join("?" * len(names))}){dialect.on_conflict(verb, primary, names)}')
+            if kind in ("insert", "ignore_returning") and dialect.is_postgres():
                 sql += f" RETURNING {primary}"  # psycopg has no lastrowid
         else:
             sets = ", ".join(f"{n} = ?" for n in names)
@@ -65,12 +66,16 @@ def _with_defaults(model, row):
     return row
 
 
-def insert(model, **row):
-    """Insert one row; returns its id."""
+def insert(model, or_ignore=False, **row):
+    """Insert one row; returns its id (None: `or_ignore` and a unique key had it already)."""
     row = _with_defaults(model, row)
     columns = tuple(row)
-    cursor = database.execute_sql(_statement("insert", model, columns), _values(model, columns, row))
-    return cursor.fetchone()[0] if dialect.is_postgres() else cursor.lastrowid
+    cursor = database.execute_sql(_statement("ignore_returning" if or_ignore else "insert", model, columns),
+                                  _values(model, columns, row))
+    if dialect.is_postgres():
+        returned = cursor.fetchone()
+        return returned[0] if returned else None
+    return cursor.lastrowid if cursor.rowcount else None
 
 
 def insert_many(model, rows, or_ignore=False, or_replace=False):

@@ -53,6 +53,12 @@ def _pragma_prefix(model):
     return f'"{model._meta.schema}".' if model is not None and model._meta.schema else ""
 
 
+def _integer_key(model):
+    """Whether the table's key is an integer (ordered alike by both databases; a text key may
+    be collated differently, so its rows are compared sorted here)."""
+    return model is not None and isinstance(model._meta.primary_key, peewee.IntegerField)
+
+
 def _booleans(model):
     if model is None:
         return set()
@@ -124,13 +130,13 @@ def copy(source_path, target_url, progress=lambda table, rows: None):
             if model is not None and key == "id":
                 target.execute_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                                    f"COALESCE((SELECT MAX(\"id\") FROM {name}), 0) + 1, false)")
-            report[label] = {"columns": columns, "key": key, "name": name}
+            report[label] = {"columns": columns, "key": key, "name": name, "by_value": not _integer_key(model)}
     dialect.prepare(target)
     verified = True
     for label, entry in report.items():
         listed = ", ".join(f'"{c}"' for c in entry["columns"])
         order = f' ORDER BY "{entry["key"]}"'
-        by_value = entry["key"] != "id" and entry["key"] != "spool_id"
+        by_value = entry["by_value"]
         source_count, source_sum = _digest(source.execute(f"SELECT {listed} FROM {entry['name']}{order}"), by_value)
         target_count, target_sum = _digest(target.execute_sql(f"SELECT {listed} FROM {entry['name']}{order}"),
                                            by_value)

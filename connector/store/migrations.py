@@ -143,6 +143,25 @@ def _fewer_indexes(db):
         db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _outbox_bodies(db):
+    """Outgoing mail's bytes move from `outbox.raw` to their own table, `outbox_body` (issue 14):
+    delivery's status update of a row rewrote the mail's pages with it. Every body is kept
+    (a pruned one, b"", is not carried: it stays pruned), then the column is dropped."""
+    from connector.store.models import OutboxBody
+    if "raw" not in _columns(db, "outbox"):
+        return  # a new store (create_tables makes outbox_body), or moved already
+    OutboxBody.create_table(safe=True)
+    db.execute_sql('INSERT INTO "outbox_body" ("outbox_id", "raw") SELECT "id", "raw" FROM "outbox" '
+                   'WHERE length("raw") > 0')
+    db.execute_sql('ALTER TABLE "outbox" DROP COLUMN "raw"')
+
+
+def _delivery_attempt_index(db):
+    """Drop the index of `deliveryattempt.outbox_id`: each delivery commit wrote a page of it,
+    and nothing looks attempts up by their row (`/metrics` reads them by id; issue 14)."""
+    db.execute_sql('DROP INDEX IF EXISTS "deliveryattempt_outbox_id"')
+
+
 def _store_key(db):
     """The fingerprint of the key the store's mail is signed with (a new table only): a
     node started without the others' hmac.key refuses to start instead of refusing their bounces."""
@@ -172,6 +191,8 @@ MIGRATIONS = (
     ("0013_leases", _leases),
     ("0014_claims", _claims),
     ("0015_fewer_indexes", _fewer_indexes),
+    ("0016_outbox_bodies", _outbox_bodies),
+    ("0016_delivery_attempt_index", _delivery_attempt_index),
     ("0018_store_key", _store_key),
     ("0019_node_run", _node_run),
 )

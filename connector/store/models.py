@@ -232,7 +232,7 @@ class OutboxEntry(BaseModel):
     bcc = JSONField(default=list)
     subject = peewee.TextField(default="")
     message_id = peewee.TextField(default="")
-    raw = peewee.BlobField()
+    # the mail itself is in `outbox_body` (OutboxBody): a status update never rewrites it
     status = CharField(default=OUTBOX_PENDING, index=True)
     attempts = peewee.IntegerField(default=0)
     next_attempt_at = peewee.FloatField(index=True)
@@ -257,6 +257,19 @@ class OutboxEntry(BaseModel):
 
     class Meta:
         table_name = "outbox"
+
+
+class OutboxBody(BaseModel):
+    """An outgoing mail's bytes, apart from its row (`connector.store.outbox`): written once
+    when the row is queued, read once by delivery when it sends, deleted by `[retention]
+    raw_days` after it was sent. Kept out of `outbox` so that the status update of each
+    attempt writes the row's small page, not the mail's overflow pages again."""
+
+    outbox_id = peewee.IntegerField(primary_key=True)   # the OutboxEntry's id
+    raw = peewee.BlobField()
+
+    class Meta:
+        table_name = "outbox_body"
 
 
 class SentMail(BaseModel):
@@ -288,7 +301,8 @@ class SentMail(BaseModel):
 class DeliveryAttempt(BaseModel):
     """One attempt to deliver an outbox row; `detail` has the relay's answer for each recipient tried."""
 
-    outbox = peewee.ForeignKeyField(OutboxEntry, backref="delivery_attempts", on_delete="CASCADE")
+    # no index: written once per attempt, read by id only (`/metrics`); one fewer page per delivery commit
+    outbox = peewee.ForeignKeyField(OutboxEntry, backref="delivery_attempts", on_delete="CASCADE", index=False)
     at = peewee.FloatField()
     ok = peewee.BooleanField()
     detail = peewee.TextField(default="")
@@ -484,6 +498,6 @@ class StoreKey(BaseModel):
 
 
 ALL_MODELS = (SpoolEntry, Processing, Contact, Ticket, ExternalRecipient, EmployeeRecipient, Message,
-              ThreadRef, TriageItem, OutboxEntry, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
+              ThreadRef, TriageItem, OutboxEntry, OutboxBody, SentMail, DeliveryAttempt, TicketEvent, InboxEntry,
               TriageTombstone, ScannerFolder, ScannerStatus, ScannerMessage, Block, Node,
               Lease, FilingClaim, StoreKey)

@@ -11,7 +11,8 @@ import peewee
 
 from connector.store import dialect
 from connector.store.models import (
-    AUTO_RESPONSE, DISTRIBUTION, NOTICE, OUTBOX_ACTIVE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket, database)
+    AUTO_RESPONSE, DISTRIBUTION, NOTICE, SPOOL_DONE, SPOOL_QUEUED, Contact, Message, OutboxEntry, SpoolEntry, Ticket,
+    database)
 
 DUPLICATE = "duplicate"
 SENT_COLUMNS = {"address", "domain", "ticket", "kind", "budgeted"}
@@ -172,9 +173,6 @@ def _instance(model, fields, row):
 
 
 SPOOL_SELECT, SPOOL_FIELDS = _select(SpoolEntry)
-OUTBOX_SELECT, OUTBOX_FIELDS = _select(OutboxEntry)
-_DUE_SQL = (OUTBOX_SELECT + ' WHERE "status" IN (%s) AND "next_attempt_at" <= ? ORDER BY "next_attempt_at", "id" '
-            'LIMIT ?' % ", ".join("?" * len(OUTBOX_ACTIVE)))
 
 
 def spool_entry(spool_id):
@@ -190,12 +188,6 @@ def spool_entry_and_state(spool_id):
     """(the spool entry or None, its `processing_state`), in one query: the filing path's first look."""
     row = database.execute_sql(_WITH_STATE_SQL, (spool_id,)).fetchone()
     return (None, None) if row is None else (_instance(SpoolEntry, SPOOL_FIELDS, row[:-1]), row[-1])
-
-
-def outbox_due(now, limit):
-    """The outbox rows to attempt now, oldest due first (SQL built once: delivery asks every round)."""
-    rows = database.execute_sql(_DUE_SQL, (*OUTBOX_ACTIVE, now, limit)).fetchall()
-    return [_instance(OutboxEntry, OUTBOX_FIELDS, row) for row in rows]
 
 
 def sent_since(since, at_most=None, **columns):
@@ -258,11 +250,3 @@ def outbox_page(status=None, after=0, limit=None):
     if limit is not None:
         query = query.limit(limit)
     return [(o, o.ticket_number) for o in query.objects()]
-
-
-_ACTIVE_SQL = 'SELECT 1 FROM "outbox" WHERE "id" = ? AND "status" IN (%s)' % ", ".join("?" * len(OUTBOX_ACTIVE))
-
-
-def outbox_still_active(entry_id):
-    """Whether the outbox row is still to be delivered (by its id; SQL built once, per row sent)."""
-    return _one(_ACTIVE_SQL, (entry_id, *OUTBOX_ACTIVE)) is not None

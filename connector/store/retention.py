@@ -4,7 +4,8 @@
   - the raw spool bytes of a message that was filed (processing `done`) and
     is not waiting in an open triage item; shunted and unprocessed mail is
     never touched, nor is anything an operator may still replay;
-  - the body of an outbox row that was delivered (`sent`).
+  - the body of an outbox row that was delivered (`sent`): its `outbox_body` row
+    is deleted (`connector.store.outbox`).
 The ticket's text, reply text, headers, recipients and every status stay; the
 spool row keeps its size and sha256 (so a re-delivered copy is still
 recognised as a duplicate) and its `raw` becomes empty. `message export`
@@ -44,10 +45,10 @@ def prune(raw_days, now=None, batch=BATCH):
         ' WHERE s."received_at" < ? AND p."state" = ? AND length(s."raw") > 0'
         ' AND NOT EXISTS (SELECT 1 FROM "triage" t WHERE t."spool_id" = s."id" AND t."status" != ?)'
         ' LIMIT ?)')
-    outbox_sql = ('UPDATE "outbox" SET "raw" = ? WHERE "id" IN (SELECT "id" FROM "outbox"'
-                  ' WHERE "status" = ? AND "sent_at" < ? AND length("raw") > 0 LIMIT ?)')
+    outbox_sql = ('DELETE FROM "outbox_body" WHERE "outbox_id" IN (SELECT o."id" FROM "outbox" o'
+                  ' JOIN "outbox_body" b ON b."outbox_id" = o."id" WHERE o."status" = ? AND o."sent_at" < ? LIMIT ?)')
     for name, sql, params in (("spool", spool_sql, (EMPTY, cutoff, SPOOL_DONE, TRIAGE_CLOSED, batch)),
-                              ("outbox", outbox_sql, (EMPTY, OUTBOX_SENT, cutoff, batch))):
+                              ("outbox", outbox_sql, (OUTBOX_SENT, cutoff, batch))):
         while True:
             count = _prune_batch(sql, params)
             pruned[name] += count

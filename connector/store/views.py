@@ -6,6 +6,7 @@ lives in the store like the pipeline's (`filing.py`) and the lists'
 
 import peewee
 
+from connector.store import outbox
 from connector.store.models import (
     INBOUND, EmployeeRecipient, ExternalRecipient, InboxEntry, Message, OutboxEntry, Processing, SpoolEntry, Ticket,
     TriageItem)
@@ -46,7 +47,7 @@ def original_bytes(kind, row_id):
         return (bytes(entry.raw), entry.sha256) if entry else (None, None)
     if kind == "outbox":
         entry = OutboxEntry.get_or_none(OutboxEntry.id == row_id)
-        return (bytes(entry.raw), None) if entry else (None, None)
+        return (outbox.body(entry.id), None) if entry else (None, None)
     message = Message.get_or_none(Message.id == row_id)
     if message is None:
         return None, None
@@ -54,7 +55,7 @@ def original_bytes(kind, row_id):
         entry = SpoolEntry.get_or_none(SpoolEntry.id == message.spool_id)
         return (bytes(entry.raw), entry.sha256) if entry else (None, None)
     out = OutboxEntry.get_or_none(OutboxEntry.message_id == message.message_id)
-    return (bytes(out.raw), None) if out else (None, None)
+    return (outbox.body(out.id), None) if out else (None, None)
 
 
 # -- triage -------------------------------------------------------------------

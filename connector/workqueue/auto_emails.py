@@ -44,7 +44,7 @@ from connector.pipeline.context import Outgoing
 from connector.settings import auto_emails as config_of
 from connector.settings import inboxes as inbox_config
 from connector.settings.auto_emails import DISPATCHERS, EXTERNAL, KINDS, MANAGER, OWNER, REQUESTER, RESOURCE
-from connector.store import events
+from connector.store import events, outbox
 from connector.store.db import load_hmac_key
 from connector.store.models import (
     AUTO_EMAIL, AUTO_RESPONSE, ENTRY_OPEN, OUTBOX_PENDING, OUTBOX_SUPPRESSED, ExternalRecipient, InboxEntry, OutboxEntry, SentMail,
@@ -345,7 +345,7 @@ class Planner:
                    "ticket": ticket.id, "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING,
                    "blocked": out.blocked or None, "attempts": 0, "next_attempt_at": event.at,
                    "created_at": event.at, "auto_key": auto_key(event.id, out)}
-            if not OutboxEntry.insert(row).on_conflict_ignore().as_rowcount().execute():
+            if outbox.queue(row, or_ignore=True) is None:
                 continue   # already planned: an event is mailed to an address once
             written.append(out)
             if not out.suppressed:
