@@ -423,14 +423,20 @@ def test_a_daemon_restarted_after_kill_9_takes_its_own_claims_back_at_once(tmp_p
     inst.kill9()
     pid, run = (tmp_path / "solo" / "var" / "daemon.lock").read_text().split()
     dead, alive = f"solo/{run}/{pid}/aa", f"solo/{run}/{os.getpid()}/bb"   # this test lives: "a child left"
+    zombie = subprocess.Popen(["true"])   # exits, and nobody reaps it: a killed daemon's child in a container
+    wait_for(lambda: open(f"/proc/{zombie.pid}/stat").read().rpartition(")")[2].split()[0] == "Z", 10,
+             what="a zombie")
+    undead = f"solo/{run}/{zombie.pid}/cc"
     inst.open_store()
     from connector.store.spool import store_message
     spool_id = store_message(make_mail(subject="Held by the dead run").as_bytes(),
                              mail_from="ann@acme.example", rcpt_to=["support@example.com"], intake="smtp")
+    third = store_message(make_mail(subject="Held by a zombie").as_bytes(),
+                          mail_from="cy@acme.example", rcpt_to=["support@example.com"], intake="smtp")
     other = store_message(make_mail(subject="Held by a living one").as_bytes(),
                           mail_from="bob@acme.example", rcpt_to=["support@example.com"], intake="smtp")
     with inst.connect() as conn:
-        for spool, token in ((spool_id, dead), (other, alive)):
+        for spool, token in ((spool_id, dead), (other, alive), (third, undead)):
             conn.execute("INSERT INTO filing_claim (spool_id, claimed_by, claim_token, claimed_until) "
                          "VALUES (?, 'solo', ?, EXTRACT(EPOCH FROM now()) + 3600)", (spool, token))
         conn.execute("INSERT INTO lease (name, node, pid, token, acquired_at, expires_at) VALUES "
@@ -442,11 +448,14 @@ def test_a_daemon_restarted_after_kill_9_takes_its_own_claims_back_at_once(tmp_p
                  15, what="the dead run's entry filed, long before its 30 s lease ran out")
         [taken] = [json.loads(line) for line in inst.log.read_text().splitlines()
                    if line.startswith("{") and '"claims.taken_back"' in line]
-        assert (taken["previous_run"], taken["filing"], taken["leases"], taken["kept"]) == (run, 1, 1, [os.getpid()])
+        assert (taken["previous_run"], taken["filing"], taken["leases"], taken["kept"]) == (run, 2, 1, [os.getpid()])
+        wait_for(lambda: inst.rows(f"SELECT state FROM processing WHERE spool_id = {third}") == [("done",)], 15,
+                 what="the zombie's entry filed")
         assert inst.rows(f"SELECT claim_token FROM filing_claim WHERE spool_id = {other}") == [(alive,)]
         assert inst.rows(f"SELECT spool_id FROM processing WHERE spool_id = {other}") == []  # kept: not filed yet
     finally:
         inst.stop()
+        zombie.wait()
 
 
 def test_a_second_daemon_with_a_running_nodes_name_refuses_to_start(tmp_path, pg_url, sink):

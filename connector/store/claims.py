@@ -31,7 +31,6 @@ never both hold one.
 import os
 import secrets
 
-from connector.health.state import pid_alive
 from connector.store import dialect
 from connector.store.models import OUTBOX_ACTIVE, SPOOL_QUEUED, database
 
@@ -56,6 +55,25 @@ def new_token(node):
     return f"{node}/{os.environ.get(INSTANCE_ENV, '-')}/{os.getpid()}/{secrets.token_hex(4)}"
 
 
+def _alive(pid):
+    """Whether process `pid` runs on this host. A zombie does not: a killed daemon's children
+    stay zombies until someone reaps them (in a container, maybe never), and kill(pid, 0)
+    succeeds on one. Without /proc, the kernel's kill(pid, 0) answers (another user's: alive)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        return os.kill(pid, 0) is None
+    except PermissionError:
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def take_back(node, instance):
     """At a daemon's start, before its children run: free at once the spool and outbox claims
     and the leases of the processes of its predecessor run `instance` (read from the daemon
@@ -68,7 +86,7 @@ def take_back(node, instance):
         'SELECT "claim_token" FROM "outbox" WHERE starts_with("claim_token", ?) AND "claimed_until" IS NOT NULL '
         'UNION SELECT "token" FROM "lease" WHERE starts_with("token", ?)', (prefix, prefix, prefix)).fetchall()}
     pid_of = {token: token.rsplit("/", 2)[-2] for token in tokens}
-    kept = sorted({int(pid) for pid in pid_of.values() if pid.isdigit() and pid_alive(int(pid))})
+    kept = sorted({int(pid) for pid in pid_of.values() if pid.isdigit() and _alive(int(pid))})
     dead = sorted(token for token, pid in pid_of.items() if not (pid.isdigit() and int(pid) in kept))
     counts = {"filing": 0, "outbox": 0, "leases": 0, "kept": kept}
     if dead:
