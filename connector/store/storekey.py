@@ -38,13 +38,13 @@ class KeyMismatch(Exception):
             "store take this one")
 
 
-def take(key, now=None):
+def take(key):
     """The store takes `key` as its own: (the fingerprint it had or None, the new one)."""
     row = StoreKey.get_or_none(StoreKey.name == NAME)
     ours = fingerprint(key)
     with database.atomic():
         StoreKey.delete().where(StoreKey.name == NAME).execute()
-        StoreKey.insert(name=NAME, fingerprint=ours, set_at=time.time() if now is None else now).execute()
+        StoreKey.insert(name=NAME, fingerprint=ours, set_at=time.time()).execute()
     return (row.fingerprint if row else None), ours
 
 
