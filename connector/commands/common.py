@@ -18,6 +18,7 @@ from connector.store.db import open_store
 from connector.workqueue import auto_emails
 
 EX_OK = 0
+ALL = "all"  # a --status that lists every status (inbox list, inbound list)
 EX_CONFIG = 1
 EX_DATAERR = 65   # sysexits: input that can never be accepted
 EX_TEMPFAIL = 75  # sysexits: try again later

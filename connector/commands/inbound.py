@@ -10,7 +10,7 @@ import sys
 
 import peewee
 
-from connector.commands.common import emit, iso, open_store_of, settings_or_exit
+from connector.commands.common import ALL, emit, iso, open_store_of, settings_or_exit
 from connector.pipeline.context import FILED
 from connector.store import events, views, wakeup
 from connector.store.filing import processing as processing_of
@@ -18,8 +18,6 @@ from connector.store.models import SPOOL_SHUNTED, TRIAGE_STATUSES
 from connector.store.queries import write_transaction
 from connector.workqueue import triage
 from connector.workqueue.errors import Refused
-
-ALL_STATUSES = "all"
 
 
 def inbound_json(item):
@@ -30,7 +28,7 @@ def inbound_json(item):
 
 def cmd_inbound_list(args):
     open_store_of(args)
-    status = None if args.status == ALL_STATUSES else args.status
+    status = None if args.status == ALL else args.status
     emit(args, [inbound_json(i) for i in views.triage_items(status)],
          ["id", "status", "reason", "from", "ticket", "received_at", "subject"])
     return 0
@@ -154,8 +152,8 @@ def register(subparsers):
 
     p = inbound.add_parser("list", help="triage items")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--status", choices=(*TRIAGE_STATUSES, ALL_STATUSES),
-                   help=f"one status, or {ALL_STATUSES} (the default, as `inbox list --status all`)")
+    p.add_argument("--status", choices=(*TRIAGE_STATUSES, ALL),
+                   help=f"one status, or {ALL} (the default, as `inbox list --status all`)")
     p.set_defaults(handler=cmd_inbound_list)
     p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
     p.add_argument("id", type=int)

@@ -10,7 +10,7 @@ import time
 
 import peewee
 
-from connector.commands.common import emit, iso, open_store_of, positive_int, settings_or_exit
+from connector.commands.common import ALL, emit, iso, open_store_of, positive_int, settings_or_exit
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
 from connector.store import events, views
@@ -19,7 +19,6 @@ from connector.store.queries import write_transaction
 from connector.workqueue import inbox as actions
 from connector.workqueue.errors import Refused
 
-ALL = "all"
 COLUMNS = ["id", "ticket", "inbox", "status", "owner", "due_type", "due_at", "subject"]
 ENTRY_EVENTS = (events.INBOX_ADDED, events.TICKET_TAKEN, events.TICKET_COMPLETED, events.TICKET_CANCELLED,
                 events.TICKET_FORWARDED)

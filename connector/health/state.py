@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from connector.store.claims import pid_alive  # noqa: F401 (health's name for it: report, db)
+
 FILE = "daemon-status.json"
 HEARTBEAT = 2.0     # seconds between two writes
 STALE_AFTER = 30.0  # a state file not rewritten for this long: the daemon hangs
@@ -38,16 +40,6 @@ def read_state(data_dir):
         return None
     except ValueError:
         return None
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def daemon_running(data_dir):

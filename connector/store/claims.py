@@ -55,8 +55,8 @@ def new_token(node):
     return f"{node}/{os.environ.get(INSTANCE_ENV, '-')}/{os.getpid()}/{secrets.token_hex(4)}"
 
 
-def _alive(pid):
-    """Whether process `pid` runs on this host. A zombie does not: a killed daemon's children
+def pid_alive(pid):
+    """Whether process `pid` runs on this host (the claims of a dead run, the daemon `status` judges). A zombie does not: a killed daemon's children
     stay zombies until someone reaps them (in a container, maybe never), and kill(pid, 0)
     succeeds on one. Without /proc, the kernel's kill(pid, 0) answers (another user's: alive)."""
     try:
@@ -86,7 +86,7 @@ def take_back(node, instance):
         'SELECT "claim_token" FROM "outbox" WHERE starts_with("claim_token", ?) AND "claimed_until" IS NOT NULL '
         'UNION SELECT "token" FROM "lease" WHERE starts_with("token", ?)', (prefix, prefix, prefix)).fetchall()}
     pid_of = {token: token.rsplit("/", 2)[-2] for token in tokens}
-    kept = sorted({int(pid) for pid in pid_of.values() if pid.isdigit() and _alive(int(pid))})
+    kept = sorted({int(pid) for pid in pid_of.values() if pid.isdigit() and pid_alive(int(pid))})
     dead = sorted(token for token, pid in pid_of.items() if not (pid.isdigit() and int(pid) in kept))
     counts = {"filing": 0, "outbox": 0, "leases": 0, "kept": kept}
     if dead:
