@@ -37,3 +37,39 @@ def test_inbound_list_takes_status_all_as_inbox_list_does(site):
     every = site.cli("inbound", "list", "--json")
     assert site.cli("inbound", "list", "--status", "all", "--json").stdout == every.stdout
     assert site.cli("inbox", "list", "--status", "all", "--json").returncode == 0
+
+
+def test_the_command_table_names_what_each_module_registers():
+    """`cli` imports only the module of the command asked for, found in `COMMANDS`: a word the
+    table gives the wrong module would be an "invalid choice" for that command."""
+    import argparse
+
+    from connector import commands
+    for name, words in commands.COMMANDS.items():
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        commands.module(name).register(subparsers)
+        assert tuple(subparsers.choices) == words, name
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["tickets", "list"], "tickets"), (["-c", "/etc/x.ini", "inbox", "list"], "inbox"),
+    (["--config", "tickets", "status"], "status"), (["--config=/x.ini", "db", "status"], "db"),
+    (["--version"], None), ([], None), (["--", "run"], "run")])
+def test_the_command_word_skips_options_and_the_config_path(argv, word):
+    from connector.cli import command_word
+    assert command_word(argv) == word
+
+
+def test_a_listing_command_loads_neither_the_daemon_nor_the_pipeline():
+    """`tickets list` at 50,000 tickets is mostly start-up (issue 14: < 0.3 s): it loads its own
+    command module, not every one and what they import; `--help` still lists every command."""
+    import subprocess
+    import sys
+    probe = ("import sys; from connector.cli import build_parser; p = build_parser(['tickets', 'list']); "
+             "print(sorted(m for m in sys.modules if m.startswith(('connector.pipeline', "
+             "'connector.commands.daemon', 'connector.workqueue', 'connector.intake'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+    usage = subprocess.run([sys.executable, "-m", "connector", "--help"], capture_output=True, text=True,
+                           check=True, cwd="/").stdout
+    assert all(word in usage for word in ("run", "tickets", "inbound", "auto-emails", "nodes", "why"))

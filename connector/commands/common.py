@@ -15,7 +15,6 @@ from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
 from connector.store.db import open_store
-from connector.workqueue import auto_emails
 
 EX_OK = 0
 ALL = "all"  # a --status that lists every status (inbox list, inbound list)
@@ -34,6 +33,7 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
     if log:
         setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None,
                       node=settings.node_name)
+    from connector.workqueue import auto_emails  # here: a read-only command never loads the pipeline
     auto_emails.install(settings)   # a command's ticket events plan their auto-emails too
     return settings
 
