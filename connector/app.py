@@ -211,7 +211,7 @@ class Daemon:
         services = open_services(settings)
         storekey.check(load_hmac_key(settings.data_dir), settings.data_dir, self.clock())  # KeyMismatch
         if dialect.is_postgres():
-            nodes.check_name_free(settings.node_name, previous, self.clock())
+            nodes.check_name_free(settings.node_name, previous)
         committer = GroupCommitter()
         handler = IntakeHandler(services.addresses.is_own, committer, settings.protocol)
         self.handler = handler
@@ -262,8 +262,7 @@ class Daemon:
         log.info("daemon.stopped")
 
     def _beat(self, holds):
-        nodes.beat(self.settings.node_name, __version__, os.getpid(), self.instance, self.started_at, holds,
-                   self.clock())
+        nodes.beat(self.settings.node_name, __version__, os.getpid(), self.instance, self.started_at, holds)
 
     def _take_back(self, node, previous):
         """The claims and leases of our killed predecessor's processes are free at once, not

@@ -6,7 +6,6 @@ leases it holds (`connector.store.leases`: `scanner:<name>`, `deadlines`, `reten
 `processes`, `leases` (with pid, acquired_at and seconds until they expire), `scanners`
 and `timers` say the same by kind."""
 
-import time
 
 from connector.commands.common import emit, iso, open_store_of
 
@@ -25,8 +24,8 @@ def node_row(node, alive, now, held):
 
 def cmd_nodes(args):
     open_store_of(args)
-    from connector.store import leases, nodes
-    now = time.time()
+    from connector.store import dialect, leases, nodes
+    now = dialect.now()  # heartbeats are on the database's clock
     held = {}
     for lease in leases.held():
         held.setdefault(lease.node, []).append(lease)

@@ -107,6 +107,11 @@ def clock():
     return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
+def now():
+    """The database's time in epoch seconds (see `clock`)."""
+    return database.execute_sql(f"SELECT {clock()}").fetchone()[0]
+
+
 def checkpoint_spool():
     """Copy the spool's WAL back into its file (SQLite); PostgreSQL checkpoints by itself."""
     if not is_postgres():

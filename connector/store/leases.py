@@ -70,7 +70,7 @@ def release(name, token):
 def held(node=None):
     """The leases not expired (of `node`, or every node's), by name: [Lease] with `now`, the
     database's time, on each."""
-    now = database.execute_sql(f"SELECT {dialect.clock()}").fetchone()[0]
+    now = dialect.now()
     query = Lease.select().where(Lease.expires_at > now).order_by(Lease.name)
     if node is not None:
         query = query.where(Lease.node == node)

@@ -1,8 +1,14 @@
 """The nodes: each daemon (`[node] name`) writes a heartbeat row every BEAT_EVERY
 seconds from a thread beside its event loop; `connector nodes` lists the nodes seen
-within RECENT. One row per name, updated in place: a node's history is its log.
+within RECENT. One row per name, updated in place: a node's history is its log. Heartbeats are
+written and judged on the database's clock (`dialect.clock`, as leases are): the
+nodes' own clocks differ, and a node whose clock is a minute behind would take a
+stopped node for a running one (and refuse to start), one ahead the reverse.
 """
 
+import peewee
+
+from connector.store import dialect
 from connector.store.models import Node
 
 BEAT_EVERY = 10.0       # seconds between two heartbeats of a node
@@ -21,12 +27,12 @@ class NameInUse(Exception):
             f"{max(ALIVE_WITHIN - age, 1):.0f} s")
 
 
-def check_name_free(name, previous, now):
+def check_name_free(name, previous):
     """At a daemon's start (PostgreSQL): NameInUse when the node row of `name` is alive and not
     written by this data directory's previous run (`previous`: the daemon lock's Run, or None).
     Runs are told apart by their random id (pids repeat across hosts: containers, cloned VMs);
     a row from before ids were written by the pid."""
-    row = Node.get_or_none(Node.name == name)
+    row, now = Node.get_or_none(Node.name == name), dialect.now()
     if row is None or not alive(row, now):
         return
     if previous is not None and (row.run == previous.instance if row.run else row.pid == previous.pid):
@@ -34,8 +40,10 @@ def check_name_free(name, previous, now):
     raise NameInUse(row, now - row.heartbeat_at)
 
 
-def beat(name, version, pid, run, started_at, holds, now):
-    """Write this node's heartbeat (one upsert); `run`: the daemon's run id (its daemon lock's)."""
+def beat(name, version, pid, run, started_at, holds):
+    """Write this node's heartbeat (one upsert, at the database's time); `run`: the daemon's
+    run id (its daemon lock's)."""
+    now = peewee.SQL(dialect.clock())
     row = {Node.version: version, Node.pid: pid, Node.run: run, Node.started_at: started_at,
            Node.heartbeat_at: now, Node.holds: holds}
     Node.insert(name=name, version=version, pid=pid, run=run, started_at=started_at, heartbeat_at=now,
