@@ -3,7 +3,10 @@ and key."""
 
 import sys
 
-from connector.commands.common import EX_CONFIG, database_or_exit, emit, ini_values_or_exit, settings_or_exit
+from pathlib import Path
+
+from connector.commands.common import (
+    EX_CONFIG, database_or_exit, emit, ini_values_or_exit, positive_int, settings_or_exit)
 from connector.store import migrations
 from connector.store.db import exists, open_store, open_without_upgrade, size
 from connector.store.retention import prune, vacuum
@@ -11,7 +14,7 @@ from connector.store.retention import prune, vacuum
 
 def cmd_db_status(args):
     path = database_or_exit(args)
-    if not exists(path):
+    if not exists(path) and not (isinstance(path, Path) and path.exists()):  # a main file alone: open says what it is
         print(f"connector: no database at {path} (hint: `connector run` or `connector db upgrade` creates it)",
               file=sys.stderr)
         return 1
@@ -110,5 +113,7 @@ def register(subparsers):
         if name == "copy":
             p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host:port/dbname")
         if name == "prune":
-            p.add_argument("--days", type=int, help="this age instead of [retention] raw_days")
+            p.add_argument("--days", type=positive_int, metavar="N",
+                           help="drop the raw bytes of mail older than N days (1 or more) instead of "
+                                "[retention] raw_days (0 there: keep everything)")
         p.set_defaults(handler=handler)

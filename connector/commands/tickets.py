@@ -229,7 +229,7 @@ def register(subparsers):
     p = with_json(tickets.add_parser("list", help="all tickets"))
     p.add_argument("--inbox", action="store_true", help="only tickets in the inbox")
     p.add_argument("--status", help="only tickets with this status (e.g. New)")
-    p.add_argument("--since", help="only tickets updated at or after this date/time (ISO 8601)")
+    p.add_argument("--since", help="only tickets updated at or after this date/time (ISO 8601; without an offset such as +01:00 it is UTC, not local time)")
     p.add_argument("--after", type=int, default=0, metavar="NUMBER",
                    help="start after this ticket number (the next page: the last number shown)")
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many tickets")
