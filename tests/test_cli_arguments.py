@@ -9,7 +9,21 @@ from conftest import Instance
 
 @pytest.fixture
 def site(tmp_path, sink):
-    return Instance(tmp_path, sink.port)
+    inst = Instance(tmp_path, sink.port)
+    inst.open_store()  # the store a first `connector run` makes
+    return inst
+
+
+def test_a_command_on_a_store_that_is_not_there_says_so_and_makes_nothing(tmp_path, sink):
+    """A mistyped `-c` or `database` showed `(none)`, an empty helpdesk, and left new store files
+    (and folders) behind (an outside test); `db status` already said there was no database."""
+    inst = Instance(tmp_path, sink.port, connector__database="typo/lib/connector.db")
+    for command in (["tickets", "list"], ["outbox", "list"], ["inbound", "list"], ["inbox", "list"],
+                    ["blocks", "list"], ["nodes"], ["db", "vacuum"], ["db", "prune", "--days", "3"]):
+        result = inst.cli(*command, check=False)
+        assert result.returncode == 1 and b"no connector store at" in result.stderr, (command, result)
+        assert result.stdout == b""
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize("command", [["tickets", "list"], ["outbox", "list"], ["inbox", "list"],

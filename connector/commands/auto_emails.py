@@ -6,9 +6,8 @@ outbox would hold it), and who would not and why (`connector.workqueue.auto_emai
 import sys
 import time
 
-from connector.commands.common import emit, settings_or_exit
+from connector.commands.common import emit, open_store_of, settings_or_exit
 from connector.settings.auto_emails import EVENTS
-from connector.store.db import open_store
 from connector.store.events import VIA_CLI
 from connector.pipeline import blocking
 from connector.store.models import OUTBOX_PENDING, OUTBOX_SUPPRESSED, Ticket, TicketEvent
@@ -22,7 +21,7 @@ def cmd_preview(args):
     if args.event not in EVENTS:
         print(f"connector: {args.event!r} is not a ticket event (use one of: {', '.join(EVENTS)})", file=sys.stderr)
         return EX_USAGE
-    open_store(settings.database)
+    open_store_of(args, settings)
     ticket = Ticket.get_or_none(Ticket.number == args.ticket)
     if ticket is None:
         print(f"connector: no ticket {args.ticket}", file=sys.stderr)

@@ -4,12 +4,11 @@
 import sys
 import time
 
-from connector.commands.common import database_or_exit, emit, iso, positive_int, with_json
+from connector.commands.common import emit, iso, open_store_of, positive_int, with_json
 from connector.log import get_logger
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED
 from connector.settings.addresses import ADDRESS_RE
 from connector.store import blocks
-from connector.store.db import open_store
 from connector.store.models import (
     BLOCK_ADDRESS, OUTBOX_BOUNCED, OUTBOX_CANCELLED, OUTBOX_SUPPRESSED, database)
 
@@ -29,14 +28,14 @@ def block_json(block, now):
 
 
 def cmd_list(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
     now = time.time()
     emit(args, [block_json(b, now) for b in blocks.listing(now, include_all=args.all)], COLUMNS)
     return 0
 
 
 def cmd_lift(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
     with database.atomic():
         lifted = blocks.lift(args.target, time.time())
     if not lifted:
@@ -58,7 +57,7 @@ def what_happened(row, address):
 
 
 def cmd_why(args):
-    open_store(database_or_exit(args))
+    open_store_of(args)
     now, address = time.time(), args.address.strip().lower()
     if not ADDRESS_RE.match(address):
         print(f"connector: {args.address!r} is not an email address: give one, e.g. why jane@example.com",

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
-from connector.store.db import open_store
+from connector.store.db import exists, open_store
 
 EX_OK = 0
 ALL = "all"  # a --status that lists every status (inbox list, inbound list)
@@ -54,18 +54,23 @@ def database_or_exit(args):
     return ini_values_or_exit(args)["database"]
 
 
-def open_store_of(args, settings=None):
+def open_store_of(args, settings=None, create=False):
     """Open the store a command works on (the ini alone, or `settings` when the command
     loaded them). An older schema is upgraded only with `[connector] auto_upgrade = yes`;
-    otherwise SchemaOutdated (one line naming `connector db upgrade`) and nothing changes."""
+    otherwise SchemaOutdated (one line naming `connector db upgrade`) and nothing changes.
+    A store that is not there is made only when `create` (an intake: `scanners run`);
+    any other command says so in one line and exits 1: a mistyped `-c` or `database`
+    showed an empty helpdesk and left new files behind (an outside test)."""
     if settings is not None:
-        return open_store(settings.database, upgrade=settings.auto_upgrade)
-    try:
-        _, values = load_ini(args.config)
-    except ConfigError as exc:
-        print(f"connector: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
-    return open_store(values["database"], upgrade=values["auto_upgrade"])
+        database, upgrade = settings.database, settings.auto_upgrade
+    else:
+        values = ini_values_or_exit(args)
+        database, upgrade = values["database"], values["auto_upgrade"]
+    if not create and not exists(database):
+        print(f"connector: no connector store at {database} (hint: check -c and [connector] database; "
+              "`connector run` makes the store when it first starts)", file=sys.stderr)
+        raise SystemExit(EX_CONFIG)
+    return open_store(database, upgrade=upgrade)
 
 
 class PrintableStream:

@@ -3,10 +3,8 @@ and key."""
 
 import sys
 
-from pathlib import Path
-
 from connector.commands.common import (
-    EX_CONFIG, database_or_exit, emit, ini_values_or_exit, positive_int, settings_or_exit)
+    EX_CONFIG, database_or_exit, emit, ini_values_or_exit, open_store_of, positive_int, settings_or_exit)
 from connector.store import migrations
 from connector.store.db import exists, open_store, open_without_upgrade, size
 from connector.store.retention import prune, vacuum
@@ -14,7 +12,7 @@ from connector.store.retention import prune, vacuum
 
 def cmd_db_status(args):
     path = database_or_exit(args)
-    if not exists(path) and not (isinstance(path, Path) and path.exists()):  # a main file alone: open says what it is
+    if not exists(path):
         print(f"connector: no database at {path} (hint: `connector run` or `connector db upgrade` creates it)",
               file=sys.stderr)
         return 1
@@ -32,7 +30,7 @@ def cmd_db_upgrade(args):
 
 def cmd_db_prune(args):
     settings = settings_or_exit(args)
-    open_store(settings.database, upgrade=settings.auto_upgrade)
+    open_store_of(args, settings)
     days = args.days if args.days is not None else settings.raw_days
     emit(args, {"raw_days": days, **prune(days)})
     return 0
@@ -40,7 +38,7 @@ def cmd_db_prune(args):
 
 def cmd_db_vacuum(args):
     path = database_or_exit(args)
-    open_store(path)
+    open_store_of(args)
     before = size(path)
     vacuum()
     emit(args, {"bytes_before": before, "bytes_after": size(path)})
@@ -50,7 +48,7 @@ def cmd_db_vacuum(args):
 def cmd_db_take_key(args):
     """The store takes this data directory's hmac.key as its own (the one it knew is lost)."""
     settings = settings_or_exit(args)
-    open_store(settings.database, upgrade=settings.auto_upgrade)
+    open_store_of(args, settings)
     from connector.store import storekey
     from connector.store.db import load_hmac_key
     before, now = storekey.take(load_hmac_key(settings.data_dir))

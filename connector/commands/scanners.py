@@ -53,7 +53,7 @@ def cmd_run(args):
     """Seed 003's Run button: scan once now, also a scanner that is not active."""
     settings = _settings_or_exit(args)
     cfg = _scanner_or_exit(settings, args.name)
-    open_store_of(args, settings)
+    open_store_of(args, settings, create=True)
     from connector.intake.imap import Fenced, Scanner, connect, logout
     from connector.scanners.service import describe
     from connector.store.leases import scanner_lease

@@ -134,10 +134,11 @@ def _pg_connect(url, **params):
 
 
 def exists(path):
-    """Whether the store is there: both SQLite files, or the spool's table in the PostgreSQL
-    database (a server that cannot be reached counts as there: opening it says what failed)."""
+    """Whether the store is there: the SQLite main file (without its spool file, or damaged,
+    opening it says what is wrong), or the spool's table in the PostgreSQL database (a server
+    that cannot be reached counts as there: opening it says what failed)."""
     if not isinstance(path, PostgresURL):
-        return Path(path).exists() and spool_path(path).exists()
+        return Path(path).exists()
     try:
         conn = _pg_connect(path, connect_timeout=5)
     except PostgresUnavailable:
