@@ -207,6 +207,31 @@ def test_close_and_status(daemon, sink):
     assert "need attention" not in status.stdout.decode()     # staff's own marking is no alarm
 
 
+def test_close_and_status_as_an_employee_note_who_did_it(daemon, sink):
+    """`--as` on close and status means what it means on the other actions (an active
+    employee, else refused) and is recorded like theirs: on the item, in its detail."""
+    to_notifications(daemon, make_mail(subject="Who closed this", to="notifications@example.com"))
+    daemon.wait_processed(1)
+    item_id = str(item_of(daemon, "Who closed this")["id"])
+    before = state(daemon)
+    assert "not an active employee" in refused(daemon, "inbound", "close", item_id, "--as", "ann@acme.example")
+    assert "not an active employee" in refused(daemon, "inbound", "status", item_id, "needs_attention",
+                                               "--as", "nobody@example.com")
+    assert state(daemon) == before
+    marked = json.loads(daemon.cli("inbound", "status", item_id, "needs_attention", "--as", "jane@example.com",
+                                   "--json").stdout)
+    assert marked["status"] == "needs_attention" and "marked needs_attention by jane@example.com" in marked["detail"]
+    result = daemon.cli("inbound", "close", item_id, "--as", "bob@example.com", "--json")
+    closed = json.loads(result.stdout)
+    assert closed["status"] == "closed"
+    assert closed["detail"].endswith("marked needs_attention by jane@example.com; marked closed by bob@example.com")
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith(b"{")]
+    assert [(e["event"], e["by"]) for e in logged if e["event"].startswith("triage.")] == \
+        [("triage.closed", "bob@example.com")]
+    assert "marked closed by bob@example.com" in refused(daemon, "inbound", "attach", item_id, "1", "--as",
+                                                         "bob@example.com")   # "closed already (its detail)"
+
+
 def test_every_refusal_exits_1_with_one_line_and_changes_nothing(daemon, sink):
     daemon.send(make_mail(subject="Existing", sender="ann@acme.example"))
     to_notifications(daemon, make_mail(subject="From a stranger", sender="eve@else.example",

@@ -146,7 +146,7 @@ def register(subparsers):
         p.add_argument("--json", action="store_true", help="print JSON")
         # never argparse's `required`: a missing --as is refused like a wrong one (one line, exit 1)
         p.add_argument("--as", dest="as_email", metavar="EMAIL",
-                       help="the active employee acting (config/staff.yaml)" + ("" if staff else "; optional"))
+                       help="the active employee acting (config/staff.yaml)" + ("" if staff else "; optional: noted in the item's detail"))
         p.set_defaults(handler=handler)
         return p
 
