@@ -16,6 +16,8 @@ def site(tmp_path, sink):
                                      ["why", "jane@example.com"]])
 @pytest.mark.parametrize("limit", ["-5", "0", "ten"])
 def test_a_limit_below_one_is_refused(site, command, limit):
+    if command == ["inbox", "list"] and limit == "0":
+        pytest.skip("inbox list has a default limit: --limit 0 is no limit (test_inbox.py)")
     result = site.cli(*command, "--limit", limit, check=False)
     assert result.returncode == 2 and b"--limit" in result.stderr and result.stdout == b""
 
