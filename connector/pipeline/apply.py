@@ -135,12 +135,13 @@ def _compose(ctx, out):
 
 def _queue(ctx, ticket_id, now, event_ids):
     """One outbox row per planned mail, as planned; an auto-email's on the ticket of its event,
-    keyed by the event's id (`event_ids`: {index in plan.events: id})."""
+    keyed by the event's id (`event_ids`: {index in plan.events: id}); a bounce's notice on the
+    ticket of the mail that bounced (`Outgoing.ticket_id`)."""
     signer, plan = ctx.services.signer, ctx.plan
     rows, sent = [], []
     for out in plan.outgoing:
         about = plan.events[out.event] if out.event is not None else None
-        ticket = (about.ticket_id or ticket_id) if about is not None else ticket_id
+        ticket = (about.ticket_id if about is not None else out.ticket_id) or ticket_id
         rows.append({"ticket": ticket, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
                      "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
                      "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),

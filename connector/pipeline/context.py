@@ -93,6 +93,7 @@ class Outgoing:
     blocked: str = ""           # the block that applied (`connector.pipeline.blocking`), noted on the row
     event: int = None           # an auto-email: the index in `plan.events` of the event it is about (its
                                 # row's auto_key is "<event id>:<address>", the id known when apply writes it)
+    ticket_id: int = None       # the ticket it is about, when not the one the mail is filed on (a bounce's notices)
 
     @property
     def budgeted(self):
