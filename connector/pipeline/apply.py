@@ -3,7 +3,8 @@ the spool state, all in one transaction (the caller holds it).
 
 `apply` decides nothing: every value it writes is in `ctx.plan`, made by the
 deciding steps (so `replay --dry-run` shows what is sent); it only adds the
-store's ids and the time. The one value read again here is the new ticket's
+store's ids and the time (an auto-email's event id, the triage item's id a
+notice names). The one value read again here is the new ticket's
 number, which `plan_current` checks under the filing lock before the plan is
 written. Staff commands of the mail (`plan.commands`) are writes too: they
 run here, in this transaction (`connector.pipeline.commands.run`, which says
@@ -23,7 +24,7 @@ leaves one `sent_mail` row per recipient, which the budgets count.
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
-from connector.pipeline import attribute, blocking, commands
+from connector.pipeline import attribute, blocking, commands, notify
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REASON_PROCESSING_ERROR, REPLY_NOT_EXTRACTED, TRIAGED)
@@ -229,7 +230,7 @@ def apply_decision(ctx):
         _queue(ctx, ticket_id, now, event_ids)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
-        _write_triage(ctx)
+        notify.name_item(ctx, _write_triage(ctx))   # the notice names its item: the id is known now
         _queue(ctx, None, now, event_ids)   # notices (a bounce's auto-emails, a command reply) only for triage
     elif plan.action not in FILED and plan.outgoing:
         _queue(ctx, None, now, event_ids)   # a reply to a notice's commands: the result mail alone
@@ -248,16 +249,19 @@ def apply_decision(ctx):
 def _write_triage(ctx):
     """The entry's triage item. A replay decides an entry again: the item its earlier
     decision wrote (not a processing error's, which the runner closes) takes the new
-    decision in place, so `inbound list` keeps one item per mail and its id stays valid."""
+    decision in place, so `inbound list` keeps one item per mail and its id stays valid.
+    Returns the item's id."""
     spool, plan = ctx.spool, ctx.plan
     fields = dict(status=plan.triage_status, reason=plan.reason, detail=plan.triage_detail,
                   from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                   ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None)
-    earlier = triage_item_id(spool.id, not_reason=REASON_PROCESSING_ERROR) if ctx.replayed else None
-    if earlier is None:
-        bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, received_at=spool.received_at, **fields)
+    item_id = triage_item_id(spool.id, not_reason=REASON_PROCESSING_ERROR) if ctx.replayed else None
+    if item_id is None:
+        item_id = next_triage_id()
+        bulk.insert(TriageItem, id=item_id, spool_id=spool.id, received_at=spool.received_at, **fields)
     else:
-        bulk.update(TriageItem, earlier, **fields)
+        bulk.update(TriageItem, item_id, **fields)
+    return item_id
 
 
 def _record_events(ctx, ticket_id, now):
