@@ -21,6 +21,7 @@ hottest path of the daemon. Every mail queued carries our loop marker and
 leaves one `sent_mail` row per recipient, which the budgets count.
 """
 
+from connector.health import template_failures
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
@@ -243,6 +244,7 @@ def apply_decision(ctx):
                       ctx.services.settings.node_name)
     _log_suppressed(plan)
     _log_auto_emails(plan, event_ids)
+    template_failures.note(ctx.services.settings.data_dir, plan.renders, now)   # `connector status`
     return ticket_id
 
 

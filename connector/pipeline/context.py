@@ -15,6 +15,8 @@ README's step table).
 
 from dataclasses import dataclass, field
 
+from connector.health.template_failures import Renders
+
 # Actions (the `action` of `replay --dry-run` and of each spool entry).
 NEW_TICKET = "new_ticket"
 FOLLOW_UP = "follow_up"
@@ -156,6 +158,7 @@ class Plan:
     bounce: dict = None         # an attributed bounce (`connector.pipeline.attribute`): outbox row, reason, ticket
     blocks: list = field(default_factory=list)      # blocks to add: {kind, target, reason, source, hours, hard}
     events: list = field(default_factory=list)      # ticket events to write (PlannedEvent), in order
+    renders: Renders = field(default_factory=Renders)  # which auto-email templates failed or rendered (status)
     commands: object = None     # staff commands of this mail (`connector.pipeline.commands.Commands`)
 
 
