@@ -289,7 +289,7 @@ class Daemon:
         from connector.health.metrics import MetricsServer
         host, port = self.settings.metrics_listen_host, self.settings.metrics_listen_port
         try:
-            server = MetricsServer(host, port, self.state, clock=self.clock)
+            server = MetricsServer(host, port, self.state, clock=self.clock, data_dir=self.settings.data_dir)
         except OSError as exc:
             raise ListenError(self.ini_path, "[metrics] listen", f"{host}:{port}", exc) from None
         server.start()

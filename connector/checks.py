@@ -42,7 +42,7 @@ TEMPLATE_SAMPLES = {
         "settings": {"public_address": "support@example.com", "response_from_name": "Support"},
         "reply_above": "##- Please type your reply above this line -##"},
     "inbound_notice.txt.j2": {
-        "reason": "unknown_sender", "ticket_number": 1,
+        "reason": "unknown_sender", "ticket_number": 1, "item_id": 7,
         "message": {"subject": "Printer", "from_addr": "ann@example.org", "from_name": "Ann",
                     "message_id": "<1@example.org>"},
         "settings": {"public_address": "support@example.com", "notifications_address": "noreply@example.com"}},

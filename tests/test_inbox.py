@@ -345,3 +345,29 @@ def test_a_ticket_staff_create_from_a_triage_item_gets_one_entry_by_them(desk):
     assert (entry["inbox"], entry["status"], entry["created_by"]) == ("Sales", "open", "bob@example.com")
     [added] = [e for e in desk.json("tickets", "history", str(entry["ticket"])) if e["event"] == "inbox_added"]
     assert (added["by"], added["via"], added["detail"]["placed_by"]) == ("bob@example.com", "cli", "default_inbox")
+
+
+def test_list_shows_100_entries_by_default_and_says_when_more_follow(desk):
+    """A big store does not print everything: 100 entries in id order, a line on stderr naming
+    the next page (`--after`, as `tickets list`); `--limit 0` / `--all` list every one."""
+    new_ticket(desk)
+    with desk.connect() as conn:
+        ticket_id = conn.execute("select id from ticket").fetchone()[0]
+        conn.executemany("insert into inbox_entry (ticket_id, inbox, status, created_at) values (?, ?, ?, ?)",
+                         [(ticket_id, "Sales", "completed", time.time())] * 120)
+    ids = [row[0] for row in desk.rows("select id from inbox_entry where status = 'completed' order by id")]
+    shown = desk.cli("inbox", "list", "--status", "completed", "--json")
+    assert [e["id"] for e in json.loads(shown.stdout)] == ids[:100]   # --json: the list alone on stdout
+    assert f"more follow (the next page: --after {ids[99]}" in shown.stderr.decode()
+    text = desk.cli("inbox", "list", "--status", "completed")
+    lines = text.stdout.decode().splitlines()
+    assert len(lines) == 101 and lines[-1].split()[0] == str(ids[99])   # the header and 100 rows
+    assert "more follow" in text.stderr.decode()
+    rest = desk.cli("inbox", "list", "--status", "completed", "--after", str(ids[99]), "--json")
+    assert [e["id"] for e in json.loads(rest.stdout)] == ids[100:] and "more follow" not in rest.stderr.decode()
+    for every in (("--all",), ("--limit", "0")):
+        result = desk.cli("inbox", "list", "--status", "completed", "--json", *every)
+        assert [e["id"] for e in json.loads(result.stdout)] == ids and "more follow" not in result.stderr.decode()
+    five = desk.cli("inbox", "list", "--status", "completed", "--limit", "5", "--json")
+    assert len(json.loads(five.stdout)) == 5 and f"--after {ids[4]}" in five.stderr.decode()
+    assert desk.cli("inbox", "list", "--all", "--limit", "5", check=False).returncode == 2

@@ -1,8 +1,10 @@
 """`connector status [--json]`: a Nagios/Icinga check of the running daemon (exit 0, 1, 2)."""
 
+import json
 import signal
 import stat
 import sys
+import urllib.request
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -118,3 +120,88 @@ def test_configuration_generation_and_refused_reload(daemon):
     staff.write_text(good)
     wait_for(lambda: status(daemon)[1]["config"]["generation"] == 3, 15, interval=0.3, what="generation 3")
     assert status(daemon)[0] == 0
+
+
+FRAGILE_TEMPLATE = """\
+Subject: {{ ticket.tag }} received
+
+{% if ticket.subject == "Printer" %}We are on it.{% else %}{{ event.detail.no_such_value }}{% endif %}
+"""
+FRAGILE_RULES = """\
+auto_emails:
+  - name: ack
+    event: ticket_created
+    to: [boss@example.com]
+    template: fragile.txt.j2
+  - name: taken
+    event: ticket_taken
+    to: [boss@example.com]
+    template: fragile.txt.j2
+"""
+
+
+def test_a_template_failing_on_real_values_degrades_status_until_it_renders(tmp_path, sink):
+    """check-config renders with sample values ("Printer"): a template that fails on a real
+    ticket's is logged, and `status` is degraded naming the template and when, until a later
+    mail renders it (the decision: a success clears it; 24 h without failing too)."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "fragile.txt.j2").write_text(FRAGILE_TEMPLATE)
+    inst = Instance(tmp_path, sink.port, metrics__listen=f"127.0.0.1:{free_port()}")
+    inst.path.joinpath("config", "auto_emails.yaml").write_text(FRAGILE_RULES)
+    inst.path.joinpath("config", "inboxes.yaml").write_text(
+        "inboxes:\n  - name: Technical\n    members: [bob@example.com]\ndefault_inbox: Technical\n")
+    inst.cli("check-config")
+    try:
+        inst.start()
+        wait_for(lambda: status(inst)[0] == 0, 20, interval=0.3, what="healthy")
+        inst.send(make_mail(subject="Boom"))
+        inst.wait_processed(1)
+        assert [e["template"] for e in events(inst, "auto_email.render_failed")] == ["fragile.txt.j2"]
+        code, report = status(inst)
+        assert code == 1 and report["state"] == "degraded"
+        [problem] = report["problems"]
+        [failure] = report["template_failures"]
+        assert {k: failure[k] for k in ("template", "rule", "ticket", "event", "count")} == {
+            "template": "fragile.txt.j2", "rule": "ack", "ticket": 1, "event": "ticket_created", "count": 1}
+        assert "no_such_value" in failure["error"] and failure["time"] == failure["first_time"]
+        assert problem.startswith(f"auto-email template fragile.txt.j2 failed to render once, last at {failure['time']}")
+        text = inst.cli("status", check=False).stdout.decode()
+        assert text.startswith("CONNECTOR DEGRADED - auto-email template fragile.txt.j2 failed")
+        assert f"template  fragile.txt.j2: failed 1x since {failure['time']}" in text
+        healthz = json.loads(urllib.request.urlopen(f"http://{inst_metrics(inst)}/healthz", timeout=10).read())
+        assert healthz["state"] == "degraded" and healthz["problems"] == report["problems"]
+
+        inst.send(make_mail(subject="Printer"))   # the same template renders on the next ticket
+        inst.wait_processed(2)
+        code, report = status(inst)
+        assert (code, report["problems"], report["template_failures"]) == (0, [], [])
+
+        entry = next(e for e in inst.json("inbox", "list") if e["ticket"] == 1)   # an event a command records
+        inst.cli("inbox", "take", str(entry["id"]), "--as", "bob@example.com")
+        code, report = status(inst)
+        assert code == 1 and [(f["template"], f["rule"], f["ticket"], f["event"], f["count"])
+                              for f in report["template_failures"]] == [("fragile.txt.j2", "taken", 1, "ticket_taken", 1)]
+    finally:
+        inst.stop()
+
+
+def inst_metrics(inst):
+    return next(line.split("=", 1)[1].strip() for line in inst.ini.read_text().splitlines()
+                if line.startswith("listen") and line.split("=", 1)[1].strip() != f"127.0.0.1:{inst.port}")
+
+
+def test_a_template_failure_stops_counting_24_h_after_it_last_failed(tmp_path):
+    from connector.health import template_failures as failures
+    renders = failures.Renders()
+    renders.failure("fragile.txt.j2", "ack", 7, "ticket_created", "'dict object' has no attribute 'x'")
+    failures.note(tmp_path, renders, 1000.0)
+    failures.note(tmp_path, renders, 2000.0)
+    [noted] = failures.recent(tmp_path, 2000.0)
+    assert (noted["count"], noted["first_at"], noted["at"], noted["ticket"]) == (2, 1000.0, 2000.0, 7)
+    assert stat.S_IMODE((tmp_path / failures.FILE).stat().st_mode) == 0o600
+    assert failures.recent(tmp_path, 2000.0 + failures.CLEARED_AFTER) == [noted]
+    assert failures.recent(tmp_path, 2000.0 + failures.CLEARED_AFTER + 1) == []
+    failures.note(tmp_path, failures.Renders(rendered={"other.txt.j2"}), 2500.0)   # another template: kept
+    assert failures.recent(tmp_path, 2500.0) == [noted]
+    failures.note(tmp_path, failures.Renders(rendered={"fragile.txt.j2"}), 2600.0)
+    assert failures.recent(tmp_path, 2600.0) == []

@@ -207,6 +207,31 @@ def test_close_and_status(daemon, sink):
     assert "need attention" not in status.stdout.decode()     # staff's own marking is no alarm
 
 
+def test_close_and_status_as_an_employee_note_who_did_it(daemon, sink):
+    """`--as` on close and status means what it means on the other actions (an active
+    employee, else refused) and is recorded like theirs: on the item, in its detail."""
+    to_notifications(daemon, make_mail(subject="Who closed this", to="notifications@example.com"))
+    daemon.wait_processed(1)
+    item_id = str(item_of(daemon, "Who closed this")["id"])
+    before = state(daemon)
+    assert "not an active employee" in refused(daemon, "inbound", "close", item_id, "--as", "ann@acme.example")
+    assert "not an active employee" in refused(daemon, "inbound", "status", item_id, "needs_attention",
+                                               "--as", "nobody@example.com")
+    assert state(daemon) == before
+    marked = json.loads(daemon.cli("inbound", "status", item_id, "needs_attention", "--as", "jane@example.com",
+                                   "--json").stdout)
+    assert marked["status"] == "needs_attention" and "marked needs_attention by jane@example.com" in marked["detail"]
+    result = daemon.cli("inbound", "close", item_id, "--as", "bob@example.com", "--json")
+    closed = json.loads(result.stdout)
+    assert closed["status"] == "closed"
+    assert closed["detail"].endswith("marked needs_attention by jane@example.com; marked closed by bob@example.com")
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith(b"{")]
+    assert [(e["event"], e["by"]) for e in logged if e["event"].startswith("triage.")] == \
+        [("triage.closed", "bob@example.com")]
+    assert "marked closed by bob@example.com" in refused(daemon, "inbound", "attach", item_id, "1", "--as",
+                                                         "bob@example.com")   # "closed already (its detail)"
+
+
 def test_every_refusal_exits_1_with_one_line_and_changes_nothing(daemon, sink):
     daemon.send(make_mail(subject="Existing", sender="ann@acme.example"))
     to_notifications(daemon, make_mail(subject="From a stranger", sender="eve@else.example",
@@ -270,6 +295,52 @@ def test_notice_is_copied_to_triage_notice_cc(noticed, sink, tmp_path):
     notice = message_from_bytes(raw, policy=policy.default)
     assert [a.addr_spec for a in notice["To"].addresses] == [NOTICE_TO]
     assert [a.addr_spec for a in notice["Cc"].addresses] == [NOTICE_CC]
+
+
+def notice_bodies(sink, address=NOTICE_TO):
+    return [message_from_bytes(raw, policy=policy.default).get_body().get_content().replace("\r\n", "\n")
+            for _, rcpts, raw in sink.messages if address in rcpts]
+
+
+def test_the_notice_names_its_item_for_inbound_show(noticed, sink):
+    """Seed 000: from the New Inbound Message Notice to the item: its id in the text, and
+    `connector inbound show ID` shows that item."""
+    for subject in ("First stranger", "Second stranger"):
+        to_notifications(noticed, make_mail(subject=subject, sender="eve@else.example", to="notifications@example.com"))
+    noticed.wait_processed(2)
+    noticed.wait_delivered()
+    bodies = notice_bodies(sink)
+    assert len(bodies) == 2
+    for subject in ("First stranger", "Second stranger"):
+        item = item_of(noticed, subject)
+        body = next(b for b in bodies if subject in b)
+        assert f"  Item:     {item['id']}\n" in body and f"connector inbound show {item['id']}\n" in body
+        assert json.loads(noticed.cli("inbound", "show", str(item["id"]), "--json").stdout) == item
+        assert noticed.cli("inbound", "show", str(item["id"])).stdout.decode().count(subject) == 1
+    assert "no inbound item 99" in refused(noticed, "inbound", "show", "99")
+
+
+OLD_NOTICE_TEMPLATE = """\
+Subject: Site notice ({{ reason }}): {{ message.subject }}
+
+Someone wrote from {{ message.from_addr }}; see connector inbound list.
+"""
+
+
+def test_a_site_notice_template_without_the_item_id_still_works(tmp_path, sink):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "inbound_notice.txt.j2").write_text(OLD_NOTICE_TEMPLATE)
+    inst = Instance(tmp_path, sink.port, connector__triage_notice_to=NOTICE_TO)
+    try:
+        inst.cli("check-config")
+        inst.start()
+        to_notifications(inst, make_mail(subject="Old style", sender="eve@else.example", to="notifications@example.com"))
+        inst.wait_processed(1)
+        inst.wait_delivered()
+        [body] = notice_bodies(sink)
+        assert body.strip() == "Someone wrote from eve@else.example; see connector inbound list."
+    finally:
+        inst.stop()
 
 
 def test_delete_removes_the_bytes_keeps_a_tombstone_and_the_same_mail_is_not_triaged_again(noticed, sink):

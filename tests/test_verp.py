@@ -126,3 +126,34 @@ def test_a_bounce_of_a_notice_tells_nobody(tmp_path, sink):
         assert sink.messages[before:] == []
     finally:
         instance.stop()
+
+
+def test_the_notices_of_a_bounce_are_on_the_ticket_of_the_mail_that_bounced(tmp_path, sink):
+    """The bounce is about mail of ticket 1: the employees' "Not delivered" notice and the
+    "Our mail was rejected" notice to triage_notice_to are outbox rows of ticket 1
+    (`outbox list` showed none)."""
+    instance = Instance(tmp_path, sink.port, connector__triage_notice_to="triage@example.com")
+    try:
+        instance.start()
+        _, (mail_from, _, _) = _auto_response(instance, sink, sender="gone@acme.example")
+        instance.send(dsn("gone@acme.example"), sender="", rcpts=[mail_from])
+        instance.wait_processed(2)
+        wait_for(lambda: len([o for o in instance.outbox() if o["kind"] == "notice"]) == 1, interval=0.3,
+                 what="the employees' notice")
+        notice = next(o for o in instance.outbox() if o["kind"] == "notice")
+        assert notice["subject"].startswith("[Ticket #1] Not delivered") and notice["ticket"] == 1
+        instance.send(make_mail(subject="Second", sender="ann@acme.example"))
+        instance.wait_processed(3)
+        instance.wait_delivered()
+        second = max(o["id"] for o in instance.outbox() if o["kind"] == "auto_response")
+        verp = next(m[0] for m in sink.messages if "ann@acme.example" in m[1])
+        assert verp.startswith(f"{VERP_PREFIX}{second}-")
+        instance.send(dsn("ann@acme.example", status="5.7.1",
+                          diagnostic="554 5.7.1 Service unavailable; Client host blocked using zen.spamhaus.org"),
+                      sender="", rcpts=[verp])
+        instance.wait_processed(4)
+        rejected = wait_for(lambda: [o for o in instance.outbox() if o["subject"].startswith("Our mail was rejected")],
+                            interval=0.3, what="the notice about us")
+        assert [(o["rcpt"], o["ticket"]) for o in rejected] == [(["triage@example.com"], 2)]
+    finally:
+        instance.stop()

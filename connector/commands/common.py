@@ -109,16 +109,21 @@ def with_json(parser):
     return parser
 
 
-def positive_int(text):
+def positive_int(text, least=1):
     """argparse type of --limit: a whole number of 1 or more (`--limit -5` listed everything)."""
     import argparse
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} is not {least} or more")
     return value
+
+
+def limit_or_zero(text):
+    """argparse type of a --limit with a default: a whole number of 1 or more, or 0 for no limit."""
+    return positive_int(text, least=0)
 
 
 def parse_since(text):

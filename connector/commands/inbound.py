@@ -1,4 +1,4 @@
-"""`inbound list|replay|create-ticket|attach|close|status|delete`: the triage list
+"""`inbound list|show|replay|create-ticket|attach|close|status|delete`: the triage list
 (seed 000) and what staff do with its items.
 
 The actions are `connector.workqueue.triage`'s, the same a staff member's mail
@@ -34,13 +34,29 @@ def cmd_inbound_list(args):
     return 0
 
 
-def cmd_inbound_replay(args):
+def _item(args):
+    """Item `args.id` from the store, or None when there is none (said on stderr)."""
     open_store_of(args)
-    from connector.pipeline.runner import requeue
     item = views.triage_item(args.id)
     if item is None:
         print(f"connector: no inbound item {args.id}", file=sys.stderr)
+    return item
+
+
+def cmd_inbound_show(args):
+    """One item, as `inbound list` shows it (the id a New Inbound Message Notice names)."""
+    item = _item(args)
+    if item is None:
         return 1
+    emit(args, inbound_json(item))
+    return 0
+
+
+def cmd_inbound_replay(args):
+    item = _item(args)
+    if item is None:
+        return 1
+    from connector.pipeline.runner import requeue
     processing = processing_of(item.spool_id)
     if processing is None:
         print(f"connector: inbound item {args.id} is still waiting to be processed", file=sys.stderr)
@@ -146,7 +162,7 @@ def register(subparsers):
         p.add_argument("--json", action="store_true", help="print JSON")
         # never argparse's `required`: a missing --as is refused like a wrong one (one line, exit 1)
         p.add_argument("--as", dest="as_email", metavar="EMAIL",
-                       help="the active employee acting (config/staff.yaml)" + ("" if staff else "; optional"))
+                       help="the active employee acting (config/staff.yaml)" + ("" if staff else "; optional: noted in the item's detail"))
         p.set_defaults(handler=handler)
         return p
 
@@ -155,6 +171,10 @@ def register(subparsers):
     p.add_argument("--status", choices=(*TRIAGE_STATUSES, ALL),
                    help=f"one status, or {ALL} (the default, as `inbox list --status all`)")
     p.set_defaults(handler=cmd_inbound_list)
+    p = inbound.add_parser("show", help="one triage item (the id a New Inbound Message Notice names)")
+    p.add_argument("id", type=int, help="the inbound item's id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_inbound_show)
     p = inbound.add_parser("replay", help="process an item's message again (shunted ones)")
     p.add_argument("id", type=int)
     p.add_argument("--force", action="store_true", help="also for a message that was processed")

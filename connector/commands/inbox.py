@@ -10,7 +10,7 @@ import time
 
 import peewee
 
-from connector.commands.common import ALL, emit, iso, open_store_of, positive_int, settings_or_exit
+from connector.commands.common import ALL, emit, iso, limit_or_zero, open_store_of, settings_or_exit
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
 from connector.store import events, views
@@ -19,6 +19,8 @@ from connector.store.queries import write_transaction
 from connector.workqueue import inbox as actions
 from connector.workqueue.errors import Refused
 
+# Entries `inbox list` shows unless told otherwise (`--limit N`; `--limit 0` or `--all`: every one).
+LIST_LIMIT = 100
 COLUMNS = ["id", "ticket", "inbox", "status", "owner", "due_type", "due_at", "subject"]
 ENTRY_EVENTS = (events.INBOX_ADDED, events.TICKET_TAKEN, events.TICKET_COMPLETED, events.TICKET_CANCELLED,
                 events.TICKET_FORWARDED)
@@ -42,7 +44,9 @@ def _entries(where=None, order=None, limit=None):
 
 
 def cmd_inbox_list(args):
-    """One query per page: the ticket's number and subject come in the same SELECT."""
+    """One query per page: the ticket's number and subject come in the same SELECT. At most
+    LIST_LIMIT entries unless `--limit N` (0: no limit) or `--all`, in id order as before; when
+    more match, one line on stderr says so and names the next page (`--after`, as `tickets list`)."""
     settings = settings_or_exit(args)
     open_store_of(args, settings)
     config = inboxes.of(settings)
@@ -64,7 +68,12 @@ def cmd_inbox_list(args):
         where &= InboxEntry.owner.is_null()
     if args.overdue:
         where &= InboxEntry.due_at.is_null(False) & (InboxEntry.due_at < time.time())
-    emit(args, _entries(where, limit=args.limit), COLUMNS)
+    limit = None if args.all or args.limit == 0 else (args.limit or LIST_LIMIT)
+    rows = _entries(where, limit=None if limit is None else limit + 1)   # one more: are there more?
+    emit(args, rows[:limit], COLUMNS)
+    if limit is not None and len(rows) > limit:   # stderr: --json stays the list alone
+        print(f"connector: the first {limit} entries; more follow (the next page: --after {rows[limit - 1]['id']}; "
+              "all of them: --all)", file=sys.stderr)
     return 0
 
 
@@ -181,7 +190,10 @@ def register(subparsers):
     p.add_argument("--overdue", action="store_true", help="only entries whose due date has passed")
     p.add_argument("--status", help=f"{', '.join(ENTRY_STATUSES)} or {ALL} (default: {ENTRY_OPEN})")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="start after this entry id (the next page)")
-    p.add_argument("--limit", type=positive_int, default=None, help="at most this many entries")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=limit_or_zero, default=None,
+                      help=f"at most this many entries (default {LIST_LIMIT}; 0: all)")
+    size.add_argument("--all", action="store_true", help="every entry, no limit")
 
     p = command("show", "an entry, its ticket's latest message and its history", cmd_inbox_show)
     p.add_argument("id", type=int)

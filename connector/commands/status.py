@@ -28,13 +28,13 @@ def held_here(node):
 
 
 def gather(values, now):
-    database = values["database"]
-    state = read_state(data_dir_of(values))
+    database, data_dir = values["database"], data_dir_of(values)
+    state = read_state(data_dir)
     store = None
     if exists(database):
         try:
             open_without_upgrade(database)  # a check changes nothing: no migration, no table made
-            store = store_figures(now)
+            store = store_figures(now, data_dir)
             store.update(node=values["node_name"], holds=held_here(values["node_name"]))
         except ConfigError as exc:
             store_error = str(exc)
@@ -75,6 +75,10 @@ def report_json(verdict, state, store, now):
                       "last_error": s["last_error"] and {"text": s["last_error"]["text"],
                                                          "time": iso(s["last_error"]["at"])}}
                      for s in (store or {}).get("scanners", [])],
+        "template_failures": [{"template": f["template"], "rule": f["rule"], "ticket": f["ticket"],
+                               "event": f["event"], "error": f["error"], "time": iso(f["at"]),
+                               "first_time": iso(f["first_at"]), "count": f["count"]}
+                              for f in (store or {}).get("template_failures", [])],
     }
 
 
@@ -115,6 +119,9 @@ def print_text(data):
         error = scanner["last_error"]
         print(f"scanner   {scanner['name']}: last success {scanner['last_success'] or '-'}, last error "
               + (f"{error['time']}: {error['text']}" if error else "-"))
+    for failure in data["template_failures"]:
+        print(f"template  {failure['template']}: failed {failure['count']}x since {failure['first_time']}, last "
+              f"{failure['time']} (ticket {failure['ticket']}, rule {failure['rule']}): {failure['error']}")
 
 
 def cmd_status(args):

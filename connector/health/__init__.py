@@ -5,6 +5,8 @@
     sdnotify   systemd's notify protocol: READY, STOPPING, WATCHDOG
     state      the state file the daemon publishes in the data directory
     figures    cheap, indexed counts from the store (backlog, outbox, scanners)
+    template_failures  auto-email templates that failed on real values (a file
+               in the data directory, like the state file): degraded
     report     status = state file + figures -> healthy / degraded / down
     metrics    Prometheus `/metrics` and `/healthz`, served by the daemon
     config     the [metrics] section, as a settings plug-in

@@ -105,8 +105,9 @@ class DaemonCollector:
 class StoreMetrics:
     """Counters and gauges read from the store; `refresh()` before each exposition."""
 
-    def __init__(self, registry, clock=time.time):
+    def __init__(self, registry, clock=time.time, data_dir=None):
         self.clock = clock
+        self.data_dir = data_dir   # where the auto-email template failures are noted (health.template_failures)
         self.lock = threading.Lock()
         r = registry
         self.accepted = Counter("connector_intake_accepted", "Messages committed to the spool, by intake",
@@ -141,7 +142,7 @@ class StoreMetrics:
         with self.lock:
             now = self.clock()
             self._count_new()
-            store = store_figures(now)
+            store = store_figures(now, self.data_dir)
             self._gauges(store)
             verdict = judge(daemon_state, store, now, check_pid=False)
             self.health.set(EXIT[verdict["state"]])
@@ -191,11 +192,11 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """The HTTP endpoint, in one thread of the daemon (a scrape at a time)."""
 
-    def __init__(self, host, port, daemon_state, clock=time.time):
+    def __init__(self, host, port, daemon_state, clock=time.time, data_dir=None):
         self.daemon_state = daemon_state
         self.registry = CollectorRegistry(auto_describe=True)
         self.intake = IntakeMetrics(self.registry)
-        self.store = StoreMetrics(self.registry, clock)
+        self.store = StoreMetrics(self.registry, clock, data_dir)
         self.registry.register(DaemonCollector(daemon_state))
         server_class = type("MetricsHTTPServer", (WSGIServer,), {"address_family": _family(host)})
         self.server = make_server(host, port, self.app, server_class=server_class, handler_class=_QuietHandler)

@@ -9,12 +9,18 @@ The levels follow the Nagios/Icinga plugin convention (the exit code of
                 BACKLOG_DEGRADED_AFTER, outgoing mail waiting longer than
                 OUTBOX_DEGRADED_AFTER, failed outgoing mail, messages whose
                 processing failed (needs_attention), a scanner whose last
-                attempt failed, a configuration change that was refused
+                attempt failed, a configuration change that was refused, an
+                auto-email template that failed to render on a real ticket's
+                values within the last 24 h and has not rendered since
+                (`connector.health.template_failures` says what clears it)
     2 down      no daemon: never started here, stopped, its pid is gone,
                 its event loop has not written the state file for
                 STALE_AFTER seconds, or the store cannot be read
 """
 
+from datetime import datetime, timezone
+
+from connector.health import template_failures
 from connector.pipeline.context import REASON_PROCESSING_ERROR
 from connector.store import figures
 from connector.health.children import RESTARTING, RUNNING, STARTING
@@ -28,12 +34,14 @@ OUTBOX_DEGRADED_AFTER = 3600.0   # seconds the oldest outgoing mail may wait
 STARTING_TOO_LONG = 60.0         # seconds a child may take to start
 
 
-def store_figures(now):
-    """The counts status needs; the store must be open."""
+def store_figures(now, data_dir=None):
+    """The counts status needs; the store must be open. With `data_dir`, the auto-email
+    templates that failed there too (`template_failures`: a file, not the store)."""
     return {"spool": dict(figures.spool_backlog(now), shunted=figures.shunted()),
             "outbox": figures.outbox(now),
             "needs_attention": figures.needs_attention(REASON_PROCESSING_ERROR),
-            "scanners": figures.scanners()}
+            "scanners": figures.scanners(),
+            "template_failures": template_failures.recent(data_dir, now) if data_dir else []}
 
 
 def daemon_problems(state, now, check_pid=True):
@@ -79,7 +87,16 @@ def degraded_problems(state, store, now):
         error = scanner["last_error"]
         if error and (scanner["last_success"] or 0) < error["at"]:
             problems.append(f"scanner {scanner['name']} failed: {error['text']}")
+    for failure in store.get("template_failures", ()):
+        times = "once" if failure["count"] == 1 else f"{failure['count']} times"
+        problems.append(f"auto-email template {failure['template']} failed to render {times}, last at "
+                        f"{_iso(failure['at'])} (ticket {failure['ticket']}, rule {failure['rule']}): "
+                        f"{failure['error']}")
     return problems
+
+
+def _iso(timestamp):
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def judge(state, store, now, check_pid=True):

@@ -24,11 +24,15 @@ def state_path(data_dir):
 
 
 def write_state(data_dir, state):
-    path = state_path(data_dir)
-    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
+    replace_json(state_path(data_dir), state)
+
+
+def replace_json(path, data):
+    """Write `data` to `path` as JSON, 0600, atomically: written beside, then renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(state, handle, ensure_ascii=False)
+        json.dump(data, handle, ensure_ascii=False)
     os.replace(tmp, path)
 
 

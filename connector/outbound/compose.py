@@ -342,11 +342,12 @@ def _quoted_printable(text):
     return quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
 
 
-def inbound_notice_text(parsed, services, templates, reason, ticket_number):
+def inbound_notice_text(parsed, services, templates, reason, ticket_number, item_id=None):
     """(subject, body) of seed 000's New Inbound Message Notice; the subject is '' when the
-    template has none."""
+    template has none. `item_id`: the triage item's id (`connector inbound show ID`), None
+    while it is not written yet (a dry run); a template that does not use it works as before."""
     values = {
-        "reason": reason, "ticket_number": ticket_number,
+        "reason": reason, "ticket_number": ticket_number, "item_id": item_id,
         "message": {"subject": parsed.subject, "from_addr": parsed.from_addr, "from_name": parsed.from_name,
                     "message_id": parsed.message_id},
         "settings": {"public_address": services.settings.public_address,

@@ -3,7 +3,8 @@ the spool state, all in one transaction (the caller holds it).
 
 `apply` decides nothing: every value it writes is in `ctx.plan`, made by the
 deciding steps (so `replay --dry-run` shows what is sent); it only adds the
-store's ids and the time. The one value read again here is the new ticket's
+store's ids and the time (an auto-email's event id, the triage item's id a
+notice names). The one value read again here is the new ticket's
 number, which `plan_current` checks under the filing lock before the plan is
 written. Staff commands of the mail (`plan.commands`) are writes too: they
 run here, in this transaction (`connector.pipeline.commands.run`, which says
@@ -20,10 +21,11 @@ hottest path of the daemon. Every mail queued carries our loop marker and
 leaves one `sent_mail` row per recipient, which the budgets count.
 """
 
+from connector.health import template_failures
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
-from connector.pipeline import attribute, blocking, commands
+from connector.pipeline import attribute, blocking, commands, notify
 from connector.pipeline.budget import domain_of
 from connector.pipeline.context import (
     CONTACT_ONLY, DUPLICATE, FILED, NEW_TICKET, REASON_PROCESSING_ERROR, REPLY_NOT_EXTRACTED, TRIAGED)
@@ -135,12 +137,13 @@ def _compose(ctx, out):
 
 def _queue(ctx, ticket_id, now, event_ids):
     """One outbox row per planned mail, as planned; an auto-email's on the ticket of its event,
-    keyed by the event's id (`event_ids`: {index in plan.events: id})."""
+    keyed by the event's id (`event_ids`: {index in plan.events: id}); a bounce's notice on the
+    ticket of the mail that bounced (`Outgoing.ticket_id`)."""
     signer, plan = ctx.services.signer, ctx.plan
     rows, sent = [], []
     for out in plan.outgoing:
         about = plan.events[out.event] if out.event is not None else None
-        ticket = (about.ticket_id or ticket_id) if about is not None else ticket_id
+        ticket = (about.ticket_id if about is not None else out.ticket_id) or ticket_id
         rows.append({"ticket": ticket, "cause_id": ctx.spool.id, "kind": out.kind, "mail_from": out.mail_from,
                      "rcpt": out.rcpt, "to": out.to, "cc": out.cc, "bcc": out.bcc, "subject": out.subject,
                      "message_id": out.message_id, "raw": _marked(_compose(ctx, out), signer),
@@ -228,7 +231,7 @@ def apply_decision(ctx):
         _queue(ctx, ticket_id, now, event_ids)
         _remember_threads([ctx.parsed.message_id] + [o.message_id for o in plan.outgoing], ticket_id)
     if plan.action in TRIAGED:
-        _write_triage(ctx)
+        notify.name_item(ctx, _write_triage(ctx))   # the notice names its item: the id is known now
         _queue(ctx, None, now, event_ids)   # notices (a bounce's auto-emails, a command reply) only for triage
     elif plan.action not in FILED and plan.outgoing:
         _queue(ctx, None, now, event_ids)   # a reply to a notice's commands: the result mail alone
@@ -241,22 +244,26 @@ def apply_decision(ctx):
                       ctx.services.settings.node_name)
     _log_suppressed(plan)
     _log_auto_emails(plan, event_ids)
+    template_failures.note(ctx.services.settings.data_dir, plan.renders, now)   # `connector status`
     return ticket_id
 
 
 def _write_triage(ctx):
     """The entry's triage item. A replay decides an entry again: the item its earlier
     decision wrote (not a processing error's, which the runner closes) takes the new
-    decision in place, so `inbound list` keeps one item per mail and its id stays valid."""
+    decision in place, so `inbound list` keeps one item per mail and its id stays valid.
+    Returns the item's id."""
     spool, plan = ctx.spool, ctx.plan
     fields = dict(status=plan.triage_status, reason=plan.reason, detail=plan.triage_detail,
                   from_addr=ctx.parsed.from_addr, subject=ctx.parsed.subject,
                   ticket_number=plan.ticket_number if (plan.ticket_number or 0) <= MAX_TICKET_NUMBER else None)
-    earlier = triage_item_id(spool.id, not_reason=REASON_PROCESSING_ERROR) if ctx.replayed else None
-    if earlier is None:
-        bulk.insert(TriageItem, id=next_triage_id(), spool_id=spool.id, received_at=spool.received_at, **fields)
+    item_id = triage_item_id(spool.id, not_reason=REASON_PROCESSING_ERROR) if ctx.replayed else None
+    if item_id is None:
+        item_id = next_triage_id()
+        bulk.insert(TriageItem, id=item_id, spool_id=spool.id, received_at=spool.received_at, **fields)
     else:
-        bulk.update(TriageItem, earlier, **fields)
+        bulk.update(TriageItem, item_id, **fields)
+    return item_id
 
 
 def _record_events(ctx, ticket_id, now):

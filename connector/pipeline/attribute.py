@@ -12,7 +12,8 @@ whole, for `apply` to write (`plan.bounce`, `plan.blocks`):
   short, or nothing); a rejection about us (spamdetected, blocked, ...) blocks
   nobody: `bounce.sender_problem` is logged and `triage_notice_to` gets a notice;
 - the ticket's employee recipients get a short notice that the customer did
-  not receive the mail and why; never for a bounce of a notice.
+  not receive the mail and why; never for a bounce of a notice. The notices'
+  outbox rows are on the bounced row's ticket, when it had one.
 
 A row bounces once: a later bounce of the same row (a bounce storm, a copy)
 is attributed and kept too, and may extend the blocks, but writes no second
@@ -129,7 +130,7 @@ def _notice(ctx, addresses, subject, body):
     ctx.plan.outgoing.append(Outgoing(
         NOTICE, to, to, from_name=services.settings.response_from_name, from_address=notifications,
         mail_from=notifications, subject=subject, body=body, message_id=services.signer.make_notice(),
-        automatic=True))
+        automatic=True, ticket_id=ctx.plan.bounce["ticket_id"]))   # the row's ticket (`outbox list`), when it had one
 
 
 # What each bounce reason means, in words for the staff who read the notice (sisimai's word follows).

@@ -15,6 +15,8 @@ README's step table).
 
 from dataclasses import dataclass, field
 
+from connector.health.template_failures import Renders
+
 # Actions (the `action` of `replay --dry-run` and of each spool entry).
 NEW_TICKET = "new_ticket"
 FOLLOW_UP = "follow_up"
@@ -93,6 +95,7 @@ class Outgoing:
     blocked: str = ""           # the block that applied (`connector.pipeline.blocking`), noted on the row
     event: int = None           # an auto-email: the index in `plan.events` of the event it is about (its
                                 # row's auto_key is "<event id>:<address>", the id known when apply writes it)
+    ticket_id: int = None       # the ticket it is about, when not the one the mail is filed on (a bounce's notices)
 
     @property
     def budgeted(self):
@@ -155,6 +158,7 @@ class Plan:
     bounce: dict = None         # an attributed bounce (`connector.pipeline.attribute`): outbox row, reason, ticket
     blocks: list = field(default_factory=list)      # blocks to add: {kind, target, reason, source, hours, hard}
     events: list = field(default_factory=list)      # ticket events to write (PlannedEvent), in order
+    renders: Renders = field(default_factory=Renders)  # which auto-email templates failed or rendered (status)
     commands: object = None     # staff commands of this mail (`connector.pipeline.commands.Commands`)
 
 

@@ -127,7 +127,7 @@ def run(ctx):
         view = views.get(event.ticket_id) or views.setdefault(event.ticket_id, _view(ctx, event))
         event.decision = auto_emails.decide(view, event.event, event.by, settings, event.detail)
         mails = {m.address: m for m in event.decision.mails}
-        for out in planner.outgoing(view, event, event.decision, index):
+        for out in planner.outgoing(view, event, event.decision, index, renders=plan.renders):
             if _budgeted(ctx, event, mails[out.rcpt[0]], out, loop):
                 plan.outgoing.append(out)
                 view.confirmed.add(out.rcpt[0])

@@ -16,6 +16,11 @@ worker killed at any instant and restarted, or a delivery retried, never
 mails one address twice about one event. The delivery process sends the
 rows like every other mail.
 
+A template that fails to render on real values (it passed `check-config`'s
+samples) leaves its mail out, logs `auto_email.render_failed` and, for mail
+that is queued, is noted for `connector status` (`connector.health.
+template_failures`, which says what clears it).
+
 `decide` is the whole decision and changes nothing: `connector auto-emails
 preview` prints it (with the blocks applied). Who never gets a mail, and why
 (`Skipped.reason`):
@@ -34,6 +39,7 @@ from functools import cached_property
 
 import jinja2
 
+from connector.health import template_failures
 from connector.log import get_logger
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
@@ -304,9 +310,11 @@ class Planner:
         tag = self.settings.ticket_tag.format(number=view.number)
         return (subject if tag in subject else f"{tag} {subject or view.subject}".strip()), body
 
-    def outgoing(self, view, event, decision, index=None):
+    def outgoing(self, view, event, decision, index=None, renders=None):
         """The planned mails of `decision` about `event` (`index`: its place in the plan's events),
-        whole; a mail whose template fails to render is logged and left out."""
+        whole; a mail whose template fails to render is logged and left out. `renders` (a
+        `template_failures.Renders`, from the callers that queue the mails) collects which
+        templates failed and which rendered, for `connector status`."""
         planned = []
         address, name = self.sender(view)
         for mail in decision.mails:
@@ -316,7 +324,11 @@ class Planner:
                 log.error("auto_email.render_failed", ticket=view.number, ticket_event=event.event,
                           rule=mail.rule, template=mail.template, to=mail.address, error=str(exc),
                           hint="fix the template; the ticket's mail is filed without this mail")
+                if renders is not None:
+                    renders.failure(mail.template, mail.rule, view.number, event.event, str(exc))
                 continue
+            if renders is not None:
+                renders.rendered.add(mail.template)
             planned.append(Outgoing(AUTO_EMAIL, [mail.address], [mail.address], from_name=name,
                                     from_address=address, mail_from=self.settings.public_address, subject=subject,
                                     template=mail.template, body=body, message_id=self.signer.make(view.number),
@@ -331,8 +343,10 @@ class Planner:
         ticket = Ticket.get_by_id(event.ticket)
         view = TicketView(ticket, self.settings)
         decision = decide(view, event.event, event.by, self.settings, event.detail)
-        planned, loop, _ = blocking.apply_blocks(self.outgoing(view, event, decision), ticket.id, ticket.number,
-                                                 event.at)
+        renders = template_failures.Renders()
+        planned, loop, _ = blocking.apply_blocks(self.outgoing(view, event, decision, renders=renders), ticket.id,
+                                                 ticket.number, event.at)
+        template_failures.note(self.settings.data_dir, renders, event.at)
         if loop is not None:
             blocking.write([loop], event.at)
         public = self.settings.public_address

@@ -138,13 +138,17 @@ def close(item_id, *, by, via, now):
 
 
 def set_status(item_id, status, *, by, via, now):
-    """awaiting_review, needs_attention or closed; the item stays, its mail untouched."""
+    """awaiting_review, needs_attention or closed; the item stays, its mail untouched. With
+    `by` (`--as`, a staff mail's sender) "marked STATUS by EMAIL" is added to its detail."""
     if status not in TRIAGE_STATUSES:
         raise Refused(f"{status!r} is not a status of an inbound item (use one of: {', '.join(TRIAGE_STATUSES)})")
     item = item_or_refuse(item_id)
     if item.status == status:
         raise Refused(f"inbound item {item_id} is {status} already")
-    TriageItem.update(status=status).where(TriageItem.id == item.id).execute()
+    changes = {"status": status}
+    if by:  # who did it stays on the item, as create-ticket and attach note theirs in `detail`
+        changes["detail"] = "; ".join(filter(None, (item.detail, f"marked {status} by {by}")))
+    TriageItem.update(**changes).where(TriageItem.id == item.id).execute()
     log.info("triage.closed" if status == TRIAGE_CLOSED else "triage.status_changed", item=item.id,
              **{"from": item.status}, to=status, by=by, via=via)
 
