@@ -205,3 +205,15 @@ def test_a_template_failure_stops_counting_24_h_after_it_last_failed(tmp_path):
     assert failures.recent(tmp_path, 2500.0) == [noted]
     failures.note(tmp_path, failures.Renders(rendered={"fragile.txt.j2"}), 2600.0)
     assert failures.recent(tmp_path, 2600.0) == []
+
+
+def test_an_ini_status_cannot_read_is_unknown_on_stdout(tmp_path, sink):
+    """A check reads stdout: with a bad value in the ini `status` exited 3 with nothing there
+    (an outside test), so Nagios showed UNKNOWN without a reason."""
+    inst = Instance(tmp_path, sink.port, outbound__retry_initial="soon")
+    text = inst.cli("status", check=False)
+    assert text.returncode == 3, text
+    assert text.stdout.decode().startswith("CONNECTOR UNKNOWN - configuration error: ")
+    assert "retry_initial" in text.stdout.decode()
+    report = inst.cli("status", "--json", check=False)
+    assert report.returncode == 3 and json.loads(report.stdout)["state"] == "unknown"

@@ -3,18 +3,21 @@
 Reads the state file the running daemon publishes in the data directory and
 counts from the store (`connector.health`); needs only the ini, so it works
 while a YAML file is broken. Exit 0 healthy, 1 degraded, 2 down (the levels
-are defined in `connector.health.report`); the first line of the text form is
-the plugin's one-line summary with performance data.
+are defined in `connector.health.report`), 3 unknown: an ini it cannot read or
+parse, or a file of the data directory this user may not read; the first line of
+the text form, on stdout in every case, is the plugin's one-line summary with
+performance data (`CONNECTOR UNKNOWN - why` when there is no verdict).
 """
 
 import json
 import time
 
-from connector.commands.common import ini_values_or_exit, iso
+from connector.commands.common import iso
 from connector.health.report import EX_UNKNOWN, EXIT, daemon_problems, judge, store_figures
 from connector.health.state import read_state
 from connector.settings import ConfigError
-from connector.settings.loader import data_dir_of
+from connector.settings.errors import permission_denied
+from connector.settings.loader import data_dir_of, load_ini
 from connector.store.db import exists, open_without_upgrade
 
 
@@ -124,15 +127,33 @@ def print_text(data):
               f"{failure['time']} (ticket {failure['ticket']}, rule {failure['rule']}): {failure['error']}")
 
 
+UNKNOWN = "unknown"
+
+
 def cmd_status(args):
     now = time.time()
-    verdict, state, store = gather(ini_values_or_exit(args, code=EX_UNKNOWN), now)
+    try:
+        verdict, state, store = gather(load_ini(args.config)[1], now)
+    except ConfigError as exc:
+        return _unknown(args, f"configuration error: {exc}")
+    except PermissionError as exc:  # a state file of the data directory this user may not read
+        return _unknown(args, str(permission_denied(exc)))
     data = report_json(verdict, state, store, now)
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         print_text(data)
     return EXIT[verdict["state"]]
+
+
+def _unknown(args, problem):
+    """No verdict (Nagios' UNKNOWN): the reason on stdout, where a check's output is read (a
+    bad ini or an unreadable data directory printed nothing there, an outside test)."""
+    if args.json:
+        print(json.dumps({"state": UNKNOWN, "exit": EX_UNKNOWN, "problems": [problem]}, ensure_ascii=False, indent=2))
+    else:
+        print(f"CONNECTOR {UNKNOWN.upper()} - {problem}")
+    return EX_UNKNOWN
 
 
 def register(subparsers):

@@ -39,7 +39,6 @@ def register_text_dumpers(conn):
     """Make a psycopg connection write U+FFFD for NUL in text (a mail's text or header may
     hold one, raw or as `=00`): PostgreSQL refuses NUL in text, which would shunt the mail.
     The spool's raw bytes (bytea) keep the original."""
-    from psycopg.adapt import PyFormat
     from psycopg.types.string import StrBinaryDumper, StrDumperUnknown  # the Python ones: the C ones take no subclass
 
     class NulFreeText(StrDumperUnknown):

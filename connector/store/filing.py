@@ -4,7 +4,7 @@ beyond their `bulk` inserts. No pipeline module runs SQL itself."""
 
 from connector.store import dialect
 from connector.store.models import (
-    SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, TRIAGE_NEEDS_ATTENTION, Contact, EmployeeRecipient, ExternalRecipient,
+    SPOOL_QUEUED, TRIAGE_AWAITING_REVIEW, TRIAGE_CLOSED, Contact, EmployeeRecipient, ExternalRecipient,
     OutboxEntry, Processing, ThreadRef, Ticket, TriageItem, database)
 
 
