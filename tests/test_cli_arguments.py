@@ -21,9 +21,24 @@ def test_a_command_on_a_store_that_is_not_there_says_so_and_makes_nothing(tmp_pa
     for command in (["tickets", "list"], ["outbox", "list"], ["inbound", "list"], ["inbox", "list"],
                     ["blocks", "list"], ["nodes"], ["db", "vacuum"], ["db", "prune", "--days", "3"]):
         result = inst.cli(*command, check=False)
-        assert result.returncode == 1 and b"no connector store at" in result.stderr, (command, result)
+        assert result.returncode == 1 and b"no connector store here" in result.stderr, (command, result)
         assert result.stdout == b""
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.sqlite_only("the two files of an SQLite store")
+def test_a_main_file_without_its_spool_file_is_refused_by_every_process(tmp_path, sink):
+    """With the spool file gone, a command made a new empty one: new mail got ids the main
+    file had already filed, was taken for filed mail and never filed, with a 250 given (a
+    review). The daemon, inject and the commands refuse, naming the file; nothing is made."""
+    inst = Instance(tmp_path, sink.port)
+    inst.open_store()
+    spool = tmp_path / "var" / "connector-spool.db"
+    spool.unlink()
+    for command in (["tickets", "list"], ["db", "status"], ["inject"], ["run"]):
+        result = inst.cli(*command, input=b"Subject: x\r\n\r\nbody\r\n", check=False)
+        assert result.returncode != 0 and b"the spool file is missing" in result.stderr, (command, result)
+        assert not spool.exists(), command
 
 
 @pytest.mark.parametrize("command", [["tickets", "list"], ["outbox", "list"], ["inbox", "list"],

@@ -70,4 +70,6 @@ def test_status_that_cannot_read_its_ini_is_unknown_not_degraded(bin_dir):
     finally:
         shutil.rmtree(top)
     assert result.returncode == 3, (result.returncode, result.stderr)
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stdout.strip().splitlines()   # on stdout, where a check's output is read
+    assert line.startswith("CONNECTOR UNKNOWN - ") and "permission denied" in line.lower(), line
+    assert "Traceback" not in result.stderr, result.stderr

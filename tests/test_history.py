@@ -28,6 +28,7 @@ def test_history_records_mail_and_cli_changes_oldest_first(daemon):
 
 
 def test_history_of_unknown_ticket_is_refused(instance):
+    instance.open_store()
     result = instance.cli("tickets", "history", "999", check=False)
     assert result.returncode == 1
     assert b"no ticket 999" in result.stderr

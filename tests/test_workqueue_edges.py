@@ -82,7 +82,7 @@ def test_the_plan_names_the_inbox_a_new_ticket_lands_in(instance, tmp_path):
 @pytest.mark.sqlite_only("an SQLite file lock")
 def test_an_operator_action_leaves_the_spool_writable(instance):
     """While an operator transaction holds the main file, the intake can still commit."""
-    instance.cli("tickets", "list")  # makes the store
+    instance.open_store()  # makes the store, as a first `connector run` does
     code = (
         "import sqlite3, sys\n"
         "from connector.store.db import open_store\n"
@@ -102,7 +102,7 @@ def test_an_operator_action_leaves_the_spool_writable(instance):
 def test_auto_upgrade_no_is_honoured_by_the_inbox_and_inbound_commands(tmp_path, sink):
     inst = Instance(tmp_path, sink.port, connector__auto_upgrade="no")
     write_inboxes(inst)
-    inst.cli("tickets", "list")  # a store at the latest schema
+    inst.open_store()  # a store at the latest schema
     with inst.connect() as conn:   # as if the last migration had not run yet
         last = conn.execute("select name from schema_migration order by name desc limit 1").fetchone()[0]
         conn.execute("delete from schema_migration where name = ?", (last,))

@@ -12,7 +12,7 @@ word that is no command, load them all.
 """
 
 # Each module, in the order `connector --help` lists them, and its top-level command words
-# (tests/test_cli.py checks them against what the module's `register` adds).
+# (tests/test_cli_arguments.py checks them against what the module's `register` adds).
 COMMANDS = {
     "daemon": ("run", "worker", "deliver", "check-config", "example-config"),
     "intake": ("inject", "replay"),

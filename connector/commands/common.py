@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
-from connector.store.db import exists, open_store
+from connector.store.db import open_store
 
 EX_OK = 0
 ALL = "all"  # a --status that lists every status (inbox list, inbound list)
@@ -33,7 +33,7 @@ def settings_or_exit(args, code=EX_CONFIG, log=True):
     if log:
         setup_logging(settings.log_level, stream=sys.stderr if getattr(args, "quiet_log", True) else None,
                       node=settings.node_name)
-    from connector.workqueue import auto_emails  # here: a read-only command never loads the pipeline
+    from connector.workqueue import auto_emails  # here: a command with the ini alone never loads the pipeline
     auto_emails.install(settings)   # a command's ticket events plan their auto-emails too
     return settings
 
@@ -54,23 +54,18 @@ def database_or_exit(args):
     return ini_values_or_exit(args)["database"]
 
 
-def open_store_of(args, settings=None, create=False):
+def open_store_of(args, settings=None, create=False, upgrade=None):
     """Open the store a command works on (the ini alone, or `settings` when the command
-    loaded them). An older schema is upgraded only with `[connector] auto_upgrade = yes`;
-    otherwise SchemaOutdated (one line naming `connector db upgrade`) and nothing changes.
-    A store that is not there is made only when `create` (an intake: `scanners run`);
-    any other command says so in one line and exits 1: a mistyped `-c` or `database`
-    showed an empty helpdesk and left new files behind (an outside test)."""
+    loaded them). An older schema is upgraded only with `[connector] auto_upgrade = yes`
+    (or `upgrade`); otherwise SchemaOutdated (one line naming `connector db upgrade`) and
+    nothing changes. A store that is not there is made only when `create` (an intake:
+    `scanners run`); otherwise StoreMissing, one line (`connector.store.db`)."""
     if settings is not None:
-        database, upgrade = settings.database, settings.auto_upgrade
+        database, auto_upgrade = settings.database, settings.auto_upgrade
     else:
         values = ini_values_or_exit(args)
-        database, upgrade = values["database"], values["auto_upgrade"]
-    if not create and not exists(database):
-        print(f"connector: no connector store at {database} (hint: check -c and [connector] database; "
-              "`connector run` makes the store when it first starts)", file=sys.stderr)
-        raise SystemExit(EX_CONFIG)
-    return open_store(database, upgrade=upgrade)
+        database, auto_upgrade = values["database"], values["auto_upgrade"]
+    return open_store(database, upgrade=auto_upgrade if upgrade is None else upgrade, create=create)
 
 
 class PrintableStream:
@@ -110,7 +105,8 @@ def with_json(parser):
 
 
 def positive_int(text, least=1):
-    """argparse type of --limit: a whole number of 1 or more (`--limit -5` listed everything)."""
+    """argparse type of --limit and --days: a whole number of 1 or more (`--limit -5` listed
+    everything, `db prune --days -1` pruned every mail)."""
     import argparse
     try:
         value = int(text)

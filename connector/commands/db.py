@@ -38,7 +38,7 @@ def cmd_db_prune(args):
 
 def cmd_db_vacuum(args):
     path = database_or_exit(args)
-    open_store_of(args)
+    open_store_of(args, upgrade=True)   # README: `db vacuum` upgrades first
     before = size(path)
     vacuum()
     emit(args, {"bytes_before": before, "bytes_after": size(path)})

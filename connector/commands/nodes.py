@@ -6,7 +6,6 @@ leases it holds (`connector.store.leases`: `scanner:<name>`, `deadlines`, `reten
 `processes`, `leases` (with pid, acquired_at and seconds until they expire), `scanners`
 and `timers` say the same by kind."""
 
-
 from connector.commands.common import emit, iso, open_store_of
 
 

@@ -37,7 +37,9 @@ PRAGMAS = {
     "busy_timeout": 10000,
     "cache_size": -16000,
 }
+SQLITE_HEADER = b"SQLite format 3\0"  # the first bytes of every SQLite file
 KEY_FILE = "hmac.key"
+SPOOL_TABLE = "SELECT to_regclass('spool.spool')"  # PostgreSQL: not NULL once the store was made
 FILE_MODE = 0o600  # database, spool and key hold customer mail or secrets
 DIR_MODE = 0o700
 
@@ -49,6 +51,26 @@ class StoreUnavailable(ConfigError):
         super().__init__(path, "[connector] database", f"cannot be opened: {problem}",
                          "the folder must exist and be writable by the daemon's user, and the file be "
                          "the connector's database; `connector check-config` checks both")
+
+
+class StoreMissing(ConfigError):
+    """A command other than an intake found no store: it makes none (a mistyped -c or
+    database showed an empty helpdesk and left new files behind, an outside test)."""
+
+    def __init__(self, path):
+        super().__init__(path, "[connector] database", "no connector store here",
+                         "check -c and [connector] database; `connector run` makes the store when it first starts")
+
+
+class SpoolMissing(ConfigError):
+    """The main file is there and its spool file is not: a new empty spool would number new
+    mail from 1 again, ids the main file has already filed, so that mail would never be filed."""
+
+    def __init__(self, path):
+        super().__init__(spool_path(path), "[connector] database",
+                         f"the spool file is missing beside {path} (it holds every received mail, and a new "
+                         "one would reuse ids already filed: new mail would be taken for filed mail)",
+                         "restore both files from the same backup; nothing starts on the store until then")
 
 
 class SchemaOutdated(ConfigError):
@@ -144,9 +166,13 @@ def exists(path):
     except PostgresUnavailable:
         return True
     try:
-        return conn.execute("SELECT to_regclass('spool.spool')").fetchone()[0] is not None
+        return conn.execute(SPOOL_TABLE).fetchone()[0] is not None
     finally:
         conn.close()
+
+
+def _pg_spool_exists(db):
+    return db.execute_sql(SPOOL_TABLE).fetchone()[0] is not None
 
 
 def size(path):
@@ -228,6 +254,12 @@ def make_database(path, synchronous="full", checkpoint_pages=None):
         db.node = path.node  # names this node's wake-up sockets (store.wakeup): nodes on one host keep apart
         return db
     path = Path(path)
+    if path.exists() and path.stat().st_size:  # a store: never make anything beside a file that is none
+        with open(path, "rb") as file:
+            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise StoreUnavailable(path, "file is not a database")
+        if not spool_path(path).exists():
+            raise SpoolMissing(path)
     try:
         path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         for name in (path, spool_path(path)):
@@ -251,8 +283,10 @@ def _connect(db, path):
         raise PostgresUnavailable(path, exc) from None
 
 
-def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
-    """Bind the models to the SQLite file at `path`, creating it if needed.
+def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None, create=True):
+    """Bind the models to the SQLite file at `path`, creating it if needed (with `create`;
+    else StoreMissing when the file, or the PostgreSQL database's spool, is not there).
+    A main file without its spool file raises SpoolMissing.
 
     The spool file always commits with `full`. The worker may use `normal`
     for the main file (WAL): what it writes there is derived from spooled
@@ -262,10 +296,15 @@ def open_store(path, synchronous="full", upgrade=True, checkpoint_pages=None):
     `checkpoint_pages` sets how large the WAL may grow before a commit of this
     connection copies it back into the file (SQLite's default: 1000 pages).
     """
+    if not create and not isinstance(path, PostgresURL) and not Path(path).exists():
+        raise StoreMissing(path)
     db = make_database(path, synchronous, checkpoint_pages)
     database.initialize(db)
     try:
         _connect(db, path)
+        if not create and dialect.is_postgres(db) and not _pg_spool_exists(db):
+            db.close()
+            raise StoreMissing(path)
         status = migrations.status(db)
         if dialect.is_postgres(db) and not status["pending"] and dialect.prepared(db):
             return db  # up to date: no DDL, whose table locks would wait for the writers
