@@ -21,12 +21,15 @@ DEFAULT_CONFIG = "/etc/connector/connector.ini"
 
 def command_word(argv):
     """The command word of `argv` (its first argument that is neither an option nor the
-    value of -c/--config), or None."""
+    value of -c/--config), or None; None too after -h/--help (`connector --help tickets`
+    lists every command, as `connector --help` does)."""
     options_with_value = ("-c", "--config")
     args = iter(argv)
     for arg in args:
         if arg == "--":
             return next(args, None)
+        if arg in ("-h", "--help"):
+            return None
         if arg in options_with_value:
             next(args, None)
         elif not arg.startswith("-"):

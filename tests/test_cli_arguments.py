@@ -85,7 +85,8 @@ def test_the_command_table_names_what_each_module_registers():
 @pytest.mark.parametrize("argv, word", [
     (["tickets", "list"], "tickets"), (["-c", "/etc/x.ini", "inbox", "list"], "inbox"),
     (["--config", "tickets", "status"], "status"), (["--config=/x.ini", "db", "status"], "db"),
-    (["--version"], None), ([], None), (["--", "run"], "run")])
+    (["--version"], None), ([], None), (["--", "run"], "run"), (["--help", "tickets"], None),
+    (["-c", "x.ini", "-h", "run"], None), (["tickets", "--help"], "tickets")])
 def test_the_command_word_skips_options_and_the_config_path(argv, word):
     from connector.cli import command_word
     assert command_word(argv) == word

@@ -207,6 +207,18 @@ def test_a_template_failure_stops_counting_24_h_after_it_last_failed(tmp_path):
     assert failures.recent(tmp_path, 2600.0) == []
 
 
+def test_a_hand_edited_failures_file_never_stops_filing_or_the_check(tmp_path):
+    """An entry without its fields raised KeyError inside the filing transaction: every mail with
+    an auto-email was shunted and `status` said DOWN (a review). Such entries are dropped."""
+    from connector.health import template_failures as failures
+    (tmp_path / failures.FILE).write_text('{"x.j2": {"template": "x.j2"}, "y.j2": "no entry"}')
+    assert failures.recent(tmp_path, 1000.0) == []
+    renders = failures.Renders()
+    renders.failure("z.j2", "ack", 7, "ticket_created", "boom")
+    failures.note(tmp_path, renders, 1000.0)
+    assert [f["template"] for f in failures.recent(tmp_path, 1000.0)] == ["z.j2"]
+
+
 def test_an_ini_status_cannot_read_is_unknown_on_stdout(tmp_path, sink):
     """A check reads stdout: with a bad value in the ini `status` exited 3 with nothing there
     (an outside test), so Nagios showed UNKNOWN without a reason."""

@@ -74,6 +74,8 @@ def note(data_dir, renders, now):
     except OSError as exc:
         log.warning("auto_email.failure_not_noted", path=str(path), error=str(exc),
                     hint="run commands as the connector's user (the data directory is theirs)")
+    except Exception as exc:  # noting is never worth a mail: filing goes on whatever the file holds
+        log.warning("auto_email.failure_not_noted", path=str(path), error=f"{type(exc).__name__}: {exc}")
 
 
 def recent(data_dir, now):
@@ -93,7 +95,18 @@ def _read(path):
         return {}
     except ValueError:   # never left half-written (replaced atomically); a hand-edited file is no failure
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {name: failure for name, failure in data.items() if _well_formed(failure)}
+
+
+FIELDS = {"template": str, "at": (int, float), "first_at": (int, float), "count": int}
+
+
+def _well_formed(failure):
+    """Whether an entry has what `note` and `recent` read (a hand-edited entry that has not
+    is dropped: it once stopped filing, a KeyError inside the filing transaction)."""
+    return isinstance(failure, dict) and all(isinstance(failure.get(key), kind) for key, kind in FIELDS.items())
 
 
 @contextmanager
