@@ -155,5 +155,8 @@ def test_the_notices_of_a_bounce_are_on_the_ticket_of_the_mail_that_bounced(tmp_
         rejected = wait_for(lambda: [o for o in instance.outbox() if o["subject"].startswith("Our mail was rejected")],
                             interval=0.3, what="the notice about us")
         assert [(o["rcpt"], o["ticket"]) for o in rejected] == [(["triage@example.com"], 2)]
+        with instance.connect() as conn:   # what the loop budgets count: no ticket for the notices
+            noticed = conn.execute("select ticket from sent_mail where kind = 'notice'").fetchall()
+        assert noticed and all(ticket is None for (ticket,) in noticed), noticed
     finally:
         instance.stop()

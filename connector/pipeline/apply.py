@@ -150,7 +150,9 @@ def _queue(ctx, ticket_id, now, event_ids):
                      "status": OUTBOX_SUPPRESSED if out.suppressed else OUTBOX_PENDING, "blocked": out.blocked or None,
                      "attempts": 0, "next_attempt_at": now, "created_at": now,
                      "auto_key": auto_emails.auto_key(event_ids[out.event], out) if about is not None else None})
-        sent.append((out, plan.ticket_number if ticket else None))
+        # a bounce's notice is on its ticket (`outbox list`) but in no ticket's loop budget: an
+        # employee answering that ticket right after it is no loop (a review)
+        sent.append((out, plan.ticket_number if ticket and out.ticket_id is None else None))
     outbox.queue_many(rows)
     _record_sent(sent, now)
 
