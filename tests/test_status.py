@@ -1,6 +1,7 @@
 """`connector status [--json]`: a Nagios/Icinga check of the running daemon (exit 0, 1, 2)."""
 
 import json
+import os
 import signal
 import stat
 import sys
@@ -217,6 +218,21 @@ def test_a_hand_edited_failures_file_never_stops_filing_or_the_check(tmp_path):
     renders.failure("z.j2", "ack", 7, "ticket_created", "boom")
     failures.note(tmp_path, renders, 1000.0)
     assert [f["template"] for f in failures.recent(tmp_path, 1000.0)] == ["z.j2"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a command run as root")
+def test_a_failure_noted_by_root_stays_writable_by_the_daemons_user(tmp_path):
+    """`sudo connector ...` made the failures file and its lock root's (0600): the daemon could
+    never note a failure again, and status stayed healthy (a review)."""
+    import pwd
+    from connector.health import template_failures as failures
+    nobody = pwd.getpwnam("nobody")
+    os.chown(tmp_path, nobody.pw_uid, nobody.pw_gid)
+    renders = failures.Renders()
+    renders.failure("z.j2", "ack", 7, "ticket_created", "boom")
+    failures.note(tmp_path, renders, 1000.0)
+    for name in (failures.FILE, failures.LOCK):
+        assert (tmp_path / name).stat().st_uid == nobody.pw_uid, name
 
 
 def test_an_ini_status_cannot_read_is_unknown_on_stdout(tmp_path, sink):

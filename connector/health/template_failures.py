@@ -71,6 +71,7 @@ def note(data_dir, renders, now):
                                                  count=before["count"] + 1 if before else 1)
             if kept != known:
                 replace_json(path, kept)
+                _owned_by_data_dir(path, data_dir)
     except OSError as exc:
         log.warning("auto_email.failure_not_noted", path=str(path), error=str(exc),
                     hint="run commands as the connector's user (the data directory is theirs)")
@@ -109,9 +110,18 @@ def _well_formed(failure):
     return isinstance(failure, dict) and all(isinstance(failure.get(key), kind) for key, kind in FIELDS.items())
 
 
+def _owned_by_data_dir(path, data_dir):
+    """Run as root (`sudo connector inbox take ...`), a file this module makes is given to the
+    data directory's owner: else the daemon could no longer note failures (a review)."""
+    if os.geteuid() == 0:
+        owner = os.stat(data_dir)
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 @contextmanager
 def _locked(data_dir):
     fd = os.open(Path(data_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    _owned_by_data_dir(Path(data_dir) / LOCK, data_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
