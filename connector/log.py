@@ -14,6 +14,7 @@ import os
 from json import JSONEncoder
 import re
 import sys
+from datetime import datetime, timezone
 
 import structlog
 
@@ -21,6 +22,14 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 # control characters but tab and newline, and the bidirectional overrides and isolates
 # (U+202A-202E, U+2066-2069) that make "gpj.exe" show as "exe.jpg"
 TERMINAL_CONTROLS_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def iso(timestamp):
+    """Epoch seconds as ISO 8601 in UTC with its offset, as the commands, `status` and the
+    notices print them; None stays None."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def printable(text):

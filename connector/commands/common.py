@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from connector.log import printable, setup_logging
+from connector.log import iso, printable, setup_logging  # noqa: F401 (iso: the commands' name for it)
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
 from connector.store.db import open_store
@@ -90,12 +90,6 @@ def printable_stdout():
         yield
     finally:
         sys.stdout = previous
-
-
-def iso(timestamp):
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def with_json(parser):

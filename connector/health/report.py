@@ -18,9 +18,8 @@ The levels follow the Nagios/Icinga plugin convention (the exit code of
                 STALE_AFTER seconds, or the store cannot be read
 """
 
-from datetime import datetime, timezone
-
 from connector.health import template_failures
+from connector.log import iso
 from connector.pipeline.context import REASON_PROCESSING_ERROR
 from connector.store import figures
 from connector.health.children import RESTARTING, RUNNING, STARTING
@@ -90,13 +89,9 @@ def degraded_problems(state, store, now):
     for failure in store.get("template_failures", ()):
         times = "once" if failure["count"] == 1 else f"{failure['count']} times"
         problems.append(f"auto-email template {failure['template']} failed to render {times}, last at "
-                        f"{_iso(failure['at'])} (ticket {failure['ticket']}, rule {failure['rule']}): "
+                        f"{iso(failure['at'])} (ticket {failure['ticket']}, rule {failure['rule']}): "
                         f"{failure['error']}")
     return problems
-
-
-def _iso(timestamp):
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def judge(state, store, now, check_pid=True):

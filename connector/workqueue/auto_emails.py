@@ -34,13 +34,12 @@ preview` prints it (with the blocks applied). Who never gets a mail, and why
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 
 import jinja2
 
 from connector.health import template_failures
-from connector.log import get_logger
+from connector.log import get_logger, iso
 from connector.mail.automatic import LOOP_HEADER
 from connector.outbound import compose
 from connector.outbound.msgid import MessageIdSigner
@@ -255,10 +254,6 @@ SAMPLE_VALUES = {
     "recipient": {"address": "jane@example.com", "kind": RESOURCE},
     "rule": "forwarded",
 }
-
-
-def iso(timestamp):
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 class Planner:

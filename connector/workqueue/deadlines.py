@@ -17,7 +17,7 @@ from connector.store import events
 from connector.store.models import ENTRY_OPEN, InboxEntry, database
 from connector.workqueue import inbox
 from connector.workqueue.errors import Refused
-from connector.workqueue.inbox import iso
+from connector.log import iso
 
 log = get_logger("deadline")
 

@@ -30,7 +30,7 @@ from datetime import datetime, time as day_time, timezone
 
 import peewee
 
-from connector.log import get_logger
+from connector.log import get_logger, iso
 from connector.settings import inboxes as inbox_config
 from connector.store import events
 from connector.store.models import (
@@ -44,11 +44,6 @@ BY_ADDRESS = "address"
 BY_SCANNER_RULE = "scanner_rule"
 BY_DEFAULT = "default_inbox"
 BY_STAFF = "staff"
-
-
-def iso(timestamp):
-    """Epoch seconds as ISO 8601 in UTC with its offset (as the commands print them)."""
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
 
 
 def config_of(settings):
