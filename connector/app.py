@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from connector import __version__
+from connector import __version__, priority
 from connector.checks import load_checked
 from connector.health import daemonlock
 from connector.health.children import RUNNING, Children, announce_ready, parent_pid
@@ -63,7 +63,6 @@ FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 DATABASE_WAIT_FIRST, DATABASE_WAIT_MAX = 1.0, 30.0  # the backoff while the database is away at start
 DATABASE_WAIT_WARN = 300.0  # then every look is an error, with the hint to check host and port
 EX_TEMPFAIL = 75  # sysexits: another process holds the job; try again later
-FALLBACK_NICENESS = 19
 # The daemon's pid, in its children's environment: a child compares its parent with it, so
 # that it stops even when the daemon died before the child (slow to start in the idle CPU
 # class on a busy machine) first looked at its parent, which was then already init.
@@ -358,10 +357,7 @@ def run_background(name, settings, partition=None):
     worker's `partition` (I, N): the share of the spool it files."""
     loop_class = BACKGROUND[name]
     options = {"partition": partition} if partition else {}
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(FALLBACK_NICENESS)
+    priority.background()  # a child of the daemon is there from its bootstrap on
     stop = threading.Event()
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,8 @@ and the command line it runs (`worker --partition 2/3`).
 A child is started as `python -P -c BOOTSTRAP`, which imports this very
 `connector` package by its absolute path: the working directory is never on
 its `sys.path`, so a `connector/` folder there (`/etc` holds
-`/etc/connector`) cannot shadow the package.
+`/etc/connector`) cannot shadow the package. Every child is a background
+process: the bootstrap puts it in the idle CPU class first (`priority`).
 
 A child says it runs by writing a byte on a pipe (fd in $CONNECTOR_READY_FD)
 once its store is open and its configuration loaded. One that dies within
@@ -41,6 +42,7 @@ SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 BOOTSTRAP = ("import sys; root = {root!r}; root in sys.path or sys.path.insert(0, root); "
+             "from connector.priority import background; background(); "  # idle before the imports
              "from connector.cli import main; sys.exit(main())")
 
 # Child states, as `connector status` shows them.
