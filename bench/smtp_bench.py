@@ -22,6 +22,7 @@ sink, end to end >= 500 msg/s.
 """
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -56,6 +57,23 @@ def wait_port(port, proc, timeout=20):
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {port}")
+
+
+def wait_ready(workdir, timeout=10):
+    """Wait until the daemon in `workdir` says it is ready (its children run: what systemd's
+    READY=1 says), so the load meets the steady state, not the start-up; False after `timeout`
+    (a checkout before the state file's `ready`, or a daemon that never got there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in workdir.rglob("daemon-status.json"):
+            try:
+                if json.loads(path.read_text()).get("ready"):
+                    return True
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.05)
+    print(f"the daemon in {workdir} did not say it is ready within {timeout} s; measuring anyway", flush=True)
+    return False
 
 
 def cpu_seconds(pid):
@@ -208,6 +226,7 @@ def run_connector(args, workdir):
         deadline = time.monotonic() + 20
         while not {"worker", "deliver"} <= set(processes(daemon.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
+        wait_ready(workdir)
         cpu = CPU(daemon.pid)
         start = time.perf_counter()
         accept = source(port, args)
