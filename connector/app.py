@@ -59,6 +59,8 @@ SERVICES = (ScannerService,)  # IMAP mail scanners
 BACKGROUND = {loop.name: loop for loop in (FilingWorker, DeliveryWorker)}
 
 SUPERVISE_EVERY = 0.2   # seconds between looks at the children
+START_EXTEND_EVERY = 10.0  # seconds between two extensions of systemd's start timeout before READY
+START_EXTENSION = 40.0     # seconds each one asks for: the next comes well before it ends
 FINGERPRINT_EVERY = 1.0  # seconds between looks at the configuration files
 DATABASE_WAIT_FIRST, DATABASE_WAIT_MAX = 1.0, 30.0  # the backoff while the database is away at start
 DATABASE_WAIT_WARN = 300.0  # then every look is an error, with the hint to check host and port
@@ -112,6 +114,7 @@ class Daemon:
         self.services = [service(settings, self.stop_event) for service in SERVICES]
         self.notifier = Notifier()
         self.started_at = clock()
+        self.started_monotonic = self.extended_at = time.monotonic()
         self.stopped_at = None
         self.ready = False
         self.state_failed = False
@@ -169,7 +172,25 @@ class Daemon:
                 log.info("daemon.ready", listen=self.listen)
                 self.publish()
                 self.beat_now.set()
+            elif not self.ready:
+                self._extend_start()
             await asyncio.sleep(SUPERVISE_EVERY)
+
+    def _extend_start(self):
+        """Before READY: every START_EXTEND_EVERY seconds while children are still starting
+        (none dying), ask systemd for more time. They start in the idle CPU class, which a
+        machine busy with other work may leave them almost none of; SMTP already accepts mail,
+        and a start that timed out would restart the whole service. A child that dies instead
+        gets no extension: systemd's start timeout stands."""
+        waiting = self.children.only_starting()
+        now = time.monotonic()
+        if not waiting or now - self.extended_at < START_EXTEND_EVERY:
+            return
+        self.extended_at = now
+        self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION * 1e6)}",
+                           f"STATUS=accepting mail on {self.listen}; waiting for {', '.join(waiting)} to start")
+        log.info("daemon.waiting_for_children", children=waiting,
+                 seconds=round(now - self.started_monotonic, 1))
 
     async def _heartbeat(self):
         """From the intake's event loop: the state file's heartbeat and systemd's watchdog."""
@@ -357,7 +378,7 @@ def run_background(name, settings, partition=None):
     worker's `partition` (I, N): the share of the spool it files."""
     loop_class = BACKGROUND[name]
     options = {"partition": partition} if partition else {}
-    priority.background()  # a child of the daemon is there from its bootstrap on
+    priority.background()  # for a worker started by hand or by systemd; a child of the daemon already is
     stop = threading.Event()
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):

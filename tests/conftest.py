@@ -74,6 +74,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def policy(pid):
+    """The scheduling policy of a process's main thread, from /proc (field 41 of stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[38])
+
+
+def children_of(pid):
+    """{pid: the command word after the ini path} of the processes whose parent is `pid`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                argv = (entry / "cmdline").read_bytes().decode().split("\0")
+                found[int(entry.name)] = argv[argv.index("-c", argv.index("-P") + 2) + 2]
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while True:

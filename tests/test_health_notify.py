@@ -1,9 +1,14 @@
 """systemd Type=notify against the real daemon, with a fake $NOTIFY_SOCKET bound by the test."""
 
+import os
+import signal
 import socket
+import time
 
 import pytest
 
+from conftest import children_of, wait_for
+from connector.app import START_EXTEND_EVERY
 from health import status
 
 
@@ -47,3 +52,27 @@ def test_children_do_not_inherit_the_notify_socket(instance, notify_socket):
     for pid in pids:
         environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
         assert not any(item.startswith(b"NOTIFY_SOCKET=") for item in environ)
+
+
+def test_children_slow_to_start_extend_the_start_timeout_and_ready_follows(instance, notify_socket):
+    """Idle-class children on a machine busy with other work may take long to start; SMTP already
+    accepts mail, so the daemon asks systemd for more time rather than being restarted whole.
+    Here both children are stopped (SIGSTOP) before they can say they run."""
+    instance.start()
+    children = wait_for(lambda: len(children_of(instance.proc.pid)) == 2 and children_of(instance.proc.pid), 10,
+                        what="the daemon's two children")
+    for pid in children:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        seen = receive_until(notify_socket, "STATUS=accepting mail on 127.0.0.1:%d; waiting for deliver, worker "
+                             "to start" % instance.port)
+        assert "READY=1" not in seen  # (a child that announced before its SIGSTOP fails this test: rerun)
+        assert any(line.startswith("EXTEND_TIMEOUT_USEC=") and int(line.split("=")[1]) > START_EXTEND_EVERY * 1e6
+                   for line in seen)
+        assert time.monotonic() - started < START_EXTEND_EVERY + 5
+        assert "daemon.waiting_for_children" in instance.log.read_text()
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGCONT)
+    assert "READY=1" in receive_until(notify_socket, "READY=1")

@@ -202,6 +202,14 @@ class Children:
     def all_running(self):
         return all(child.state == RUNNING for child in self.children.values())
 
+    def only_starting(self):
+        """The names of the children still starting, when every other one runs (none is dying
+        or waiting to be restarted); [] otherwise."""
+        states = {child.state for child in self.children.values()}
+        if states <= {STARTING, RUNNING}:
+            return sorted(name for name, child in self.children.items() if child.state == STARTING)
+        return []
+
     def signal_running(self, sig):
         for child in self.children.values():
             if child.state in (STARTING, RUNNING) and child.proc.poll() is None:
