@@ -10,9 +10,8 @@ before its 250: the bytes written and fdatasync'd. One writer thread takes
 every DATA queued so far, writes them into FILE (preallocated and reused as
 a ring, so no commit changes the file's size) and makes them durable with
 one fdatasync, then answers them all: the group commit of the connector's
-spool writer without SQLite, the envelope or the RCPT check. What the
-connector's acceptance tail has beyond this one is the connector's; what
-this one has too is the disk's.
+spool writer without SQLite, the envelope or the RCPT check. A disk whose
+flushes stall shows in its tail as in the connector's.
 
     python bench/noop_sink.py PORT [--durable FILE]
 """
@@ -22,10 +21,12 @@ import asyncio
 import os
 import queue
 import threading
+import time
 
 from aiosmtpd.smtp import SMTP
 
-RING = 64 << 20  # bytes of the durable sink's file, written round and round
+RING = 16 << 20  # bytes of the durable sink's file, written round and round (a 10 s load at 200/s: 8 MB)
+SETTLE = 1.0     # seconds between making that file and the first DATA: its own flush is not the load's
 
 
 class NoopHandler:
@@ -42,6 +43,7 @@ class DurableHandler:
         for offset in range(0, RING, len(chunk)):  # allocated and on disk before the load
             os.pwrite(self.fd, chunk, offset)
         os.fsync(self.fd)
+        time.sleep(SETTLE)
         self.offset = 0
         self.todo = queue.SimpleQueue()
         threading.Thread(target=self.write, daemon=True).start()
@@ -50,22 +52,36 @@ class DurableHandler:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self.todo.put((envelope.original_content, loop, done))
-        await done
-        return "250 2.0.0 OK"
+        return await done
 
     def write(self):
         while True:
             batch = [self.todo.get()]
             while not self.todo.empty():
                 batch.append(self.todo.get_nowait())
-            for raw, _, _ in batch:
-                if self.offset + len(raw) > RING:
-                    self.offset = 0
-                os.pwrite(self.fd, raw, self.offset)
-                self.offset += len(raw)
-            os.fdatasync(self.fd)
+            try:
+                for raw, _, _ in batch:
+                    self.put(memoryview(raw))
+                os.fdatasync(self.fd)
+                answer = "250 2.0.0 OK"
+            except OSError as exc:  # a full disk: the sessions get a temporary failure, the bench a line
+                answer = f"451 4.3.0 {exc.strerror}"
             for _, loop, done in batch:
-                loop.call_soon_threadsafe(done.set_result, None)
+                loop.call_soon_threadsafe(answered, done, answer)
+
+    def put(self, data):
+        """Write `data` at the ring's offset, going round at its end."""
+        while data:
+            if self.offset == RING:
+                self.offset = 0
+            count = os.pwrite(self.fd, data[:RING - self.offset], self.offset)
+            self.offset += count
+            data = data[count:]
+
+
+def answered(done, answer):
+    if not done.done():  # the session may have gone meanwhile
+        done.set_result(answer)
 
 
 async def main(port, durable):

@@ -59,18 +59,21 @@ def wait_port(port, proc, timeout=20):
     raise SystemExit(f"nothing listens on {port}")
 
 
-def wait_ready(workdir, timeout=10):
+def wait_ready(workdir, daemon, timeout=10):
     """Wait until the daemon in `workdir` says it is ready (its children run: what systemd's
     READY=1 says), so the load meets the steady state, not the start-up; False after `timeout`
     (a checkout before the state file's `ready`, or a daemon that never got there)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise SystemExit(f"{' '.join(map(str, daemon.args))} exited with {daemon.returncode}")
         for path in workdir.rglob("daemon-status.json"):
             try:
-                if json.loads(path.read_text()).get("ready"):
-                    return True
+                state = json.loads(path.read_text())
             except (OSError, ValueError):
-                pass
+                continue
+            if isinstance(state, dict) and state.get("ready"):
+                return True
         time.sleep(0.05)
     print(f"the daemon in {workdir} did not say it is ready within {timeout} s; measuring anyway", flush=True)
     return False
@@ -226,7 +229,7 @@ def run_connector(args, workdir):
         deadline = time.monotonic() + 20
         while not {"worker", "deliver"} <= set(processes(daemon.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        wait_ready(workdir)
+        wait_ready(workdir, daemon)
         cpu = CPU(daemon.pid)
         start = time.perf_counter()
         accept = source(port, args)
