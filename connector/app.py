@@ -178,10 +178,11 @@ class Daemon:
 
     def _extend_start(self):
         """Before READY: every START_EXTEND_EVERY seconds while children are still starting
-        (none dying), ask systemd for more time. They start in the idle CPU class, which a
-        machine busy with other work may leave them almost none of; SMTP already accepts mail,
-        and a start that timed out would restart the whole service. A child that dies instead
-        gets no extension: systemd's start timeout stands."""
+        (none has died), ask systemd for more time. They open their store and load their
+        configuration in the idle CPU class, which a machine busy with other work may leave them
+        almost none of; SMTP already accepts mail,
+        and a start that timed out would restart the whole service. Once a child has died,
+        no more extensions: systemd's start timeout stands, and a crash loop fails the start."""
         waiting = self.children.only_starting()
         now = time.monotonic()
         if not waiting or now - self.extended_at < START_EXTEND_EVERY:
@@ -378,7 +379,7 @@ def run_background(name, settings, partition=None):
     worker's `partition` (I, N): the share of the spool it files."""
     loop_class = BACKGROUND[name]
     options = {"partition": partition} if partition else {}
-    priority.background()  # for a worker started by hand or by systemd; a child of the daemon already is
+    priority.background()
     stop = threading.Event()
     worker = None
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,16 +1,15 @@
 """The CPU class of the daemon's background processes (the filing workers, delivery).
 
 They run in the idle class, so that accepting mail never waits for them;
-`background()` puts a process there. A child the daemon starts calls it
-first, in its bootstrap (`health.children.BOOTSTRAP`), so that its start-up
-(imports, templates, opening the store: a few tenths of a second of CPU)
-runs idle too: a child restarted while mail flows no longer competes with
-the intake. `connector worker|deliver` started by hand or by systemd gets
-there in `app.run_background`. On a machine busy with other work, idle
-children may take long to start: the daemon then extends systemd's start
-timeout (`app.Daemon._extend_start`).
+`app.run_background` puts each there with `background()` once it has
+imported what it runs. Not earlier, in the children's bootstrap: tried
+(fc9a092) and taken back, because idle-class imports on a loaded machine
+held delivery's start for seconds (a test's configuration edit overtook
+it), for a gain at start-up within the noise (docs/measurements.md). On a
+machine busy with other work, idle children may still take long to open
+their store: the daemon then extends systemd's start timeout
+(`app.Daemon._extend_start`).
 """
-
 import os
 
 FALLBACK_NICENESS = 19  # where the idle class is missing: the lowest priority instead

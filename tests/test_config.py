@@ -307,7 +307,8 @@ def test_bad_rule_and_template_under_a_running_daemon_keep_the_last_good(tmp_pat
     rules.write_text("rules: []\n")
     inst.start()
     try:
-        wait_for(lambda: '"worker.started"' in inst.log.read_text(), timeout=30, what="worker running")
+        wait_for(lambda: '"worker.started"' in inst.log.read_text() and '"deliver.started"' in inst.log.read_text(),
+                 timeout=30, what="worker and delivery running")  # one starting now would wait for a fix
         rules.write_text(BAD_RULE)
         template.write_text("Subject: {{ broken\n\nNEW TEMPLATE\n")
         os.kill(inst.proc.pid, signals.SIGHUP)

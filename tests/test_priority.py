@@ -1,33 +1,16 @@
-"""The daemon's background processes are in the idle CPU class from their first instruction
-on: a child is already there when its bootstrap imports the command line, a worker started
-by hand (or by systemd) gets there too, and the filing worker and delivery of a running daemon
-stay there while the intake does not (real processes)."""
+"""The daemon's background processes run in the idle CPU class: a worker started by hand (or
+by systemd) gets there, nice 19 stands in where the class is missing, and the filing worker
+and delivery of a running daemon are there while the intake is not (real processes)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import children_of, policy, wait_for
-from connector.health.children import child_argv
 from connector.health.state import FILE as STATE_FILE
 
 SCHED_IDLE = 5  # /proc/PID/stat's policy field for SCHED_IDLE
-
-
-def test_a_child_is_in_the_idle_class_before_it_imports_the_command_line(tmp_path):
-    """An audit hook sees the import of `connector.cli` in a child's bootstrap and prints the
-    process's CPU class at that moment: the imports that follow run idle, not beside the intake."""
-    argv = child_argv(tmp_path / "connector.ini", ("--version",))
-    code = argv[argv.index("-c") + 1]
-    hook = ("import os, sys\n"
-            "def hook(event, args):\n"
-            "    if event == 'import' and args[0] == 'connector.cli':\n"
-            "        print('class', os.sched_getscheduler(0), flush=True); os._exit(0)\n"
-            "sys.addaudithook(hook)\n")
-    out = subprocess.run([argv[0], "-P", "-c", hook + code], capture_output=True, text=True, timeout=60, cwd="/")
-    assert out.stdout.split() == ["class", str(os.SCHED_IDLE)], out.stdout + out.stderr
 
 
 def test_where_the_idle_class_is_missing_the_niceness_is_19_however_often(tmp_path):

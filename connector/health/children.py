@@ -8,8 +8,7 @@ and the command line it runs (`worker --partition 2/3`).
 A child is started as `python -P -c BOOTSTRAP`, which imports this very
 `connector` package by its absolute path: the working directory is never on
 its `sys.path`, so a `connector/` folder there (`/etc` holds
-`/etc/connector`) cannot shadow the package. Every child is a background
-process: the bootstrap puts it in the idle CPU class first (`priority`).
+`/etc/connector`) cannot shadow the package.
 
 A child says it runs by writing a byte on a pipe (fd in $CONNECTOR_READY_FD)
 once its store is open and its configuration loaded. One that dies within
@@ -42,7 +41,6 @@ SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 BOOTSTRAP = ("import sys; root = {root!r}; root in sys.path or sys.path.insert(0, root); "
-             "from connector.priority import background; background(); "  # idle before the imports
              "from connector.cli import main; sys.exit(main())")
 
 # Child states, as `connector status` shows them.
@@ -203,11 +201,11 @@ class Children:
         return all(child.state == RUNNING for child in self.children.values())
 
     def only_starting(self):
-        """The names of the children still starting, when every other one runs (none is dying
-        or waiting to be restarted); [] otherwise."""
-        states = {child.state for child in self.children.values()}
-        if states <= {STARTING, RUNNING}:
-            return sorted(name for name, child in self.children.items() if child.state == STARTING)
+        """The names of the children still starting, when every other one runs and none has
+        died since the daemon started (a crash loop is no slow start); [] otherwise."""
+        children = self.children.values()
+        if all(child.state in (STARTING, RUNNING) and child.last_exit is None for child in children):
+            return sorted(child.name for child in children if child.state == STARTING)
         return []
 
     def signal_running(self, sig):
