@@ -188,10 +188,10 @@ class Daemon:
         if not waiting or now - self.extended_at < START_EXTEND_EVERY:
             return
         self.extended_at = now
-        self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION * 1e6)}",
-                           f"STATUS=accepting mail on {self.listen}; waiting for {', '.join(waiting)} to start")
         log.info("daemon.waiting_for_children", children=waiting,
                  seconds=round(now - self.started_monotonic, 1))
+        self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION * 1e6)}",
+                           f"STATUS=accepting mail on {self.listen}; waiting for {', '.join(waiting)} to start")
 
     async def _heartbeat(self):
         """From the intake's event loop: the state file's heartbeat and systemd's watchdog."""

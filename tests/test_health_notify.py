@@ -82,7 +82,7 @@ def test_children_slow_to_start_extend_the_start_timeout_and_ready_follows(insta
     assert any(line.startswith("EXTEND_TIMEOUT_USEC=") and int(line.split("=")[1]) > START_EXTEND_EVERY * 1e6
                for line in seen)
     assert time.monotonic() - started < START_EXTEND_EVERY + 4
-    assert "daemon.waiting_for_children" in instance.log.read_text()
+    wait_for(lambda: '"daemon.waiting_for_children"' in instance.log.read_text(), 5, what="the log line")
     assert "READY=1" in receive_until(notify_socket, "READY=1")
 
 
