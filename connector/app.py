@@ -179,10 +179,10 @@ class Daemon:
     def _extend_start(self):
         """Before READY: every START_EXTEND_EVERY seconds while children are still starting
         (none has died), ask systemd for more time. They open their store and load their
-        configuration in the idle CPU class, which a machine busy with other work may leave them
-        almost none of; SMTP already accepts mail,
-        and a start that timed out would restart the whole service. Once a child has died,
-        no more extensions: systemd's start timeout stands, and a crash loop fails the start."""
+        configuration in the idle CPU class, which a machine busy with other work may leave
+        them almost none of; SMTP already accepts mail, and a start that timed out would
+        restart the whole service. Once a child has died, no more extensions: systemd's start
+        timeout stands, and a crash loop fails the start."""
         waiting = self.children.only_starting()
         now = time.monotonic()
         if not waiting or now - self.extended_at < START_EXTEND_EVERY:

@@ -4,7 +4,8 @@
 import sys
 import time
 
-from connector.commands.common import emit, iso, open_store_of, positive_int, with_json
+from connector.commands.common import emit, open_store_of, positive_int, with_json
+from connector.log import iso
 from connector.log import get_logger
 from connector.outbound.replies import ACCEPTED, DEFERRED, REFUSED
 from connector.settings.addresses import ADDRESS_RE

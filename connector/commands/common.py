@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from connector.log import iso, printable, setup_logging  # noqa: F401 (iso: the commands' name for it)
+from connector.log import printable, setup_logging
 from connector.settings import ConfigError, load_settings
 from connector.settings.loader import load_ini
 from connector.store.db import open_store

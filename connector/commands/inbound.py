@@ -10,7 +10,8 @@ import sys
 
 import peewee
 
-from connector.commands.common import ALL, emit, iso, open_store_of, settings_or_exit
+from connector.commands.common import ALL, emit, open_store_of, settings_or_exit
+from connector.log import iso
 from connector.pipeline.context import FILED
 from connector.store import events, views, wakeup
 from connector.store.filing import processing as processing_of

@@ -10,7 +10,8 @@ import time
 
 import peewee
 
-from connector.commands.common import ALL, emit, iso, limit_or_zero, open_store_of, settings_or_exit
+from connector.commands.common import ALL, emit, limit_or_zero, open_store_of, settings_or_exit
+from connector.log import iso
 from connector.commands.tickets import event_json
 from connector.settings import inboxes
 from connector.store import events, views

@@ -6,7 +6,8 @@ leases it holds (`connector.store.leases`: `scanner:<name>`, `deadlines`, `reten
 `processes`, `leases` (with pid, acquired_at and seconds until they expire), `scanners`
 and `timers` say the same by kind."""
 
-from connector.commands.common import emit, iso, open_store_of
+from connector.commands.common import emit, open_store_of
+from connector.log import iso
 
 
 def node_row(node, alive, now, held):

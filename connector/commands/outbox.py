@@ -2,7 +2,8 @@
 
 import sys
 
-from connector.commands.common import emit, iso, open_store_of, positive_int, with_json
+from connector.commands.common import emit, open_store_of, positive_int, with_json
+from connector.log import iso
 from connector.outbound.control import OutboxStateError, cancel, retry
 from connector.store.models import OUTBOX_STATUSES
 from connector.store.queries import outbox_page

@@ -5,7 +5,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, iso, open_store_of, settings_or_exit
+from connector.commands.common import EX_CONFIG, EX_TEMPFAIL, emit, open_store_of, settings_or_exit
+from connector.log import iso
 from connector.scanners.config import scanners_of
 from connector.scanners.schema import render_example
 from connector.settings import ConfigError

@@ -12,7 +12,7 @@ performance data (`CONNECTOR UNKNOWN - why` when there is no verdict).
 import json
 import time
 
-from connector.commands.common import iso
+from connector.log import iso
 from connector.health.report import EX_UNKNOWN, EXIT, daemon_problems, judge, store_figures
 from connector.health.state import read_state
 from connector.settings import ConfigError

@@ -4,10 +4,9 @@ import json
 import sys
 import time
 
-from connector.commands.common import (
-    emit, iso, open_store_of, parse_since, positive_int, settings_or_exit, with_json)
+from connector.commands.common import emit, open_store_of, parse_since, positive_int, settings_or_exit, with_json
 from connector.health.state import daemon_running
-from connector.log import get_logger
+from connector.log import get_logger, iso
 from connector.store import events, tombstones, views
 from connector.store.filing import ticket_by_number, update_ticket
 from connector.store.queries import ticket_page, write_transaction
